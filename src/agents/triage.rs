@@ -1,0 +1,307 @@
+//! Triage: intent, category, workload ids, time range, priorities and
+//! constraints, extracted deterministically from the request text and context.
+
+use futures_util::future::BoxFuture;
+use serde_json::{json, Value};
+
+use crate::{
+    error::PhaseError,
+    pipeline::agent::{Agent, AgentContext, PhaseInput},
+};
+
+/// The triage agent.
+pub struct Triage;
+
+const OPTIMIZE_WORDS: &[&str] = &[
+    "cut",
+    "reduce",
+    "lower",
+    "optimi",
+    "save",
+    "saving",
+    "cheaper",
+    "spend less",
+    "right-size",
+    "rightsize",
+    "improve",
+    "speed up",
+    "faster",
+];
+const ANALYSIS_WORDS: &[&str] = &[
+    "analy",
+    "breakdown",
+    "break down",
+    "show",
+    "report",
+    "trend",
+    "how much",
+    "how many",
+    "summar",
+    "usage",
+    "what did",
+    "profile",
+];
+
+/// Parses a number that may carry a unit: `2s`, `2 s`, `1500ms`, `2 seconds`.
+fn latency_ms_after(text: &str, anchor: usize) -> Option<f64> {
+    let tail = &text[anchor..];
+    let start = tail.find(|c: char| c.is_ascii_digit())?;
+    if start > 40 {
+        return None;
+    }
+    let num_str: String = tail[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let value: f64 = num_str.parse().ok()?;
+    let unit = tail[start + num_str.len()..].trim_start();
+    if unit.starts_with("ms") || unit.starts_with("millis") {
+        Some(value)
+    } else if unit.starts_with('s') {
+        Some(value * 1000.0)
+    } else {
+        None
+    }
+}
+
+/// A percentage like `30%` or `30 percent`.
+fn percent(text: &str) -> Option<f64> {
+    let idx = text.find('%').or_else(|| text.find(" percent"))?;
+    let head = text[..idx].trim_end();
+    let digits: String = head
+        .chars()
+        .rev()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let digits: String = digits.chars().rev().collect();
+    digits.parse().ok()
+}
+
+/// A dollar amount like `$5,000` or `$5000/month`.
+fn dollars(text: &str) -> Option<f64> {
+    let idx = text.find('$')?;
+    let digits: String = text[idx + 1..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == ',' || *c == '.')
+        .filter(|c| *c != ',')
+        .collect();
+    digits.parse().ok()
+}
+
+/// Days of a `last N days` / `past N weeks` phrase.
+fn range_days(text: &str) -> Option<u32> {
+    for key in ["last ", "past "] {
+        if let Some(i) = text.find(key) {
+            let rest = &text[i + key.len()..];
+            let n: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+            let n: u32 = if n.is_empty() { 1 } else { n.parse().ok()? };
+            let unit = rest[n.to_string().len().min(rest.len())..].trim_start();
+            if unit.starts_with("day") || (n == 1 && rest.starts_with("day")) {
+                return Some(n);
+            }
+            if unit.starts_with("week") || rest.starts_with("week") {
+                return Some(n * 7);
+            }
+            if unit.starts_with("month") || rest.starts_with("month") {
+                return Some(n * 30);
+            }
+        }
+    }
+    None
+}
+
+/// Workload ids named in the text as `workload <id>` or `workload:<id>`.
+fn workloads_in(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    for (i, w) in words.iter().enumerate() {
+        let w = w.trim_matches(|c: char| c == ',' || c == '.' || c == '?' || c == '"' || c == '\'');
+        if let Some(id) = w.strip_prefix("workload:") {
+            out.push(id.to_string());
+        } else if w.eq_ignore_ascii_case("workload") {
+            if let Some(next) = words.get(i + 1) {
+                let id = next
+                    .trim_matches(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+                if !id.is_empty() && id.chars().any(|c| c.is_ascii_alphanumeric()) {
+                    out.push(id.to_string());
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The triage of one request text (pure, for tests).
+pub fn classify(message: &str, workload_hint: Option<&str>) -> Value {
+    let text = message.to_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
+    let optimize = has(OPTIMIZE_WORDS);
+    let analyse = has(ANALYSIS_WORDS);
+    let mut workloads = workloads_in(message);
+    if let Some(w) = workload_hint {
+        if !workloads.iter().any(|x| x == w) {
+            workloads.insert(0, w.to_string());
+        }
+    }
+    let category = if optimize {
+        "optimization"
+    } else if analyse && !workloads.is_empty() {
+        "analysis"
+    } else {
+        "question"
+    };
+    let mut priorities = Vec::new();
+    if text.contains("cost")
+        || text.contains("spend")
+        || text.contains("cheap")
+        || text.contains("$")
+        || text.contains("bill")
+    {
+        priorities.push("cost");
+    }
+    if text.contains("latency")
+        || text.contains("p95")
+        || text.contains("p99")
+        || text.contains("fast")
+        || text.contains("slow")
+    {
+        priorities.push("latency");
+    }
+    if text.contains("quality") || text.contains("accuracy") {
+        priorities.push("quality");
+    }
+    if text.contains("throughput") || text.contains("rate limit") || text.contains("peak") {
+        priorities.push("throughput");
+    }
+    if priorities.is_empty() && category == "optimization" {
+        priorities.push("cost");
+    }
+    let latency_slo_ms = ["p95", "p99", "latency"].iter().find_map(|k| {
+        text.find(k)
+            .and_then(|i| latency_ms_after(&text, i + k.len()))
+    });
+    let slo_percentile = if text.contains("p99") { "p99" } else { "p95" };
+    let quality_floor = if text.contains("without losing quality")
+        || text.contains("same quality")
+        || text.contains("quality floor")
+    {
+        Some(3)
+    } else if text.contains("quality") {
+        Some(2)
+    } else {
+        None
+    };
+    let intent = match category {
+        "optimization" => format!(
+            "optimize {} of {}",
+            priorities.join(" and "),
+            if workloads.is_empty() {
+                "an unnamed workload".to_string()
+            } else {
+                workloads.join(", ")
+            }
+        ),
+        "analysis" => format!("analyse workload {}", workloads.join(", ")),
+        _ => "answer a question".to_string(),
+    };
+    json!({
+        "intent": intent,
+        "category": category,
+        "workload_ids": workloads,
+        "time_range_days": range_days(&text).unwrap_or(30),
+        "priorities": priorities,
+        "constraints": {
+            "latency_slo_ms": latency_slo_ms,
+            "latency_percentile": slo_percentile,
+            "target_reduction_pct": percent(&text),
+            "monthly_budget_usd": dollars(&text),
+            "quality_floor": quality_floor,
+        },
+        "data_needs": if category == "question" { json!([]) } else { json!(["request telemetry", "model prices"]) },
+        "ambiguous": category == "question" && (optimize || analyse),
+    })
+}
+
+impl Agent for Triage {
+    fn phase(&self) -> &'static str {
+        "triage"
+    }
+
+    fn run<'a>(
+        &'a self,
+        _ctx: &'a AgentContext,
+        input: &'a PhaseInput,
+    ) -> BoxFuture<'a, Result<Value, PhaseError>> {
+        Box::pin(async move {
+            let message = input
+                .request
+                .get("message")
+                .and_then(Value::as_str)
+                .ok_or_else(|| PhaseError::permanent("request has no message text"))?;
+            // A follow-up inherits the workload of the thread's earlier request.
+            let mut text = message.to_string();
+            for earlier in input.thread.iter().filter(|m| m.role == "user") {
+                if workloads_in(message).is_empty() && !workloads_in(&earlier.content).is_empty() {
+                    text = format!("{} {}", earlier.content, message);
+                }
+            }
+            let hint = input.request.get("workload_id").and_then(Value::as_str);
+            Ok(classify(&text, hint))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extracts_constraints_from_the_classic_request() {
+        let t = classify(
+            "Cut the cost of workload chat-prod by 30% without pushing p95 latency over 2 s",
+            None,
+        );
+        assert_eq!(t["category"], "optimization");
+        assert_eq!(t["workload_ids"], json!(["chat-prod"]));
+        assert_eq!(t["constraints"]["latency_slo_ms"], json!(2000.0));
+        assert_eq!(t["constraints"]["target_reduction_pct"], json!(30.0));
+        assert_eq!(t["priorities"], json!(["cost", "latency"]));
+    }
+
+    #[test]
+    fn analysis_needs_a_workload_and_questions_fall_through() {
+        assert_eq!(
+            classify(
+                "Show the usage breakdown of workload w-1 for the last 7 days",
+                None
+            )["category"],
+            "analysis"
+        );
+        assert_eq!(
+            classify(
+                "Show the usage breakdown of workload w-1 for the last 7 days",
+                None
+            )["time_range_days"],
+            7
+        );
+        assert_eq!(
+            classify("What is prompt caching?", None)["category"],
+            "question"
+        );
+        assert_eq!(
+            classify("reduce spend", Some("w-9"))["workload_ids"],
+            json!(["w-9"])
+        );
+        assert_eq!(
+            classify("keep p99 under 1500ms and lower cost", None)["constraints"]["latency_slo_ms"],
+            json!(1500.0)
+        );
+        assert_eq!(
+            classify("budget $5,000 per month, cut cost", None)["constraints"]
+                ["monthly_budget_usd"],
+            json!(5000.0)
+        );
+    }
+}

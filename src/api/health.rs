@@ -1,0 +1,66 @@
+//! Liveness, readiness (broker, database, cache each reported) and metrics.
+
+use axum::{extract::State, http::StatusCode, response::IntoResponse, Json};
+use serde_json::json;
+
+use crate::{pipeline::Engine, store};
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`: 200 when broker and database are reachable; the cache is
+/// reported but optional.
+pub async fn readyz(State(engine): State<Engine>) -> impl IntoResponse {
+    let database = store::ping(&engine.pool).await;
+    let broker = engine.link.is_up();
+    let cache = match &engine.cache {
+        Some(c) => {
+            if c.ping().await {
+                "up"
+            } else {
+                "down"
+            }
+        }
+        None => "disabled",
+    };
+    let ready = database && broker;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "ready": ready,
+            "broker": if broker { "up" } else { "down" },
+            "database": if database { "up" } else { "down" },
+            "cache": cache,
+        })),
+    )
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(State(engine): State<Engine>) -> impl IntoResponse {
+    let mut extra = String::new();
+    if let Ok(rows) = store::runs::count_by_status(&engine.pool).await {
+        extra.push_str("# HELP netra_runs runs by status\n# TYPE netra_runs gauge\n");
+        for (status, n) in rows {
+            extra.push_str(&format!("netra_runs{{status=\"{status}\"}} {n}\n"));
+        }
+    }
+    if let Ok(rows) = store::dead_letters::pending_by_phase(&engine.pool).await {
+        extra.push_str("# HELP netra_dead_letters_pending pending dead letters by phase\n# TYPE netra_dead_letters_pending gauge\n");
+        for (phase, n) in rows {
+            extra.push_str(&format!(
+                "netra_dead_letters_pending{{phase=\"{phase}\"}} {n}\n"
+            ));
+        }
+    }
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        engine.metrics.render(&extra),
+    )
+}

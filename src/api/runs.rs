@@ -1,0 +1,290 @@
+//! `/v1/runs`: enqueue, read (with long-poll), list, cancel.
+
+use std::time::Duration;
+
+use axum::{
+    body::Bytes,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    Json,
+};
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::{auth::Tenant, error::ApiError};
+use crate::{
+    pipeline::{intake, intake::RequestBody, Engine},
+    store::runs::{self, IntakeError, Run, RunFilter},
+};
+
+/// Longest long-poll, seconds.
+pub const MAX_WAIT_SECS: u64 = 60;
+
+/// Parses a request body, naming the offending field on failure.
+pub fn parse_body(body: &[u8]) -> Result<RequestBody, ApiError> {
+    let req: RequestBody = serde_json::from_slice(body).map_err(|e| {
+        let text = e.to_string();
+        let field = text.split('`').nth(1).unwrap_or("body").to_string();
+        ApiError::Invalid {
+            field,
+            message: text,
+        }
+    })?;
+    req.validate().map_err(|e| ApiError::Invalid {
+        field: e.field.to_string(),
+        message: e.problem,
+    })?;
+    Ok(req)
+}
+
+/// Creates a run from a request body (shared with thread follow-ups).
+pub async fn enqueue(
+    engine: &Engine,
+    tenant: String,
+    req: RequestBody,
+    key: Option<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let correlation_id = Uuid::new_v4().to_string();
+    let new = req.into_new_run(tenant, correlation_id, key, None);
+    let publisher = engine.link.publisher();
+    let accepted = match intake::accept(engine, publisher.as_ref(), &new, "api").await {
+        Ok(a) => a,
+        Err(IntakeError::UnknownThread(_)) => return Err(ApiError::NotFound("thread")),
+        Err(IntakeError::Db(e)) => return Err(e.into()),
+    };
+    let run = accepted.run;
+    Ok((
+        if accepted.created {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::OK
+        },
+        Json(json!({
+            "run_id": run.id,
+            "thread_id": run.thread_id,
+            "correlation_id": run.correlation_id,
+            "status": run.status,
+            "status_url": format!("/v1/runs/{}", run.id),
+            "created": accepted.created,
+        })),
+    ))
+}
+
+/// `POST /v1/runs`.
+pub async fn create(
+    State(engine): State<Engine>,
+    Tenant(tenant): Tenant,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let req = parse_body(&body)?;
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .filter(|k| !k.is_empty() && k.len() <= 200);
+    enqueue(&engine, tenant, req, key).await
+}
+
+/// The JSON view of a run with its history.
+pub async fn view(engine: &Engine, run: &Run) -> Result<Value, ApiError> {
+    let history = runs::history(&engine.pool, run.id).await?;
+    let attempts = runs::attempts(&engine.pool, run.id).await?;
+    Ok(json!({
+        "id": run.id,
+        "tenant": run.tenant,
+        "thread_id": run.thread_id,
+        "correlation_id": run.correlation_id,
+        "status": run.status,
+        "phase": run.phase,
+        "attempt": run.attempt,
+        "replay": run.replay,
+        "next_attempt_at": run.next_attempt_at,
+        "result": run.result,
+        "error": run.error,
+        "created_at": run.created_at,
+        "updated_at": run.updated_at,
+        "finished_at": run.finished_at,
+        "history": history,
+        "attempts": attempts,
+    }))
+}
+
+/// Query of `GET /v1/runs/{id}`.
+#[derive(Debug, Deserialize)]
+pub struct GetQuery {
+    /// Long-poll up to this many seconds for a final state.
+    pub wait: Option<u64>,
+}
+
+/// `GET /v1/runs/{id}`: answers at once, or with `?wait=N` as soon as the run
+/// is final (woken by Redis pub/sub) or after N seconds with its state then.
+pub async fn get(
+    State(engine): State<Engine>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<Uuid>,
+    Query(q): Query<GetQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(cache) = &engine.cache {
+        if let Some(cached) = cache.get(id).await {
+            if let Ok(v) = serde_json::from_str::<Value>(&cached) {
+                if v["tenant"] == tenant.as_str() {
+                    return Ok(Json(v));
+                }
+            }
+        }
+    }
+    let wait = Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT_SECS));
+    let run = runs::get_for_tenant(&engine.pool, &tenant, id)
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
+    let run = if run.is_final() || wait.is_zero() {
+        run
+    } else {
+        long_poll(&engine, &tenant, run, wait).await?
+    };
+    let v = view(&engine, &run).await?;
+    if run.is_final() {
+        if let Some(cache) = &engine.cache {
+            cache.put(id, &v.to_string()).await;
+        }
+    }
+    Ok(Json(v))
+}
+
+async fn long_poll(
+    engine: &Engine,
+    tenant: &str,
+    run: Run,
+    wait: Duration,
+) -> Result<Run, ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut pubsub = match &engine.cache {
+        Some(cache) => match cache.pubsub().await {
+            Some(mut ps) => {
+                if ps.subscribe(cache.channel(run.id)).await.is_ok() {
+                    Some(ps)
+                } else {
+                    None
+                }
+            }
+            None => None,
+        },
+        None => None,
+    };
+    // Re-read after subscribing, so a change in between is not missed.
+    let mut current = runs::get_for_tenant(&engine.pool, tenant, run.id)
+        .await?
+        .unwrap_or(run);
+    while !current.is_final() && tokio::time::Instant::now() < deadline {
+        match pubsub.as_mut() {
+            Some(ps) => {
+                let mut stream = ps.on_message();
+                let _ = tokio::time::timeout_at(deadline, stream.next()).await;
+            }
+            // Without Redis: re-read once a second.
+            None => {
+                let _ =
+                    tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_secs(1)))
+                        .await;
+            }
+        }
+        current = runs::get_for_tenant(&engine.pool, tenant, current.id)
+            .await?
+            .unwrap_or(current);
+    }
+    Ok(current)
+}
+
+/// Query of `GET /v1/runs`.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    /// Filter by correlation id.
+    pub correlation_id: Option<String>,
+    /// Filter by status.
+    pub status: Option<String>,
+    /// Cursor from the previous page.
+    pub cursor: Option<String>,
+    /// Page size (max 200).
+    pub limit: Option<i64>,
+}
+
+fn encode_cursor(run: &Run) -> String {
+    format!("{}_{}", run.created_at.timestamp_micros(), run.id)
+}
+
+fn decode_cursor(c: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+    let bad = || ApiError::Invalid {
+        field: "cursor".into(),
+        message: "not a cursor from this API".into(),
+    };
+    let (ts, id) = c.split_once('_').ok_or_else(bad)?;
+    let micros: i64 = ts.parse().map_err(|_| bad())?;
+    let ts = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(bad)?;
+    Ok((ts, id.parse().map_err(|_| bad())?))
+}
+
+/// `GET /v1/runs?correlation_id=…&status=…&cursor=…&limit=…`.
+pub async fn list(
+    State(engine): State<Engine>,
+    Tenant(tenant): Tenant,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(s) = &q.status {
+        const STATUSES: [&str; 7] = [
+            "queued",
+            "running",
+            "retrying",
+            "completed",
+            "needs_input",
+            "dead_lettered",
+            "cancelled",
+        ];
+        if !STATUSES.contains(&s.as_str()) {
+            return Err(ApiError::Invalid {
+                field: "status".into(),
+                message: format!("one of {}", STATUSES.join(", ")),
+            });
+        }
+    }
+    let limit = q.limit.unwrap_or(50).clamp(1, 200);
+    let filter = RunFilter {
+        correlation_id: q.correlation_id,
+        status: q.status,
+        after: q.cursor.as_deref().map(decode_cursor).transpose()?,
+        limit,
+    };
+    let page = runs::list(&engine.pool, &tenant, &filter).await?;
+    let next = if page.len() as i64 == limit {
+        page.last().map(encode_cursor)
+    } else {
+        None
+    };
+    let items: Vec<Value> = page
+        .iter()
+        .map(|r| json!({"id": r.id, "status": r.status, "phase": r.phase, "correlation_id": r.correlation_id, "thread_id": r.thread_id, "created_at": r.created_at}))
+        .collect();
+    Ok(Json(json!({"runs": items, "next_cursor": next})))
+}
+
+/// `POST /v1/runs/{id}/cancel`.
+pub async fn cancel(
+    State(engine): State<Engine>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let (run, changed) = runs::cancel(&engine.pool, &tenant, id, "api")
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
+    if changed {
+        if let Some(cache) = &engine.cache {
+            cache.notify(id).await;
+        }
+    }
+    Ok(Json(
+        json!({"id": run.id, "status": run.status, "cancelled": changed}),
+    ))
+}

@@ -1,0 +1,110 @@
+//! Starts netra in-process: pool, migrations, cache, engine, the serve loop
+//! and the HTTP API. `netra serve`, the demo, the benchmark and the tests
+//! all start it this way.
+
+use std::net::SocketAddr;
+
+use tokio::task::JoinHandle;
+
+use crate::{
+    agents,
+    cache::Cache,
+    config::Config,
+    pipeline::{agent::AgentSet, service, shutdown, Engine},
+    store,
+};
+
+/// How to start.
+#[derive(Clone)]
+pub struct StartOptions {
+    /// What to consume.
+    pub serve: service::ServeOptions,
+    /// Serve the HTTP API (on `config.http_addr`).
+    pub http: bool,
+    /// The agents (default: the standard five).
+    pub agents: Option<AgentSet>,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        Self {
+            serve: service::ServeOptions::default(),
+            http: true,
+            agents: None,
+        }
+    }
+}
+
+/// A running netra.
+pub struct App {
+    /// The engine (pool, names, metrics, …).
+    pub engine: Engine,
+    /// Where the API listens, when it does.
+    pub http_addr: Option<SocketAddr>,
+    trigger: shutdown::Trigger,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Why netra could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Postgres unreachable or refused.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The API address is in use or invalid.
+    #[error("http: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+impl App {
+    /// Migrates, connects and starts everything.
+    pub async fn start(config: Config, opts: StartOptions) -> Result<Self, StartError> {
+        let pool = store::connect(&config).await?;
+        store::migrate(&pool).await?;
+        let cache = Cache::connect(&config).await;
+        let http_addr_cfg = config.http_addr;
+        let engine = Engine::new(
+            config,
+            pool,
+            opts.agents.unwrap_or_else(agents::standard),
+            cache,
+        );
+        let (trigger, stop) = shutdown::channel();
+        let mut tasks = Vec::new();
+        let mut http_addr = None;
+        if opts.http {
+            let listener = tokio::net::TcpListener::bind(http_addr_cfg).await?;
+            http_addr = Some(listener.local_addr()?);
+            let (e, s) = (engine.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(err) = crate::api::serve(e, listener, s).await {
+                    tracing::error!(error = %err, "HTTP API stopped");
+                }
+            }));
+        }
+        let (e, s, serve_opts) = (engine.clone(), stop.clone(), opts.serve.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(err) = service::run(e, serve_opts, s).await {
+                tracing::error!(error = %err, "worker stopped");
+            }
+        }));
+        Ok(Self {
+            engine,
+            http_addr,
+            trigger,
+            tasks,
+        })
+    }
+
+    /// Signals shutdown and waits for in-flight work (bounded by the grace period).
+    pub async fn shutdown(self) {
+        self.trigger.fire();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.engine.pool.close().await;
+    }
+}

@@ -1,0 +1,356 @@
+//! The `netra` command line (clap). `anyhow` is used here, at the top, only.
+
+pub mod demo;
+pub mod http;
+
+use std::{io::BufReader, path::PathBuf, process::ExitCode};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+use crate::{
+    app::{App, StartOptions},
+    config::Config,
+    ingest,
+    pipeline::service::ServeOptions,
+    store,
+};
+
+/// netra: a queue worker running a multi-agent AI-workload-optimization pipeline.
+#[derive(Debug, Parser)]
+#[command(name = "netra", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the request consumer, the phase consumers and the HTTP API.
+    Serve {
+        /// Only these phases (comma-separated), to scale phases independently.
+        #[arg(long, value_delimiter = ',')]
+        phases: Option<Vec<String>>,
+        /// Do not consume upstream requests in this process.
+        #[arg(long)]
+        no_requests: bool,
+        /// Do not serve HTTP in this process.
+        #[arg(long)]
+        no_http: bool,
+    },
+    /// Apply database migrations.
+    Migrate,
+    /// Submit a request over the HTTP API.
+    Submit {
+        /// The request text.
+        message: String,
+        /// The workload it is about.
+        #[arg(long)]
+        workload: Option<String>,
+        /// Continue this thread.
+        #[arg(long)]
+        thread: Option<uuid::Uuid>,
+        /// Block until the run ends and print its report.
+        #[arg(long)]
+        wait: bool,
+        /// API base URL.
+        #[arg(long, env = "NETRA_API_URL", default_value = "http://127.0.0.1:8089")]
+        api: String,
+        /// Bearer token.
+        #[arg(long, env = "NETRA_TOKEN", hide_env_values = true)]
+        token: String,
+    },
+    /// Show a run over the HTTP API.
+    Status {
+        /// Run id.
+        id: uuid::Uuid,
+        /// Long-poll up to this many seconds for a final state.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+        /// API base URL.
+        #[arg(long, env = "NETRA_API_URL", default_value = "http://127.0.0.1:8089")]
+        api: String,
+        /// Bearer token.
+        #[arg(long, env = "NETRA_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Print the JSON instead of the report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load request telemetry of a workload from a file.
+    Ingest {
+        /// Workload id.
+        #[arg(long)]
+        workload: String,
+        /// File format.
+        #[arg(long, value_enum)]
+        format: ingest::Format,
+        /// Model name (required for the azure format).
+        #[arg(long)]
+        model: Option<String>,
+        /// Tenant that owns the workload.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Abort (inserting nothing) after more bad rows than this.
+        #[arg(long, default_value_t = 0)]
+        max_errors: usize,
+        /// The file (`-` for standard input).
+        file: PathBuf,
+    },
+    /// Manage tenants.
+    Tenant {
+        /// What to do.
+        #[command(subcommand)]
+        action: TenantAction,
+    },
+    /// Inspect dead letters.
+    Dlq {
+        /// What to do.
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+    /// Start netra in-process, submit sample requests of each category, and
+    /// print their reports.
+    Demo,
+}
+
+/// `netra tenant …`.
+#[derive(Debug, Subcommand)]
+pub enum TenantAction {
+    /// Create a tenant and print its API token (shown only once).
+    Create {
+        /// Tenant name.
+        name: String,
+        /// Broker user whose validated `user_id` maps AMQP requests to it.
+        #[arg(long)]
+        amqp_user: Option<String>,
+    },
+    /// List tenants.
+    List,
+}
+
+/// `netra dlq …`.
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// List pending dead letters.
+    List {
+        /// Only this phase.
+        #[arg(long)]
+        phase: Option<String>,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Error contains.
+        #[arg(long)]
+        error_contains: Option<String>,
+        /// Max rows.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Group pending dead letters by phase and error fingerprint.
+    Groups,
+}
+
+/// Entry point of the binary.
+pub async fn main() -> ExitCode {
+    crate::telemetry::init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn pool() -> anyhow::Result<(Config, sqlx::PgPool)> {
+    let config = Config::from_env()?;
+    let pool = store::connect(&config)
+        .await
+        .context("connecting to Postgres (is the stack running? `deploy/local/stack start`)")?;
+    store::migrate(&pool).await?;
+    Ok((config, pool))
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve {
+            phases,
+            no_requests,
+            no_http,
+        } => {
+            let config = Config::from_env()?;
+            tracing::info!(config = ?config, "starting");
+            let opts = StartOptions {
+                serve: ServeOptions {
+                    phases,
+                    requests: !no_requests,
+                    scheduler: true,
+                },
+                http: !no_http,
+                agents: None,
+            };
+            let app = App::start(config, opts).await?;
+            if let Some(addr) = app.http_addr {
+                tracing::info!(%addr, "HTTP API listening");
+            }
+            wait_for_signal().await;
+            tracing::info!("signal received; shutting down");
+            app.shutdown().await;
+            Ok(())
+        }
+        Command::Migrate => {
+            pool().await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Submit {
+            message,
+            workload,
+            thread,
+            wait,
+            api,
+            token,
+        } => http::submit(&api, &token, &message, workload, thread, wait).await,
+        Command::Status {
+            id,
+            wait,
+            api,
+            token,
+            json,
+        } => http::status(&api, &token, id, wait, json).await,
+        Command::Ingest {
+            workload,
+            format,
+            model,
+            tenant,
+            max_errors,
+            file,
+        } => {
+            let (_, pool) = pool().await?;
+            let reader: Box<dyn std::io::BufRead + Send> = if file.as_os_str() == "-" {
+                Box::new(BufReader::new(std::io::stdin()))
+            } else {
+                Box::new(BufReader::new(
+                    std::fs::File::open(&file)
+                        .with_context(|| format!("opening {}", file.display()))?,
+                ))
+            };
+            let target = ingest::Target {
+                tenant: &tenant,
+                workload: &workload,
+                format,
+                model: model.as_deref(),
+                max_errors,
+            };
+            let report = ingest::ingest(&pool, &target, reader, |n| {
+                eprint!("\r{n} rows read");
+            })
+            .await?;
+            eprintln!();
+            for b in report.bad.iter().take(50) {
+                eprintln!("line {}: {}", b.line, b.reason);
+            }
+            if report.aborted {
+                bail!(
+                    "{} bad rows exceed --max-errors {max_errors}; nothing was inserted",
+                    report.bad.len()
+                );
+            }
+            println!(
+                "inserted {} rows into workload {workload} ({} bad rows skipped)",
+                report.inserted,
+                report.bad.len()
+            );
+            Ok(())
+        }
+        Command::Tenant { action } => {
+            let (_, pool) = pool().await?;
+            match action {
+                TenantAction::Create { name, amqp_user } => {
+                    let token = store::tenants::create(&pool, &name, amqp_user.as_deref()).await?;
+                    println!("{token}");
+                    eprintln!("tenant {name} created; the token above is shown only once");
+                }
+                TenantAction::List => {
+                    for t in store::tenants::list(&pool).await? {
+                        println!("{t}");
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Dlq { action } => {
+            let (_, pool) = pool().await?;
+            match action {
+                DlqAction::List {
+                    phase,
+                    tenant,
+                    error_contains,
+                    limit,
+                } => {
+                    let f = store::dead_letters::DeadLetterFilter {
+                        tenant,
+                        phase,
+                        error_contains,
+                        limit,
+                        ..Default::default()
+                    };
+                    println!(
+                        "{:<36}  {:<36}  {:<12}  {:<9}  {:>3}  error",
+                        "id", "run", "phase", "class", "att"
+                    );
+                    for d in store::dead_letters::list(&pool, &f).await? {
+                        println!(
+                            "{:<36}  {:<36}  {:<12}  {:<9}  {:>3}  {}",
+                            d.id,
+                            d.run_id
+                                .map(|r| r.to_string())
+                                .unwrap_or_else(|| "-".into()),
+                            d.phase,
+                            d.error_class,
+                            d.attempts,
+                            d.error
+                        );
+                    }
+                }
+                DlqAction::Groups => {
+                    println!("{:>6}  {:<12}  fingerprint", "count", "phase");
+                    for g in store::dead_letters::groups(&pool, None).await? {
+                        println!("{:>6}  {:<12}  {}", g.count, g.phase, g.fingerprint);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Demo => demo::run().await,
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

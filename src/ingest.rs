@@ -1,0 +1,371 @@
+//! `netra ingest`: streams a telemetry file into `llm_requests`.
+//!
+//! Formats: the public Azure LLM inference trace (`TIMESTAMP,ContextTokens,
+//! GeneratedTokens`, the model given on the command line), a generic CSV
+//! (`timestamp,model,input_tokens,output_tokens,latency_ms,status` plus
+//! optional `ttft_ms,cost_usd`), and JSONL with the same fields. The file is
+//! read row by row and inserted in batches inside one transaction, so a file
+//! with more bad rows than `--max-errors` inserts nothing. Bad rows are
+//! reported by line number.
+
+use std::io::BufRead;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Deserialize;
+use sqlx::PgPool;
+
+use crate::store::telemetry::{self, RequestRecord};
+
+/// Rows per INSERT.
+pub const BATCH: usize = 2_000;
+
+/// Input formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Azure LLM inference trace CSV.
+    Azure,
+    /// Generic per-request CSV.
+    Csv,
+    /// Generic per-request JSON lines.
+    Jsonl,
+}
+
+/// One rejected row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadRow {
+    /// 1-based line number in the file.
+    pub line: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// What an ingest did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Rows inserted (0 when aborted).
+    pub inserted: u64,
+    /// Rows rejected.
+    pub bad: Vec<BadRow>,
+    /// True when the file had more bad rows than allowed and nothing was kept.
+    pub aborted: bool,
+}
+
+/// Why an ingest failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Reading the file failed.
+    #[error("reading input: {0}")]
+    Io(#[from] std::io::Error),
+    /// The header does not match the format.
+    #[error("line 1: {0}")]
+    Header(String),
+    /// The database failed.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// The Azure format needs `--model`.
+    #[error("the azure format needs --model (the trace does not name the model)")]
+    ModelRequired,
+}
+
+/// Parses an Azure trace timestamp: `2023-11-16 18:15:46.6805900` (UTC).
+pub fn parse_azure_ts(s: &str) -> Result<DateTime<Utc>, String> {
+    let s = s.trim();
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
+        .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S"))
+        .map(|n| n.and_utc())
+        .map_err(|_| format!("bad timestamp `{s}` (expected YYYY-MM-DD HH:MM:SS.fffffff)"))
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s.trim())
+        .map(|d| d.with_timezone(&Utc))
+        .or_else(|_| parse_azure_ts(s))
+}
+
+fn tokens(s: &str, what: &str) -> Result<i32, String> {
+    s.trim()
+        .parse::<i32>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| format!("bad {what} `{}` (a whole number >= 0)", s.trim()))
+}
+
+fn opt_f64(s: Option<&str>, what: &str) -> Result<Option<f64>, String> {
+    match s.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite() && *x >= 0.0)
+            .map(Some)
+            .ok_or_else(|| format!("bad {what} `{v}`")),
+    }
+}
+
+#[derive(Deserialize)]
+struct JsonRow {
+    timestamp: String,
+    model: String,
+    input_tokens: i64,
+    output_tokens: i64,
+    latency_ms: Option<f64>,
+    ttft_ms: Option<f64>,
+    status: Option<String>,
+    cost_usd: Option<f64>,
+}
+
+/// Parses one data row (pure, for tests). `columns` is the header.
+pub fn parse_row(
+    format: Format,
+    columns: &[String],
+    fields: &[&str],
+    model: Option<&str>,
+) -> Result<RequestRecord, String> {
+    let col = |name: &str| {
+        columns
+            .iter()
+            .position(|c| c.eq_ignore_ascii_case(name))
+            .and_then(|i| fields.get(i).copied())
+    };
+    match format {
+        Format::Azure => {
+            if fields.len() != 3 {
+                return Err(format!("expected 3 fields, found {}", fields.len()));
+            }
+            Ok(RequestRecord {
+                ts: parse_azure_ts(fields[0])?,
+                model: model.unwrap_or_default().to_string(),
+                input_tokens: tokens(fields[1], "ContextTokens")?,
+                output_tokens: tokens(fields[2], "GeneratedTokens")?,
+                latency_ms: None,
+                ttft_ms: None,
+                status: "ok".into(),
+                cost_usd: None,
+            })
+        }
+        Format::Csv => {
+            if fields.len() != columns.len() {
+                return Err(format!(
+                    "expected {} fields, found {}",
+                    columns.len(),
+                    fields.len()
+                ));
+            }
+            let model = col("model")
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .ok_or("empty model")?;
+            Ok(RequestRecord {
+                ts: parse_ts(col("timestamp").unwrap_or_default())?,
+                model: model.to_string(),
+                input_tokens: tokens(col("input_tokens").unwrap_or_default(), "input_tokens")?,
+                output_tokens: tokens(col("output_tokens").unwrap_or_default(), "output_tokens")?,
+                latency_ms: opt_f64(col("latency_ms"), "latency_ms")?,
+                ttft_ms: opt_f64(col("ttft_ms"), "ttft_ms")?,
+                status: col("status")
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("ok")
+                    .to_string(),
+                cost_usd: opt_f64(col("cost_usd"), "cost_usd")?,
+            })
+        }
+        Format::Jsonl => {
+            let line = fields.first().copied().unwrap_or_default();
+            let r: JsonRow =
+                serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+            Ok(RequestRecord {
+                ts: parse_ts(&r.timestamp)?,
+                model: r.model,
+                input_tokens: i32::try_from(r.input_tokens)
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .ok_or("bad input_tokens")?,
+                output_tokens: i32::try_from(r.output_tokens)
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .ok_or("bad output_tokens")?,
+                latency_ms: r.latency_ms,
+                ttft_ms: r.ttft_ms,
+                status: r.status.unwrap_or_else(|| "ok".into()),
+                cost_usd: r.cost_usd,
+            })
+        }
+    }
+}
+
+fn check_header(format: Format, header: &[String]) -> Result<(), IngestError> {
+    let want: &[&str] = match format {
+        Format::Azure => &["timestamp", "contexttokens", "generatedtokens"],
+        Format::Csv => &["timestamp", "model", "input_tokens", "output_tokens"],
+        Format::Jsonl => return Ok(()),
+    };
+    let lower: Vec<String> = header
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    for w in want {
+        if !lower.iter().any(|h| h == w) {
+            return Err(IngestError::Header(format!(
+                "missing column `{w}` (header: {})",
+                header.join(",")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What to ingest and how.
+#[derive(Debug, Clone)]
+pub struct Target<'a> {
+    /// Owning tenant.
+    pub tenant: &'a str,
+    /// Workload id.
+    pub workload: &'a str,
+    /// File format.
+    pub format: Format,
+    /// Model (azure format).
+    pub model: Option<&'a str>,
+    /// Bad rows tolerated before aborting.
+    pub max_errors: usize,
+}
+
+/// Streams `reader` into the workload's telemetry. `progress` is called after
+/// each batch with the rows read so far.
+pub async fn ingest<R: BufRead>(
+    pool: &PgPool,
+    target: &Target<'_>,
+    reader: R,
+    mut progress: impl FnMut(u64),
+) -> Result<Report, IngestError> {
+    let Target {
+        tenant,
+        workload,
+        format,
+        model,
+        max_errors,
+    } = *target;
+    if format == Format::Azure && model.is_none() {
+        return Err(IngestError::ModelRequired);
+    }
+    telemetry::ensure_workload(pool, tenant, workload).await?;
+    let mut tx = pool.begin().await?;
+    let mut report = Report::default();
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut header: Vec<String> = Vec::new();
+    let mut read = 0u64;
+    for (i, line) in reader.lines().enumerate() {
+        let line = line?;
+        let lineno = i as u64 + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        if format != Format::Jsonl && header.is_empty() {
+            header = line.split(',').map(|s| s.trim().to_string()).collect();
+            check_header(format, &header)?;
+            continue;
+        }
+        read += 1;
+        let fields: Vec<&str> = if format == Format::Jsonl {
+            vec![line.as_str()]
+        } else {
+            line.split(',').collect()
+        };
+        match parse_row(format, &header, &fields, model) {
+            Ok(rec) => batch.push(rec),
+            Err(reason) => {
+                report.bad.push(BadRow {
+                    line: lineno,
+                    reason,
+                });
+                if report.bad.len() > max_errors {
+                    tx.rollback().await?;
+                    report.aborted = true;
+                    report.inserted = 0;
+                    return Ok(report);
+                }
+            }
+        }
+        if batch.len() >= BATCH {
+            report.inserted += telemetry::insert_batch(&mut tx, tenant, workload, &batch).await?;
+            batch.clear();
+            progress(read);
+        }
+    }
+    report.inserted += telemetry::insert_batch(&mut tx, tenant, workload, &batch).await?;
+    progress(read);
+    tx.commit().await?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn azure_timestamp_with_seven_digits_is_utc() {
+        let t = parse_azure_ts("2023-11-16 18:15:46.6805900").unwrap();
+        assert_eq!(t.to_rfc3339(), "2023-11-16T18:15:46.680590+00:00");
+        assert!(parse_azure_ts("16/11/2023").is_err());
+    }
+
+    #[test]
+    fn rows_parse_or_say_why() {
+        let h: Vec<String> = ["TIMESTAMP", "ContextTokens", "GeneratedTokens"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let r = parse_row(
+            Format::Azure,
+            &h,
+            &["2023-11-16 18:15:46.6805900", "374", "44"],
+            Some("gpt-4o"),
+        )
+        .unwrap();
+        assert_eq!(
+            (r.input_tokens, r.output_tokens, r.model.as_str()),
+            (374, 44, "gpt-4o")
+        );
+        assert!(parse_row(
+            Format::Azure,
+            &h,
+            &["2023-11-16 18:15:46", "-1", "44"],
+            Some("m")
+        )
+        .unwrap_err()
+        .contains("ContextTokens"));
+        let g: Vec<String> = [
+            "timestamp",
+            "model",
+            "input_tokens",
+            "output_tokens",
+            "latency_ms",
+            "status",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let r = parse_row(
+            Format::Csv,
+            &g,
+            &["2026-01-01T00:00:00Z", "gpt-4o", "10", "5", "812.5", "ok"],
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.latency_ms, Some(812.5));
+        assert!(parse_row(
+            Format::Csv,
+            &g,
+            &["2026-01-01T00:00:00Z", "gpt-4o", "10"],
+            None
+        )
+        .is_err());
+        let j = r#"{"timestamp":"2026-01-01T00:00:00Z","model":"m","input_tokens":1,"output_tokens":2,"latency_ms":3}"#;
+        assert_eq!(
+            parse_row(Format::Jsonl, &[], &[j], None)
+                .unwrap()
+                .output_tokens,
+            2
+        );
+    }
+}

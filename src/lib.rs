@@ -1,0 +1,32 @@
+//! netra: an event-driven queue worker that runs a multi-agent
+//! AI-workload-optimization pipeline on RabbitMQ, Postgres and Redis.
+//!
+//! # Layout
+//! - [`app`]: starts everything in-process (used by `netra serve`, the demo,
+//!   the benchmark and the tests).
+//! - [`config`]: typed settings from `NETRA_*` variables; secrets redacted.
+//! - [`broker`]: RabbitMQ connection, topology, confirmed publishing.
+//! - [`store`]: Postgres, one file per table family; migrations in `migrations/`.
+//! - [`cache`]: Redis status cache and long-poll wake-ups.
+//! - [`pipeline`]: the generic engine (intake, worker, dispatch, retry,
+//!   consumer loop, reconnecting service). Knows no agent by name.
+//! - [`supervisor`]: the routing table between phases, as data.
+//! - [`agents`]: triage, data, optimization, actions, reporting.
+//! - [`api`]: the HTTP API. [`cli`]: the `netra` command line.
+//! - [`error`]: the error policy (transient, permanent, infrastructure).
+
+pub mod agents;
+pub mod api;
+pub mod app;
+pub mod broker;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod ingest;
+pub mod metrics;
+pub mod pipeline;
+pub mod sample;
+pub mod store;
+pub mod supervisor;
+pub mod telemetry;

@@ -1,0 +1,259 @@
+//! Intake: turns an upstream request (from `<ns>.requests` or `POST /v1/runs`)
+//! into a run and publishes its first phase message.
+//!
+//! The request's `message_id` (or `Idempotency-Key`) makes the same request
+//! create one run however often it arrives; a repeat publishes the first
+//! phase message again, which the phase consumer deduplicates.
+
+use lapin::message::Delivery;
+use serde::Deserialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{dispatch, envelope::Poison, worker, Engine};
+use crate::{
+    broker::publisher::Publisher,
+    error::InfraError,
+    store::{
+        runs::{self, Accepted, IntakeError, NewRun},
+        tenants,
+    },
+};
+
+/// Longest accepted request text, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 20_000;
+
+/// The body of an upstream request (DESIGN.md "Messages").
+#[derive(Debug, Clone, Deserialize)]
+pub struct RequestBody {
+    /// The user's request in plain language.
+    pub message: String,
+    /// Continue this thread.
+    #[serde(default)]
+    pub thread_id: Option<Uuid>,
+    /// The workload the request is about.
+    #[serde(default)]
+    pub workload_id: Option<String>,
+    /// Free-form context.
+    #[serde(default)]
+    pub context: Option<Value>,
+}
+
+/// A field-level validation failure.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct Invalid {
+    /// The offending field.
+    pub field: &'static str,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl RequestBody {
+    /// Checks the fields.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.message.trim().is_empty() {
+            return Err(Invalid {
+                field: "message",
+                problem: "must not be empty".into(),
+            });
+        }
+        if self.message.chars().count() > MAX_MESSAGE_CHARS {
+            return Err(Invalid {
+                field: "message",
+                problem: format!("longer than {MAX_MESSAGE_CHARS} characters"),
+            });
+        }
+        if let Some(w) = &self.workload_id {
+            let ok = !w.is_empty()
+                && w.len() <= 128
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+            if !ok {
+                return Err(Invalid {
+                    field: "workload_id",
+                    problem: "use 1-128 letters, digits, '-', '_', '.', ':'".into(),
+                });
+            }
+        }
+        if let Some(c) = &self.context {
+            if !c.is_object() {
+                return Err(Invalid {
+                    field: "context",
+                    problem: "must be a JSON object".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes and validates a raw body.
+    pub fn decode(body: &[u8], max_bytes: usize) -> Result<Self, Poison> {
+        if body.len() > max_bytes {
+            return Err(Poison::new(
+                "oversized",
+                format!(
+                    "body of {} bytes exceeds the limit of {max_bytes}",
+                    body.len()
+                ),
+            ));
+        }
+        let text = std::str::from_utf8(body).map_err(|e| {
+            Poison::new(
+                "not_utf8",
+                format!("body is not UTF-8 (at byte {})", e.valid_up_to()),
+            )
+        })?;
+        let req: RequestBody = serde_json::from_str(text)
+            .map_err(|e| Poison::new("invalid_request", format!("invalid request: {e}")))?;
+        req.validate()
+            .map_err(|e| Poison::new("invalid_request", e.to_string()))?;
+        Ok(req)
+    }
+
+    /// The run this request asks for.
+    pub fn into_new_run(
+        self,
+        tenant: String,
+        correlation_id: String,
+        key: Option<String>,
+        reply_to: Option<String>,
+    ) -> NewRun {
+        NewRun {
+            tenant,
+            thread_id: self.thread_id,
+            correlation_id,
+            request_message_id: key,
+            reply_to,
+            message: self.message,
+            workload_id: self.workload_id,
+            context: self
+                .context
+                .unwrap_or_else(|| Value::Object(Default::default())),
+        }
+    }
+}
+
+/// Creates (or finds) the run and publishes its current step if it is queued.
+/// Without a publisher (broker down) the run still exists and the stale-run
+/// sweeper publishes it later.
+pub async fn accept(
+    engine: &Engine,
+    publisher: Option<&Publisher>,
+    new: &NewRun,
+    actor: &str,
+) -> Result<Accepted, IntakeError> {
+    let accepted = runs::create_run(&engine.pool, new, engine.supervisor.first, actor).await?;
+    if accepted.run.status == "queued" {
+        if let (Some(publisher), Some(env)) = (publisher, accepted.run.envelope()) {
+            if let Err(e) = publisher
+                .publish_routed(&dispatch::phase_message(engine, &env))
+                .await
+            {
+                tracing::warn!(error = %e, run_id = %accepted.run.id, "first phase not published yet; the sweeper will retry");
+            }
+        }
+    }
+    Ok(accepted)
+}
+
+/// Handles one delivery from `<ns>.requests`.
+pub async fn handle(engine: Engine, publisher: Publisher, delivery: Delivery) {
+    let result = process(&engine, &publisher, &delivery).await;
+    worker::settle(&engine, &delivery, result).await;
+}
+
+async fn process(
+    engine: &Engine,
+    publisher: &Publisher,
+    delivery: &Delivery,
+) -> Result<(), InfraError> {
+    let body = match RequestBody::decode(&delivery.data, engine.config.max_message_bytes) {
+        Ok(b) => b,
+        Err(p) => {
+            return worker::dead_letter_poison(engine, publisher, "requests", delivery, &p).await
+        }
+    };
+    let props = &delivery.properties;
+    // RabbitMQ validates `user_id` against the connection's user, so it
+    // authenticates the tenant of an AMQP request.
+    let tenant = match props.user_id().as_ref() {
+        Some(user) => match tenants::by_amqp_user(&engine.pool, user.as_str()).await? {
+            Some(t) => t,
+            None => {
+                let p = Poison::new(
+                    "unknown_tenant",
+                    format!("broker user `{}` is not mapped to a tenant", user.as_str()),
+                );
+                return worker::dead_letter_poison(engine, publisher, "requests", delivery, &p)
+                    .await;
+            }
+        },
+        None => engine.config.default_tenant.clone(),
+    };
+    let correlation_id = props
+        .correlation_id()
+        .as_ref()
+        .map(|c| c.as_str().to_string())
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| Uuid::new_v4().to_string());
+    let key = props
+        .message_id()
+        .as_ref()
+        .map(|m| m.as_str().to_string())
+        .filter(|m| !m.is_empty());
+    let reply_to = props
+        .reply_to()
+        .as_ref()
+        .map(|r| r.as_str().to_string())
+        .filter(|r| !r.is_empty());
+    let new = body.into_new_run(tenant, correlation_id, key, reply_to);
+    match runs::create_run(&engine.pool, &new, engine.supervisor.first, "amqp").await {
+        Ok(accepted) => {
+            if accepted.run.status == "queued" {
+                if let Some(env) = accepted.run.envelope() {
+                    publisher
+                        .publish_routed(&dispatch::phase_message(engine, &env))
+                        .await?;
+                }
+            }
+            tracing::info!(run_id = %accepted.run.id, created = accepted.created, "request accepted");
+            Ok(())
+        }
+        Err(IntakeError::UnknownThread(id)) => {
+            let p = Poison::new(
+                "unknown_thread",
+                format!("thread {id} does not exist for this tenant"),
+            );
+            worker::dead_letter_poison(engine, publisher, "requests", delivery, &p).await
+        }
+        Err(IntakeError::Db(e)) => Err(InfraError::Database(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_validation_names_the_field() {
+        assert_eq!(
+            RequestBody::decode(br#"{"message": ""}"#, 1000)
+                .unwrap_err()
+                .kind,
+            "invalid_request"
+        );
+        let e =
+            RequestBody::decode(br#"{"message": "x", "workload_id": "a b"}"#, 1000).unwrap_err();
+        assert!(e.reason.contains("workload_id"), "{e}");
+        let e = RequestBody::decode(br#"{"nope": 1}"#, 1000).unwrap_err();
+        assert!(e.reason.contains("message"), "{e}");
+        assert!(
+            RequestBody::decode(br#"{"message": "cut cost", "context": {"a": 1}}"#, 1000).is_ok()
+        );
+        assert_eq!(
+            RequestBody::decode(&[0xff], 1000).unwrap_err().kind,
+            "not_utf8"
+        );
+    }
+}

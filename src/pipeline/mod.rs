@@ -1,0 +1,107 @@
+//! The pipeline engine: consume, dedup, persist, publish, retry, dead-letter.
+//!
+//! It knows phases only by name and agents only through
+//! [`agent::Agent`]; the routing lives in [`crate::supervisor`].
+//!
+//! - [`intake`] turns upstream requests into runs;
+//! - [`worker`] processes one phase message;
+//! - [`dispatch`] publishes the follow-ups of a committed effect;
+//! - [`retry`] computes backoff and re-publishes due retries;
+//! - [`consumer`] is the generic consume loop (prefetch, concurrency, shutdown);
+//! - [`service`] owns the broker connection and restarts everything on loss.
+
+pub mod agent;
+pub mod consumer;
+pub mod dispatch;
+pub mod envelope;
+pub mod intake;
+pub mod outbound;
+pub mod retry;
+pub mod service;
+pub mod shutdown;
+pub mod worker;
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+use crate::{
+    broker::topology::Names, cache::Cache, config::Config, metrics::Metrics, supervisor::Supervisor,
+};
+
+/// Everything the engine's tasks share.
+#[derive(Clone)]
+pub struct Engine {
+    /// Settings.
+    pub config: Arc<Config>,
+    /// The store.
+    pub pool: PgPool,
+    /// Queue names.
+    pub names: Names,
+    /// The agents.
+    pub agents: agent::AgentSet,
+    /// The routing table.
+    pub supervisor: Arc<Supervisor>,
+    /// Status cache and long-poll wake-ups (optional: Postgres is the truth).
+    pub cache: Option<Cache>,
+    /// Counters and histograms.
+    pub metrics: Arc<Metrics>,
+    /// The broker link of this process, shared with the HTTP API.
+    pub link: Arc<BrokerLink>,
+}
+
+/// The current broker connection state, for `/readyz` and the API's publishes.
+#[derive(Default)]
+pub struct BrokerLink {
+    publisher: std::sync::RwLock<Option<crate::broker::publisher::Publisher>>,
+}
+
+impl BrokerLink {
+    /// A publisher while connected.
+    pub fn publisher(&self) -> Option<crate::broker::publisher::Publisher> {
+        self.publisher
+            .read()
+            .ok()
+            .and_then(|p| p.clone())
+            .filter(|p| p.is_connected())
+    }
+
+    /// Sets (or clears) the publisher after a (re)connect or a loss.
+    pub fn set(&self, p: Option<crate::broker::publisher::Publisher>) {
+        if let Ok(mut guard) = self.publisher.write() {
+            *guard = p;
+        }
+    }
+
+    /// True while connected.
+    pub fn is_up(&self) -> bool {
+        self.publisher().is_some()
+    }
+}
+
+impl Engine {
+    /// An engine over the given parts.
+    pub fn new(
+        config: Config,
+        pool: PgPool,
+        agents: agent::AgentSet,
+        cache: Option<Cache>,
+    ) -> Self {
+        let names = Names::new(&config.namespace);
+        Self {
+            config: Arc::new(config),
+            pool,
+            names,
+            agents,
+            supervisor: Arc::new(Supervisor::standard()),
+            cache,
+            metrics: Arc::new(Metrics::default()),
+            link: Arc::new(BrokerLink::default()),
+        }
+    }
+
+    /// True when `phase` is served by an agent.
+    pub fn knows_phase(&self, phase: &str) -> bool {
+        self.agents.get(phase).is_some()
+    }
+}

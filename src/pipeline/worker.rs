@@ -1,0 +1,366 @@
+//! Processes one phase message: dedup, start, run the agent under a timeout
+//! with panics caught, commit the effect with its dedup record, publish the
+//! follow-ups with confirms, and only then ack (DESIGN.md invariants 1-4, 9).
+
+use std::{collections::BTreeMap, time::Instant};
+
+use chrono::Utc;
+use lapin::{
+    message::Delivery,
+    options::{BasicAckOptions, BasicNackOptions},
+};
+use serde_json::{json, Value};
+use tracing::Instrument;
+
+use super::{
+    agent::{AgentContext, PhaseInput},
+    dispatch,
+    envelope::{Envelope, Poison},
+    retry, Engine,
+};
+use crate::{
+    broker::publisher::{HeaderValue, Outgoing, Publisher},
+    error::{InfraError, PhaseError},
+    metrics::Outcome,
+    store::{self, dead_letters, runs},
+    supervisor::Target,
+};
+
+/// Handles a delivery from `<ns>.phase.<phase>` and acks or hands it back.
+pub async fn handle(engine: Engine, publisher: Publisher, phase: &'static str, delivery: Delivery) {
+    let span = tracing::info_span!(
+        "delivery",
+        phase,
+        run_id = tracing::field::Empty,
+        correlation_id = tracing::field::Empty,
+        attempt = tracing::field::Empty,
+        message_id = tracing::field::Empty,
+    );
+    let result = process(&engine, &publisher, phase, &delivery)
+        .instrument(span.clone())
+        .await;
+    settle(&engine, &delivery, result).instrument(span).await;
+}
+
+/// Acks a handled delivery; on an infrastructure failure waits for the
+/// database (if that was it) and hands the delivery back without spending an
+/// attempt.
+pub async fn settle(engine: &Engine, delivery: &Delivery, result: Result<(), InfraError>) {
+    match result {
+        Ok(()) => {
+            if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                tracing::warn!(error = %e, "ack failed; the message will be redelivered and deduplicated");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "infrastructure failure; handing the delivery back");
+            if e.is_database_outage() {
+                wait_for_database(engine).await;
+            }
+            let _ = delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await;
+        }
+    }
+}
+
+/// Waits (with capped exponential backoff) until Postgres answers again.
+pub async fn wait_for_database(engine: &Engine) {
+    let mut delay = std::time::Duration::from_millis(100);
+    let deadline = Instant::now()
+        + engine
+            .config
+            .shutdown_grace
+            .max(std::time::Duration::from_secs(60));
+    while !store::ping(&engine.pool).await && Instant::now() < deadline {
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_secs(2));
+    }
+}
+
+async fn process(
+    engine: &Engine,
+    publisher: &Publisher,
+    phase: &'static str,
+    delivery: &Delivery,
+) -> Result<(), InfraError> {
+    let t0 = Instant::now();
+    let env = match Envelope::decode(&delivery.data, engine.config.max_message_bytes, |p| {
+        engine.knows_phase(p)
+    }) {
+        Ok(env) if env.phase == phase => env,
+        Ok(env) => {
+            let p = Poison::new(
+                "wrong_queue",
+                format!(
+                    "message for phase `{}` arrived on the `{phase}` queue",
+                    env.phase
+                ),
+            );
+            return dead_letter_poison(engine, publisher, phase, delivery, &p).await;
+        }
+        Err(p) => return dead_letter_poison(engine, publisher, phase, delivery, &p).await,
+    };
+    let span = tracing::Span::current();
+    span.record("run_id", tracing::field::display(env.run_id));
+    span.record("correlation_id", env.correlation_id.as_str());
+    span.record("attempt", env.attempt);
+    span.record("message_id", env.message_id().as_str());
+
+    if let Some(follow_up) = runs::processed_follow_up(&engine.pool, &env.message_id()).await? {
+        tracing::debug!("duplicate delivery; publishing its follow-ups again");
+        dispatch::publish_all(engine, publisher, &follow_up).await?;
+        engine
+            .metrics
+            .record(phase, Outcome::Duplicate, t0.elapsed());
+        return Ok(());
+    }
+    let run = match runs::start_phase(&engine.pool, &env, &engine.config.worker_id).await? {
+        runs::Start::Started(run) => run,
+        runs::Start::NotRunnable(run) => {
+            tracing::info!(status = %run.status, current_phase = ?run.phase, "run is not waiting for this step; message dropped");
+            return Ok(());
+        }
+        runs::Start::Missing => {
+            let p = Poison::new("unknown_run", format!("run {} does not exist", env.run_id));
+            return dead_letter_poison(engine, publisher, phase, delivery, &p).await;
+        }
+    };
+
+    let (mut outputs, thread) = runs::load_inputs(&engine.pool, &run).await?;
+    outputs.remove(phase);
+    let patch = runs::input_patch(&engine.pool, run.id, phase, run.replay).await?;
+    if let Some(p) = &patch {
+        merge_patch_outputs(&mut outputs, p);
+    }
+    let record = runs::AttemptRecord {
+        envelope: env.clone(),
+        input: json!({
+            "upstream": outputs.keys().collect::<Vec<_>>(),
+            "patch": patch,
+        }),
+        started_at: Utc::now(),
+        worker_id: engine.config.worker_id.clone(),
+    };
+    let input = PhaseInput {
+        run_id: run.id,
+        tenant: run.tenant.clone(),
+        thread_id: run.thread_id,
+        request: run.request.clone(),
+        thread,
+        outputs: outputs.clone(),
+        attempt: env.attempt,
+    };
+    let result = run_agent(engine, phase, input).await;
+
+    let (effect, outcome) = match result {
+        Ok(output) => {
+            outputs.insert(phase.to_string(), output.clone());
+            match engine.supervisor.next(phase, &outputs) {
+                Ok(Target::Phase(p)) => (
+                    runs::Effect::Succeeded {
+                        output,
+                        next: runs::Next::Phase(p.to_string()),
+                    },
+                    Outcome::Processed,
+                ),
+                Ok(Target::Finish(f)) => (
+                    runs::Effect::Succeeded {
+                        output,
+                        next: runs::Next::Finish(f.status()),
+                    },
+                    Outcome::Processed,
+                ),
+                Err(e) => (
+                    runs::Effect::DeadLetter {
+                        error: PhaseError::permanent(e.to_string()),
+                    },
+                    Outcome::DeadLettered,
+                ),
+            }
+        }
+        Err(error)
+            if error.class == crate::error::ErrorClass::Transient
+                && env.attempt < engine.config.max_attempts =>
+        {
+            let delay = retry::delay_after(&engine.config, env.attempt);
+            let at = Utc::now()
+                + chrono::Duration::from_std(delay)
+                    .unwrap_or_else(|_| chrono::Duration::seconds(60));
+            tracing::info!(error = %error.message, ?delay, "transient failure; retry scheduled");
+            (runs::Effect::Retry { error, at }, Outcome::Retried)
+        }
+        Err(mut error) => {
+            if error.class == crate::error::ErrorClass::Transient {
+                error.message = format!(
+                    "{} (attempts spent: {}/{})",
+                    error.message, env.attempt, engine.config.max_attempts
+                );
+            }
+            tracing::warn!(error = %error.message, class = %error.class, "phase failed; dead-lettering");
+            (runs::Effect::DeadLetter { error }, Outcome::DeadLettered)
+        }
+    };
+    let follow_up = match runs::commit_effect(&engine.pool, &record, effect).await? {
+        runs::Committed::Applied(f) => {
+            engine.metrics.record(phase, outcome, t0.elapsed());
+            f
+        }
+        runs::Committed::Duplicate(f) => {
+            engine
+                .metrics
+                .record(phase, Outcome::Duplicate, t0.elapsed());
+            f
+        }
+    };
+    dispatch::publish_all(engine, publisher, &follow_up).await
+}
+
+/// Runs the agent in its own task: a panic becomes a permanent failure and a
+/// hung agent a transient timeout; neither takes the consumer down.
+async fn run_agent(engine: &Engine, phase: &str, input: PhaseInput) -> Result<Value, PhaseError> {
+    let Some(agent) = engine.agents.get(phase) else {
+        return Err(PhaseError::permanent(format!(
+            "no agent serves phase `{phase}`"
+        )));
+    };
+    let ctx = AgentContext {
+        pool: engine.pool.clone(),
+    };
+    let task = tokio::spawn(async move { agent.run(&ctx, &input).await });
+    let abort = task.abort_handle();
+    match tokio::time::timeout(engine.config.phase_timeout, task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) if join.is_panic() => {
+            let payload = join.into_panic();
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(PhaseError::permanent(format!("agent panicked: {msg}")))
+        }
+        Ok(Err(_)) => Err(PhaseError::transient("agent task was cancelled")),
+        Err(_) => {
+            abort.abort();
+            Err(PhaseError::transient(format!(
+                "phase timed out after {} ms",
+                engine.config.phase_timeout.as_millis()
+            )))
+        }
+    }
+}
+
+/// Applies a JSON merge patch (RFC 7396) whose top-level keys are phase names.
+pub fn merge_patch_outputs(outputs: &mut BTreeMap<String, Value>, patch: &Value) {
+    if let Some(obj) = patch.as_object() {
+        for (phase, p) in obj {
+            let target = outputs.entry(phase.clone()).or_insert(Value::Null);
+            merge_patch(target, p);
+        }
+    }
+}
+
+/// RFC 7396 JSON merge patch.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(serde_json::Map::new());
+            }
+            if let Value::Object(t) = target {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+/// Sends an unprocessable message to `<ns>.dlq.<queue>` with its reason,
+/// indexes it, and lets the caller ack it: it never blocks the consumer.
+pub async fn dead_letter_poison(
+    engine: &Engine,
+    publisher: &Publisher,
+    queue_phase: &str,
+    delivery: &Delivery,
+    poison: &Poison,
+) -> Result<(), InfraError> {
+    tracing::warn!(kind = poison.kind, reason = %poison.reason, "poison message; dead-lettering");
+    let message_id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|s| s.as_str().to_string());
+    let msg = Outgoing {
+        exchange: engine.names.dlx(),
+        routing_key: queue_phase.to_string(),
+        body: delivery.data.clone(),
+        message_id: message_id.clone(),
+        correlation_id: delivery
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|s| s.as_str().to_string()),
+        reply_to: None,
+        headers: vec![
+            (
+                "x-netra-error".into(),
+                HeaderValue::Text(format!("{}: {}", poison.kind, poison.reason)),
+            ),
+            (
+                "x-netra-error-class".into(),
+                HeaderValue::Text("permanent".into()),
+            ),
+            ("x-netra-attempts".into(), HeaderValue::Int(1)),
+            (
+                "x-netra-phase".into(),
+                HeaderValue::Text(queue_phase.to_string()),
+            ),
+        ],
+    };
+    publisher.publish_routed(&msg).await?;
+    dead_letters::insert_poison(
+        &engine.pool,
+        &engine.names.dlq(queue_phase),
+        queue_phase,
+        message_id.as_deref(),
+        poison.kind,
+        &poison.reason,
+        &delivery.data,
+    )
+    .await?;
+    engine.metrics.record(
+        queue_phase,
+        Outcome::DeadLettered,
+        std::time::Duration::ZERO,
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_follows_rfc7396() {
+        let mut t = json!({"a": "b", "c": {"d": "e", "f": "g"}});
+        merge_patch(&mut t, &json!({"a": "z", "c": {"f": null}}));
+        assert_eq!(t, json!({"a": "z", "c": {"d": "e"}}));
+        let mut outputs = BTreeMap::from([("data".to_string(), json!({"sufficiency": "partial"}))]);
+        merge_patch_outputs(
+            &mut outputs,
+            &json!({"data": {"sufficiency": "sufficient"}}),
+        );
+        assert_eq!(outputs["data"]["sufficiency"], "sufficient");
+    }
+}

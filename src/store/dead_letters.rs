@@ -1,0 +1,230 @@
+//! The dead-letter index: every message that reached a `<ns>.dlq.*` queue,
+//! with its reason, so operators can list and group failures without
+//! draining the queues. The index is the source of truth for replays.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::runs::Run;
+use crate::{error::PhaseError, pipeline::envelope::Envelope};
+
+/// A normalized error: ids, numbers and timestamps stripped, so that the same
+/// failure of many runs falls into one group.
+pub fn fingerprint(error: &str) -> String {
+    let mut out = String::with_capacity(error.len());
+    let mut token = String::new();
+    let flush = |token: &mut String, out: &mut String| {
+        if !token.is_empty() {
+            let has_digit = token.chars().any(|c| c.is_ascii_digit());
+            let hexish =
+                token.len() >= 8 && token.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+            if has_digit || hexish {
+                out.push('#');
+            } else {
+                out.push_str(token);
+            }
+            token.clear();
+        }
+    };
+    for c in error.chars() {
+        if c.is_alphanumeric() || c == '-' || c == '_' || c == '.' || c == ':' {
+            token.push(c);
+        } else {
+            flush(&mut token, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut token, &mut out);
+    out.chars().take(300).collect()
+}
+
+/// Indexes the dead letter of a run's phase (inside the effect transaction).
+pub async fn insert_for_run(
+    tx: &mut Transaction<'_, Postgres>,
+    run: &Run,
+    env: &Envelope,
+    error: &PhaseError,
+    first_failed_at: DateTime<Utc>,
+    last_failed_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO dead_letters (id, run_id, tenant, phase, queue, message_id, error_class, error, \
+         fingerprint, attempts, replay, first_failed_at, last_failed_at) \
+         VALUES ($1, $2, $3, $4, 'phase', $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(Uuid::new_v4())
+    .bind(run.id)
+    .bind(&run.tenant)
+    .bind(&env.phase)
+    .bind(env.message_id())
+    .bind(error.class.as_str())
+    .bind(&error.message)
+    .bind(fingerprint(&error.message))
+    .bind(i32::try_from(env.attempt).unwrap_or(i32::MAX))
+    .bind(i32::try_from(env.replay).unwrap_or(i32::MAX))
+    .bind(first_failed_at)
+    .bind(last_failed_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Indexes a poison message (one that never became or moved a run).
+pub async fn insert_poison(
+    pool: &PgPool,
+    queue: &str,
+    phase: &str,
+    message_id: Option<&str>,
+    kind: &str,
+    reason: &str,
+    body: &[u8],
+) -> Result<Uuid, sqlx::Error> {
+    let id = Uuid::new_v4();
+    let now = Utc::now();
+    let kept = &body[..body.len().min(64 * 1024)];
+    sqlx::query(
+        "INSERT INTO dead_letters (id, phase, queue, message_id, error_class, error, fingerprint, \
+         attempts, first_failed_at, last_failed_at, body) \
+         VALUES ($1, $2, $3, $4, 'permanent', $5, $6, 1, $7, $7, $8)",
+    )
+    .bind(id)
+    .bind(phase)
+    .bind(queue)
+    .bind(message_id)
+    .bind(format!("{kind}: {reason}"))
+    .bind(format!("{kind}: {}", fingerprint(reason)))
+    .bind(now)
+    .bind(kept)
+    .execute(pool)
+    .await?;
+    Ok(id)
+}
+
+/// One indexed dead letter.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct DeadLetter {
+    /// Dead-letter id.
+    pub id: Uuid,
+    /// The run, when the message belonged to one.
+    pub run_id: Option<Uuid>,
+    /// The run's tenant.
+    pub tenant: Option<String>,
+    /// Phase (or `requests`).
+    pub phase: String,
+    /// `phase`, `requests`, or the queue the poison came from.
+    pub queue: String,
+    /// The failed message's id.
+    pub message_id: Option<String>,
+    /// `transient` or `permanent`.
+    pub error_class: String,
+    /// The error.
+    pub error: String,
+    /// Normalized error, for grouping.
+    pub fingerprint: String,
+    /// Attempts made.
+    pub attempts: i32,
+    /// Replay generation that failed.
+    pub replay: i32,
+    /// First failure.
+    pub first_failed_at: DateTime<Utc>,
+    /// Last failure.
+    pub last_failed_at: DateTime<Utc>,
+    /// `pending`, `replayed` or `discarded`.
+    pub status: String,
+    /// Indexed.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Filters for listing dead letters.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterFilter {
+    /// Only this tenant (None: all, for operators).
+    pub tenant: Option<String>,
+    /// Only this phase.
+    pub phase: Option<String>,
+    /// Error contains this text.
+    pub error_contains: Option<String>,
+    /// Created at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Only this fingerprint.
+    pub fingerprint: Option<String>,
+    /// Include replayed ones.
+    pub include_replayed: bool,
+    /// Page size.
+    pub limit: i64,
+}
+
+/// Lists dead letters, newest first.
+pub async fn list(pool: &PgPool, f: &DeadLetterFilter) -> Result<Vec<DeadLetter>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, run_id, tenant, phase, queue, message_id, error_class, error, fingerprint, attempts, \
+         replay, first_failed_at, last_failed_at, status, created_at FROM dead_letters \
+         WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR phase = $2) \
+         AND ($3::text IS NULL OR strpos(error, $3) > 0) AND ($4::timestamptz IS NULL OR created_at >= $4) \
+         AND ($5::text IS NULL OR fingerprint = $5) AND ($6 OR status = 'pending') \
+         ORDER BY created_at DESC, id LIMIT $7",
+    )
+    .bind(&f.tenant)
+    .bind(&f.phase)
+    .bind(&f.error_contains)
+    .bind(f.since)
+    .bind(&f.fingerprint)
+    .bind(f.include_replayed)
+    .bind(f.limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// A group of pending dead letters with the same phase and fingerprint.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Group {
+    /// Phase.
+    pub phase: String,
+    /// Normalized error.
+    pub fingerprint: String,
+    /// How many.
+    pub count: i64,
+    /// Oldest.
+    pub first_at: DateTime<Utc>,
+    /// Newest.
+    pub last_at: DateTime<Utc>,
+}
+
+/// Pending dead letters grouped by phase and fingerprint.
+pub async fn groups(pool: &PgPool, tenant: Option<&str>) -> Result<Vec<Group>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT phase, fingerprint, count(*) AS count, min(created_at) AS first_at, max(created_at) AS last_at \
+         FROM dead_letters WHERE status = 'pending' AND ($1::text IS NULL OR tenant = $1) \
+         GROUP BY phase, fingerprint ORDER BY count(*) DESC, phase",
+    )
+    .bind(tenant)
+    .fetch_all(pool)
+    .await
+}
+
+/// Counts of pending dead letters per phase (metrics).
+pub async fn pending_by_phase(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT phase, count(*) FROM dead_letters WHERE status = 'pending' GROUP BY phase ORDER BY phase")
+        .fetch_all(pool)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fingerprint;
+
+    #[test]
+    fn fingerprint_strips_ids_and_numbers() {
+        let a = fingerprint(
+            "run 6f1c2a9e-0000-4000-8000-000000000001 failed after 1234 ms at 2026-11-23T10:00:00Z",
+        );
+        let b = fingerprint(
+            "run 0a1b2c3d-1111-4000-8000-000000000002 failed after 99 ms at 2026-11-24T11:30:00Z",
+        );
+        assert_eq!(a, b);
+        assert!(a.contains("failed after # ms"));
+        assert_ne!(fingerprint("timeout"), fingerprint("bad input"));
+    }
+}

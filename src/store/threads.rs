@@ -1,0 +1,51 @@
+//! Conversation threads and their messages (user messages, agent reports).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A thread.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Thread {
+    /// Thread id.
+    pub id: Uuid,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One message of a thread.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Message {
+    /// Sequence.
+    pub id: i64,
+    /// The run it belongs to.
+    pub run_id: Option<Uuid>,
+    /// `user` or `agent`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A thread, only if it belongs to `tenant`.
+pub async fn get(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Thread>, sqlx::Error> {
+    sqlx::query_as("SELECT id, tenant, created_at FROM threads WHERE id = $1 AND tenant = $2")
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(pool)
+        .await
+}
+
+/// A thread's messages, oldest first.
+pub async fn messages(pool: &PgPool, thread_id: Uuid) -> Result<Vec<Message>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, run_id, role, content, created_at FROM messages WHERE thread_id = $1 ORDER BY id",
+    )
+    .bind(thread_id)
+    .fetch_all(pool)
+    .await
+}

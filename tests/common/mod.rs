@@ -1,0 +1,425 @@
+//! Test harness: starts netra in-process against the local stack with a
+//! fresh database and a fresh broker namespace per test, and waits on run
+//! states with bounded deadlines (no fixed sleeps).
+#![allow(dead_code)]
+
+use std::{collections::BTreeMap, time::Duration};
+
+use futures_util::StreamExt;
+use lapin::{
+    options::{
+        BasicAckOptions, BasicConsumeOptions, ExchangeDeleteOptions, QueueDeclareOptions,
+        QueueDeleteOptions,
+    },
+    types::{FieldTable, ShortString},
+};
+use netra::{
+    app::{App, StartOptions},
+    broker::{
+        self,
+        publisher::{Outgoing, Publisher},
+    },
+    config::Config,
+    pipeline::agent::AgentSet,
+    store::runs::Run,
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Generous bound for anything a test waits on.
+pub const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Loads `.local/stack/netra.env` into the environment when the variables
+/// are not set already, so `cargo test` works right after `deploy/local/stack start`.
+pub fn load_stack_env() {
+    if std::env::var("NETRA_DATABASE_URL").is_ok() {
+        return;
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/stack/netra.env");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        panic!(
+            "NETRA_* variables are not set and {} is missing: run `deploy/local/stack start`",
+            path.display()
+        );
+    };
+    for line in text.lines() {
+        let line = line.trim().trim_start_matches("export ").trim();
+        if let Some((k, v)) = line.split_once('=') {
+            let v = v.trim().trim_matches('\'').trim_matches('"');
+            if std::env::var(k).is_err() {
+                // SAFETY: tests set these before any thread reads them; a
+                // race only means both set the same value.
+                unsafe { std::env::set_var(k, v) };
+            }
+        }
+    }
+}
+
+/// The admin URL (the stack's `netra` database).
+pub fn admin_url() -> String {
+    load_stack_env();
+    std::env::var("NETRA_DATABASE_URL").expect("NETRA_DATABASE_URL")
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{db}")
+}
+
+/// A base config for one test: own database, own namespace, fast retries.
+pub async fn test_config() -> (Config, String) {
+    load_stack_env();
+    let admin = admin_url();
+    let db = format!("netra_test_{}", Uuid::new_v4().simple());
+    let pool = netra::store::connect_url(&admin, 1)
+        .await
+        .expect("admin connection");
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&pool)
+        .await
+        .expect("create database");
+    pool.close().await;
+    let mut config = Config::from_env().expect("config");
+    config.database_url = SecretString::from(with_database(&admin, &db));
+    config.namespace = format!("t-{}", &Uuid::new_v4().simple().to_string()[..12]);
+    config.http_addr = "127.0.0.1:0".parse().unwrap();
+    config.retry_initial = Duration::from_millis(50);
+    config.retry_max = Duration::from_millis(400);
+    config.shutdown_grace = Duration::from_secs(10);
+    config.db_pool_size = 8;
+    config.default_concurrency = 4;
+    config.worker_id = format!("test-{}", std::process::id());
+    (config, db)
+}
+
+/// One test's netra.
+pub struct TestApp {
+    pub app: Option<App>,
+    pub config: Config,
+    pub db: String,
+    pub pool: PgPool,
+}
+
+impl TestApp {
+    /// Starts with the standard agents.
+    pub async fn start() -> Self {
+        let (config, db) = test_config().await;
+        Self::start_with(config, db, None).await
+    }
+
+    /// Starts with a config and optional agents.
+    pub async fn start_with(config: Config, db: String, agents: Option<AgentSet>) -> Self {
+        let opts = StartOptions {
+            agents,
+            ..StartOptions::default()
+        };
+        let app = App::start(config.clone(), opts)
+            .await
+            .expect("netra starts");
+        let pool = app.engine.pool.clone();
+        let t = Self {
+            app: Some(app),
+            config,
+            db,
+            pool,
+        };
+        t.wait_connected().await;
+        t
+    }
+
+    fn app(&self) -> &App {
+        self.app.as_ref().expect("running")
+    }
+
+    /// Base URL of the API.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.app().http_addr.expect("http"))
+    }
+
+    /// Waits until the worker is connected (topology declared).
+    pub async fn wait_connected(&self) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while !self.app().engine.link.is_up() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "worker did not connect"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Publishes a request to `<ns>.requests`.
+    pub async fn publish_request(
+        &self,
+        body: &Value,
+        message_id: Option<&str>,
+        reply_to: Option<&str>,
+        correlation_id: Option<&str>,
+    ) {
+        publish(
+            &self.config,
+            &Outgoing {
+                exchange: String::new(),
+                routing_key: format!("{}.requests", self.config.namespace),
+                body: serde_json::to_vec(body).unwrap(),
+                message_id: message_id.map(str::to_string),
+                correlation_id: correlation_id.map(str::to_string),
+                reply_to: reply_to.map(str::to_string),
+                headers: vec![],
+            },
+        )
+        .await;
+    }
+
+    /// Publishes raw bytes to a queue through the default exchange.
+    pub async fn publish_raw(&self, queue: &str, body: Vec<u8>) {
+        publish(
+            &self.config,
+            &Outgoing {
+                exchange: String::new(),
+                routing_key: queue.to_string(),
+                body,
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+
+    /// Ids of all runs, oldest first.
+    pub async fn run_ids(&self) -> Vec<Uuid> {
+        sqlx::query_scalar("SELECT id FROM runs ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `n` runs exist and all are in one of `statuses`.
+    pub async fn wait_all(&self, n: usize, statuses: &[&str]) -> Vec<Run> {
+        wait_all(&self.pool, n, statuses).await
+    }
+
+    /// Waits until a run is in one of `statuses`.
+    pub async fn wait_run(&self, id: Uuid, statuses: &[&str]) -> Run {
+        wait_run(&self.pool, id, statuses).await
+    }
+
+    /// Messages ready in a queue.
+    pub async fn queue_depth(&self, queue: &str) -> u32 {
+        queue_depth(&self.config, queue).await
+    }
+
+    /// Creates a tenant and returns its token.
+    pub async fn tenant(&self, name: &str) -> String {
+        netra::store::tenants::create(&self.pool, name, None)
+            .await
+            .unwrap()
+    }
+
+    /// Stops netra, deletes the namespace's queues and drops the database.
+    pub async fn finish(mut self) {
+        if let Some(app) = self.app.take() {
+            app.shutdown().await;
+        }
+        cleanup(&self.config, &self.db).await;
+    }
+}
+
+/// Waits until `n` runs exist and all are in one of `statuses`.
+pub async fn wait_all(pool: &PgPool, n: usize, statuses: &[&str]) -> Vec<Run> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let runs: Vec<Run> = sqlx::query_as(
+            "SELECT id, tenant, thread_id, correlation_id, request_message_id, reply_to, request, status, phase, attempt, \
+             replay, next_attempt_at, result, error, created_at, updated_at, finished_at FROM runs ORDER BY created_at, id",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap_or_default();
+        if runs.len() >= n && runs.iter().all(|r| statuses.contains(&r.status.as_str())) {
+            return runs;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let mut by: BTreeMap<String, usize> = BTreeMap::new();
+            for r in &runs {
+                *by.entry(format!(
+                    "{}({})",
+                    r.status,
+                    r.phase.clone().unwrap_or_default()
+                ))
+                .or_default() += 1;
+            }
+            panic!(
+                "timed out: wanted {n} runs in {statuses:?}, have {} runs: {by:?}",
+                runs.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until a run is in one of `statuses`.
+pub async fn wait_run(pool: &PgPool, id: Uuid, statuses: &[&str]) -> Run {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Ok(Some(run)) = netra::store::runs::get(pool, id).await {
+            if statuses.contains(&run.status.as_str()) {
+                return run;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run {id} stuck in {}({:?})",
+                run.status,
+                run.phase
+            );
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run {id} never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Publishes one message with confirm.
+pub async fn publish(config: &Config, msg: &Outgoing) {
+    let conn = broker::connect(config, "test publisher").await.unwrap();
+    let p = Publisher::open(&conn).await.unwrap();
+    p.publish_routed(msg).await.unwrap();
+    let _ = conn.close(200, ShortString::from("bye")).await;
+}
+
+/// Messages ready in a queue (passive declare).
+pub async fn queue_depth(config: &Config, queue: &str) -> u32 {
+    let conn = broker::connect(config, "test probe").await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            ShortString::from(queue),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let n = q.message_count();
+    let _ = conn.close(200, ShortString::from("bye")).await;
+    n
+}
+
+/// A reply queue and a receiver of its messages.
+pub struct Replies {
+    pub queue: String,
+    conn: lapin::Connection,
+    consumer: lapin::Consumer,
+}
+
+impl Replies {
+    /// Declares an exclusive reply queue.
+    pub async fn open(config: &Config) -> Self {
+        let conn = broker::connect(config, "test replies").await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let q = ch
+            .queue_declare(
+                ShortString::from(""),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let consumer = ch
+            .basic_consume(
+                q.name().clone(),
+                ShortString::from("t"),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        Self {
+            queue: q.name().as_str().to_string(),
+            conn,
+            consumer,
+        }
+    }
+
+    /// The next reply: (correlation id, body).
+    pub async fn next(&mut self) -> (String, Value) {
+        let d = tokio::time::timeout(DEADLINE, self.consumer.next())
+            .await
+            .expect("reply in time")
+            .expect("stream")
+            .expect("delivery");
+        d.acker.ack(BasicAckOptions::default()).await.unwrap();
+        let cid = d
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|c| c.as_str().to_string())
+            .unwrap_or_default();
+        (cid, serde_json::from_slice(&d.data).unwrap())
+    }
+
+    /// Closes the connection.
+    pub async fn close(self) {
+        let _ = self.conn.close(200, ShortString::from("bye")).await;
+    }
+}
+
+/// Deletes the namespace's queues and exchanges and drops the database.
+pub async fn cleanup(config: &Config, db: &str) {
+    if let Ok(conn) = broker::connect(config, "test cleanup").await {
+        if let Ok(ch) = conn.create_channel().await {
+            let ns = &config.namespace;
+            let mut queues = vec![format!("{ns}.requests"), format!("{ns}.dlq.requests")];
+            for p in ["triage", "data", "optimization", "actions", "reporting"] {
+                queues.push(format!("{ns}.phase.{p}"));
+                queues.push(format!("{ns}.dlq.{p}"));
+            }
+            for q in queues {
+                let _ = ch
+                    .queue_delete(ShortString::from(q.as_str()), QueueDeleteOptions::default())
+                    .await;
+            }
+            for x in [format!("{ns}.phases"), format!("{ns}.dlx")] {
+                let _ = ch
+                    .exchange_delete(
+                        ShortString::from(x.as_str()),
+                        ExchangeDeleteOptions::default(),
+                    )
+                    .await;
+            }
+        }
+        let _ = conn.close(200, ShortString::from("bye")).await;
+    }
+    if let Ok(pool) = netra::store::connect_url(&admin_url(), 1).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .execute(&pool)
+            .await;
+        pool.close().await;
+    }
+}
+
+/// Exposes a config's database URL (tests only).
+pub fn database_url(config: &Config) -> String {
+    config.database_url.expose_secret().to_string()
+}
+
+/// Loads sample telemetry for a workload of the default tenant.
+pub async fn load_sample(pool: &PgPool, workload: &str, requests: usize) {
+    netra::sample::load(
+        pool,
+        "default",
+        workload,
+        &netra::sample::chat("gpt-4o", requests, 11),
+    )
+    .await
+    .unwrap();
+}
