@@ -2,6 +2,7 @@
 //! `/metrics`. Errors map to status codes and never show internals.
 
 pub mod auth;
+pub mod dead_letters;
 pub mod error;
 pub mod health;
 pub mod runs;
@@ -29,6 +30,10 @@ pub fn router(engine: Engine) -> Router {
             "/v1/threads/{id}/messages",
             get(threads::messages).post(threads::follow_up),
         )
+        .route("/v1/dead-letters", get(dead_letters::list))
+        .route("/v1/dead-letters/groups", get(dead_letters::groups))
+        .route("/v1/dead-letters/replay", post(dead_letters::replay))
+        .route("/v1/dead-letters/{id}", get(dead_letters::show))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -151,6 +151,44 @@ pub enum DlqAction {
     },
     /// Group pending dead letters by phase and error fingerprint.
     Groups,
+    /// Everything about one dead letter, with the run's persisted inputs.
+    Show {
+        /// Dead-letter id.
+        id: uuid::Uuid,
+    },
+    /// Resume failed phases from persisted state.
+    Replay {
+        /// One dead letter.
+        #[arg(long)]
+        id: Option<uuid::Uuid>,
+        /// The pending dead letters of one run.
+        #[arg(long)]
+        run: Option<uuid::Uuid>,
+        /// A group: the fingerprint printed by `dlq groups`.
+        #[arg(long)]
+        group: Option<String>,
+        /// Only this phase.
+        #[arg(long)]
+        phase: Option<String>,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Error contains.
+        #[arg(long)]
+        error_contains: Option<String>,
+        /// Show what would be replayed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// JSON merge patch over the phase's inputs, e.g. '{"data": {"sufficiency": "partial"}}'.
+        #[arg(long)]
+        patch: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 10_000)]
+        limit: i64,
+        /// At most this many per second.
+        #[arg(long)]
+        rate: Option<f64>,
+    },
 }
 
 /// Entry point of the binary.
@@ -318,6 +356,51 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         );
                     }
                 }
+                DlqAction::Show { id } => {
+                    let d = store::dead_letters::get(&pool, id, None)
+                        .await?
+                        .context("no such dead letter")?;
+                    println!("{}", serde_json::to_string_pretty(&d)?);
+                    if let Some(run_id) = d.run_id {
+                        if let Some(run) = store::runs::get(&pool, run_id).await? {
+                            let (outputs, _) = store::runs::load_inputs(&pool, &run).await?;
+                            println!("request: {}", serde_json::to_string_pretty(&run.request)?);
+                            println!(
+                                "persisted inputs (upstream outputs): {}",
+                                serde_json::to_string_pretty(&outputs)?
+                            );
+                        }
+                    }
+                }
+                DlqAction::Replay {
+                    id,
+                    run,
+                    group,
+                    phase,
+                    tenant,
+                    error_contains,
+                    dry_run,
+                    patch,
+                    limit,
+                    rate,
+                } => {
+                    replay_cmd(
+                        pool,
+                        ReplaySelection {
+                            id,
+                            run,
+                            group,
+                            phase,
+                            tenant,
+                            error_contains,
+                            limit,
+                        },
+                        dry_run,
+                        patch,
+                        rate,
+                    )
+                    .await?;
+                }
                 DlqAction::Groups => {
                     println!("{:>6}  {:<12}  fingerprint", "count", "phase");
                     for g in store::dead_letters::groups(&pool, None).await? {
@@ -329,6 +412,118 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo => demo::run().await,
     }
+}
+
+/// Which dead letters to replay.
+struct ReplaySelection {
+    id: Option<uuid::Uuid>,
+    run: Option<uuid::Uuid>,
+    group: Option<String>,
+    phase: Option<String>,
+    tenant: Option<String>,
+    error_contains: Option<String>,
+    limit: i64,
+}
+
+async fn replay_cmd(
+    pool: sqlx::PgPool,
+    sel: ReplaySelection,
+    dry_run: bool,
+    patch: Option<String>,
+    rate: Option<f64>,
+) -> anyhow::Result<()> {
+    use crate::pipeline::replay;
+    let config = Config::from_env()?;
+    let patch: Option<serde_json::Value> = patch
+        .map(|p| serde_json::from_str(&p))
+        .transpose()
+        .context("--patch is not JSON")?;
+    if patch.as_ref().is_some_and(|p| !p.is_object()) {
+        bail!("--patch must be a JSON object whose keys are phase names");
+    }
+    if sel.id.is_none()
+        && sel.run.is_none()
+        && sel.group.is_none()
+        && sel.phase.is_none()
+        && sel.error_contains.is_none()
+    {
+        bail!("say what to replay: --id, --run, --group, --phase or --error-contains");
+    }
+    let targets: Vec<_> = match sel.id {
+        Some(id) => store::dead_letters::get(&pool, id, sel.tenant.as_deref())
+            .await?
+            .into_iter()
+            .collect(),
+        None => {
+            let f = store::dead_letters::DeadLetterFilter {
+                tenant: sel.tenant,
+                phase: sel.phase,
+                error_contains: sel.error_contains,
+                fingerprint: sel.group,
+                limit: sel.limit,
+                ..Default::default()
+            };
+            store::dead_letters::list(&pool, &f)
+                .await?
+                .into_iter()
+                .filter(|d| sel.run.is_none() || d.run_id == sel.run)
+                .collect()
+        }
+    };
+    let names = crate::broker::topology::Names::new(&config.namespace);
+    let opts = replay::Options {
+        dry_run,
+        patch,
+        rate,
+        actor: format!(
+            "operator:{}",
+            std::env::var("USER").unwrap_or_else(|_| "cli".into())
+        ),
+    };
+    if dry_run {
+        for d in &targets {
+            println!(
+                "would replay {}  run {}  phase {}  {}",
+                d.id,
+                d.run_id
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                d.phase,
+                d.error
+            );
+        }
+        let r = replay::replay(&pool, &names, None, &targets, &opts, |_| {}).await?;
+        println!(
+            "dry run: {} would be replayed; nothing changed",
+            r.would_replay
+        );
+        return Ok(());
+    }
+    let conn = crate::broker::connect(&config, "netra dlq replay").await?;
+    let publisher = crate::broker::publisher::Publisher::open(&conn).await?;
+    let total = targets.len();
+    let mut report = replay::replay(&pool, &names, Some(&publisher), &targets, &opts, |n| {
+        if total > 1 {
+            eprint!("\rreplayed {n}/{total}");
+        }
+    })
+    .await?;
+    if total > 1 {
+        eprintln!();
+    }
+    let ch = conn.create_channel().await?;
+    let mut phases: Vec<&str> = targets.iter().map(|d| d.phase.as_str()).collect();
+    phases.sort_unstable();
+    phases.dedup();
+    for p in phases {
+        report.drained += replay::drain_replayed(&pool, &ch, &names, p).await?;
+    }
+    let _ = conn.close(200, "bye".into()).await;
+    println!(
+        "replayed {}, already replayed {}, not replayable {}, removed {} copies from the dead-letter queues",
+        report.replayed, report.skipped, report.not_replayable, report.drained
+    );
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -4,13 +4,14 @@
 use super::{envelope::Envelope, outbound::Outbound, Engine};
 use crate::{
     broker::publisher::{HeaderValue, Outgoing, Published, Publisher},
+    broker::topology::Names,
     error::InfraError,
 };
 
 /// The message that carries a phase envelope.
-pub fn phase_message(engine: &Engine, env: &Envelope) -> Outgoing {
+pub fn phase_message(names: &Names, env: &Envelope) -> Outgoing {
     Outgoing {
-        exchange: engine.names.phases_exchange(),
+        exchange: names.phases_exchange(),
         routing_key: env.phase.clone(),
         body: env.to_bytes(),
         message_id: Some(env.message_id()),
@@ -45,7 +46,7 @@ pub async fn publish_all(
         match out {
             Outbound::Phase { envelope } => {
                 publisher
-                    .publish_routed(&phase_message(engine, envelope))
+                    .publish_routed(&phase_message(&engine.names, envelope))
                     .await?;
             }
             Outbound::DeadLetter {
@@ -56,7 +57,7 @@ pub async fn publish_all(
                 first_failed_at,
                 last_failed_at,
             } => {
-                let mut msg = phase_message(engine, envelope);
+                let mut msg = phase_message(&engine.names, envelope);
                 msg.exchange = engine.names.dlx();
                 msg.headers.extend([
                     ("x-netra-error".into(), HeaderValue::Text(error.clone())),

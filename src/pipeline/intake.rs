@@ -147,7 +147,7 @@ pub async fn accept(
     if accepted.run.status == "queued" {
         if let (Some(publisher), Some(env)) = (publisher, accepted.run.envelope()) {
             if let Err(e) = publisher
-                .publish_routed(&dispatch::phase_message(engine, &env))
+                .publish_routed(&dispatch::phase_message(&engine.names, &env))
                 .await
             {
                 tracing::warn!(error = %e, run_id = %accepted.run.id, "first phase not published yet; the sweeper will retry");
@@ -213,7 +213,7 @@ async fn process(
             if accepted.run.status == "queued" {
                 if let Some(env) = accepted.run.envelope() {
                     publisher
-                        .publish_routed(&dispatch::phase_message(engine, &env))
+                        .publish_routed(&dispatch::phase_message(&engine.names, &env))
                         .await?;
                 }
             }

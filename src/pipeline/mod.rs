@@ -16,6 +16,7 @@ pub mod dispatch;
 pub mod envelope;
 pub mod intake;
 pub mod outbound;
+pub mod replay;
 pub mod retry;
 pub mod service;
 pub mod shutdown;

@@ -76,7 +76,7 @@ pub async fn publish_due(engine: &Engine, publisher: &Publisher) -> Result<usize
     for run in &due {
         let Some(env) = run.envelope() else { continue };
         publisher
-            .publish_routed(&dispatch::phase_message(engine, &env))
+            .publish_routed(&dispatch::phase_message(&engine.names, &env))
             .await?;
         runs::requeue_retry(&mut tx, run, "scheduler").await?;
     }
@@ -98,7 +98,7 @@ pub async fn sweep_stale(
         }
         let Some(env) = run.envelope() else { continue };
         publisher
-            .publish_routed(&dispatch::phase_message(engine, &env))
+            .publish_routed(&dispatch::phase_message(&engine.names, &env))
             .await?;
         runs::touch(&engine.pool, run.id).await?;
         n += 1;

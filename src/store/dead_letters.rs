@@ -228,3 +228,118 @@ mod tests {
         assert_ne!(fingerprint("timeout"), fingerprint("bad input"));
     }
 }
+
+/// One dead letter by id (tenant-scoped when `tenant` is given).
+pub async fn get(
+    pool: &PgPool,
+    id: Uuid,
+    tenant: Option<&str>,
+) -> Result<Option<DeadLetter>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, run_id, tenant, phase, queue, message_id, error_class, error, fingerprint, attempts, \
+         replay, first_failed_at, last_failed_at, status, created_at FROM dead_letters \
+         WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)",
+    )
+    .bind(id)
+    .bind(tenant)
+    .fetch_optional(pool)
+    .await
+}
+
+/// How many earlier dead letters (replayed ones) the run's phase has had.
+pub async fn replays_of(pool: &PgPool, run_id: Uuid, phase: &str) -> Result<i64, sqlx::Error> {
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM dead_letters WHERE run_id = $1 AND phase = $2 AND status = 'replayed'")
+        .bind(run_id)
+        .bind(phase)
+        .fetch_one(pool)
+        .await?;
+    Ok(n)
+}
+
+/// Outcome of marking one dead letter replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replayed {
+    /// The run is `queued(phase)` again at this replay generation.
+    Queued {
+        /// The run.
+        run: Uuid,
+        /// The new replay generation.
+        generation: i32,
+    },
+    /// Already replayed (or discarded) earlier: nothing to do.
+    AlreadyDone,
+    /// A poison message with no run: it cannot be replayed.
+    NoRun,
+}
+
+/// Moves a dead-lettered run back to `queued(phase)` at the next replay
+/// generation and marks the dead letter replayed, in one transaction, with
+/// the patch (if any) recorded in the history. Safe to repeat: a second call
+/// finds the dead letter replayed and does nothing.
+pub async fn mark_replayed(
+    pool: &PgPool,
+    id: Uuid,
+    actor: &str,
+    patch: Option<&serde_json::Value>,
+) -> Result<Replayed, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(Option<Uuid>, String, i32, String)> = sqlx::query_as(
+        "SELECT run_id, phase, replay, status FROM dead_letters WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((run_id, phase, replay, status)) = row else {
+        return Err(sqlx::Error::RowNotFound);
+    };
+    if status != "pending" {
+        return Ok(Replayed::AlreadyDone);
+    }
+    let Some(run_id) = run_id else {
+        return Ok(Replayed::NoRun);
+    };
+    let generation = replay + 1;
+    let updated = sqlx::query(
+        "UPDATE runs SET status = 'queued', phase = $2, attempt = 1, replay = $3, error = NULL, \
+         next_attempt_at = NULL, finished_at = NULL, updated_at = now() \
+         WHERE id = $1 AND status = 'dead_lettered' AND phase = $2",
+    )
+    .bind(run_id)
+    .bind(&phase)
+    .bind(generation)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        // The run moved on some other way (cancelled, replayed by id of an
+        // older dead letter): retire this entry without touching the run.
+        sqlx::query("UPDATE dead_letters SET status = 'discarded' WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        return Ok(Replayed::AlreadyDone);
+    }
+    super::runs::insert_history(
+        &mut tx,
+        run_id,
+        actor,
+        Some("dead_lettered"),
+        "queued",
+        Some(&phase),
+        Some(1),
+        generation,
+        None,
+        Some(serde_json::json!({ "replay_of": id, "generation": generation, "patch": patch })),
+    )
+    .await?;
+    sqlx::query("UPDATE dead_letters SET status = 'replayed' WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Replayed::Queued {
+        run: run_id,
+        generation,
+    })
+}

@@ -1,0 +1,171 @@
+//! Dead-letter replay: resume a failed phase from persisted state.
+//!
+//! The Postgres index is the source of truth. Replaying one dead letter is
+//! one transaction (run back to `queued(phase)` at the next replay
+//! generation, the dead letter marked `replayed`, the patch recorded in the
+//! history), then a confirmed publish of the phase message. A crash between
+//! the two leaves a `queued` run that the stale-run sweeper publishes; a
+//! rerun of the command skips what is already replayed. Only then are the
+//! replayed copies removed from `<ns>.dlq.<phase>`, so the queue never holds
+//! less than the index says is pending.
+
+use std::time::Duration;
+
+use lapin::{
+    options::{BasicAckOptions, BasicGetOptions, BasicNackOptions},
+    types::ShortString,
+    Channel,
+};
+use sqlx::PgPool;
+
+use super::{dispatch, envelope::Envelope};
+use crate::{
+    broker::{publisher::Publisher, topology::Names},
+    error::InfraError,
+    store::{
+        dead_letters::{self, DeadLetter, Replayed},
+        runs,
+    },
+};
+
+/// How to replay.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Show what would happen; change nothing.
+    pub dry_run: bool,
+    /// JSON merge patch over the phase's persisted inputs (keys are phase names).
+    pub patch: Option<serde_json::Value>,
+    /// At most this many replays per second (None: unlimited).
+    pub rate: Option<f64>,
+    /// Who asks (recorded in the history).
+    pub actor: String,
+}
+
+/// What a replay did.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    /// Dead letters whose runs were queued again.
+    pub replayed: usize,
+    /// Already replayed earlier (a rerun), skipped.
+    pub skipped: usize,
+    /// Poison messages without a run: not replayable.
+    pub not_replayable: usize,
+    /// Would be replayed (dry run).
+    pub would_replay: usize,
+    /// Replayed copies removed from the dead-letter queues.
+    pub drained: usize,
+}
+
+/// Replays the given dead letters; `progress` is called after each one.
+pub async fn replay(
+    pool: &PgPool,
+    names: &Names,
+    publisher: Option<&Publisher>,
+    targets: &[DeadLetter],
+    opts: &Options,
+    mut progress: impl FnMut(usize),
+) -> Result<Report, InfraError> {
+    let mut report = Report::default();
+    let interval = opts
+        .rate
+        .filter(|r| *r > 0.0)
+        .map(|r| Duration::from_secs_f64(1.0 / r));
+    for (i, dl) in targets.iter().enumerate() {
+        if opts.dry_run {
+            if dl.status == "pending" && dl.run_id.is_some() {
+                report.would_replay += 1;
+            }
+            progress(i + 1);
+            continue;
+        }
+        match dead_letters::mark_replayed(pool, dl.id, &opts.actor, opts.patch.as_ref()).await? {
+            Replayed::Queued { run, .. } => {
+                if let (Some(p), Some(r)) = (publisher, runs::get(pool, run).await?) {
+                    if let Some(env) = r.envelope() {
+                        p.publish_routed(&dispatch::phase_message(names, &env))
+                            .await?;
+                    }
+                }
+                report.replayed += 1;
+            }
+            Replayed::AlreadyDone => report.skipped += 1,
+            Replayed::NoRun => report.not_replayable += 1,
+        }
+        progress(i + 1);
+        if let Some(d) = interval {
+            tokio::time::sleep(d).await;
+        }
+    }
+    Ok(report)
+}
+
+/// Removes from `<ns>.dlq.<phase>` the messages whose dead letters are no
+/// longer pending; keeps every other message. Returns how many it removed.
+pub async fn drain_replayed(
+    pool: &PgPool,
+    channel: &Channel,
+    names: &Names,
+    phase: &str,
+) -> Result<usize, InfraError> {
+    let queue = names.dlq(phase);
+    let mut removed = 0;
+    let mut keep = Vec::new();
+    loop {
+        let got = channel
+            .basic_get(
+                ShortString::from(queue.as_str()),
+                BasicGetOptions::default(),
+            )
+            .await?;
+        let Some(msg) = got else { break };
+        let delivery = msg.delivery;
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str().to_string());
+        let done = match &message_id {
+            Some(id) => {
+                let row: Option<(i64,)> = sqlx::query_as(
+                    "SELECT count(*) FILTER (WHERE status = 'pending') FROM dead_letters WHERE message_id = $1 HAVING count(*) > 0",
+                )
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+                matches!(row, Some((0,)))
+            }
+            None => false,
+        };
+        if done {
+            delivery.acker.ack(BasicAckOptions::default()).await?;
+            removed += 1;
+        } else {
+            keep.push(delivery);
+        }
+        if msg.message_count == 0 {
+            break;
+        }
+    }
+    for d in keep {
+        d.acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await?;
+    }
+    Ok(removed)
+}
+
+/// The envelope a dead letter's run resumes with (for `dlq show`).
+pub fn resumed_envelope(dl: &DeadLetter, correlation_id: &str) -> Option<Envelope> {
+    let run = dl.run_id?;
+    Some(Envelope::new(
+        run,
+        &dl.phase,
+        1,
+        u32::try_from(dl.replay + 1).unwrap_or(1),
+        correlation_id,
+        dl.tenant.as_deref().unwrap_or_default(),
+    ))
+}
