@@ -18,6 +18,7 @@
 pub mod agents;
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod broker;
 pub mod cache;
 pub mod cli;

@@ -114,6 +114,8 @@ pub enum Command {
     /// Start netra in-process, submit sample requests of each category, and
     /// print their reports.
     Demo,
+    /// Measure throughput, latency and memory against a raw baseline.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// `netra tenant …`.
@@ -411,6 +413,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo => demo::run().await,
+        Command::Bench(args) => crate::bench::run(args).await,
     }
 }
 
