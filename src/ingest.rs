@@ -298,6 +298,43 @@ pub async fn ingest<R: BufRead>(
     Ok(report)
 }
 
+/// `netra ingest`: reads `file` (`-` for standard input), shows progress on
+/// standard error, prints bad rows by line number, and fails when the file
+/// had more bad rows than allowed.
+pub async fn run_cli(
+    pool: &PgPool,
+    target: &Target<'_>,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let reader: Box<dyn BufRead + Send> = if file.as_os_str() == "-" {
+        Box::new(std::io::BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
+        ))
+    };
+    let report = ingest(pool, target, reader, |n| eprint!("\r{n} rows read")).await?;
+    eprintln!();
+    for b in report.bad.iter().take(50) {
+        eprintln!("line {}: {}", b.line, b.reason);
+    }
+    if report.aborted {
+        anyhow::bail!(
+            "{} bad rows exceed --max-errors {}; nothing was inserted",
+            report.bad.len(),
+            target.max_errors
+        );
+    }
+    println!(
+        "inserted {} rows into workload {} ({} bad rows skipped)",
+        report.inserted,
+        target.workload,
+        report.bad.len()
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 pub mod demo;
 pub mod http;
 
-use std::{io::BufReader, path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -272,14 +272,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             file,
         } => {
             let (_, pool) = pool().await?;
-            let reader: Box<dyn std::io::BufRead + Send> = if file.as_os_str() == "-" {
-                Box::new(BufReader::new(std::io::stdin()))
-            } else {
-                Box::new(BufReader::new(
-                    std::fs::File::open(&file)
-                        .with_context(|| format!("opening {}", file.display()))?,
-                ))
-            };
             let target = ingest::Target {
                 tenant: &tenant,
                 workload: &workload,
@@ -287,26 +279,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 model: model.as_deref(),
                 max_errors,
             };
-            let report = ingest::ingest(&pool, &target, reader, |n| {
-                eprint!("\r{n} rows read");
-            })
-            .await?;
-            eprintln!();
-            for b in report.bad.iter().take(50) {
-                eprintln!("line {}: {}", b.line, b.reason);
-            }
-            if report.aborted {
-                bail!(
-                    "{} bad rows exceed --max-errors {max_errors}; nothing was inserted",
-                    report.bad.len()
-                );
-            }
-            println!(
-                "inserted {} rows into workload {workload} ({} bad rows skipped)",
-                report.inserted,
-                report.bad.len()
-            );
-            Ok(())
+            ingest::run_cli(&pool, &target, &file).await
         }
         Command::Tenant { action } => {
             let (_, pool) = pool().await?;
