@@ -97,6 +97,51 @@ impl Cache {
         self.client.get_async_pubsub().await.ok()
     }
 
+    /// Counts one API call of `tenant` in the current minute; returns the
+    /// seconds until the window resets when the limit is exceeded. Without
+    /// Redis (or on a Redis error) calls are allowed.
+    pub async fn rate_limit(&self, tenant: &str, per_min: u32) -> Option<u64> {
+        if per_min == 0 {
+            return None;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let window = now / 60;
+        let key = format!("{}:rl:{tenant}:{window}", self.ns);
+        let mut c = self.conn.clone();
+        let count: u64 = match redis::pipe()
+            .atomic()
+            .incr(&key, 1u64)
+            .expire(&key, 120)
+            .ignore()
+            .query_async::<(u64,)>(&mut c)
+            .await
+        {
+            Ok((n,)) => n,
+            Err(_) => return None,
+        };
+        (count > u64::from(per_min)).then(|| (window + 1) * 60 - now)
+    }
+
+    /// Stores an agent output under a key derived from its inputs.
+    pub async fn put_agent_output(&self, key: &str, json: &str, ttl_secs: u64) {
+        let mut c = self.conn.clone();
+        let _ = c
+            .set_ex::<_, _, ()>(format!("{}:agent:{key}", self.ns), json, ttl_secs)
+            .await;
+    }
+
+    /// A cached agent output.
+    pub async fn get_agent_output(&self, key: &str) -> Option<String> {
+        let mut c = self.conn.clone();
+        c.get::<_, Option<String>>(format!("{}:agent:{key}", self.ns))
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// True when Redis answers PING.
     pub async fn ping(&self) -> bool {
         let mut c = self.conn.clone();

@@ -62,6 +62,10 @@ pub struct Config {
     /// A run that sat `queued` this long has its message published again
     /// (`NETRA_REPUBLISH_AFTER_MS`).
     pub republish_after: Duration,
+    /// API requests per tenant per minute, 0 for no limit (`NETRA_RATE_LIMIT_PER_MIN`).
+    pub rate_limit_per_min: u32,
+    /// Lifetime of cached agent outputs (`NETRA_AGENT_CACHE_TTL_SECS`, 0 = off).
+    pub agent_cache_ttl_secs: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -184,6 +188,8 @@ impl Config {
             db_pool_size: parse("NETRA_DB_POOL", 20u32)?,
             worker_id: var("NETRA_WORKER_ID").unwrap_or_else(default_worker_id),
             republish_after: millis("NETRA_REPUBLISH_AFTER_MS", 30_000)?,
+            rate_limit_per_min: parse("NETRA_RATE_LIMIT_PER_MIN", 600u32)?,
+            agent_cache_ttl_secs: parse("NETRA_AGENT_CACHE_TTL_SECS", 3600u64)?,
         })
     }
 

@@ -35,6 +35,19 @@ pub enum Outcome {
 #[derive(Debug, Default)]
 pub struct Metrics {
     phases: Mutex<BTreeMap<String, PhaseStats>>,
+    /// Per agent: (ok, error, cached) calls and seconds spent.
+    agents: Mutex<BTreeMap<String, (u64, u64, u64, f64)>>,
+}
+
+/// How an agent call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentCall {
+    /// Returned an output.
+    Ok,
+    /// Returned an error, panicked or timed out.
+    Error,
+    /// Served from the agent output cache.
+    Cached,
 }
 
 impl Metrics {
@@ -64,6 +77,20 @@ impl Metrics {
         }
         s.count += 1;
         s.sum_s += secs;
+    }
+
+    /// Records one agent call.
+    pub fn record_agent(&self, phase: &str, call: AgentCall, took: Duration) {
+        let Ok(mut map) = self.agents.lock() else {
+            return;
+        };
+        let e = map.entry(phase.to_string()).or_default();
+        match call {
+            AgentCall::Ok => e.0 += 1,
+            AgentCall::Error => e.1 += 1,
+            AgentCall::Cached => e.2 += 1,
+        }
+        e.3 += took.as_secs_f64();
     }
 
     /// Prometheus text for the counters; `extra` lines are appended as is.
@@ -116,6 +143,20 @@ impl Metrics {
                 "netra_phase_duration_seconds_count{{phase=\"{phase}\"}} {}",
                 s.count
             );
+        }
+        let agents = self.agents.lock().map(|m| m.clone()).unwrap_or_default();
+        let _ = writeln!(out, "# HELP netra_agent_calls_total agent calls by result\n# TYPE netra_agent_calls_total counter");
+        for (phase, (ok, err, cached, _)) in &agents {
+            for (result, n) in [("ok", ok), ("error", err), ("cached", cached)] {
+                let _ = writeln!(
+                    out,
+                    "netra_agent_calls_total{{phase=\"{phase}\",result=\"{result}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP netra_agent_seconds_total time spent in agents\n# TYPE netra_agent_seconds_total counter");
+        for (phase, (_, _, _, secs)) in &agents {
+            let _ = writeln!(out, "netra_agent_seconds_total{{phase=\"{phase}\"}} {secs}");
         }
         out.push_str(extra);
         out

@@ -24,9 +24,17 @@ impl FromRequestParts<Engine> for Tenant {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(ApiError::Unauthorized)?;
-        match tenants::authenticate(&engine.pool, token).await? {
-            Some(name) => Ok(Tenant(name)),
-            None => Err(ApiError::Unauthorized),
+        let name = tenants::authenticate(&engine.pool, token)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        if let Some(cache) = &engine.cache {
+            if let Some(wait) = cache
+                .rate_limit(&name, engine.config.rate_limit_per_min)
+                .await
+            {
+                return Err(ApiError::RateLimited(wait));
+            }
         }
+        Ok(Tenant(name))
     }
 }

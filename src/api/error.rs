@@ -29,6 +29,9 @@ pub enum ApiError {
     /// 409.
     #[error("{0}")]
     Conflict(String),
+    /// 429 with the seconds to wait.
+    #[error("rate limit exceeded; retry in {0} s")]
+    RateLimited(u64),
     /// 503.
     #[error("service unavailable: {0}")]
     Unavailable(&'static str),
@@ -54,6 +57,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(detail) => {
                 tracing::error!(detail = %detail, "internal API error");
@@ -65,6 +69,11 @@ impl IntoResponse for ApiError {
             body["error"]["field"] = json!(field);
         }
         let mut resp = (status, Json(body)).into_response();
+        if let ApiError::RateLimited(secs) = &self {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert("retry-after", v);
+            }
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 "www-authenticate",

@@ -59,6 +59,18 @@ pub async fn metrics(State(engine): State<Engine>) -> impl IntoResponse {
             ));
         }
     }
+    let mut queues = vec![engine.names.requests(), engine.names.dlq("requests")];
+    for p in engine.agents.phases() {
+        queues.push(engine.names.phase_queue(p));
+        queues.push(engine.names.dlq(p));
+    }
+    let depths = engine.link.queue_depths(&queues).await;
+    if !depths.is_empty() {
+        extra.push_str("# HELP netra_queue_depth messages ready in each queue\n# TYPE netra_queue_depth gauge\n");
+        for (q, n) in depths {
+            extra.push_str(&format!("netra_queue_depth{{queue=\"{q}\"}} {n}\n"));
+        }
+    }
     (
         [("content-type", "text/plain; version=0.0.4")],
         engine.metrics.render(&extra),

@@ -1,16 +1,21 @@
 //! The HTTP API (axum), JSON under `/v1`, plus `/healthz`, `/readyz` and
 //! `/metrics`. Errors map to status codes and never show internals.
+//!
+//! Every route is declared once, in [`routes`], with its documentation; the
+//! router and the OpenAPI document (`/v1/openapi.json`) are both built from
+//! that one table, so they cannot drift apart.
 
 pub mod auth;
 pub mod dead_letters;
 pub mod error;
 pub mod health;
+pub mod openapi;
 pub mod runs;
 pub mod threads;
 
 use axum::{
     extract::DefaultBodyLimit,
-    routing::{get, post},
+    routing::{get, post, MethodRouter},
     Router,
 };
 
@@ -19,24 +24,194 @@ use crate::pipeline::Engine;
 /// Largest accepted HTTP body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// One route: method, path, what it does, and its handler.
+pub struct Route {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// Path with `{param}` segments.
+    pub path: &'static str,
+    /// One line for the OpenAPI summary.
+    pub summary: &'static str,
+    /// Whether it needs a bearer token.
+    pub auth: bool,
+    /// Name of the JSON request body schema, if it takes one.
+    pub body: Option<&'static str>,
+    /// Status codes it can answer with, besides 5xx.
+    pub statuses: &'static [u16],
+    /// The handler.
+    pub handler: MethodRouter<Engine>,
+}
+
+fn route(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    auth: bool,
+    body: Option<&'static str>,
+    statuses: &'static [u16],
+    handler: MethodRouter<Engine>,
+) -> Route {
+    Route {
+        method,
+        path,
+        summary,
+        auth,
+        body,
+        statuses,
+        handler,
+    }
+}
+
+/// The API, as data.
+pub fn routes() -> Vec<Route> {
+    const CREATED: &[u16] = &[200, 202, 401, 404, 413, 422, 429];
+    const READ: &[u16] = &[200, 401, 404, 422, 429];
+    vec![
+        route(
+            "POST",
+            "/v1/runs",
+            "Enqueue a request (honours Idempotency-Key)",
+            true,
+            Some("RunRequest"),
+            CREATED,
+            post(runs::create),
+        ),
+        route(
+            "GET",
+            "/v1/runs",
+            "List runs by correlation id and status, cursor-paginated",
+            true,
+            None,
+            READ,
+            get(runs::list),
+        ),
+        route(
+            "GET",
+            "/v1/runs/{id}",
+            "A run with its history; ?wait=N long-polls up to 60 s",
+            true,
+            None,
+            READ,
+            get(runs::get),
+        ),
+        route(
+            "POST",
+            "/v1/runs/{id}/cancel",
+            "Cancel a run; later phase results are discarded",
+            true,
+            None,
+            READ,
+            post(runs::cancel),
+        ),
+        route(
+            "GET",
+            "/v1/threads/{id}",
+            "A conversation thread",
+            true,
+            None,
+            READ,
+            get(threads::get),
+        ),
+        route(
+            "GET",
+            "/v1/threads/{id}/messages",
+            "The thread's messages (user requests, agent reports)",
+            true,
+            None,
+            READ,
+            get(threads::messages),
+        ),
+        route(
+            "POST",
+            "/v1/threads/{id}/messages",
+            "A follow-up: starts a new run in the thread",
+            true,
+            Some("RunRequest"),
+            CREATED,
+            post(threads::follow_up),
+        ),
+        route(
+            "GET",
+            "/v1/dead-letters",
+            "The tenant's pending dead letters",
+            true,
+            None,
+            READ,
+            get(dead_letters::list),
+        ),
+        route(
+            "GET",
+            "/v1/dead-letters/groups",
+            "Pending dead letters grouped by phase and error fingerprint",
+            true,
+            None,
+            READ,
+            get(dead_letters::groups),
+        ),
+        route(
+            "POST",
+            "/v1/dead-letters/replay",
+            "Replay dead letters by ids, group or phase (dry_run, patch)",
+            true,
+            Some("ReplayRequest"),
+            CREATED,
+            post(dead_letters::replay),
+        ),
+        route(
+            "GET",
+            "/v1/dead-letters/{id}",
+            "One dead letter",
+            true,
+            None,
+            READ,
+            get(dead_letters::show),
+        ),
+        route(
+            "GET",
+            "/v1/openapi.json",
+            "This document",
+            false,
+            None,
+            &[200],
+            get(openapi::serve),
+        ),
+        route(
+            "GET",
+            "/healthz",
+            "Liveness",
+            false,
+            None,
+            &[200],
+            get(health::healthz),
+        ),
+        route(
+            "GET",
+            "/readyz",
+            "Readiness of broker, database and cache",
+            false,
+            None,
+            &[200, 503],
+            get(health::readyz),
+        ),
+        route(
+            "GET",
+            "/metrics",
+            "Prometheus metrics",
+            false,
+            None,
+            &[200],
+            get(health::metrics),
+        ),
+    ]
+}
+
 /// The router over an engine.
 pub fn router(engine: Engine) -> Router {
-    Router::new()
-        .route("/v1/runs", post(runs::create).get(runs::list))
-        .route("/v1/runs/{id}", get(runs::get))
-        .route("/v1/runs/{id}/cancel", post(runs::cancel))
-        .route("/v1/threads/{id}", get(threads::get))
-        .route(
-            "/v1/threads/{id}/messages",
-            get(threads::messages).post(threads::follow_up),
-        )
-        .route("/v1/dead-letters", get(dead_letters::list))
-        .route("/v1/dead-letters/groups", get(dead_letters::groups))
-        .route("/v1/dead-letters/replay", post(dead_letters::replay))
-        .route("/v1/dead-letters/{id}", get(dead_letters::show))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+    let mut router = Router::new();
+    for r in routes() {
+        router = router.route(r.path, r.handler);
+    }
+    router
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(engine)
 }

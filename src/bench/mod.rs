@@ -1,7 +1,60 @@
 //! `netra bench`: throughput, latency and memory of netra against a raw
 //! lapin + Postgres baseline, on the local stack.
+//!
+//! One invocation:
+//! 1. creates two fresh databases (netra's and the baseline's) and uses its
+//!    own broker namespaces (`bench-<id>` and `bench-<id>-raw`);
+//! 2. starts netra in-process ([`crate::app::App::start`]) without the HTTP
+//!    API, loads a small sample workload, and reads the idle RSS;
+//! 3. memory probe: publishes N requests at once and samples the RSS while
+//!    they are in flight;
+//! 4. closed loop: for each K, keeps K runs in flight against netra and
+//!    against the raw baseline ([`raw`]), alternating which goes first,
+//!    with a warm-up and a fixed measuring window per step;
+//! 5. open loop: fixed arrival rates at fractions of netra's best closed-loop
+//!    rate, latency from each run's intended start;
+//! 6. stops everything, deletes its queues and drops its databases (also on
+//!    Ctrl-C), and prints a table or JSON.
 
-use clap::Args;
+mod driver;
+mod raw;
+mod report;
+mod stats;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::{Args, ValueEnum};
+use lapin::{
+    options::{ExchangeDeleteOptions, QueueDeleteOptions},
+    types::ShortString,
+};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::{
+    app::{App, StartOptions},
+    broker,
+    config::Config,
+};
+use driver::{Client, Done, StepOutcome};
+use report::{ClosedRow, Memory, OpenRow, Report, Segment, StepReport, Totals};
+use stats::{Latency, PgCounters};
+
+/// The default request: an optimization, which runs all five phases.
+pub const DEFAULT_REQUEST: &str =
+    "Cut the cost of workload bench-w by 30% without pushing p95 latency over 3 s";
+
+/// Which baseline to measure next to netra.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Baseline {
+    /// A minimal lapin consumer/publisher doing one transaction per hop.
+    Raw,
+    /// netra only.
+    None,
+}
 
 /// Options of `netra bench`.
 #[derive(Debug, Clone, Args)]
@@ -9,9 +62,482 @@ pub struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Baseline measured in the same invocation, alternating with netra.
+    #[arg(long, value_enum, default_value_t = Baseline::Raw)]
+    pub baseline: Baseline,
+    /// Runs in flight of the closed-loop steps.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64,128")]
+    pub k: Vec<usize>,
+    /// Warm-up of each step, seconds (not measured).
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Measuring window of each step, seconds.
+    #[arg(long, default_value_t = 8.0)]
+    pub window: f64,
+    /// Open-loop arrival rates as fractions of netra's best closed-loop rate
+    /// (empty: no open loop).
+    #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,0.75")]
+    pub open: Vec<f64>,
+    /// Runs published at once for the memory probe (0: skip).
+    #[arg(long, default_value_t = 1000)]
+    pub inflight: usize,
+    /// Sample telemetry rows of the benchmark workload.
+    #[arg(long, default_value_t = 200)]
+    pub sample_rows: usize,
+    /// Request text; repeat to cycle through a mix (default: an optimization
+    /// request on the sample workload, which runs all five phases).
+    #[arg(long = "request")]
+    pub requests: Vec<String>,
+    /// How long a step may take to drain its in-flight runs, seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub drain: f64,
+    /// Keep the databases (for inspection); the queues are deleted anyway.
+    #[arg(long)]
+    pub keep_db: bool,
+}
+
+/// Everything that must be cleaned up, whatever happens.
+struct Resources {
+    admin_url: String,
+    amqp_url: String,
+    config: Config,
+    netra_db: String,
+    raw_db: String,
+    raw_ns: String,
+    app: tokio::sync::Mutex<Option<App>>,
+    raw: tokio::sync::Mutex<Option<raw::Raw>>,
+    keep_db: bool,
+}
+
+fn with_database(url: &str, db: &str) -> anyhow::Result<String> {
+    let (base, rest) = url
+        .rsplit_once('/')
+        .context("NETRA_DATABASE_URL has no database path")?;
+    let query = rest.find('?').map(|i| &rest[i..]).unwrap_or("");
+    Ok(format!("{base}/{db}{query}"))
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
 }
 
 /// Runs the benchmark.
-pub async fn run(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("netra bench is being built")
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let base = Config::from_env()?;
+    let id = Uuid::new_v4().simple().to_string()[..12].to_string();
+    let admin_url = base.database_url.expose_secret().to_string();
+    let mut config = base.clone();
+    config.namespace = format!("bench-{id}");
+    config.http_addr = "127.0.0.1:0".parse()?;
+    config.shutdown_grace = Duration::from_secs(3);
+    let netra_db = format!("netra_bench_{id}");
+    config.database_url = SecretString::from(with_database(&admin_url, &netra_db)?);
+    let res = Arc::new(Resources {
+        amqp_url: base.amqp_url.expose_secret().to_string(),
+        admin_url,
+        config,
+        raw_db: format!("netra_bench_{id}_raw"),
+        netra_db,
+        raw_ns: format!("bench-{id}-raw"),
+        app: tokio::sync::Mutex::new(None),
+        raw: tokio::sync::Mutex::new(None),
+        keep_db: args.keep_db,
+    });
+    let outcome = tokio::select! {
+        r = bench(&res, &args) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    eprintln!("bench: cleaning up (namespace {})", res.config.namespace);
+    cleanup(&res).await;
+    let report = outcome?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+async fn admin_pool(res: &Resources) -> anyhow::Result<PgPool> {
+    crate::store::connect_url(&res.admin_url, 2)
+        .await
+        .context("connecting to NETRA_DATABASE_URL (is the stack running?)")
+}
+
+async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report> {
+    let admin = admin_pool(res).await?;
+    for db in [&res.netra_db, &res.raw_db] {
+        sqlx::query(&format!("CREATE DATABASE {db}"))
+            .execute(&admin)
+            .await
+            .with_context(|| format!("CREATE DATABASE {db} (the role needs CREATEDB)"))?;
+    }
+    let warmup = secs(args.warmup);
+    let window = secs(args.window);
+    let drain = secs(args.drain);
+    let requests = if args.requests.is_empty() {
+        vec![DEFAULT_REQUEST.to_string()]
+    } else {
+        args.requests.clone()
+    };
+    let bodies = requests
+        .iter()
+        .map(|m| serde_json::to_vec(&serde_json::json!({ "message": m })))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    // netra, in-process.
+    eprintln!(
+        "bench: starting netra (namespace {}, database {})",
+        res.config.namespace, res.netra_db
+    );
+    let opts = StartOptions {
+        http: false,
+        ..StartOptions::default()
+    };
+    let app = App::start(res.config.clone(), opts)
+        .await
+        .context("starting netra (is the stack running?)")?;
+    let engine = app.engine.clone();
+    *res.app.lock().await = Some(app);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !engine.link.is_up() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "netra did not connect to RabbitMQ"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pool = engine.pool.clone();
+    crate::sample::load(
+        &pool,
+        &res.config.default_tenant,
+        "bench-w",
+        &crate::sample::chat("gpt-4o", args.sample_rows, 11),
+    )
+    .await?;
+    let netra_queue = engine.names.requests();
+    let mut client = Client::connect(&res.amqp_url, bodies).await?;
+
+    // Idle memory, after one run has touched every code path.
+    let probe = driver::closed_loop(
+        &mut client,
+        &netra_queue,
+        1,
+        Duration::ZERO,
+        Duration::from_millis(1),
+        drain,
+    )
+    .await?;
+    anyhow::ensure!(
+        probe.completed_total == 1,
+        "the first run did not complete within {drain:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = stats::rss_kib();
+    let mut memory = Memory {
+        idle_rss_mib: kib_to_mib(idle_rss),
+        ..Memory::default()
+    };
+    if args.inflight > 0 {
+        eprintln!("bench: memory probe, {} runs at once", args.inflight);
+        let (peak, at_full, done, took) =
+            driver::burst(&mut client, &netra_queue, args.inflight, drain.max(secs(120.0)))
+                .await?;
+        memory.burst_runs = args.inflight as u64;
+        memory.burst_completed = done;
+        memory.burst_seconds = took;
+        memory.rss_all_in_flight_mib = kib_to_mib(at_full);
+        memory.peak_rss_mib = kib_to_mib(peak);
+        memory.rss_per_1000_in_flight_mib =
+            kib_to_mib(peak.saturating_sub(idle_rss)) * 1000.0 / args.inflight as f64;
+    }
+
+    // The raw baseline, with netra's prefetch and pool size.
+    if args.baseline == Baseline::Raw {
+        let raw = raw::Raw::start(
+            &res.amqp_url,
+            &with_database(&res.admin_url, &res.raw_db)?,
+            &res.raw_ns,
+            res.config.default_concurrency,
+            res.config.db_pool_size,
+        )
+        .await?;
+        *res.raw.lock().await = Some(raw);
+    }
+    let raw_queue = raw::RawNames::new(&res.raw_ns).requests();
+
+    let mut closed = Vec::new();
+    let mut netra_total = (PgCounters::default(), 0u64);
+    let mut raw_total = (PgCounters::default(), 0u64);
+    for (i, &k) in args.k.iter().enumerate() {
+        let mut order = vec![true];
+        if args.baseline == Baseline::Raw {
+            // Alternate which goes first so drift does not favour one.
+            if i % 2 == 0 {
+                order.push(false);
+            } else {
+                order.insert(0, false);
+            }
+        }
+        let mut row = ClosedRow {
+            k,
+            netra: StepReport::default(),
+            raw: None,
+            ratio: None,
+        };
+        for is_netra in order {
+            let (queue, db, label) = if is_netra {
+                (&netra_queue, &res.netra_db, "netra")
+            } else {
+                (&raw_queue, &res.raw_db, "raw")
+            };
+            eprintln!("bench: closed loop K={k} {label}");
+            let before = PgCounters::read(&admin, db).await?;
+            let out = driver::closed_loop(&mut client, queue, k, warmup, window, drain).await?;
+            let after = PgCounters::read(&admin, db).await?;
+            let delta = after.since(&before);
+            let mut step = StepReport::from_outcome(&out, &delta);
+            if is_netra {
+                netra_total.0 = add(netra_total.0, delta);
+                netra_total.1 += out.completed_total;
+                let (segments, phases) = breakdown(&pool, &out.done).await?;
+                step.segments = segments;
+                step.phases_per_run = phases;
+                row.netra = step;
+            } else {
+                raw_total.0 = add(raw_total.0, delta);
+                raw_total.1 += out.completed_total;
+                row.raw = Some(step);
+            }
+        }
+        row.ratio = row
+            .raw
+            .as_ref()
+            .filter(|r| r.runs_per_s > 0.0)
+            .map(|r| row.netra.runs_per_s / r.runs_per_s);
+        closed.push(row);
+    }
+
+    let saturation = closed
+        .iter()
+        .map(|r| r.netra.runs_per_s)
+        .fold(0.0f64, f64::max);
+    let mut open = Vec::new();
+    for &f in &args.open {
+        let rate = f * saturation;
+        if rate <= 0.0 {
+            continue;
+        }
+        eprintln!("bench: open loop {:.0}% = {rate:.1} runs/s", f * 100.0);
+        let before = PgCounters::read(&admin, &res.netra_db).await?;
+        let out = driver::open_loop(&mut client, &netra_queue, rate, window, drain).await?;
+        let after = PgCounters::read(&admin, &res.netra_db).await?;
+        let delta = after.since(&before);
+        netra_total.0 = add(netra_total.0, delta);
+        netra_total.1 += out.completed_total;
+        let mut step = StepReport::from_outcome(&out, &delta);
+        let (segments, phases) = breakdown(&pool, &out.done).await?;
+        step.segments = segments;
+        step.phases_per_run = phases;
+        open.push(OpenRow {
+            fraction: f,
+            target_runs_per_s: rate,
+            netra: step,
+        });
+    }
+    client.close().await;
+    memory.hwm_mib = kib_to_mib(stats::hwm_kib());
+
+    let settings = report::Settings {
+        namespace: res.config.namespace.clone(),
+        warmup_s: args.warmup,
+        window_s: args.window,
+        prefetch: res.config.default_concurrency,
+        db_pool: res.config.db_pool_size,
+        sample_rows: args.sample_rows,
+        requests,
+        baseline: format!("{:?}", args.baseline).to_lowercase(),
+    };
+    Ok(Report {
+        machine: report::Machine::read(),
+        settings,
+        memory,
+        closed,
+        open,
+        totals: Totals {
+            netra_runs: netra_total.1,
+            netra_commits_per_run: per(netra_total.0.xact_commit, netra_total.1),
+            netra_xids_per_run: per(netra_total.0.next_xid, netra_total.1),
+            raw_runs: raw_total.1,
+            raw_commits_per_run: per(raw_total.0.xact_commit, raw_total.1),
+            raw_xids_per_run: per(raw_total.0.next_xid, raw_total.1),
+        },
+    })
+}
+
+fn add(a: PgCounters, b: PgCounters) -> PgCounters {
+    PgCounters {
+        xact_commit: a.xact_commit + b.xact_commit,
+        next_xid: a.next_xid + b.next_xid,
+    }
+}
+
+fn per(n: i64, runs: u64) -> Option<f64> {
+    (runs > 0).then(|| n as f64 / runs as f64)
+}
+
+fn kib_to_mib(k: u64) -> f64 {
+    k as f64 / 1024.0
+}
+
+type AttemptTimes = (
+    Uuid,
+    DateTime<Utc>,
+    String,
+    DateTime<Utc>,
+    DateTime<Utc>,
+);
+
+/// Where the end-to-end time of the window's runs went, from the runs and
+/// phase_attempts tables: the request hop (client publish to the run row),
+/// per phase the wait (previous commit, publish, queue, dedup check, start
+/// transition, input load) and the run (agent and effect transaction up to
+/// its commit), and the reply (last commit to the client's receipt).
+async fn breakdown(pool: &PgPool, done: &[Done]) -> anyhow::Result<(Vec<Segment>, f64)> {
+    let by_run: BTreeMap<Uuid, &Done> = done
+        .iter()
+        .filter_map(|d| d.run_id.map(|id| (id, d)))
+        .collect();
+    if by_run.is_empty() {
+        return Ok((Vec::new(), 0.0));
+    }
+    let ids: Vec<Uuid> = by_run.keys().copied().collect();
+    let rows: Vec<AttemptTimes> = sqlx::query_as(
+        "SELECT r.id, r.created_at, pa.phase, pa.started_at, pa.finished_at \
+         FROM runs r JOIN phase_attempts pa ON pa.run_id = r.id \
+         WHERE r.id = ANY($1) ORDER BY r.id, pa.id",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    let mut order: Vec<String> = vec!["request".into()];
+    let mut hists: BTreeMap<String, hdrhistogram::Histogram<u64>> = BTreeMap::new();
+    let mut rec = |name: String, us: i64, order: &mut Vec<String>| {
+        if !order.contains(&name) {
+            order.push(name.clone());
+        }
+        stats::record_us(hists.entry(name).or_insert_with(stats::histogram), us);
+    };
+    let us = |a: DateTime<Utc>, b: DateTime<Utc>| (b - a).num_microseconds().unwrap_or(0);
+    let mut attempts = 0usize;
+    let mut i = 0;
+    while i < rows.len() {
+        let run = rows[i].0;
+        let created = rows[i].1;
+        let Some(d) = by_run.get(&run) else {
+            i += 1;
+            continue;
+        };
+        rec("request".into(), us(d.start_wall, created), &mut order);
+        let mut prev = created;
+        while i < rows.len() && rows[i].0 == run {
+            let (_, _, phase, started, finished) = &rows[i];
+            rec(format!("{phase} wait"), us(prev, *started), &mut order);
+            rec(format!("{phase} run"), us(*started, *finished), &mut order);
+            prev = *finished;
+            attempts += 1;
+            i += 1;
+        }
+        let end_wall = d.start_wall
+            + chrono::Duration::from_std(d.end.saturating_duration_since(d.start))
+                .unwrap_or_default();
+        rec("reply".into(), us(prev, end_wall), &mut order);
+    }
+    let mut segments: Vec<Segment> = order
+        .into_iter()
+        .filter(|n| n != "reply")
+        .chain(std::iter::once("reply".to_string()))
+        .filter_map(|name| {
+            hists.get(&name).map(|h| Segment {
+                name: name.clone(),
+                latency: Latency::of(h),
+            })
+        })
+        .collect();
+    segments.dedup_by(|a, b| a.name == b.name);
+    Ok((segments, attempts as f64 / by_run.len() as f64))
+}
+
+/// Stops netra and the baseline, deletes the namespaces' queues and drops
+/// the databases. Every step is best effort.
+async fn cleanup(res: &Resources) {
+    if let Some(app) = res.app.lock().await.take() {
+        app.shutdown().await;
+    }
+    if let Some(raw) = res.raw.lock().await.take() {
+        raw.stop().await;
+    }
+    if let Ok(conn) = broker::connect_url(&res.amqp_url, "netra bench cleanup").await {
+        if let Ok(ch) = conn.create_channel().await {
+            let ns = &res.config.namespace;
+            let mut queues = vec![format!("{ns}.requests"), format!("{ns}.dlq.requests")];
+            for p in crate::agents::standard().phases() {
+                queues.push(format!("{ns}.phase.{p}"));
+                queues.push(format!("{ns}.dlq.{p}"));
+            }
+            for q in queues {
+                let _ = ch
+                    .queue_delete(ShortString::from(q.as_str()), QueueDeleteOptions::default())
+                    .await;
+            }
+            for x in [format!("{ns}.phases"), format!("{ns}.dlx")] {
+                let _ = ch
+                    .exchange_delete(
+                        ShortString::from(x.as_str()),
+                        ExchangeDeleteOptions::default(),
+                    )
+                    .await;
+            }
+        }
+        // The baseline's queues, if it was interrupted before it stopped.
+        raw::delete_topology(&conn, &raw::RawNames::new(&res.raw_ns)).await;
+        let _ = conn.close(200, ShortString::from("bye")).await;
+    }
+    if res.keep_db {
+        eprintln!(
+            "bench: kept databases {} and {}",
+            res.netra_db, res.raw_db
+        );
+        return;
+    }
+    if let Ok(admin) = admin_pool(res).await {
+        for db in [&res.netra_db, &res.raw_db] {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                .execute(&admin)
+                .await;
+        }
+        admin.close().await;
+    }
+}
+
+impl StepReport {
+    fn from_outcome(out: &StepOutcome, delta: &PgCounters) -> Self {
+        let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
+        for (k, v) in &out.statuses {
+            statuses.insert(k.clone(), *v);
+        }
+        Self {
+            runs_per_s: out.rate(),
+            completed: out.completed,
+            completed_step: out.completed_total,
+            sent: out.sent,
+            lost: out.lost,
+            latency: Latency::of(&out.latency),
+            statuses,
+            commits_per_run: per(delta.xact_commit, out.completed_total),
+            xids_per_run: per(delta.next_xid, out.completed_total),
+            segments: Vec::new(),
+            phases_per_run: 0.0,
+        }
+    }
 }

@@ -55,6 +55,7 @@ pub struct Engine {
 #[derive(Default)]
 pub struct BrokerLink {
     publisher: std::sync::RwLock<Option<crate::broker::publisher::Publisher>>,
+    probe: std::sync::RwLock<Option<lapin::Channel>>,
 }
 
 impl BrokerLink {
@@ -77,6 +78,35 @@ impl BrokerLink {
     /// True while connected.
     pub fn is_up(&self) -> bool {
         self.publisher().is_some()
+    }
+
+    /// Sets (or clears) the channel used to read queue depths.
+    pub fn set_probe(&self, ch: Option<lapin::Channel>) {
+        if let Ok(mut guard) = self.probe.write() {
+            *guard = ch;
+        }
+    }
+
+    /// Messages ready in each named queue (passive declares); queues that
+    /// cannot be read are left out.
+    pub async fn queue_depths(&self, queues: &[String]) -> Vec<(String, u32)> {
+        let Some(ch) = self.probe.read().ok().and_then(|c| c.clone()) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for q in queues {
+            let opts = lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            if let Ok(info) = ch
+                .queue_declare(q.as_str().into(), opts, Default::default())
+                .await
+            {
+                out.push((q.clone(), info.message_count()));
+            }
+        }
+        out
     }
 }
 

@@ -95,6 +95,7 @@ async fn serve_once(
     topology::declare(&ch, &engine.names, all).await?;
     let _ = ch.close(200, "declared".into()).await;
     engine.link.set(Some(Publisher::open(&conn).await?));
+    engine.link.set_probe(Some(conn.create_channel().await?));
     tracing::info!(namespace = %engine.names.namespace(), ?phases, "connected; consuming");
 
     // A per-connection signal: fired on global shutdown or when any task fails.
@@ -172,6 +173,7 @@ async fn serve_once(
         }
     }
     engine.link.set(None);
+    engine.link.set_probe(None);
     let _ = conn.close(200, "bye".into()).await;
     match first_error {
         Some(e) if !stop.is_set() => Err(e),

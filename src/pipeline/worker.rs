@@ -21,7 +21,7 @@ use super::{
 use crate::{
     broker::publisher::{HeaderValue, Outgoing, Publisher},
     error::{InfraError, PhaseError},
-    metrics::Outcome,
+    metrics::{AgentCall, Outcome},
     store::{self, dead_letters, runs},
     supervisor::Target,
 };
@@ -220,9 +220,61 @@ async fn process(
     dispatch::publish_all(engine, publisher, &follow_up).await
 }
 
+/// The agent output cache key: a hash of everything the agent reads from the
+/// message side (run, request, upstream outputs, thread). The run id is part
+/// of it because agents also read telemetry, which may change between runs.
+fn cache_key(phase: &str, input: &PhaseInput) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(phase.as_bytes());
+    h.update(input.run_id.as_bytes());
+    h.update(input.request.to_string().as_bytes());
+    h.update(serde_json::to_vec(&input.outputs).unwrap_or_default());
+    h.update(serde_json::to_vec(&input.thread).unwrap_or_default());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs the agent, or reuses its cached output for unchanged inputs (a retry
+/// or replay of a phase whose earlier attempt computed but did not commit).
+async fn run_agent(engine: &Engine, phase: &str, input: PhaseInput) -> Result<Value, PhaseError> {
+    let t0 = Instant::now();
+    let ttl = engine.config.agent_cache_ttl_secs;
+    let key = cache_key(phase, &input);
+    if let (Some(cache), true) = (&engine.cache, ttl > 0) {
+        if let Some(hit) = cache
+            .get_agent_output(&key)
+            .await
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+        {
+            engine
+                .metrics
+                .record_agent(phase, AgentCall::Cached, t0.elapsed());
+            return Ok(hit);
+        }
+    }
+    let result = run_agent_guarded(engine, phase, input).await;
+    engine.metrics.record_agent(
+        phase,
+        if result.is_ok() {
+            AgentCall::Ok
+        } else {
+            AgentCall::Error
+        },
+        t0.elapsed(),
+    );
+    if let (Ok(output), Some(cache), true) = (&result, &engine.cache, ttl > 0) {
+        cache.put_agent_output(&key, &output.to_string(), ttl).await;
+    }
+    result
+}
+
 /// Runs the agent in its own task: a panic becomes a permanent failure and a
 /// hung agent a transient timeout; neither takes the consumer down.
-async fn run_agent(engine: &Engine, phase: &str, input: PhaseInput) -> Result<Value, PhaseError> {
+async fn run_agent_guarded(
+    engine: &Engine,
+    phase: &str,
+    input: PhaseInput,
+) -> Result<Value, PhaseError> {
     let Some(agent) = engine.agents.get(phase) else {
         return Err(PhaseError::permanent(format!(
             "no agent serves phase `{phase}`"
