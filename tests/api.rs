@@ -611,3 +611,63 @@ async fn tenant_cannot_list_or_replay_another_tenants_dead_letters() {
     t.wait_run(run.id, &["completed"]).await;
     t.finish().await;
 }
+
+fn stack(args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local/stack");
+    let out = std::process::Command::new(script)
+        .args(args)
+        .output()
+        .expect("run deploy/local/stack");
+    assert!(
+        out.status.success(),
+        "stack {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn amqp_request_tenant_is_the_brokers_validated_user_id() {
+    let t = TestApp::start().await;
+    let user = format!("tu-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let pass = uuid::Uuid::new_v4().simple().to_string();
+    stack(&["rabbitmqctl", "-q", "add_user", &user, &pass]);
+    stack(&[
+        "rabbitmqctl",
+        "-q",
+        "set_permissions",
+        "-p",
+        "/",
+        &user,
+        ".*",
+        ".*",
+        ".*",
+    ]);
+    netra::store::tenants::create(&t.pool, "amqp-tenant", Some(&user))
+        .await
+        .unwrap();
+    let base_url = std::env::var("NETRA_AMQP_URL").unwrap();
+    let (_, host) = base_url.split_once('@').unwrap();
+    let url = format!("amqp://{user}:{pass}@{host}");
+    let conn = netra::broker::connect_url(&url, "tenant client")
+        .await
+        .unwrap();
+    let p = netra::broker::publisher::Publisher::open(&conn)
+        .await
+        .unwrap();
+    let msg = netra::broker::publisher::Outgoing {
+        exchange: String::new(),
+        routing_key: format!("{}.requests", t.config.namespace),
+        body: serde_json::to_vec(&json!({"message": "What is batching?"})).unwrap(),
+        correlation_id: Some("tenant-corr".into()),
+        ..Default::default()
+    };
+    p.publish_as(&msg, Some(&user)).await.unwrap();
+    let run = t.wait_all(1, &["completed"]).await.remove(0);
+    assert_eq!(run.tenant, "amqp-tenant");
+    // Claiming another user is refused by the broker itself.
+    let forged = p.publish_as(&msg, Some("someone-else")).await;
+    assert!(forged.is_err(), "the broker accepted a forged user_id");
+    let _ = conn.close(200, "bye".into()).await;
+    stack(&["rabbitmqctl", "-q", "delete_user", &user]);
+    t.finish().await;
+}

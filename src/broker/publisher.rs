@@ -75,6 +75,17 @@ impl Publisher {
     /// Publishes and waits for the confirm. A returned message is reported
     /// as [`Published::Unroutable`], a nack as an error.
     pub async fn publish(&self, msg: &Outgoing) -> Result<Published, InfraError> {
+        self.publish_as(msg, None).await
+    }
+
+    /// Like [`Publisher::publish`], with the `user_id` property set: RabbitMQ
+    /// refuses it unless it equals the connection's user, which is what makes
+    /// it an authenticated tenant for AMQP requests.
+    pub async fn publish_as(
+        &self,
+        msg: &Outgoing,
+        user_id: Option<&str>,
+    ) -> Result<Published, InfraError> {
         let mut props = BasicProperties::default()
             .with_content_type(ShortString::from("application/json"))
             .with_delivery_mode(PERSISTENT);
@@ -86,6 +97,9 @@ impl Publisher {
         }
         if let Some(r) = &msg.reply_to {
             props = props.with_reply_to(ShortString::from(r.as_str()));
+        }
+        if let Some(u) = user_id {
+            props = props.with_user_id(ShortString::from(u));
         }
         if !msg.headers.is_empty() {
             let mut t = FieldTable::default();

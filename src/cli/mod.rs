@@ -147,6 +147,9 @@ pub enum DlqAction {
         /// Error contains.
         #[arg(long)]
         error_contains: Option<String>,
+        /// Only dead letters since this time: RFC 3339, or an age like 30m, 2h, 7d.
+        #[arg(long)]
+        since: Option<String>,
         /// Max rows.
         #[arg(long, default_value_t = 50)]
         limit: i64,
@@ -304,22 +307,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     phase,
                     tenant,
                     error_contains,
+                    since,
                     limit,
                 } => {
+                    let since = since.as_deref().map(parse_since).transpose()?;
                     let f = store::dead_letters::DeadLetterFilter {
                         tenant,
                         phase,
                         error_contains,
+                        since,
                         limit,
                         ..Default::default()
                     };
                     println!(
-                        "{:<36}  {:<36}  {:<12}  {:<9}  {:>3}  error",
-                        "id", "run", "phase", "class", "att"
+                        "{:<36}  {:<36}  {:<12}  {:<9}  {:>3}  {:>7}  {:<20}  {:<20}  error",
+                        "id",
+                        "run",
+                        "phase",
+                        "class",
+                        "att",
+                        "replays",
+                        "first failure",
+                        "last failure"
                     );
                     for d in store::dead_letters::list(&pool, &f).await? {
                         println!(
-                            "{:<36}  {:<36}  {:<12}  {:<9}  {:>3}  {}",
+                            "{:<36}  {:<36}  {:<12}  {:<9}  {:>3}  {:>7}  {:<20}  {:<20}  {}",
                             d.id,
                             d.run_id
                                 .map(|r| r.to_string())
@@ -327,6 +340,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                             d.phase,
                             d.error_class,
                             d.attempts,
+                            d.replay,
+                            d.first_failed_at.format("%Y-%m-%d %H:%M:%S"),
+                            d.last_failed_at.format("%Y-%m-%d %H:%M:%S"),
                             d.error
                         );
                     }
@@ -388,6 +404,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo => demo::run().await,
         Command::Bench(args) => crate::bench::run(args).await,
     }
+}
+
+/// Parses `--since`: RFC 3339, or an age such as `30m`, `2h`, `7d`.
+pub fn parse_since(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num
+        .parse()
+        .with_context(|| format!("--since `{s}`: use RFC 3339 or an age like 30m, 2h, 7d"))?;
+    let age = match unit {
+        "s" => chrono::Duration::seconds(n),
+        "m" => chrono::Duration::minutes(n),
+        "h" => chrono::Duration::hours(n),
+        "d" => chrono::Duration::days(n),
+        _ => bail!("--since `{s}`: unit must be s, m, h or d"),
+    };
+    Ok(chrono::Utc::now() - age)
 }
 
 /// Which dead letters to replay.
