@@ -111,18 +111,23 @@ async fn process(
     span.record("attempt", env.attempt);
     span.record("message_id", env.message_id().as_str());
 
-    if let Some(follow_up) = runs::processed_follow_up(&engine.pool, &env.message_id()).await? {
-        tracing::debug!("duplicate delivery; publishing its follow-ups again");
-        dispatch::publish_all(engine, publisher, &follow_up).await?;
-        engine
-            .metrics
-            .record(phase, Outcome::Duplicate, t0.elapsed());
-        return Ok(());
-    }
+    // A run is started only when it waits for exactly this step, and a step
+    // is marked processed in the same transaction that moves the run past
+    // it, so only a message that does not start can be a duplicate.
     let run = match runs::start_phase(&engine.pool, &env, &engine.config.worker_id).await? {
         runs::Start::Started(run) => run,
         runs::Start::NotRunnable(run) => {
-            tracing::info!(status = %run.status, current_phase = ?run.phase, "run is not waiting for this step; message dropped");
+            if let Some(follow_up) =
+                runs::processed_follow_up(&engine.pool, &env.message_id()).await?
+            {
+                tracing::debug!("duplicate delivery; publishing its follow-ups again");
+                dispatch::publish_all(engine, publisher, &follow_up).await?;
+                engine
+                    .metrics
+                    .record(phase, Outcome::Duplicate, t0.elapsed());
+            } else {
+                tracing::info!(status = %run.status, current_phase = ?run.phase, "run is not waiting for this step; message dropped");
+            }
             return Ok(());
         }
         runs::Start::Missing => {
