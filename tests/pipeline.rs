@@ -600,3 +600,75 @@ async fn cancelled_run_is_processed_no_further() {
     assert!(r.finished_at.is_some());
     t.finish().await;
 }
+
+#[tokio::test]
+async fn waiting_retry_holds_no_delivery_and_no_consumer_slot() {
+    // One triage slot; the first run fails and waits 30 s for its retry. The
+    // second run can only get through the same slot if the first delivery
+    // was acked instead of held during the wait.
+    let (mut config, db) = test_config().await;
+    config.concurrency.insert("triage".into(), 1);
+    config.retry_initial = Duration::from_secs(30);
+    config.retry_max = Duration::from_secs(30);
+    let t = TestApp::start_with(config, db, Some(with_flaky("triage", 1, false))).await;
+    t.publish_request(
+        &json!({"message": "What is caching?"}),
+        Some("first"),
+        None,
+        Some("first"),
+    )
+    .await;
+    let first = t.wait_all(1, &["retrying"]).await.remove(0);
+    t.publish_request(
+        &json!({"message": "What is batching?"}),
+        Some("second"),
+        None,
+        Some("second"),
+    )
+    .await;
+    let runs = t.wait_all(2, &["retrying", "completed"]).await;
+    let second = runs.iter().find(|r| r.correlation_id == "second").unwrap();
+    t.wait_run(second.id, &["completed"]).await;
+    let first_now = netra::store::runs::get(&t.pool, first.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first_now.status, "retrying");
+    assert!(first_now.next_attempt_at.is_some());
+    assert_eq!(
+        t.queue_depth(&format!("{}.phase.triage", t.config.namespace))
+            .await,
+        0
+    );
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn pending_retry_survives_a_restart_of_every_worker() {
+    let (mut config, db) = test_config().await;
+    config.retry_initial = Duration::from_secs(2);
+    config.retry_max = Duration::from_secs(2);
+    let mut t = TestApp::start_with(
+        config.clone(),
+        db.clone(),
+        Some(with_flaky("triage", u32::MAX, false)),
+    )
+    .await;
+    t.publish_request(&json!({"message": "What is caching?"}), None, None, None)
+        .await;
+    let run = t.wait_all(1, &["retrying"]).await.remove(0);
+    // Every worker stops while the retry waits; a new one (healthy agent) starts.
+    t.app.take().unwrap().shutdown().await;
+    let t2 = TestApp::start_with(config, db, None).await;
+    let done = t2.wait_run(run.id, &["completed"]).await;
+    assert_eq!(done.status, "completed");
+    let rows = attempt_rows(&t2, run.id).await;
+    assert_eq!(rows[0].2, "failed_transient");
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.0 == "triage" && r.2 == "succeeded")
+            .count(),
+        1
+    );
+    t2.finish().await;
+}
