@@ -146,6 +146,40 @@ async fn assert_exactly_once(pool: &sqlx::PgPool, runs: usize) {
     assert_eq!(missing, 0);
 }
 
+/// Polls `/readyz` until it reports `part` as `state` (bounded).
+async fn wait_ready_reports(base: &str, part: &'static str, state: &'static str) {
+    let url = format!("{base}/readyz");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let u = url.clone();
+        let body: serde_json::Value = tokio::task::spawn_blocking(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            agent
+                .get(&u)
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_json().ok())
+                .unwrap_or_default()
+        })
+        .await
+        .unwrap();
+        if body[part] == state {
+            if state == "down" {
+                assert_eq!(body["ready"], false);
+            }
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never reported {part} {state}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn kill_9_at_random_points_loses_nothing_and_duplicates_nothing() {
     let (config, db) = test_config().await;
@@ -213,7 +247,10 @@ async fn broker_restart_mid_flight_completes_every_run_once() {
     prepared_db(&config).await.close().await;
     let t = TestApp::start_with(config.clone(), db, None).await;
     publish_requests(&config, 100).await;
-    stack(&["restart-service", "rabbitmq"]);
+    stack(&["stop-service", "rabbitmq"]);
+    wait_ready_reports(&t.base(), "broker", "down").await;
+    stack(&["start-service", "rabbitmq"]);
+    wait_ready_reports(&t.base(), "broker", "up").await;
     t.wait_all(100, &["completed"]).await;
     assert_exactly_once(&t.pool, 100).await;
     t.finish().await;
@@ -226,6 +263,8 @@ async fn database_outage_of_20s_dead_letters_nothing() {
     let t = TestApp::start_with(config.clone(), db, None).await;
     publish_requests(&config, 100).await;
     stack(&["stop-service", "postgres"]);
+    // /readyz reports the outage while it lasts.
+    wait_ready_reports(&t.base(), "database", "down").await;
     tokio::time::sleep(Duration::from_secs(20)).await; // the outage itself
     stack(&["start-service", "postgres"]);
     let runs = t.wait_all(100, &["completed", "dead_lettered"]).await;
