@@ -512,16 +512,21 @@ async fn replay_cmd(
     }
     let conn = crate::broker::connect(&config, "netra dlq replay").await?;
     let publisher = crate::broker::publisher::Publisher::open(&conn).await?;
-    let total = targets.len();
+    let bar = indicatif::ProgressBar::new(targets.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "replaying {bar:40} {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    if targets.len() < 2 {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
     let mut report = replay::replay(&pool, &names, Some(&publisher), &targets, &opts, |n| {
-        if total > 1 {
-            eprint!("\rreplayed {n}/{total}");
-        }
+        bar.set_position(n as u64)
     })
     .await?;
-    if total > 1 {
-        eprintln!();
-    }
+    bar.finish_and_clear();
     let ch = conn.create_channel().await?;
     let mut phases: Vec<&str> = targets.iter().map(|d| d.phase.as_str()).collect();
     phases.sort_unstable();
