@@ -152,7 +152,8 @@ impl Client {
     /// their own task); `start` is the intended start.
     pub fn submit(&mut self, queue: &str, start: Instant) {
         let cid = Uuid::new_v4().to_string();
-        let start_wall = Utc::now() - chrono::Duration::from_std(start.elapsed()).unwrap_or_default();
+        let start_wall =
+            Utc::now() - chrono::Duration::from_std(start.elapsed()).unwrap_or_default();
         if let Ok(mut m) = self.pending.lock() {
             m.insert(cid.clone(), Pending { start, start_wall });
         }
@@ -187,11 +188,6 @@ impl Client {
                 }
             }
         });
-    }
-
-    /// Requests without a reply yet.
-    pub fn in_flight(&self) -> usize {
-        self.pending.lock().map(|m| m.len()).unwrap_or(0)
     }
 
     /// Forgets requests still pending (after a drain timeout).
@@ -245,17 +241,17 @@ pub struct StepOutcome {
 }
 
 impl StepOutcome {
-    fn new(window: Duration) -> Self {
-        Self {
+    fn new(window: Duration) -> anyhow::Result<Self> {
+        Ok(Self {
             completed: 0,
             completed_total: 0,
             window,
-            latency: stats::histogram(),
+            latency: stats::histogram()?,
             done: Vec::new(),
             statuses: HashMap::new(),
             lost: 0,
             sent: 0,
-        }
+        })
     }
 
     fn count(&mut self, d: Done, in_window: bool, keep: bool) {
@@ -288,7 +284,7 @@ pub async fn closed_loop(
     let t0 = Instant::now();
     let warm_end = t0 + warmup;
     let end = warm_end + measure;
-    let mut out = StepOutcome::new(measure);
+    let mut out = StepOutcome::new(measure)?;
     for _ in 0..k {
         client.submit(queue, Instant::now());
         out.sent += 1;
@@ -325,7 +321,7 @@ pub async fn open_loop(
     let interval = Duration::from_secs_f64(1.0 / rate);
     let n = (measure.as_secs_f64() * rate).round().max(1.0) as u64;
     let t0 = Instant::now();
-    let mut out = StepOutcome::new(measure);
+    let mut out = StepOutcome::new(measure)?;
     let mut sent = 0u64;
     let mut finished = 0u64;
     let hard_end = t0 + measure + drain;

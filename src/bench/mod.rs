@@ -234,15 +234,22 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = stats::rss_kib();
+    let netra_start = PgCounters::read(&admin, &res.netra_db).await?;
+    let mut netra_runs = 0u64;
     let mut memory = Memory {
         idle_rss_mib: kib_to_mib(idle_rss),
         ..Memory::default()
     };
     if args.inflight > 0 {
         eprintln!("bench: memory probe, {} runs at once", args.inflight);
-        let (peak, at_full, done, took) =
-            driver::burst(&mut client, &netra_queue, args.inflight, drain.max(secs(120.0)))
-                .await?;
+        let (peak, at_full, done, took) = driver::burst(
+            &mut client,
+            &netra_queue,
+            args.inflight,
+            drain.max(secs(120.0)),
+        )
+        .await?;
+        netra_runs += done;
         memory.burst_runs = args.inflight as u64;
         memory.burst_completed = done;
         memory.burst_seconds = took;
@@ -264,11 +271,11 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
         .await?;
         *res.raw.lock().await = Some(raw);
     }
+    let raw_start = PgCounters::read(&admin, &res.raw_db).await?;
+    let mut raw_runs = 0u64;
     let raw_queue = raw::RawNames::new(&res.raw_ns).requests();
 
     let mut closed = Vec::new();
-    let mut netra_total = (PgCounters::default(), 0u64);
-    let mut raw_total = (PgCounters::default(), 0u64);
     for (i, &k) in args.k.iter().enumerate() {
         let mut order = vec![true];
         if args.baseline == Baseline::Raw {
@@ -298,15 +305,13 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
             let delta = after.since(&before);
             let mut step = StepReport::from_outcome(&out, &delta);
             if is_netra {
-                netra_total.0 = add(netra_total.0, delta);
-                netra_total.1 += out.completed_total;
+                netra_runs += out.completed_total;
                 let (segments, phases) = breakdown(&pool, &out.done).await?;
                 step.segments = segments;
                 step.phases_per_run = phases;
                 row.netra = step;
             } else {
-                raw_total.0 = add(raw_total.0, delta);
-                raw_total.1 += out.completed_total;
+                raw_runs += out.completed_total;
                 row.raw = Some(step);
             }
         }
@@ -333,8 +338,7 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
         let out = driver::open_loop(&mut client, &netra_queue, rate, window, drain).await?;
         let after = PgCounters::read(&admin, &res.netra_db).await?;
         let delta = after.since(&before);
-        netra_total.0 = add(netra_total.0, delta);
-        netra_total.1 += out.completed_total;
+        netra_runs += out.completed_total;
         let mut step = StepReport::from_outcome(&out, &delta);
         let (segments, phases) = breakdown(&pool, &out.done).await?;
         step.segments = segments;
@@ -347,6 +351,22 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
     }
     client.close().await;
     memory.hwm_mib = kib_to_mib(stats::hwm_kib());
+
+    // Totals: stop both so that every backend flushes its statistics.
+    if let Some(app) = res.app.lock().await.take() {
+        app.shutdown().await;
+    }
+    if let Some(raw) = res.raw.lock().await.take() {
+        raw.stop().await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let netra_delta = PgCounters::read(&admin, &res.netra_db)
+        .await?
+        .since(&netra_start);
+    let raw_delta = PgCounters::read(&admin, &res.raw_db)
+        .await?
+        .since(&raw_start);
+    admin.close().await;
 
     let settings = report::Settings {
         namespace: res.config.namespace.clone(),
@@ -365,21 +385,12 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
         closed,
         open,
         totals: Totals {
-            netra_runs: netra_total.1,
-            netra_commits_per_run: per(netra_total.0.xact_commit, netra_total.1),
-            netra_xids_per_run: per(netra_total.0.next_xid, netra_total.1),
-            raw_runs: raw_total.1,
-            raw_commits_per_run: per(raw_total.0.xact_commit, raw_total.1),
-            raw_xids_per_run: per(raw_total.0.next_xid, raw_total.1),
+            netra_runs,
+            netra_commits_per_run: per(netra_delta.xact_commit, netra_runs),
+            raw_runs,
+            raw_commits_per_run: per(raw_delta.xact_commit, raw_runs),
         },
     })
-}
-
-fn add(a: PgCounters, b: PgCounters) -> PgCounters {
-    PgCounters {
-        xact_commit: a.xact_commit + b.xact_commit,
-        next_xid: a.next_xid + b.next_xid,
-    }
 }
 
 fn per(n: i64, runs: u64) -> Option<f64> {
@@ -390,13 +401,7 @@ fn kib_to_mib(k: u64) -> f64 {
     k as f64 / 1024.0
 }
 
-type AttemptTimes = (
-    Uuid,
-    DateTime<Utc>,
-    String,
-    DateTime<Utc>,
-    DateTime<Utc>,
-);
+type AttemptTimes = (Uuid, DateTime<Utc>, String, DateTime<Utc>, DateTime<Utc>);
 
 /// Where the end-to-end time of the window's runs went, from the runs and
 /// phase_attempts tables: the request hop (client publish to the run row),
@@ -422,11 +427,12 @@ async fn breakdown(pool: &PgPool, done: &[Done]) -> anyhow::Result<(Vec<Segment>
     .await?;
     let mut order: Vec<String> = vec!["request".into()];
     let mut hists: BTreeMap<String, hdrhistogram::Histogram<u64>> = BTreeMap::new();
+    let template = stats::histogram()?;
     let mut rec = |name: String, us: i64, order: &mut Vec<String>| {
         if !order.contains(&name) {
             order.push(name.clone());
         }
-        stats::record_us(hists.entry(name).or_insert_with(stats::histogram), us);
+        stats::record_us(hists.entry(name).or_insert_with(|| template.clone()), us);
     };
     let us = |a: DateTime<Utc>, b: DateTime<Utc>| (b - a).num_microseconds().unwrap_or(0);
     let mut attempts = 0usize;
@@ -504,10 +510,7 @@ async fn cleanup(res: &Resources) {
         let _ = conn.close(200, ShortString::from("bye")).await;
     }
     if res.keep_db {
-        eprintln!(
-            "bench: kept databases {} and {}",
-            res.netra_db, res.raw_db
-        );
+        eprintln!("bench: kept databases {} and {}", res.netra_db, res.raw_db);
         return;
     }
     if let Ok(admin) = admin_pool(res).await {

@@ -251,11 +251,6 @@ impl Raw {
         })
     }
 
-    /// The queue requests go to.
-    pub fn requests_queue(&self) -> String {
-        self.names.requests()
-    }
-
     /// Stops consuming, deletes the topology and closes the pool.
     pub async fn stop(self) {
         for t in &self.tasks {
@@ -337,12 +332,14 @@ async fn process(s: &Shared, hop: u32, delivery: &Delivery) -> anyhow::Result<()
             .execute(&mut *tx)
             .await?;
         } else {
-            sqlx::query("UPDATE raw_runs SET status = $2, hop = $3, updated_at = now() WHERE id = $1")
-                .bind(msg.run_id)
-                .bind(status)
-                .bind(i32::try_from(hop).unwrap_or(0))
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE raw_runs SET status = $2, hop = $3, updated_at = now() WHERE id = $1",
+            )
+            .bind(msg.run_id)
+            .bind(status)
+            .bind(i32::try_from(hop).unwrap_or(0))
+            .execute(&mut *tx)
+            .await?;
         }
         sqlx::query("INSERT INTO raw_history (run_id, hop, status) VALUES ($1, $2, $3)")
             .bind(msg.run_id)
