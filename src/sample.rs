@@ -91,8 +91,8 @@ pub fn chat(model: &str, requests: usize, seed: u64) -> Spec {
         hours: 24,
         mean_input: 1200.0,
         mean_output: 220.0,
-        base_latency_ms: 600.0,
-        tokens_per_s: 90.0,
+        base_latency_ms: 350.0,
+        tokens_per_s: 400.0,
         error_rate: 0.01,
         seed,
     }

@@ -1,12 +1,16 @@
-//! Tracing setup: `RUST_LOG` filters (default `info`); `NETRA_LOG_JSON=1`
-//! switches to one JSON object per line.
+//! Tracing setup: `RUST_LOG` filters (default `info`, with sqlx and lapin at
+//! `warn`); logs go to standard error.
 
 use tracing_subscriber::{fmt, EnvFilter};
 
 /// Installs the global subscriber once; later calls are no-ops.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=warn"));
+    init_with_default("info,sqlx=warn,lapin=warn");
+}
+
+/// Like [`init`], with another filter when `RUST_LOG` is not set.
+pub fn init_with_default(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

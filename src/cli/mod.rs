@@ -198,8 +198,12 @@ pub enum DlqAction {
 
 /// Entry point of the binary.
 pub async fn main() -> ExitCode {
-    crate::telemetry::init();
     let cli = Cli::parse();
+    match cli.command {
+        // The demo prints reports; keep its log to warnings unless asked.
+        Command::Demo | Command::Bench(_) => crate::telemetry::init_with_default("warn"),
+        _ => crate::telemetry::init(),
+    }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

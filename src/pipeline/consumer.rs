@@ -69,6 +69,7 @@ pub async fn run(
         tracing::warn!(queue = %queue, left = tasks.len(), "grace period over; unfinished deliveries go back to the queue");
         tasks.abort_all();
     }
-    let _ = channel.close(200, ShortString::from("bye")).await;
+    // The channel closes with the connection; closing it here races the
+    // connection close of the serve loop.
     result
 }
