@@ -66,12 +66,14 @@ impl App {
         store::migrate(&pool).await?;
         let cache = Cache::connect(&config).await;
         let http_addr_cfg = config.http_addr;
+        let marks = store::connect_relaxed(&config).await?;
         let engine = Engine::new(
             config,
             pool,
             opts.agents.unwrap_or_else(agents::standard),
             cache,
-        );
+        )
+        .with_marks_pool(marks);
         let (trigger, stop) = shutdown::channel();
         let mut tasks = Vec::new();
         let mut http_addr = None;
@@ -106,5 +108,6 @@ impl App {
             let _ = t.await;
         }
         self.engine.pool.close().await;
+        self.engine.marks.close().await;
     }
 }

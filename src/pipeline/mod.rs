@@ -37,6 +37,9 @@ pub struct Engine {
     pub config: Arc<Config>,
     /// The store.
     pub pool: PgPool,
+    /// Pool for the "phase started" marks, committed with
+    /// `synchronous_commit = off` (see [`crate::store::connect_relaxed`]).
+    pub marks: PgPool,
     /// Queue names.
     pub names: Names,
     /// The agents.
@@ -121,6 +124,7 @@ impl Engine {
         let names = Names::new(&config.namespace);
         Self {
             config: Arc::new(config),
+            marks: pool.clone(),
             pool,
             names,
             agents,
@@ -129,6 +133,12 @@ impl Engine {
             metrics: Arc::new(Metrics::default()),
             link: Arc::new(BrokerLink::default()),
         }
+    }
+
+    /// Uses `marks` for the "phase started" marks.
+    pub fn with_marks_pool(mut self, marks: PgPool) -> Self {
+        self.marks = marks;
+        self
     }
 
     /// True when `phase` is served by an agent.

@@ -114,7 +114,7 @@ async fn process(
     // A run is started only when it waits for exactly this step, and a step
     // is marked processed in the same transaction that moves the run past
     // it, so only a message that does not start can be a duplicate.
-    let run = match runs::start_phase(&engine.pool, &env, &engine.config.worker_id).await? {
+    let run = match runs::start_phase(&engine.marks, &env, &engine.config.worker_id).await? {
         runs::Start::Started(run) => run,
         runs::Start::NotRunnable(run) => {
             if let Some(follow_up) =

@@ -38,6 +38,26 @@ pub async fn connect_url(url: &str, size: u32) -> Result<PgPool, sqlx::Error> {
         .await
 }
 
+/// Opens a small pool whose commits do not wait for the WAL flush
+/// (`synchronous_commit = off`). It is used only for the mark that a phase
+/// attempt started (`running` and its history row): losing that mark in a
+/// Postgres crash changes nothing that matters, because the message is
+/// redelivered and the outcome of every attempt is committed durably on the
+/// main pool. It saves one fsync per phase.
+pub async fn connect_relaxed(config: &Config) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = config
+        .database_url
+        .expose_secret()
+        .parse::<PgConnectOptions>()?
+        .disable_statement_logging()
+        .options([("synchronous_commit", "off")]);
+    PgPoolOptions::new()
+        .max_connections((config.db_pool_size / 2).max(2))
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+}
+
 /// Applies pending migrations.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
