@@ -671,3 +671,64 @@ async fn amqp_request_tenant_is_the_brokers_validated_user_id() {
     stack(&["rabbitmqctl", "-q", "delete_user", &user]);
     t.finish().await;
 }
+
+#[tokio::test]
+async fn cli_submit_and_status_are_clients_of_the_http_api() {
+    let t = TestApp::start().await;
+    let token = t.tenant("cli").await;
+    let base = t.base();
+    let out = tokio::task::spawn_blocking({
+        let (base, token) = (base.clone(), token.clone());
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_netra"))
+                .args([
+                    "submit",
+                    "--api",
+                    &base,
+                    "--wait",
+                    "What is prompt caching?",
+                ])
+                .env("NETRA_TOKEN", &token)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("status completed") && stdout.contains("# netra report"),
+        "{stdout}"
+    );
+    let id = stdout.split_whitespace().nth(1).unwrap().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_netra"))
+            .args(["status", &id, "--json", "--api", &base])
+            .env("NETRA_TOKEN", &token)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "completed");
+    // A wrong token is a clear error, not a crash.
+    let base = t.base();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_netra"))
+            .args(["status", &uuid::Uuid::new_v4().to_string(), "--api", &base])
+            .env("NETRA_TOKEN", "nope")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    t.finish().await;
+}
