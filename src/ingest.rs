@@ -6,7 +6,8 @@
 //! optional `ttft_ms,cost_usd`), and JSONL with the same fields. The file is
 //! read row by row and inserted in batches inside one transaction, so a file
 //! with more bad rows than `--max-errors` inserts nothing. Bad rows are
-//! reported by line number.
+//! reported by line number. Fields are split on commas (no quoting: none of
+//! the formats has text fields that need it).
 
 use std::io::BufRead;
 
@@ -44,8 +45,12 @@ pub struct BadRow {
 pub struct Report {
     /// Rows inserted (0 when aborted).
     pub inserted: u64,
-    /// Rows rejected.
+    /// Data rows read.
+    pub read: u64,
+    /// Rows rejected (the first [`MAX_REPORTED`]).
     pub bad: Vec<BadRow>,
+    /// How many rows were rejected in all.
+    pub bad_rows: u64,
     /// True when the file had more bad rows than allowed and nothing was kept.
     pub aborted: bool,
 }
@@ -230,12 +235,19 @@ pub struct Target<'a> {
     pub max_errors: usize,
 }
 
-/// Streams `reader` into the workload's telemetry. `progress` is called after
-/// each batch with the rows read so far.
+/// At most this many bad rows are kept in a [`Report`] (all are counted).
+pub const MAX_REPORTED: usize = 1_000;
+
+/// Streams `reader` into the workload's telemetry, one line at a time (the
+/// file is never held in memory), inserting batches of [`BATCH`] rows inside
+/// one transaction. `progress` is called after each batch with the data rows
+/// read so far. When bad rows exceed `max_errors` the transaction is rolled
+/// back (nothing is inserted, not even the workload) and the rest of the
+/// file is still scanned so that every offending line is reported.
 pub async fn ingest<R: BufRead>(
     pool: &PgPool,
     target: &Target<'_>,
-    reader: R,
+    mut reader: R,
     mut progress: impl FnMut(u64),
 ) -> Result<Report, IngestError> {
     let Target {
@@ -245,18 +257,42 @@ pub async fn ingest<R: BufRead>(
         model,
         max_errors,
     } = *target;
-    if format == Format::Azure && model.is_none() {
+    if format == Format::Azure && model.is_none_or(|m| m.trim().is_empty()) {
         return Err(IngestError::ModelRequired);
     }
-    telemetry::ensure_workload(pool, tenant, workload).await?;
-    let mut tx = pool.begin().await?;
+    let mut tx = Some(pool.begin().await?);
+    if let Some(tx) = tx.as_mut() {
+        telemetry::ensure_workload(&mut **tx, tenant, workload).await?;
+    }
     let mut report = Report::default();
     let mut batch = Vec::with_capacity(BATCH);
     let mut header: Vec<String> = Vec::new();
     let mut read = 0u64;
-    for (i, line) in reader.lines().enumerate() {
-        let line = line?;
-        let lineno = i as u64 + 1;
+    let mut buf = Vec::new();
+    let mut lineno = 0u64;
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf)? == 0 {
+            break;
+        }
+        lineno += 1;
+        let line = match std::str::from_utf8(&buf) {
+            Ok(l) => l.trim_end_matches(['\n', '\r']),
+            Err(_) if header.is_empty() && format != Format::Jsonl => {
+                return Err(IngestError::Header("not UTF-8 text".into()));
+            }
+            Err(_) => {
+                read += 1;
+                report.bad_rows += 1;
+                if report.bad.len() < MAX_REPORTED {
+                    report.bad.push(BadRow {
+                        line: lineno,
+                        reason: "not UTF-8 text".into(),
+                    });
+                }
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
@@ -267,70 +303,118 @@ pub async fn ingest<R: BufRead>(
         }
         read += 1;
         let fields: Vec<&str> = if format == Format::Jsonl {
-            vec![line.as_str()]
+            vec![line]
         } else {
             line.split(',').collect()
         };
         match parse_row(format, &header, &fields, model) {
-            Ok(rec) => batch.push(rec),
+            Ok(rec) if tx.is_some() => batch.push(rec),
+            Ok(_) => {}
             Err(reason) => {
-                report.bad.push(BadRow {
-                    line: lineno,
-                    reason,
-                });
-                if report.bad.len() > max_errors {
-                    tx.rollback().await?;
-                    report.aborted = true;
-                    report.inserted = 0;
-                    return Ok(report);
+                report.bad_rows += 1;
+                if report.bad.len() < MAX_REPORTED {
+                    report.bad.push(BadRow {
+                        line: lineno,
+                        reason,
+                    });
+                }
+                if report.bad_rows > max_errors as u64 {
+                    if let Some(t) = tx.take() {
+                        t.rollback().await?;
+                        batch.clear();
+                        report.aborted = true;
+                        report.inserted = 0;
+                    }
                 }
             }
         }
         if batch.len() >= BATCH {
-            report.inserted += telemetry::insert_batch(&mut tx, tenant, workload, &batch).await?;
+            if let Some(t) = tx.as_mut() {
+                report.inserted += telemetry::insert_batch(t, tenant, workload, &batch).await?;
+            }
             batch.clear();
             progress(read);
         }
     }
-    report.inserted += telemetry::insert_batch(&mut tx, tenant, workload, &batch).await?;
+    if let Some(mut t) = tx.take() {
+        report.inserted += telemetry::insert_batch(&mut t, tenant, workload, &batch).await?;
+        t.commit().await?;
+    }
     progress(read);
-    tx.commit().await?;
+    report.read = read;
     Ok(report)
 }
 
-/// `netra ingest`: reads `file` (`-` for standard input), shows progress on
-/// standard error, prints bad rows by line number, and fails when the file
-/// had more bad rows than allowed.
+/// Counts the bytes read through it, for the progress bar.
+struct Counted<R> {
+    inner: R,
+    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// `netra ingest`: reads `file` (`-` for standard input), shows a progress
+/// bar on standard error (hidden when it is not a terminal), prints bad rows
+/// by line number, and fails when the file had more bad rows than allowed.
 pub async fn run_cli(
     pool: &PgPool,
     target: &Target<'_>,
     file: &std::path::Path,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
-    let reader: Box<dyn BufRead + Send> = if file.as_os_str() == "-" {
-        Box::new(std::io::BufReader::new(std::io::stdin()))
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    let bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (inner, total): (Box<dyn std::io::Read + Send>, Option<u64>) = if file.as_os_str() == "-" {
+        (Box::new(std::io::stdin()), None)
     } else {
-        Box::new(std::io::BufReader::new(
-            std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
-        ))
+        let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        let len = f.metadata().ok().map(|m| m.len());
+        (Box::new(f), len)
     };
-    let report = ingest(pool, target, reader, |n| eprint!("\r{n} rows read")).await?;
-    eprintln!();
+    let reader = std::io::BufReader::with_capacity(
+        1 << 16,
+        Counted {
+            inner,
+            bytes: bytes.clone(),
+        },
+    );
+    let bar = match total {
+        Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()).with_style(
+            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg} ({eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ),
+        None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+    };
+    let report = ingest(pool, target, reader, |n| {
+        bar.set_position(bytes.load(std::sync::atomic::Ordering::Relaxed));
+        bar.set_message(format!("{n} rows"));
+    })
+    .await;
+    bar.finish_and_clear();
+    let report = report?;
     for b in report.bad.iter().take(50) {
         eprintln!("line {}: {}", b.line, b.reason);
+    }
+    if report.bad_rows > 50 {
+        eprintln!("… {} more bad rows", report.bad_rows - 50);
     }
     if report.aborted {
         anyhow::bail!(
             "{} bad rows exceed --max-errors {}; nothing was inserted",
-            report.bad.len(),
+            report.bad_rows,
             target.max_errors
         );
     }
     println!(
-        "inserted {} rows into workload {} ({} bad rows skipped)",
-        report.inserted,
-        target.workload,
-        report.bad.len()
+        "inserted {} of {} rows into workload {} ({} bad rows skipped)",
+        report.inserted, report.read, target.workload, report.bad_rows
     );
     Ok(())
 }

@@ -12,6 +12,8 @@
 //!   consumer loop, reconnecting service). Knows no agent by name.
 //! - [`supervisor`]: the routing table between phases, as data.
 //! - [`agents`]: triage, data, optimization, actions, reporting.
+//! - [`tools`]: typed, schema-validated functions the agents call (telemetry
+//!   metrics, cost, performance, catalog, supply-configuration validation).
 //! - [`api`]: the HTTP API. [`cli`]: the `netra` command line.
 //! - [`error`]: the error policy (transient, permanent, infrastructure).
 
@@ -31,3 +33,4 @@ pub mod sample;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;
+pub mod tools;

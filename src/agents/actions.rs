@@ -1,5 +1,7 @@
-//! Actions: concrete steps for each kept recommendation, a supply
-//! configuration, and its validation against the request's constraints.
+//! Actions: concrete steps for each kept recommendation, the supply
+//! configuration they add up to (compute, storage, network, services), and
+//! its validation against the constraints by the `validate_supply_config`
+//! tool.
 
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
@@ -8,27 +10,118 @@ use crate::{
     agents::{round2, upstream},
     error::PhaseError,
     pipeline::agent::{Agent, AgentContext, PhaseInput},
+    tools::{Registry, ToolContext},
 };
 
 /// The actions agent.
 pub struct Actions;
 
-/// Steps for one recommendation.
-fn steps(rec: &Value) -> Vec<String> {
-    let w = rec["workload_id"].as_str().unwrap_or("?");
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("?")
+}
+
+/// Steps for one recommendation (pure).
+pub fn steps(rec: &Value) -> Vec<String> {
+    let w = s(&rec["workload_id"]);
     match rec["kind"].as_str() {
         Some("model_right_sizing") => vec![
-            format!("Shadow 5% of {w} traffic to {} and compare quality on a labelled sample", rec["to_model"].as_str().unwrap_or("?")),
-            format!("Route traffic of {w} from {} to {} behind a feature flag, ramping 10% → 50% → 100%", rec["from_model"].as_str().unwrap_or("?"), rec["to_model"].as_str().unwrap_or("?")),
-            "Alert when p95 latency or the error rate exceeds the constraint; roll back on alert".to_string(),
+            format!("Shadow 5% of {w} traffic to {} and compare answers with {} on a labelled sample", s(&rec["to_model"]), s(&rec["from_model"])),
+            format!("Route {w} from {} to {} behind a feature flag, ramping 10% → 50% → 100% over a week", s(&rec["from_model"]), s(&rec["to_model"])),
+            format!("Alert when p95 latency exceeds {} ms or the error rate rises; roll back on alert", rec["expected_p95_ms"]),
+        ],
+        Some("self_hosting") => vec![
+            format!("Provision {} x {} and deploy {} with a serving engine (vLLM or TGI)", rec["gpus"], s(&rec["gpu_offer"]), s(&rec["to_model"])),
+            format!("Load-test at the peak of {:.2} tokens/s before moving traffic", rec["figures"]["required_tokens_per_s"].as_f64().unwrap_or(0.0)),
+            format!("Move {w} from {} with a gradual ramp; keep the API as fallback", s(&rec["from_model"])),
+        ],
+        Some("max_output_tokens") => vec![
+            format!("Set max_tokens = {} on {w}'s calls to {}", rec["cap"], s(&rec["model"])),
+            "Log finish_reason = length and review truncated answers weekly".to_string(),
         ],
         Some("prompt_caching") => vec![
-            format!("Move the static system prompt and examples of {w} to the start of every request"),
-            "Enable the provider's prompt caching and log cached-token counts".to_string(),
-            "Verify the cache hit rate after a day; expect the stated savings only above a 30% prefix share".to_string(),
+            format!("Put the static system prompt and examples of {w} first in every request"),
+            format!("Enable prompt caching on {} and log cached-token counts", s(&rec["model"])),
+            "Compare the measured cached share with the assumed one after a day".to_string(),
+        ],
+        Some("batch_processing") => vec![
+            format!("Tag the latency-tolerant requests of {w} (reports, evaluations, back-fills)"),
+            format!("Submit them through the {} batch API and collect results within 24 h", s(&rec["model"])),
+        ],
+        Some("capacity_for_peaks") => vec![
+            format!("Raise the provider limits of {w} to {} requests/min and {} tokens/min", rec["requests_per_minute"], rec["tokens_per_minute"]),
+            "Alert on 429 responses; queue and retry with backoff instead of failing".to_string(),
         ],
         _ => vec!["Review the recommendation with the workload owner".to_string()],
     }
+}
+
+/// The supply configuration the recommendations add up to, and the figures
+/// it is validated with (pure).
+pub fn supply_configuration(data: &Value, opt: &Value) -> (Value, Value) {
+    let recs: Vec<&Value> = opt["recommendations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    let of = |kind: &'static str| recs.iter().copied().filter(move |r| r["kind"] == kind);
+    let mut routes = Vec::new();
+    let mut models = Vec::new();
+    let mut worst_p95: Option<f64> = None;
+    let mut max_input: Option<f64> = None;
+    for w in data["workloads"].as_array().into_iter().flatten() {
+        let wid = &w["workload_id"];
+        let p95 = w["metrics"]["latency_ms"]["p95"].as_f64();
+        if let Some(x) = w["metrics"]["tokens"]["input"]["max"].as_f64() {
+            max_input = Some(max_input.map_or(x, |m: f64| m.max(x)));
+        }
+        let mut w_p95 = p95;
+        for m in w["cost"]["models"].as_array().into_iter().flatten() {
+            let change = recs.iter().find(|r| {
+                r["workload_id"] == *wid
+                    && r["from_model"] == m["model"]
+                    && (r["kind"] == "model_right_sizing" || r["kind"] == "self_hosting")
+            });
+            let serving = change.map_or(&m["model"], |r| &r["to_model"]);
+            if let Some(r) = change {
+                w_p95 = r["expected_p95_ms"].as_f64().or(w_p95);
+            }
+            routes.push(json!({"workload_id": wid, "from_model": m["model"], "model": serving}));
+            if !models.contains(serving) && change.is_none_or(|r| r["kind"] != "self_hosting") {
+                models.push(serving.clone());
+            }
+        }
+        if let Some(p) = w_p95 {
+            worst_p95 = Some(worst_p95.map_or(p, |x: f64| x.max(p)));
+        }
+    }
+    let self_hosted: Vec<Value> = of("self_hosting")
+        .map(|r| json!({"offer": r["gpu_offer"], "gpus": r["gpus"].as_f64().unwrap_or(1.0) as i64, "model": r["to_model"], "required_tokens_per_s": r["figures"]["required_tokens_per_s"]}))
+        .collect();
+    let config = json!({
+        "compute": {"models": models, "routes": routes, "self_hosted": self_hosted},
+        "storage": {
+            "telemetry_retention_days": 90,
+            "prompt_cache": if of("prompt_caching").next().is_some() { "provider-managed prefix cache" } else { "none" },
+            "model_weights_gb": if self_hosted.is_empty() { Value::Null } else { json!(160) },
+        },
+        "network": {
+            "region_affinity": "keep the current region",
+            "egress": if self_hosted.is_empty() { "provider APIs over TLS" } else { "provider APIs over TLS; private endpoint for self-hosted models" },
+        },
+        "services": {
+            "prompt_caching": of("prompt_caching").map(|r| json!({"workload_id": r["workload_id"], "model": r["model"]})).collect::<Vec<_>>(),
+            "batch_api": of("batch_processing").map(|r| json!({"workload_id": r["workload_id"], "model": r["model"], "share": r["share"]})).collect::<Vec<_>>(),
+            "max_output_tokens": of("max_output_tokens").map(|r| json!({"workload_id": r["workload_id"], "model": r["model"], "cap": r["cap"]})).collect::<Vec<_>>(),
+            "rate_limits": of("capacity_for_peaks").map(|r| json!({"workload_id": r["workload_id"], "requests_per_minute": r["requests_per_minute"], "tokens_per_minute": r["tokens_per_minute"]})).collect::<Vec<_>>(),
+        },
+    });
+    let expected = json!({
+        "p95_ms": worst_p95.map(|p| round2(p.max(0.0))),
+        "monthly_cost_usd": opt["projected_monthly_cost_usd"].as_f64().map(|c| c.max(0.0)),
+        "savings_pct": opt["savings_pct"].as_f64().map(|c| c.max(0.0)),
+        "max_input_tokens": max_input,
+    });
+    (config, expected)
 }
 
 impl Agent for Actions {
@@ -38,58 +131,65 @@ impl Agent for Actions {
 
     fn run<'a>(
         &'a self,
-        _ctx: &'a AgentContext,
+        ctx: &'a AgentContext,
         input: &'a PhaseInput,
     ) -> BoxFuture<'a, Result<Value, PhaseError>> {
         Box::pin(async move {
             let triage = upstream(input, "triage")?;
+            let data = upstream(input, "data")?;
             let opt = upstream(input, "optimization")?;
-            let constraints = &triage["constraints"];
-            let recs = opt["recommendations"]
+            let plan: Vec<Value> = opt["recommendations"]
                 .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let plan: Vec<Value> = recs
-                .iter()
-                .map(|r| json!({"recommendation": r["title"], "steps": steps(r)}))
+                .into_iter()
+                .flatten()
+                .map(|r| json!({"recommendation": r["title"], "kind": r["kind"], "workload_id": r["workload_id"], "steps": steps(r)}))
                 .collect();
-            let models: Vec<Value> = recs
-                .iter()
-                .filter(|r| r["kind"] == "model_right_sizing")
-                .map(|r| json!({"workload_id": r["workload_id"], "model": r["to_model"]}))
-                .collect();
-            let worst_p95 = recs
-                .iter()
-                .filter_map(|r| r["expected_p95_ms"].as_f64())
-                .fold(None, |acc: Option<f64>, x| {
-                    Some(acc.map_or(x, |a| a.max(x)))
-                });
-            let current = opt["current_monthly_cost_usd"].as_f64().unwrap_or(0.0);
-            let savings = opt["total_monthly_savings_usd"].as_f64().unwrap_or(0.0);
-            let projected = round2((current - savings).max(0.0));
-            let mut checks = Vec::new();
-            if let Some(slo) = constraints["latency_slo_ms"].as_f64() {
-                checks.push(json!({"constraint": "latency_slo_ms", "limit": slo, "expected": worst_p95, "ok": worst_p95.is_none_or(|p| p <= slo)}));
-            }
-            if let Some(budget) = constraints["monthly_budget_usd"].as_f64() {
-                checks.push(json!({"constraint": "monthly_budget_usd", "limit": budget, "expected": projected, "ok": projected <= budget}));
-            }
-            if let Some(target) = constraints["target_reduction_pct"].as_f64() {
-                let pct = opt["savings_pct"].as_f64().unwrap_or(0.0);
-                checks.push(json!({"constraint": "target_reduction_pct", "limit": target, "expected": pct, "ok": pct >= target}));
-            }
-            let valid = checks.iter().all(|c| c["ok"] == true);
+            let (config, expected) = supply_configuration(data, opt);
+            let c = &triage["constraints"];
+            let constraints = json!({
+                "latency_slo_ms": c["latency_slo_ms"], "monthly_budget_usd": c["monthly_budget_usd"],
+                "quality_floor": c["quality_floor"], "target_reduction_pct": c["target_reduction_pct"],
+            });
+            let tctx = ToolContext {
+                pool: ctx.pool.clone(),
+                tenant: input.tenant.clone(),
+            };
+            let validation = Registry::standard()
+                .call(
+                    &tctx,
+                    "validate_supply_config",
+                    json!({"config": config, "constraints": constraints, "expected": expected}),
+                )
+                .await?;
             Ok(json!({
                 "plan": plan,
-                "supply_configuration": {
-                    "compute": {"models": models},
-                    "storage": {"telemetry_retention_days": 90},
-                    "network": {"region_affinity": "keep current"},
-                    "services": {"prompt_cache": recs.iter().any(|r| r["kind"] == "prompt_caching")},
-                },
-                "projected_monthly_cost_usd": projected,
-                "validation": {"valid": valid, "checks": checks},
+                "supply_configuration": config,
+                "expected": expected,
+                "projected_monthly_cost_usd": opt["projected_monthly_cost_usd"],
+                "validation": validation,
             }))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuration_follows_the_recommendations() {
+        let data = json!({"workloads": [{"workload_id": "w",
+            "metrics": {"latency_ms": {"p95": 2000.0}, "tokens": {"input": {"max": 3000}}},
+            "cost": {"models": [{"model": "gpt-4o"}]}}]});
+        let opt = json!({"projected_monthly_cost_usd": 50.0, "savings_pct": 40.0, "recommendations": [
+            {"kind": "model_right_sizing", "workload_id": "w", "from_model": "gpt-4o", "to_model": "gpt-4o-mini", "expected_p95_ms": 1400.0},
+            {"kind": "max_output_tokens", "workload_id": "w", "model": "gpt-4o-mini", "cap": 700},
+        ]});
+        let (config, expected) = supply_configuration(&data, &opt);
+        assert_eq!(config["compute"]["models"], json!(["gpt-4o-mini"]));
+        assert_eq!(config["services"]["max_output_tokens"][0]["cap"], 700);
+        assert_eq!(expected["p95_ms"], json!(1400.0));
+        assert_eq!(expected["max_input_tokens"], json!(3000.0));
+        assert_eq!(steps(&opt["recommendations"][1]).len(), 2);
     }
 }

@@ -1,16 +1,22 @@
-//! The supply catalog: model prices and GPU offers from `catalog/models.json`,
-//! a versioned data file (each price carries its source and date).
+//! The supply catalog: model prices and GPU offers.
+//!
+//! The versioned data file `catalog/models.json` (each price carries its
+//! source and date) is upserted into Postgres by [`load_catalog`] at start
+//! and on `netra migrate`; agents read the catalog from Postgres
+//! ([`Catalog::from_db`]) and fall back to the file embedded in the build
+//! only when the tables are empty. Editing prices is a data change.
 
-use std::sync::OnceLock;
+use std::{collections::BTreeMap, sync::OnceLock};
 
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
 
 /// One model offer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ModelPrice {
     /// Model id as it appears in telemetry.
     pub id: String,
-    /// Provider.
+    /// Provider (`self-hosted` for open-weight models a GPU offer can serve).
     pub provider: String,
     /// USD per million input tokens.
     pub input_per_mtok: f64,
@@ -32,10 +38,14 @@ pub struct ModelPrice {
     pub source: String,
     /// When it was read.
     pub as_of: String,
+    /// Size class (`8b`, `70b`) of a self-hostable model: the key of a GPU
+    /// offer's `tokens_per_s`.
+    #[serde(default)]
+    pub size_class: Option<String>,
 }
 
 /// One GPU offer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct GpuOffer {
     /// Offer id.
     pub id: String,
@@ -46,7 +56,7 @@ pub struct GpuOffer {
     /// Memory.
     pub memory_gb: u32,
     /// Sustained tokens/s by model size class (`8b`, `70b`).
-    pub tokens_per_s: std::collections::BTreeMap<String, f64>,
+    pub tokens_per_s: BTreeMap<String, f64>,
     /// Where the price comes from.
     pub source: String,
     /// When it was read.
@@ -54,7 +64,7 @@ pub struct GpuOffer {
 }
 
 /// The catalog file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Catalog {
     /// Version (date) of the file.
     pub version: String,
@@ -64,16 +74,102 @@ pub struct Catalog {
     pub gpus: Vec<GpuOffer>,
 }
 
+/// The data file compiled into the build.
+pub const EMBEDDED_JSON: &str = include_str!("../../catalog/models.json");
+
 impl Catalog {
-    /// The catalog shipped with this build.
+    /// The catalog shipped with this build (empty if the file does not
+    /// parse; a unit test guards that it does).
     pub fn embedded() -> &'static Catalog {
         static CATALOG: OnceLock<Catalog> = OnceLock::new();
         CATALOG.get_or_init(|| {
-            serde_json::from_str(include_str!("../../catalog/models.json")).unwrap_or(Catalog {
+            serde_json::from_str(EMBEDDED_JSON).unwrap_or(Catalog {
                 version: "empty".into(),
                 models: vec![],
                 gpus: vec![],
             })
+        })
+    }
+
+    /// The catalog as loaded into Postgres; the embedded file when the
+    /// tables are empty (a database that was never loaded).
+    pub async fn from_db(pool: &PgPool) -> Result<Catalog, sqlx::Error> {
+        type ModelRow = (
+            String,
+            String,
+            f64,
+            f64,
+            f64,
+            f64,
+            i32,
+            i32,
+            f64,
+            f64,
+            String,
+            String,
+            Option<String>,
+            String,
+        );
+        let rows: Vec<ModelRow> = sqlx::query_as(
+            "SELECT id, provider, input_per_mtok, output_per_mtok, cached_input_discount, batch_discount, \
+             context_window, quality_tier, typical_latency_ms, output_tokens_per_s, source, as_of::text, \
+             size_class, catalog_version FROM catalog_models ORDER BY id",
+        )
+        .fetch_all(pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(Catalog::embedded().clone());
+        }
+        let version = rows.iter().map(|r| r.13.clone()).max().unwrap_or_default();
+        let models = rows
+            .into_iter()
+            .map(|r| ModelPrice {
+                id: r.0,
+                provider: r.1,
+                input_per_mtok: r.2,
+                output_per_mtok: r.3,
+                cached_input_discount: r.4,
+                batch_discount: r.5,
+                context_window: u32::try_from(r.6).unwrap_or(0),
+                quality_tier: u8::try_from(r.7).unwrap_or(0),
+                typical_latency_ms: r.8,
+                output_tokens_per_s: r.9,
+                source: r.10,
+                as_of: r.11,
+                size_class: r.12,
+            })
+            .collect();
+        type GpuRow = (
+            String,
+            String,
+            f64,
+            i32,
+            sqlx::types::Json<BTreeMap<String, f64>>,
+            String,
+            String,
+        );
+        let gpu_rows: Vec<GpuRow> =
+            sqlx::query_as(
+                "SELECT id, gpu, hourly_usd, memory_gb, tokens_per_s, source, as_of::text FROM catalog_gpus ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await?;
+        let gpus = gpu_rows
+            .into_iter()
+            .map(|r| GpuOffer {
+                id: r.0,
+                gpu: r.1,
+                hourly_usd: r.2,
+                memory_gb: u32::try_from(r.3).unwrap_or(0),
+                tokens_per_s: r.4 .0,
+                source: r.5,
+                as_of: r.6,
+            })
+            .collect();
+        Ok(Catalog {
+            version,
+            models,
+            gpus,
         })
     }
 
@@ -84,10 +180,98 @@ impl Catalog {
 }
 
 impl ModelPrice {
-    /// Cost in USD of one request.
+    /// Cost in USD of `input_tokens` and `output_tokens` at list price.
     pub fn cost(&self, input_tokens: f64, output_tokens: f64) -> f64 {
         (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1_000_000.0
     }
+}
+
+/// What [`load_catalog`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogLoad {
+    /// Version of the file loaded.
+    pub version: String,
+    /// Model rows upserted.
+    pub models: usize,
+    /// GPU rows upserted.
+    pub gpus: usize,
+}
+
+/// Upserts the embedded `catalog/models.json` into `catalog_models` and
+/// `catalog_gpus` in one transaction, deleting rows the file no longer has.
+/// Idempotent: call it after migrations at every start and on `netra migrate`.
+pub async fn load_catalog(pool: &PgPool) -> Result<CatalogLoad, sqlx::Error> {
+    load_catalog_from(pool, Catalog::embedded()).await
+}
+
+/// [`load_catalog`] for a given catalog (tests, or a file read at run time).
+pub async fn load_catalog_from(pool: &PgPool, c: &Catalog) -> Result<CatalogLoad, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for m in &c.models {
+        sqlx::query(
+            "INSERT INTO catalog_models (id, provider, input_per_mtok, output_per_mtok, cached_input_discount, \
+             batch_discount, context_window, quality_tier, typical_latency_ms, output_tokens_per_s, source, as_of, \
+             catalog_version, size_class, loaded_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::date, $13, $14, now()) \
+             ON CONFLICT (id) DO UPDATE SET provider = EXCLUDED.provider, input_per_mtok = EXCLUDED.input_per_mtok, \
+             output_per_mtok = EXCLUDED.output_per_mtok, cached_input_discount = EXCLUDED.cached_input_discount, \
+             batch_discount = EXCLUDED.batch_discount, context_window = EXCLUDED.context_window, \
+             quality_tier = EXCLUDED.quality_tier, typical_latency_ms = EXCLUDED.typical_latency_ms, \
+             output_tokens_per_s = EXCLUDED.output_tokens_per_s, source = EXCLUDED.source, as_of = EXCLUDED.as_of, \
+             catalog_version = EXCLUDED.catalog_version, size_class = EXCLUDED.size_class, loaded_at = now()",
+        )
+        .bind(&m.id)
+        .bind(&m.provider)
+        .bind(m.input_per_mtok)
+        .bind(m.output_per_mtok)
+        .bind(m.cached_input_discount)
+        .bind(m.batch_discount)
+        .bind(i32::try_from(m.context_window).unwrap_or(i32::MAX))
+        .bind(i32::from(m.quality_tier))
+        .bind(m.typical_latency_ms)
+        .bind(m.output_tokens_per_s)
+        .bind(&m.source)
+        .bind(&m.as_of)
+        .bind(&c.version)
+        .bind(&m.size_class)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for g in &c.gpus {
+        sqlx::query(
+            "INSERT INTO catalog_gpus (id, gpu, hourly_usd, memory_gb, tokens_per_s, source, as_of, catalog_version, loaded_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7::date, $8, now()) \
+             ON CONFLICT (id) DO UPDATE SET gpu = EXCLUDED.gpu, hourly_usd = EXCLUDED.hourly_usd, \
+             memory_gb = EXCLUDED.memory_gb, tokens_per_s = EXCLUDED.tokens_per_s, source = EXCLUDED.source, \
+             as_of = EXCLUDED.as_of, catalog_version = EXCLUDED.catalog_version, loaded_at = now()",
+        )
+        .bind(&g.id)
+        .bind(&g.gpu)
+        .bind(g.hourly_usd)
+        .bind(i32::try_from(g.memory_gb).unwrap_or(i32::MAX))
+        .bind(sqlx::types::Json(&g.tokens_per_s))
+        .bind(&g.source)
+        .bind(&g.as_of)
+        .bind(&c.version)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let model_ids: Vec<&str> = c.models.iter().map(|m| m.id.as_str()).collect();
+    let gpu_ids: Vec<&str> = c.gpus.iter().map(|g| g.id.as_str()).collect();
+    sqlx::query("DELETE FROM catalog_models WHERE NOT (id = ANY($1::text[]))")
+        .bind(&model_ids)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM catalog_gpus WHERE NOT (id = ANY($1::text[]))")
+        .bind(&gpu_ids)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(CatalogLoad {
+        version: c.version.clone(),
+        models: c.models.len(),
+        gpus: c.gpus.len(),
+    })
 }
 
 #[cfg(test)]
@@ -101,5 +285,17 @@ mod tests {
         let m = c.model("gpt-4o").unwrap();
         // 1M input + 1M output = 2.50 + 10.00
         assert!((m.cost(1e6, 1e6) - 12.5).abs() < 1e-9);
+        assert!(c
+            .models
+            .iter()
+            .all(|m| !m.source.is_empty() && !m.as_of.is_empty()));
+        assert!(c
+            .gpus
+            .iter()
+            .all(|g| !g.source.is_empty() && !g.as_of.is_empty()));
+        assert_eq!(
+            c.model("llama-3.1-70b").unwrap().size_class.as_deref(),
+            Some("70b")
+        );
     }
 }

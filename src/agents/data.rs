@@ -1,15 +1,18 @@
-//! Data: runs the telemetry tools concurrently for each workload the request
-//! names, then rates data sufficiency (`sufficient`, `partial` with caveats,
-//! or `insufficient` with exactly what is missing).
+//! Data, the primary agent: runs the data tools concurrently through the
+//! tool dispatcher for every workload the request names, then rates data
+//! sufficiency: `sufficient`, `partial` (named gaps, reported as caveats) or
+//! `insufficient` (exactly what is missing; the run ends `needs_input`).
+//! The catalog it used is kept in its output, so later phases (and replays)
+//! compute from the same prices.
 
-use futures_util::future::BoxFuture;
+use futures_util::future::{try_join_all, BoxFuture};
 use serde_json::{json, Value};
-use sqlx::PgPool;
 
 use crate::{
-    agents::{catalog::Catalog, round2, upstream},
+    agents::upstream,
     error::PhaseError,
     pipeline::agent::{Agent, AgentContext, PhaseInput},
+    tools::{Registry, ToolContext},
 };
 
 /// The data agent.
@@ -18,147 +21,69 @@ pub struct Data;
 /// Fewer requests than this make an analysis `partial`.
 pub const MIN_REQUESTS: i64 = 100;
 
-fn db_err(e: sqlx::Error) -> PhaseError {
-    if crate::store::is_outage(&e) {
-        PhaseError::transient(format!(
-            "telemetry query failed: database unavailable ({e})"
-        ))
-    } else {
-        PhaseError::permanent(format!("telemetry query failed: {e}"))
+/// A window shorter than this (hours) misses daily seasonality: `partial`.
+pub const MIN_SPAN_HOURS: f64 = 24.0;
+
+/// An error rate above this is called out as a caveat.
+pub const HIGH_ERROR_RATE: f64 = 0.05;
+
+/// The workload tools the data phase runs for each workload.
+pub const WORKLOAD_TOOLS: [&str; 3] = ["workload_metrics", "cost_breakdown", "performance"];
+
+/// Rates one workload's tool results: the missing items (insufficient) and
+/// the caveats (partial). Pure, for tests.
+pub fn assess(
+    workload: &str,
+    metrics: &Value,
+    cost: &Value,
+    constraints: &Value,
+) -> (Vec<String>, Vec<String>) {
+    let mut missing = Vec::new();
+    let mut caveats = Vec::new();
+    let n = metrics["requests"].as_i64().unwrap_or(0);
+    if n == 0 {
+        missing.push(format!(
+            "request telemetry for workload {workload}: no requests recorded (ingest it with `netra ingest --workload {workload} --format csv|jsonl|azure FILE`, then reply on this thread)"
+        ));
+        return (missing, caveats);
     }
-}
-
-const WINDOW: &str = "WITH bounds AS (SELECT max(ts) AS hi FROM llm_requests WHERE tenant = $1 AND workload_id = $2), \
-     w AS (SELECT r.* FROM llm_requests r, bounds WHERE r.tenant = $1 AND r.workload_id = $2 \
-           AND r.ts > bounds.hi - make_interval(days => $3))";
-
-#[derive(sqlx::FromRow)]
-struct SummaryRow {
-    n: i64,
-    span_s: Option<f64>,
-    p50: Option<f64>,
-    p95: Option<f64>,
-    p99: Option<f64>,
-    ttft95: Option<f64>,
-    errors: i64,
-    with_latency: i64,
-    avg_in: Option<f64>,
-    avg_out: Option<f64>,
-    p95_out: Option<f64>,
-    tokens: i64,
-}
-
-/// Volume, time span, latency percentiles and error rate of a workload's window.
-pub async fn workload_summary(
-    pool: &PgPool,
-    tenant: &str,
-    workload: &str,
-    days: i32,
-) -> Result<Value, sqlx::Error> {
-    let row: SummaryRow = sqlx::query_as(&format!(
-        "{WINDOW} SELECT count(*) AS n, \
-           extract(epoch FROM max(ts) - min(ts))::float8 AS span_s, \
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50, \
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95, \
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS p99, \
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY ttft_ms) AS ttft95, \
-           count(*) FILTER (WHERE status <> 'ok') AS errors, count(latency_ms) AS with_latency, \
-           avg(input_tokens)::float8 AS avg_in, avg(output_tokens)::float8 AS avg_out, \
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY output_tokens) AS p95_out, \
-           coalesce(sum(input_tokens + output_tokens), 0)::int8 AS tokens \
-         FROM w"
-    ))
-    .bind(tenant)
-    .bind(workload)
-    .bind(days)
-    .fetch_one(pool)
-    .await?;
-    let SummaryRow {
-        n,
-        span_s,
-        p50,
-        p95,
-        p99,
-        ttft95,
-        errors,
-        with_latency,
-        avg_in,
-        avg_out,
-        p95_out,
-        tokens,
-    } = row;
-    Ok(json!({
-        "requests": n,
-        "span_hours": span_s.map(|s| round2(s / 3600.0)),
-        "latency_ms": {"p50": p50.map(round2), "p95": p95.map(round2), "p99": p99.map(round2), "samples": with_latency},
-        "ttft_p95_ms": ttft95.map(round2),
-        "error_rate": if n > 0 { round2(errors as f64 / n as f64 * 100.0) / 100.0 } else { 0.0 },
-        "errors": errors,
-        "avg_input_tokens": avg_in.map(round2),
-        "avg_output_tokens": avg_out.map(round2),
-        "p95_output_tokens": p95_out.map(round2),
-        "total_tokens": tokens,
-    }))
-}
-
-/// Per-model request counts, tokens and cost (recorded cost, else catalog price).
-pub async fn cost_by_model(
-    pool: &PgPool,
-    tenant: &str,
-    workload: &str,
-    days: i32,
-) -> Result<Value, sqlx::Error> {
-    let rows: Vec<(String, i64, i64, i64, Option<f64>, i64)> = sqlx::query_as(&format!(
-        "{WINDOW} SELECT model, count(*), coalesce(sum(input_tokens), 0)::int8, coalesce(sum(output_tokens), 0)::int8, \
-           sum(cost_usd), count(cost_usd) FROM w GROUP BY model ORDER BY model"
-    ))
-    .bind(tenant)
-    .bind(workload)
-    .bind(days)
-    .fetch_all(pool)
-    .await?;
-    let catalog = Catalog::embedded();
-    let models: Vec<Value> = rows
-        .into_iter()
-        .map(|(model, n, input, output, recorded, with_cost)| {
-            let priced = catalog.model(&model).map(|p| p.cost(input as f64, output as f64));
-            let (cost, basis) = if with_cost == n && recorded.is_some() {
-                (recorded, "recorded")
-            } else {
-                (priced, "catalog")
-            };
-            json!({
-                "model": model, "requests": n, "input_tokens": input, "output_tokens": output,
-                "cost_usd": cost.map(round2), "cost_basis": if cost.is_some() { basis } else { "unknown" },
-            })
-        })
-        .collect();
-    Ok(Value::Array(models))
-}
-
-/// Requests per hour: average, peak and peak-to-average ratio (burstiness).
-pub async fn hourly_rate(
-    pool: &PgPool,
-    tenant: &str,
-    workload: &str,
-    days: i32,
-) -> Result<Value, sqlx::Error> {
-    let row: (Option<f64>, Option<i64>, i64) = sqlx::query_as(&format!(
-        "{WINDOW}, h AS (SELECT date_trunc('hour', ts) AS hour, count(*) AS n FROM w GROUP BY 1) \
-         SELECT avg(n)::float8, max(n), count(*) FROM h"
-    ))
-    .bind(tenant)
-    .bind(workload)
-    .bind(days)
-    .fetch_one(pool)
-    .await?;
-    let (avg, peak, hours) = row;
-    Ok(json!({
-        "avg_per_hour": avg.map(round2),
-        "peak_per_hour": peak,
-        "active_hours": hours,
-        "peak_to_average": match (avg, peak) { (Some(a), Some(p)) if a > 0.0 => Some(round2(p as f64 / a)), _ => None },
-    }))
+    if n < MIN_REQUESTS {
+        caveats.push(format!(
+            "workload {workload} has only {n} requests in the window (fewer than {MIN_REQUESTS}); figures are indicative"
+        ));
+    }
+    let span = metrics["span_hours"].as_f64().unwrap_or(0.0);
+    if span < MIN_SPAN_HOURS {
+        caveats.push(format!(
+            "workload {workload}'s telemetry spans {span:.2} hours (less than {MIN_SPAN_HOURS} h); monthly figures extrapolate it and daily seasonality is not captured"
+        ));
+    }
+    if metrics["latency_ms"]["samples"].as_i64().unwrap_or(0) == 0 {
+        let why = if constraints["latency_slo_ms"].is_number() {
+            "options that change latency cannot be checked against the SLO and are left out"
+        } else {
+            "latency impact is estimated from the catalog only"
+        };
+        caveats.push(format!(
+            "workload {workload} has no per-request latency (latency_ms); {why}"
+        ));
+    }
+    let error_rate = metrics["error_rate"].as_f64().unwrap_or(0.0);
+    if error_rate > HIGH_ERROR_RATE {
+        caveats.push(format!(
+            "workload {workload} has an error rate of {:.2}%; fix errors before optimizing cost",
+            error_rate * 100.0
+        ));
+    }
+    for m in cost["models"].as_array().into_iter().flatten() {
+        if m["cost_basis"] == "unknown" {
+            caveats.push(format!(
+                "model {} of workload {workload} is not in the supply catalog and has no recorded cost; its cost is unknown",
+                m["model"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    (missing, caveats)
 }
 
 impl Agent for Data {
@@ -184,52 +109,49 @@ impl Agent for Data {
             let days = triage["time_range_days"]
                 .as_i64()
                 .unwrap_or(30)
-                .clamp(1, 3650) as i32;
+                .clamp(1, 3650);
             if workloads.is_empty() {
                 return Ok(json!({
                     "sufficiency": "insufficient",
-                    "missing": ["a workload id: name the workload (\"workload <id>\") or pass workload_id"],
-                    "caveats": [], "workloads": [],
+                    "missing": ["a workload id: name the workload (\"workload <id>\") or pass workload_id with the request"],
+                    "caveats": [], "workloads": [], "window_days": days,
                 }));
             }
-            let mut results = Vec::new();
+            let tools = Registry::standard();
+            let tctx = ToolContext {
+                pool: ctx.pool.clone(),
+                tenant: input.tenant.clone(),
+            };
+            // Every (workload, tool) call plus the catalog lookup, concurrently.
+            let calls = workloads.iter().flat_map(|w| {
+                WORKLOAD_TOOLS
+                    .iter()
+                    .map(move |t| (*t, json!({"workload_id": w, "days": days})))
+            });
+            let calls: Vec<(&str, Value)> = calls
+                .chain(std::iter::once(("catalog_lookup", json!({"kind": "all"}))))
+                .collect();
+            let results = try_join_all(
+                calls
+                    .iter()
+                    .map(|(name, params)| tools.call(&tctx, name, params.clone())),
+            )
+            .await?;
+            let catalog = results.last().cloned().unwrap_or(Value::Null);
+            let mut out = Vec::new();
             let mut missing = Vec::new();
             let mut caveats = Vec::new();
-            for w in &workloads {
-                let (summary, models, rate) = tokio::try_join!(
-                    workload_summary(&ctx.pool, &input.tenant, w, days),
-                    cost_by_model(&ctx.pool, &input.tenant, w, days),
-                    hourly_rate(&ctx.pool, &input.tenant, w, days),
-                )
-                .map_err(db_err)?;
-                let n = summary["requests"].as_i64().unwrap_or(0);
-                if n == 0 {
-                    missing.push(format!(
-                        "request telemetry for workload {w} (ingest it with `netra ingest --workload {w} FILE`, then reply on this thread)"
-                    ));
+            for (w, chunk) in workloads.iter().zip(results.chunks(WORKLOAD_TOOLS.len())) {
+                let [metrics, cost, perf] = chunk else {
                     continue;
+                };
+                let (m, c) = assess(w, metrics, cost, &triage["constraints"]);
+                let has_data = m.is_empty();
+                missing.extend(m);
+                caveats.extend(c);
+                if has_data {
+                    out.push(json!({"workload_id": w, "metrics": metrics, "cost": cost, "performance": perf}));
                 }
-                if n < MIN_REQUESTS {
-                    caveats.push(format!(
-                        "workload {w} has only {n} requests in the window; figures are indicative"
-                    ));
-                }
-                if summary["latency_ms"]["samples"].as_i64().unwrap_or(0) == 0 {
-                    caveats.push(format!(
-                        "workload {w} has no latency data; latency impact cannot be checked"
-                    ));
-                }
-                if models
-                    .as_array()
-                    .is_some_and(|m| m.iter().any(|x| x["cost_basis"] == "unknown"))
-                {
-                    caveats.push(format!(
-                        "workload {w} uses a model missing from the catalog; its cost is unknown"
-                    ));
-                }
-                results.push(
-                    json!({"workload_id": w, "summary": summary, "models": models, "hourly": rate}),
-                );
             }
             let sufficiency = if !missing.is_empty() {
                 "insufficient"
@@ -243,9 +165,36 @@ impl Agent for Data {
                 "missing": missing,
                 "caveats": caveats,
                 "window_days": days,
-                "workloads": results,
-                "catalog_version": Catalog::embedded().version,
+                "workloads": out,
+                "catalog": catalog,
+                "tools_called": calls.iter().map(|(n, p)| json!({"tool": n, "parameters": p})).collect::<Vec<_>>(),
             }))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sufficiency_names_missing_data_and_gaps() {
+        let none = json!({"requests": 0});
+        let (m, c) = assess("w-1", &none, &json!({}), &json!({}));
+        assert_eq!(m.len(), 1);
+        assert!(m[0].contains("request telemetry for workload w-1"));
+        assert!(c.is_empty());
+        let thin = json!({"requests": 40, "span_hours": 3.0, "latency_ms": {"samples": 0}, "error_rate": 0.1});
+        let cost = json!({"models": [{"model": "my-model", "cost_basis": "unknown"}]});
+        let (m, c) = assess("w-1", &thin, &cost, &json!({"latency_slo_ms": 2000.0}));
+        assert!(m.is_empty());
+        assert_eq!(c.len(), 5, "{c:?}");
+        assert!(c[2].contains("SLO"));
+        assert!(c[4].contains("my-model"));
+        let good = json!({"requests": 5000, "span_hours": 48.0, "latency_ms": {"samples": 5000}, "error_rate": 0.01});
+        assert_eq!(
+            assess("w", &good, &json!({"models": []}), &json!({})),
+            (vec![], vec![])
+        );
     }
 }

@@ -64,6 +64,26 @@ fn latency_ms_after(text: &str, anchor: usize) -> Option<f64> {
     }
 }
 
+/// A number after a latency keyword that carries no unit (`p95 under 2000`):
+/// reported as unclear instead of guessing ms or s.
+fn unitless_latency(text: &str, anchor: usize) -> Option<String> {
+    let tail = &text[anchor..];
+    let start = tail.find(|c: char| c.is_ascii_digit())?;
+    if start > 40 || latency_ms_after(text, anchor).is_some() {
+        return None;
+    }
+    let num: String = tail[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    // Only a free-standing number (`under 2000`), not part of an id (`w-1`).
+    let before = tail[..start].chars().last();
+    let after = tail[start + num.len()..].chars().next();
+    let free_before = before.is_some_and(|c| c.is_whitespace() || c == '<' || c == '=');
+    let free_after = after.is_none_or(|c| c.is_whitespace() || ",.;)".contains(c));
+    (free_before && free_after).then_some(num)
+}
+
 /// A percentage like `30%` or `30 percent`.
 fn percent(text: &str) -> Option<f64> {
     let idx = text.find('%').or_else(|| text.find(" percent"))?;
@@ -206,6 +226,39 @@ pub fn classify(message: &str, workload_hint: Option<&str>) -> Value {
         "analysis" => format!("analyse workload {}", workloads.join(", ")),
         _ => "answer a question".to_string(),
     };
+    // Unknown or ambiguous requests are flagged with a clarifying question,
+    // never guessed: a workload without a goal, an analysis without a
+    // workload, or text netra recognises nothing in.
+    let topic = TOPICS
+        .iter()
+        .find(|(k, _)| text.contains(k))
+        .map(|(k, _)| *k);
+    let clarifying = if category != "question" {
+        None
+    } else if !workloads.is_empty() {
+        Some(format!(
+            "What should netra do with workload {}: cut its cost, reduce its latency, keep its quality, plan its throughput, or show a usage breakdown?",
+            workloads.join(", ")
+        ))
+    } else if analyse || optimize {
+        Some("Which workload do you mean? Name it as \"workload <id>\".".to_string())
+    } else if topic.is_none() {
+        Some("netra analyses the cost, latency, quality and throughput of LLM workloads it has telemetry for. Which workload, and which goal?".to_string())
+    } else {
+        None
+    };
+    let mut unclear = Vec::new();
+    for k in ["p95", "p99", "latency"] {
+        if let Some(n) = text
+            .find(k)
+            .and_then(|i| unitless_latency(&text, i + k.len()))
+        {
+            unclear.push(format!(
+                "latency limit `{n}` has no unit (ms or s); it was not applied"
+            ));
+            break;
+        }
+    }
     json!({
         "intent": intent,
         "category": category,
@@ -220,9 +273,31 @@ pub fn classify(message: &str, workload_hint: Option<&str>) -> Value {
             "quality_floor": quality_floor,
         },
         "data_needs": if category == "question" { json!([]) } else { json!(["request telemetry", "model prices"]) },
-        "ambiguous": category == "question" && (optimize || analyse),
+        "topic": topic,
+        "ambiguous": clarifying.is_some(),
+        "clarifying_question": clarifying,
+        "unclear": unclear,
     })
 }
+
+/// Questions netra answers without data, by keyword (the reporting agent
+/// holds the answers).
+pub const TOPICS: &[(&str, &str)] = &[
+    ("prompt caching", "prompt_caching"),
+    ("caching", "prompt_caching"),
+    ("batch", "batch_processing"),
+    ("right-siz", "model_right_sizing"),
+    ("rightsiz", "model_right_sizing"),
+    ("self-host", "self_hosting"),
+    ("self host", "self_hosting"),
+    ("max tokens", "max_output_tokens"),
+    ("max_tokens", "max_output_tokens"),
+    ("output token", "max_output_tokens"),
+    ("p95", "latency_percentiles"),
+    ("percentile", "latency_percentiles"),
+    ("peak", "capacity_for_peaks"),
+    ("netra", "netra"),
+];
 
 impl Agent for Triage {
     fn phase(&self) -> &'static str {
@@ -268,6 +343,32 @@ mod tests {
         assert_eq!(t["constraints"]["latency_slo_ms"], json!(2000.0));
         assert_eq!(t["constraints"]["target_reduction_pct"], json!(30.0));
         assert_eq!(t["priorities"], json!(["cost", "latency"]));
+    }
+
+    #[test]
+    fn ambiguous_requests_get_a_clarifying_question() {
+        let t = classify("what about workload chat-prod", None);
+        assert_eq!(t["category"], "question");
+        assert_eq!(t["ambiguous"], true);
+        assert!(t["clarifying_question"]
+            .as_str()
+            .unwrap()
+            .contains("chat-prod"));
+        let t = classify("hello there", None);
+        assert_eq!(t["ambiguous"], true);
+        let t = classify("What is prompt caching?", None);
+        assert_eq!(
+            (t["ambiguous"].clone(), t["topic"].clone()),
+            (json!(false), json!("prompt caching"))
+        );
+        let t = classify("cut cost of workload w keeping p95 under 2000", None);
+        assert_eq!(t["constraints"]["latency_slo_ms"], Value::Null);
+        assert!(t["unclear"][0].as_str().unwrap().contains("2000"));
+        // Deterministic: the same text gives the same triage.
+        assert_eq!(
+            classify("reduce cost of workload a", None),
+            classify("reduce cost of workload a", None)
+        );
     }
 
     #[test]

@@ -25,9 +25,10 @@ pub struct RequestRecord {
     pub cost_usd: Option<f64>,
 }
 
-/// Creates the workload if it does not exist.
-pub async fn ensure_workload(
-    pool: &PgPool,
+/// Creates the workload if it does not exist (on a pool or inside a
+/// transaction, so an aborted ingest leaves no empty workload behind).
+pub async fn ensure_workload<'e, E: sqlx::PgExecutor<'e>>(
+    pool: E,
     tenant: &str,
     workload: &str,
 ) -> Result<(), sqlx::Error> {

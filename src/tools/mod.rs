@@ -1,0 +1,136 @@
+//! Tools: typed, validated functions the agents call to read the store.
+//!
+//! Each tool has a name, a description and a JSON-Schema parameter schema
+//! (the same shape an LLM function-calling API takes), and a handler that
+//! receives parameters only after they passed [`schema::validate`]. The
+//! [`Registry`] is the dispatcher: an unknown tool or invalid parameters is a
+//! [`PhaseError::permanent`] naming the tool and the field. A tool sees only
+//! the tenant of the run that calls it ([`ToolContext::tenant`]); tenant is
+//! never a parameter.
+
+pub mod catalog;
+pub mod schema;
+pub mod supply;
+pub mod telemetry;
+
+use std::{collections::BTreeMap, sync::OnceLock};
+
+use futures_util::future::BoxFuture;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+use crate::error::PhaseError;
+
+/// What a tool may use: the store, scoped to one tenant.
+#[derive(Clone)]
+pub struct ToolContext {
+    /// The store.
+    pub pool: PgPool,
+    /// The run's tenant; every query a tool makes is filtered by it.
+    pub tenant: String,
+}
+
+/// A tool's implementation: validated parameters in, JSON out.
+pub type Handler = for<'a> fn(&'a ToolContext, Value) -> BoxFuture<'a, Result<Value, PhaseError>>;
+
+/// One tool.
+#[derive(Clone)]
+pub struct Tool {
+    /// Unique name (`workload_metrics`).
+    pub name: &'static str,
+    /// What it returns, for people and LLMs.
+    pub description: &'static str,
+    /// JSON Schema of its parameters.
+    pub parameters: Value,
+    /// The implementation.
+    pub handler: Handler,
+}
+
+/// The tool registry and dispatcher.
+#[derive(Clone, Default)]
+pub struct Registry {
+    tools: BTreeMap<&'static str, Tool>,
+}
+
+impl Registry {
+    /// Adds (or replaces) a tool.
+    pub fn with(mut self, tool: Tool) -> Self {
+        self.tools.insert(tool.name, tool);
+        self
+    }
+
+    /// netra's tools.
+    pub fn standard() -> &'static Registry {
+        static REGISTRY: OnceLock<Registry> = OnceLock::new();
+        REGISTRY.get_or_init(|| {
+            let mut r = Registry::default();
+            for t in telemetry::tools()
+                .into_iter()
+                .chain(catalog::tools())
+                .chain(supply::tools())
+            {
+                r = r.with(t);
+            }
+            r
+        })
+    }
+
+    /// Names of the registered tools.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.tools.keys().copied().collect()
+    }
+
+    /// The tool descriptions as function specs (name, description, parameters).
+    pub fn specs(&self) -> Vec<Value> {
+        self.tools
+            .values()
+            .map(|t| json!({"name": t.name, "description": t.description, "parameters": t.parameters}))
+            .collect()
+    }
+
+    /// Validates `params` against the tool's schema and runs it.
+    pub async fn call(
+        &self,
+        ctx: &ToolContext,
+        name: &str,
+        params: Value,
+    ) -> Result<Value, PhaseError> {
+        let tool = self.tools.get(name).ok_or_else(|| {
+            PhaseError::permanent(format!(
+                "unknown tool `{name}` (known: {})",
+                self.names().join(", ")
+            ))
+        })?;
+        schema::validate(&tool.parameters, &params).map_err(|e| {
+            let field = if e.field.is_empty() {
+                "parameters".to_string()
+            } else {
+                format!("parameter `{}`", e.field)
+            };
+            PhaseError::permanent(format!(
+                "invalid parameters for tool `{name}`: {field} {}",
+                e.reason
+            ))
+        })?;
+        (tool.handler)(ctx, params).await
+    }
+}
+
+/// Maps a store error to a phase error: an outage is worth retrying, a
+/// failing query is not.
+pub(crate) fn db_err(tool: &str, e: sqlx::Error) -> PhaseError {
+    if crate::store::is_outage(&e) {
+        PhaseError::transient(format!("tool `{tool}`: database unavailable ({e})"))
+    } else {
+        PhaseError::permanent(format!("tool `{tool}`: query failed: {e}"))
+    }
+}
+
+/// Decodes validated parameters into the tool's typed struct.
+pub(crate) fn params<T: serde::de::DeserializeOwned>(
+    tool: &str,
+    v: Value,
+) -> Result<T, PhaseError> {
+    serde_json::from_value(v)
+        .map_err(|e| PhaseError::permanent(format!("invalid parameters for tool `{tool}`: {e}")))
+}

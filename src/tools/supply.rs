@@ -1,0 +1,251 @@
+//! The supply-configuration validation tool: checks a proposed supply
+//! configuration (compute, storage, network, services) against the catalog
+//! and the request's constraints. Hard checks (catalog, quality floor,
+//! context window, latency SLO, budget, GPU capacity) decide `valid`; the
+//! savings target is reported as a goal, not a hard limit.
+
+use futures_util::future::BoxFuture;
+use serde_json::{json, Value};
+
+use super::{db_err, Tool, ToolContext};
+use crate::{agents::catalog::Catalog, error::PhaseError};
+
+/// The tools of this module.
+pub fn tools() -> Vec<Tool> {
+    let obj = json!({"type": "object"});
+    let num = json!({"type": ["number", "null"], "minimum": 0});
+    vec![Tool {
+        name: "validate_supply_config",
+        description: "Validates a supply configuration against the catalog and the constraints (latency SLO, budget, quality floor, context window, GPU capacity)",
+        parameters: json!({
+            "type": "object", "additionalProperties": false, "required": ["config", "constraints", "expected"],
+            "properties": {
+                "config": {
+                    "type": "object", "required": ["compute", "storage", "network", "services"],
+                    "properties": {
+                        "compute": {"type": "object", "required": ["models"], "properties": {
+                            "models": {"type": "array", "items": {"type": "string"}},
+                            "self_hosted": {"type": "array", "items": {"type": "object", "required": ["offer", "gpus", "model", "required_tokens_per_s"], "properties": {
+                                "offer": {"type": "string"}, "model": {"type": "string"},
+                                "gpus": {"type": "integer", "minimum": 1},
+                                "required_tokens_per_s": {"type": "number", "minimum": 0},
+                            }}},
+                        }},
+                        "storage": obj, "network": obj, "services": obj,
+                    }
+                },
+                "constraints": {"type": "object", "properties": {
+                    "latency_slo_ms": num, "monthly_budget_usd": num,
+                    "quality_floor": {"type": ["integer", "null"], "minimum": 1, "maximum": 3},
+                    "target_reduction_pct": num,
+                }},
+                "expected": {"type": "object", "properties": {
+                    "p95_ms": num, "monthly_cost_usd": num, "savings_pct": num, "max_input_tokens": num,
+                }},
+            }
+        }),
+        handler: validate_tool,
+    }]
+}
+
+fn validate_tool(ctx: &ToolContext, p: Value) -> BoxFuture<'_, Result<Value, PhaseError>> {
+    Box::pin(async move {
+        let c = Catalog::from_db(&ctx.pool)
+            .await
+            .map_err(|e| db_err("validate_supply_config", e))?;
+        Ok(validate(
+            &c,
+            &p["config"],
+            &p["constraints"],
+            &p["expected"],
+        ))
+    })
+}
+
+fn check(
+    name: &str,
+    subject: &str,
+    limit: Value,
+    expected: Value,
+    ok: bool,
+    severity: &str,
+) -> Value {
+    json!({"check": name, "subject": subject, "limit": limit, "expected": expected, "ok": ok, "severity": severity})
+}
+
+/// Validates a configuration (pure, for tests): `valid` is true when every
+/// `hard` check passes.
+pub fn validate(c: &Catalog, config: &Value, constraints: &Value, expected: &Value) -> Value {
+    let mut checks = Vec::new();
+    let floor = constraints["quality_floor"].as_u64();
+    let max_input = expected["max_input_tokens"].as_f64();
+    for id in config["compute"]["models"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        let Some(m) = c.model(id) else {
+            checks.push(check(
+                "catalog",
+                id,
+                json!("listed in the catalog"),
+                json!("missing"),
+                false,
+                "hard",
+            ));
+            continue;
+        };
+        if let Some(f) = floor {
+            checks.push(check(
+                "quality_floor",
+                id,
+                json!(f),
+                json!(m.quality_tier),
+                u64::from(m.quality_tier) >= f,
+                "hard",
+            ));
+        }
+        if let Some(mi) = max_input {
+            checks.push(check(
+                "context_window",
+                id,
+                json!(m.context_window),
+                json!(mi),
+                mi <= f64::from(m.context_window),
+                "hard",
+            ));
+        }
+    }
+    for sh in config["compute"]["self_hosted"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let offer = sh["offer"].as_str().unwrap_or("");
+        let model = sh["model"].as_str().unwrap_or("");
+        let need = sh["required_tokens_per_s"].as_f64().unwrap_or(0.0);
+        let gpus = sh["gpus"].as_f64().unwrap_or(0.0);
+        let per_gpu = c
+            .gpus
+            .iter()
+            .find(|g| g.id == offer)
+            .zip(c.model(model).and_then(|m| m.size_class.clone()))
+            .and_then(|(g, class)| g.tokens_per_s.get(&class).copied());
+        let capacity = per_gpu.map(|t| t * gpus);
+        checks.push(check(
+            "gpu_capacity",
+            &format!("{offer} serving {model}"),
+            json!(need),
+            json!(capacity),
+            capacity.is_some_and(|cap| cap >= need),
+            "hard",
+        ));
+    }
+    if let Some(slo) = constraints["latency_slo_ms"].as_f64() {
+        let p95 = expected["p95_ms"].as_f64();
+        checks.push(check(
+            "latency_slo_ms",
+            "p95 latency",
+            json!(slo),
+            json!(p95),
+            p95.is_some_and(|p| p <= slo),
+            "hard",
+        ));
+    }
+    if let Some(budget) = constraints["monthly_budget_usd"].as_f64() {
+        let cost = expected["monthly_cost_usd"].as_f64();
+        checks.push(check(
+            "monthly_budget_usd",
+            "monthly cost",
+            json!(budget),
+            json!(cost),
+            cost.is_some_and(|x| x <= budget),
+            "hard",
+        ));
+    }
+    if let Some(target) = constraints["target_reduction_pct"].as_f64() {
+        let pct = expected["savings_pct"].as_f64();
+        checks.push(check(
+            "target_reduction_pct",
+            "savings",
+            json!(target),
+            json!(pct),
+            pct.is_some_and(|x| x >= target),
+            "goal",
+        ));
+    }
+    let valid = checks
+        .iter()
+        .filter(|c| c["severity"] == "hard")
+        .all(|c| c["ok"] == true);
+    let meets_goals = checks
+        .iter()
+        .filter(|c| c["severity"] == "goal")
+        .all(|c| c["ok"] == true);
+    json!({"valid": valid, "meets_goals": meets_goals, "checks": checks})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(models: Value, self_hosted: Value) -> Value {
+        json!({"compute": {"models": models, "self_hosted": self_hosted}, "storage": {}, "network": {}, "services": {}})
+    }
+
+    #[test]
+    fn hard_checks_decide_validity() {
+        let c = Catalog::embedded();
+        let ok = validate(
+            c,
+            &cfg(json!(["gpt-4o-mini"]), json!([])),
+            &json!({"latency_slo_ms": 2000.0, "monthly_budget_usd": 100.0, "quality_floor": 2, "target_reduction_pct": 90.0}),
+            &json!({"p95_ms": 1500.0, "monthly_cost_usd": 80.0, "savings_pct": 40.0, "max_input_tokens": 5000}),
+        );
+        assert_eq!(ok["valid"], true, "{ok}");
+        assert_eq!(ok["meets_goals"], false);
+        // Quality floor 3 rejects a tier-2 model; an unknown model fails; SLO breached.
+        let bad = validate(
+            c,
+            &cfg(json!(["gpt-4o-mini", "nope"]), json!([])),
+            &json!({"latency_slo_ms": 1000.0, "quality_floor": 3}),
+            &json!({"p95_ms": 1500.0}),
+        );
+        assert_eq!(bad["valid"], false);
+        let failed: Vec<&str> = bad["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["ok"] == false)
+            .map(|c| c["check"].as_str().unwrap())
+            .collect();
+        assert_eq!(failed, vec!["quality_floor", "catalog", "latency_slo_ms"]);
+    }
+
+    #[test]
+    fn gpu_capacity_uses_the_size_class() {
+        let c = Catalog::embedded();
+        // 2 x H100 at 1800 tokens/s for 70b = 3600 >= 3000.
+        let v = validate(
+            c,
+            &cfg(
+                json!([]),
+                json!([{"offer": "h100-80gb-ondemand", "gpus": 2, "model": "llama-3.1-70b", "required_tokens_per_s": 3000.0}]),
+            ),
+            &json!({}),
+            &json!({}),
+        );
+        assert_eq!(v["valid"], true, "{v}");
+        let v = validate(
+            c,
+            &cfg(
+                json!([]),
+                json!([{"offer": "h100-80gb-ondemand", "gpus": 1, "model": "llama-3.1-70b", "required_tokens_per_s": 3000.0}]),
+            ),
+            &json!({}),
+            &json!({}),
+        );
+        assert_eq!(v["valid"], false);
+    }
+}
