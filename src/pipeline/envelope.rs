@@ -73,21 +73,7 @@ impl Envelope {
         max_bytes: usize,
         known_phase: impl Fn(&str) -> bool,
     ) -> Result<Self, Poison> {
-        if body.len() > max_bytes {
-            return Err(Poison::new(
-                "oversized",
-                format!(
-                    "body of {} bytes exceeds the limit of {max_bytes}",
-                    body.len()
-                ),
-            ));
-        }
-        let text = std::str::from_utf8(body).map_err(|e| {
-            Poison::new(
-                "not_utf8",
-                format!("body is not UTF-8 (at byte {})", e.valid_up_to()),
-            )
-        })?;
+        let text = body_text(body, max_bytes)?;
         let value: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| Poison::new("invalid_json", format!("body is not JSON: {e}")))?;
         match value.get("v").and_then(|v| v.as_u64()) {
@@ -123,6 +109,26 @@ impl Envelope {
         }
         Ok(env)
     }
+}
+
+/// Checks a message body's size and encoding, the first two reasons a
+/// message cannot be processed, and returns it as text.
+pub fn body_text(body: &[u8], max_bytes: usize) -> Result<&str, Poison> {
+    if body.len() > max_bytes {
+        return Err(Poison::new(
+            "oversized",
+            format!(
+                "body of {} bytes exceeds the limit of {max_bytes}",
+                body.len()
+            ),
+        ));
+    }
+    std::str::from_utf8(body).map_err(|e| {
+        Poison::new(
+            "not_utf8",
+            format!("body is not UTF-8 (at byte {})", e.valid_up_to()),
+        )
+    })
 }
 
 /// The deterministic message id of a phase step.

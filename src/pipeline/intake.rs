@@ -89,21 +89,7 @@ impl RequestBody {
 
     /// Decodes and validates a raw body.
     pub fn decode(body: &[u8], max_bytes: usize) -> Result<Self, Poison> {
-        if body.len() > max_bytes {
-            return Err(Poison::new(
-                "oversized",
-                format!(
-                    "body of {} bytes exceeds the limit of {max_bytes}",
-                    body.len()
-                ),
-            ));
-        }
-        let text = std::str::from_utf8(body).map_err(|e| {
-            Poison::new(
-                "not_utf8",
-                format!("body is not UTF-8 (at byte {})", e.valid_up_to()),
-            )
-        })?;
+        let text = super::envelope::body_text(body, max_bytes)?;
         let req: RequestBody = serde_json::from_str(text)
             .map_err(|e| Poison::new("invalid_request", format!("invalid request: {e}")))?;
         req.validate()
