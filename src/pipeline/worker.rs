@@ -161,6 +161,14 @@ async fn process(
         attempt: env.attempt,
     };
     let result = run_agent(engine, phase, input).await;
+    // A transient failure during a database outage is the outage's fault
+    // (the agents' tools read Postgres): hand the delivery back without
+    // spending an attempt.
+    if matches!(&result, Err(e) if e.class == crate::error::ErrorClass::Transient)
+        && !store::ping(&engine.pool).await
+    {
+        return Err(InfraError::Database(sqlx::Error::PoolTimedOut));
+    }
 
     let (effect, outcome) = match result {
         Ok(output) => {
