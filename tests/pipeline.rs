@@ -672,3 +672,82 @@ async fn pending_retry_survives_a_restart_of_every_worker() {
     );
     t2.finish().await;
 }
+
+/// Blocks until released, then delegates: lets a test act while a phase runs.
+struct Gate {
+    inner: Arc<dyn Agent>,
+    open: Arc<tokio::sync::Semaphore>,
+}
+
+impl Agent for Gate {
+    fn phase(&self) -> &'static str {
+        self.inner.phase()
+    }
+    fn run<'a>(
+        &'a self,
+        ctx: &'a AgentContext,
+        input: &'a PhaseInput,
+    ) -> BoxFuture<'a, Result<Value, PhaseError>> {
+        Box::pin(async move {
+            let _permit = self
+                .open
+                .acquire()
+                .await
+                .map_err(|_| PhaseError::transient("gate closed"))?;
+            self.inner.run(ctx, input).await
+        })
+    }
+}
+
+#[tokio::test]
+async fn phase_result_arriving_after_cancel_is_discarded() {
+    let open = Arc::new(tokio::sync::Semaphore::new(0));
+    let base = netra::agents::standard();
+    let agents = base.clone().with(Arc::new(Gate {
+        inner: base.get("triage").unwrap(),
+        open: open.clone(),
+    }));
+    let (config, db) = test_config().await;
+    let t = TestApp::start_with(config, db, Some(agents)).await;
+    t.publish_request(&json!({"message": "What is caching?"}), None, None, None)
+        .await;
+    let run = t.wait_all(1, &["running"]).await.remove(0);
+    netra::store::runs::cancel(&t.pool, "default", run.id, "test")
+        .await
+        .unwrap();
+    open.add_permits(10);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let rows = attempt_rows(&t, run.id).await;
+        if !rows.is_empty() {
+            assert_eq!(
+                rows,
+                vec![("triage".to_string(), 1, "discarded".to_string())]
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the late result was never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after = netra::store::runs::get(&t.pool, run.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.status, "cancelled");
+    assert!(after.result.is_none());
+    let (outputs,): (i64,) = sqlx::query_as("SELECT count(*) FROM phase_outputs WHERE run_id = $1")
+        .bind(run.id)
+        .fetch_one(&t.pool)
+        .await
+        .unwrap();
+    assert_eq!(outputs, 0);
+    assert_eq!(
+        t.queue_depth(&format!("{}.phase.reporting", t.config.namespace))
+            .await,
+        0
+    );
+    t.finish().await;
+}
