@@ -751,3 +751,46 @@ async fn phase_result_arriving_after_cancel_is_discarded() {
     );
     t.finish().await;
 }
+
+#[tokio::test]
+async fn concurrent_copies_of_one_message_apply_once() {
+    // Both copies of the triage message are inside the agent at the same time
+    // (held by the gate); only one effect may commit, and the run goes on.
+    let open = Arc::new(tokio::sync::Semaphore::new(0));
+    let base = netra::agents::standard();
+    let agents = base.clone().with(Arc::new(Gate {
+        inner: base.get("triage").unwrap(),
+        open: open.clone(),
+    }));
+    let (config, db) = test_config().await;
+    let t = TestApp::start_with(config, db, Some(agents)).await;
+    t.publish_request(&json!({"message": "What is caching?"}), None, None, None)
+        .await;
+    let run = t.wait_all(1, &["running"]).await.remove(0);
+    let env = Envelope::new(run.id, "triage", 1, 0, &run.correlation_id, &run.tenant);
+    t.publish_raw(
+        &format!("{}.phase.triage", t.config.namespace),
+        env.to_bytes(),
+    )
+    .await;
+    // Wait until the copy is delivered too (the queue is empty again).
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while t
+        .queue_depth(&format!("{}.phase.triage", t.config.namespace))
+        .await
+        > 0
+    {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    open.add_permits(10);
+    t.wait_run(run.id, &["completed"]).await;
+    let rows = attempt_rows(&t, run.id).await;
+    assert_eq!(
+        rows.iter().filter(|r| r.0 == "triage").count(),
+        1,
+        "{rows:?}"
+    );
+    assert_eq!(phases_run(&t, run.id).await, vec!["triage", "reporting"]);
+    t.finish().await;
+}
