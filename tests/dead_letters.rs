@@ -313,3 +313,68 @@ async fn replay_command_killed_midway_and_run_again_completes_each_run_once() {
     assert_eq!(t.queue_depth(&names.dlq("optimization")).await, 0);
     t.finish().await;
 }
+
+#[tokio::test]
+async fn a_replay_that_fails_again_returns_to_the_dlq_with_its_replay_count() {
+    let (t, _broken) = broken_optimization().await;
+    publish_runs(&t, 1).await;
+    let run = t.wait_all(1, &["dead_lettered"]).await.remove(0);
+    let names = Names::new(&t.config.namespace);
+    let conn = netra::broker::connect(&t.config, "replay").await.unwrap();
+    let p = Publisher::open(&conn).await.unwrap();
+    let opts = replay::Options {
+        actor: "t".into(),
+        ..Default::default()
+    };
+    let targets = group_targets(&t).await;
+    replay::replay(&t.pool, &names, Some(&p), &targets, &opts, |_| {})
+        .await
+        .unwrap();
+    // Still broken: it fails again, as replay generation 1.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let again = loop {
+        let rows = dead_letters::list(
+            &t.pool,
+            &DeadLetterFilter {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        if let Some(d) = rows.into_iter().find(|d| d.replay == 1) {
+            break d;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(again.run_id, Some(run.id));
+    assert_eq!(again.status, "pending");
+    // Its queue copy carries the replay generation.
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let mut found = false;
+    while let Some(msg) = ch
+        .basic_get(
+            names.dlq("optimization").as_str().into(),
+            Default::default(),
+        )
+        .await
+        .unwrap()
+    {
+        let headers = msg
+            .delivery
+            .properties
+            .headers()
+            .clone()
+            .unwrap_or_default();
+        if let Some(lapin::types::AMQPValue::LongLongInt(1)) = headers.inner().get("x-netra-replay")
+        {
+            found = true;
+        }
+        msg.delivery.acker.ack(Default::default()).await.unwrap();
+    }
+    assert!(found, "no dead letter with x-netra-replay = 1 in the queue");
+    let _ = conn.close(200, "bye".into()).await;
+    t.finish().await;
+}
