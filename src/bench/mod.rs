@@ -20,6 +20,7 @@ mod driver;
 mod raw;
 mod report;
 mod stats;
+mod stub;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -56,6 +57,15 @@ pub enum Baseline {
     None,
 }
 
+/// Which agents netra runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Agents {
+    /// netra's five agents (the data agent queries the sample telemetry).
+    Standard,
+    /// Stubs that answer at once without the store: the engine alone.
+    Stub,
+}
+
 /// Options of `netra bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -65,6 +75,9 @@ pub struct BenchArgs {
     /// Baseline measured in the same invocation, alternating with netra.
     #[arg(long, value_enum, default_value_t = Baseline::Raw)]
     pub baseline: Baseline,
+    /// The agents netra runs.
+    #[arg(long, value_enum, default_value_t = Agents::Standard)]
+    pub agents: Agents,
     /// Runs in flight of the closed-loop steps.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16,64,128")]
     pub k: Vec<usize>,
@@ -75,8 +88,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 8.0)]
     pub window: f64,
     /// Open-loop arrival rates as fractions of netra's best closed-loop rate
-    /// (empty: no open loop).
-    #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,0.75")]
+    /// (`none`: no open loop).
+    #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,0.75", value_parser = parse_fraction)]
     pub open: Vec<f64>,
     /// Runs published at once for the memory probe (0: skip).
     #[arg(long, default_value_t = 1000)]
@@ -94,6 +107,19 @@ pub struct BenchArgs {
     /// Keep the databases (for inspection); the queues are deleted anyway.
     #[arg(long)]
     pub keep_db: bool,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.trim() {
+        "" | "none" => Ok(0.0),
+        v => v.parse::<f64>().map_err(|e| format!("{e}")).and_then(|f| {
+            if (0.0..=10.0).contains(&f) {
+                Ok(f)
+            } else {
+                Err("use a fraction such as 0.5".into())
+            }
+        }),
+    }
 }
 
 /// Everything that must be cleaned up, whatever happens.
@@ -192,6 +218,7 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
     );
     let opts = StartOptions {
         http: false,
+        agents: (args.agents == Agents::Stub).then(stub::agents),
         ..StartOptions::default()
     };
     let app = App::start(res.config.clone(), opts)
@@ -300,10 +327,13 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
             };
             eprintln!("bench: closed loop K={k} {label}");
             let before = PgCounters::read(&admin, db).await?;
+            let cpu0 = stats::Cpu::read();
             let out = driver::closed_loop(&mut client, queue, k, warmup, window, drain).await?;
+            let cpu = stats::Cpu::read().per_run(&cpu0, out.completed_total);
             let after = PgCounters::read(&admin, db).await?;
             let delta = after.since(&before);
             let mut step = StepReport::from_outcome(&out, &delta);
+            step.cpu = cpu;
             if is_netra {
                 netra_runs += out.completed_total;
                 let (segments, phases) = breakdown(&pool, &out.done).await?;
@@ -335,11 +365,14 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
         }
         eprintln!("bench: open loop {:.0}% = {rate:.1} runs/s", f * 100.0);
         let before = PgCounters::read(&admin, &res.netra_db).await?;
+        let cpu0 = stats::Cpu::read();
         let out = driver::open_loop(&mut client, &netra_queue, rate, window, drain).await?;
+        let cpu = stats::Cpu::read().per_run(&cpu0, out.completed_total);
         let after = PgCounters::read(&admin, &res.netra_db).await?;
         let delta = after.since(&before);
         netra_runs += out.completed_total;
         let mut step = StepReport::from_outcome(&out, &delta);
+        step.cpu = cpu;
         let (segments, phases) = breakdown(&pool, &out.done).await?;
         step.segments = segments;
         step.phases_per_run = phases;
@@ -377,6 +410,7 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
         sample_rows: args.sample_rows,
         requests,
         baseline: format!("{:?}", args.baseline).to_lowercase(),
+        agents: format!("{:?}", args.agents).to_lowercase(),
     };
     Ok(Report {
         machine: report::Machine::read(),
@@ -541,6 +575,7 @@ impl StepReport {
             xids_per_run: per(delta.next_xid, out.completed_total),
             segments: Vec::new(),
             phases_per_run: 0.0,
+            cpu: stats::CpuUse::default(),
         }
     }
 }

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, fmt::Write};
 
 use serde::Serialize;
 
-use super::stats::Latency;
+use super::stats::{CpuUse, Latency};
 
 /// The whole result of one invocation.
 #[derive(Debug, Clone, Serialize)]
@@ -82,6 +82,8 @@ pub struct Settings {
     pub requests: Vec<String>,
     /// `raw` or `none`.
     pub baseline: String,
+    /// `standard` or `stub`.
+    pub agents: String,
 }
 
 /// Process memory (netra runs in this process).
@@ -135,6 +137,8 @@ pub struct StepReport {
     pub segments: Vec<Segment>,
     /// Phase attempts per run (netra only).
     pub phases_per_run: f64,
+    /// CPU time per run over the whole step (warm-up and drain included).
+    pub cpu: CpuUse,
 }
 
 /// A part of the end-to-end time.
@@ -259,6 +263,45 @@ impl Report {
             .collect();
         if !bad.is_empty() {
             let _ = writeln!(s, "  not all completed: {}", bad.join("; "));
+        }
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "CPU per run (ms, whole step; self = this process: netra or the baseline, plus the \
+             load generator; pg = every postgres process; all = the whole machine, other \
+             users included)"
+        );
+        let _ = writeln!(
+            s,
+            "{:>4} | {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} | {:>6} {:>6} {:>6} {:>6} {:>6}",
+            "K",
+            "n cpu%",
+            "self",
+            "broker",
+            "pg",
+            "redis",
+            "all",
+            "r cpu%",
+            "self",
+            "broker",
+            "pg",
+            "all"
+        );
+        for r in &self.closed {
+            let c = &r.netra.cpu;
+            let mut line = format!(
+                "{:>4} | {:>5.0}% {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} |",
+                r.k, c.utilization_pct, c.this_ms, c.broker_ms, c.postgres_ms, c.redis_ms, c.all_ms
+            );
+            if let Some(raw) = &r.raw {
+                let c = &raw.cpu;
+                let _ = write!(
+                    line,
+                    " {:>5.0}% {:>6.2} {:>6.2} {:>6.2} {:>6.2}",
+                    c.utilization_pct, c.this_ms, c.broker_ms, c.postgres_ms, c.all_ms
+                );
+            }
+            let _ = writeln!(s, "{line}");
         }
         if !self.open.is_empty() {
             let _ = writeln!(s);

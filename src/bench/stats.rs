@@ -114,3 +114,120 @@ impl PgCounters {
         }
     }
 }
+
+/// CPU seconds used so far, by component, and the machine's busy/total
+/// time (from /proc; clock ticks are 1/100 s on Linux).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpu {
+    /// This process: netra, the load generator and the raw baseline.
+    pub this: f64,
+    /// RabbitMQ (`beam.smp`).
+    pub broker: f64,
+    /// Every `postgres` process (all backends of the cluster).
+    pub postgres: f64,
+    /// `redis-server`.
+    pub redis: f64,
+    /// Busy CPU seconds of the machine (all CPUs).
+    pub busy: f64,
+    /// Elapsed CPU seconds of the machine (all CPUs, busy + idle).
+    pub total: f64,
+}
+
+const TICK_S: f64 = 0.01;
+
+fn proc_ticks(stat: &str) -> Option<(String, f64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_string();
+    let fields: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
+    // After the comm: state is field 3; utime and stime are fields 14 and 15.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((comm, (utime + stime) * TICK_S))
+}
+
+impl Cpu {
+    /// Reads the counters now.
+    pub fn read() -> Self {
+        let mut c = Self::default();
+        if let Some((_, t)) = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| proc_ticks(&s))
+        {
+            c.this = t;
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                let name = e.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if !name.bytes().all(|b| b.is_ascii_digit()) {
+                    continue;
+                }
+                let Some((comm, t)) = std::fs::read_to_string(e.path().join("stat"))
+                    .ok()
+                    .and_then(|s| proc_ticks(&s))
+                else {
+                    continue;
+                };
+                match comm.as_str() {
+                    "beam.smp" => c.broker += t,
+                    "postgres" => c.postgres += t,
+                    "redis-server" => c.redis += t,
+                    _ => {}
+                }
+            }
+        }
+        if let Some(line) = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_string))
+        {
+            let v: Vec<f64> = line
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            // user nice system idle iowait irq softirq steal ...
+            let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
+            let total: f64 = v.iter().take(8).sum();
+            c.total = total * TICK_S;
+            c.busy = (total - idle) * TICK_S;
+        }
+        c
+    }
+
+    /// Use between `earlier` and `self`, per run.
+    pub fn per_run(&self, earlier: &Self, runs: u64) -> CpuUse {
+        let n = runs.max(1) as f64;
+        let ms = |a: f64, b: f64| (a - b) * 1000.0 / n;
+        let total = self.total - earlier.total;
+        CpuUse {
+            utilization_pct: if total > 0.0 {
+                (self.busy - earlier.busy) / total * 100.0
+            } else {
+                0.0
+            },
+            this_ms: ms(self.this, earlier.this),
+            broker_ms: ms(self.broker, earlier.broker),
+            postgres_ms: ms(self.postgres, earlier.postgres),
+            redis_ms: ms(self.redis, earlier.redis),
+            all_ms: ms(self.busy, earlier.busy),
+        }
+    }
+}
+
+/// CPU time per run of a step, by component.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CpuUse {
+    /// Busy share of all CPUs over the step, %.
+    pub utilization_pct: f64,
+    /// This process (netra or the baseline, plus the load generator), ms/run.
+    pub this_ms: f64,
+    /// RabbitMQ, ms/run.
+    pub broker_ms: f64,
+    /// Postgres (whole cluster), ms/run.
+    pub postgres_ms: f64,
+    /// Redis, ms/run.
+    pub redis_ms: f64,
+    /// The whole machine, ms/run.
+    pub all_ms: f64,
+}
