@@ -238,6 +238,28 @@ async fn dispatcher_rejects_unknown_tools_and_bad_parameters_by_name() {
         .unwrap();
     assert_eq!(v["models"][0]["input_per_mtok"], 1.25);
     assert_eq!(v["models"][0]["as_of"], "2026-11-01");
+    // A price change is a data change: an edited file loads without a rebuild.
+    let mut edited = netra::agents::catalog::Catalog::embedded().clone();
+    edited.version = "2026-12-01".into();
+    edited.models.retain(|m| m.id != "claude-3-5-haiku");
+    let path = temp_file("catalog.json", &serde_json::to_string(&edited).unwrap());
+    let loaded = netra::agents::catalog::load_catalog_file(&pool, &path)
+        .await
+        .unwrap();
+    assert_eq!(loaded.models, edited.models.len());
+    let from_db = netra::agents::catalog::Catalog::from_db(&pool)
+        .await
+        .unwrap();
+    assert_eq!(from_db.version, "2026-12-01");
+    assert!(from_db.model("claude-3-5-haiku").is_none());
+    assert_eq!(from_db.model("gpt-4o").unwrap().input_per_mtok, 2.5);
+    let bad = temp_file("catalog.json", "{\"version\": 1}");
+    assert!(matches!(
+        netra::agents::catalog::load_catalog_file(&pool, &bad).await,
+        Err(netra::agents::catalog::CatalogError::Parse(_))
+    ));
+    std::fs::remove_file(path).ok();
+    std::fs::remove_file(bad).ok();
     pool.close().await;
     cleanup(&config, &db).await;
 }
@@ -453,6 +475,9 @@ async fn cost_cut_under_a_p95_slo_reports_figures_equal_to_direct_sql() {
         report["validation"]
     );
     let md = report["markdown"].as_str().unwrap();
+    if std::env::var_os("NETRA_SHOW_REPORT").is_some() {
+        eprintln!("{md}");
+    }
     assert!(
         md.contains(&format!("| trace | {n} | {in_sum} | {out_sum} |")),
         "{md}"

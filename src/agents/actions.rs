@@ -16,6 +16,11 @@ use crate::{
 /// The actions agent.
 pub struct Actions;
 
+fn num(v: &Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "n/a".to_string(), |x| format!("{x:.0}"))
+}
+
 fn s(v: &Value) -> &str {
     v.as_str().unwrap_or("?")
 }
@@ -27,7 +32,7 @@ pub fn steps(rec: &Value) -> Vec<String> {
         Some("model_right_sizing") => vec![
             format!("Shadow 5% of {w} traffic to {} and compare answers with {} on a labelled sample", s(&rec["to_model"]), s(&rec["from_model"])),
             format!("Route {w} from {} to {} behind a feature flag, ramping 10% → 50% → 100% over a week", s(&rec["from_model"]), s(&rec["to_model"])),
-            format!("Alert when p95 latency exceeds {} ms or the error rate rises; roll back on alert", rec["expected_p95_ms"]),
+            format!("Alert when p95 latency rises above the expected {} ms or the error rate rises; roll back on alert", num(&rec["expected_p95_ms"])),
         ],
         Some("self_hosting") => vec![
             format!("Provision {} x {} and deploy {} with a serving engine (vLLM or TGI)", rec["gpus"], s(&rec["gpu_offer"]), s(&rec["to_model"])),

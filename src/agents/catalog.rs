@@ -204,6 +204,30 @@ pub async fn load_catalog(pool: &PgPool) -> Result<CatalogLoad, sqlx::Error> {
     load_catalog_from(pool, Catalog::embedded()).await
 }
 
+/// Why a catalog file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The file could not be read.
+    #[error("reading the catalog file: {0}")]
+    Io(#[from] std::io::Error),
+    /// The file is not a valid catalog.
+    #[error("the catalog file is invalid: {0}")]
+    Parse(#[from] serde_json::Error),
+    /// Postgres failed.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Loads a catalog file read at run time (prices changed without a
+/// rebuild), with the same upsert as [`load_catalog`].
+pub async fn load_catalog_file(
+    pool: &PgPool,
+    path: &std::path::Path,
+) -> Result<CatalogLoad, CatalogError> {
+    let c: Catalog = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    Ok(load_catalog_from(pool, &c).await?)
+}
+
 /// [`load_catalog`] for a given catalog (tests, or a file read at run time).
 pub async fn load_catalog_from(pool: &PgPool, c: &Catalog) -> Result<CatalogLoad, sqlx::Error> {
     let mut tx = pool.begin().await?;

@@ -377,8 +377,8 @@ pub fn peak_capacity(workload: &str, metrics: &Value) -> Option<Value> {
     if ratio < BURSTY_RATIO {
         return None;
     }
-    let rpm = (peak / 60.0 * PEAK_HEADROOM).ceil();
-    let tpm = (peak_tokens / 60.0 * PEAK_HEADROOM).ceil();
+    let rpm = (peak / 60.0 * PEAK_HEADROOM).ceil() as i64;
+    let tpm = (peak_tokens / 60.0 * PEAK_HEADROOM).ceil() as i64;
     Some(json!({
         "kind": "capacity_for_peaks",
         "workload_id": workload,
@@ -634,6 +634,10 @@ pub fn optimize(triage: &Value, data: &Value, context: &Value, catalog: &Catalog
         "catalog_version": catalog.version,
         "assumptions": [
             format!("monthly figures scale the observed window to a {HOURS_PER_MONTH}-hour month (factor = 720 / window hours)"),
+            match limits.quality_floor {
+                Some(f) => format!("model changes keep quality tier >= {f} (from the request)"),
+                None => "without a stated quality floor, model changes may go one quality tier down (risk: medium)".to_string(),
+            },
             "costs use catalog list prices for the window's token sums; savings of one model's options are chained (model change, then cap, caching, batching on the serving model), so they add up".to_string(),
             format!("prompt caching assumes {}% of input tokens are a repeated prefix{}", round2(limits.cacheable_share * 100.0), if context["cacheable_input_share"].is_number() { " (from the request)" } else { "" }),
             format!("batching assumes {}% of requests tolerate up to 24 h{}", round2(limits.batch_share * 100.0), if limits.batch_share_declared { " (from the request)" } else { "" }),
@@ -786,7 +790,7 @@ mod tests {
                 r["requests_per_minute"].clone(),
                 r["tokens_per_minute"].clone()
             ),
-            (json!(12.0), json!(18000.0))
+            (json!(12), json!(18000))
         );
         assert!(peak_capacity("w", &json!({"rate": {"peak_to_average": 1.2, "peak_per_hour": 1.0, "avg_per_hour": 1.0, "peak_tokens_per_hour": 1.0}})).is_none());
         let mut recs = vec![
