@@ -555,3 +555,64 @@ async fn an_ambiguous_request_gets_a_clarifying_question_not_a_guess() {
     assert_eq!(r["recommendations"], Value::Null);
     t.finish().await;
 }
+
+#[tokio::test]
+async fn an_azure_trace_without_latency_is_partial_and_the_gap_is_a_caveat() {
+    let t = TestApp::start().await;
+    // The Azure trace itself: tokens and timestamps only, the model from the command line.
+    let spec = netra::sample::Spec {
+        hours: 48,
+        ..netra::sample::chat("gpt-4o", 500, 5)
+    };
+    let mut text = String::from("TIMESTAMP,ContextTokens,GeneratedTokens\n");
+    for r in netra::sample::generate(&spec) {
+        text.push_str(&format!(
+            "{}.{:07},{},{}\n",
+            r.ts.format("%Y-%m-%d %H:%M:%S"),
+            chrono::Timelike::nanosecond(&r.ts) / 100,
+            r.input_tokens,
+            r.output_tokens
+        ));
+    }
+    let path = temp_file("azure-trace.csv", &text);
+    let r = ingest_file(&t.pool, "az-trace", Format::Azure, Some("gpt-4o"), 0, &path).await;
+    assert_eq!(r.inserted, 500);
+    std::fs::remove_file(path).ok();
+    t.publish_request(
+        &json!({"message": "Cut the cost of workload az-trace without pushing p95 latency over 2 s"}),
+        None,
+        None,
+        None,
+    )
+    .await;
+    let run = t.wait_all(1, &["completed"]).await.remove(0);
+    let data: (Value,) =
+        sqlx::query_as("SELECT output FROM phase_outputs WHERE run_id = $1 AND phase = 'data'")
+            .bind(run.id)
+            .fetch_one(&t.pool)
+            .await
+            .unwrap();
+    assert_eq!(data.0["sufficiency"], "partial");
+    let report = run.result.unwrap();
+    let caveats: Vec<&str> = report["caveats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        caveats
+            .iter()
+            .any(|c| c.contains("latency_ms") && c.contains("SLO")),
+        "{caveats:?}"
+    );
+    // A model change cannot be checked against the SLO, so it is left out, not guessed.
+    let recs = report["recommendations"].as_array().unwrap();
+    assert!(
+        recs.iter().all(|r| r["kind"] != "model_right_sizing"),
+        "{recs:?}"
+    );
+    assert!(recs.iter().any(|r| r["kind"] == "prompt_caching"));
+    assert!(report["markdown"].as_str().unwrap().contains("## Caveats"));
+    t.finish().await;
+}

@@ -204,6 +204,22 @@ pub fn build(request: &Value, outputs: &BTreeMap<String, Value>) -> Value {
                 );
             }
         }
+        let _ = writeln!(md, "\n| model | p50 ms | p95 ms | TTFT p95 ms | error rate | p95 output tokens | tokens above it |\n|---|---|---|---|---|---|---|");
+        for w in data["workloads"].as_array().into_iter().flatten() {
+            for p in w["performance"]["models"].as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {}% | {} | {} |",
+                    p["model"].as_str().unwrap_or("?"),
+                    num(&p["latency_ms"]["p50"], 1),
+                    num(&p["latency_ms"]["p95"], 1),
+                    num(&p["ttft_p95_ms"], 1),
+                    num(&json!(p["error_rate"].as_f64().unwrap_or(0.0) * 100.0), 2),
+                    p["output_cap"],
+                    p["output_tokens_above_cap"]
+                );
+            }
+        }
         if let Some(recs) = opt["recommendations"].as_array() {
             let _ = writeln!(md, "\n## Recommendations\n");
             if recs.is_empty() {
