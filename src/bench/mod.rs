@@ -72,6 +72,9 @@ pub struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also write the JSON to this file (with the table on stdout).
+    #[arg(long)]
+    pub json_out: Option<std::path::PathBuf>,
     /// Baseline measured in the same invocation, alternating with netra.
     #[arg(long, value_enum, default_value_t = Baseline::Raw)]
     pub baseline: Baseline,
@@ -130,6 +133,8 @@ struct Resources {
     netra_db: String,
     raw_db: String,
     raw_ns: String,
+    /// In the names of both databases.
+    marker: String,
     app: tokio::sync::Mutex<Option<App>>,
     raw: tokio::sync::Mutex<Option<raw::Raw>>,
     keep_db: bool,
@@ -165,6 +170,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         raw_db: format!("netra_bench_{id}_raw"),
         netra_db,
         raw_ns: format!("bench-{id}-raw"),
+        marker: format!("netra_bench_{id}"),
         app: tokio::sync::Mutex::new(None),
         raw: tokio::sync::Mutex::new(None),
         keep_db: args.keep_db,
@@ -176,6 +182,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     eprintln!("bench: cleaning up (namespace {})", res.config.namespace);
     cleanup(&res).await;
     let report = outcome?;
+    if let Some(path) = &args.json_out {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -327,9 +337,9 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
             };
             eprintln!("bench: closed loop K={k} {label}");
             let before = PgCounters::read(&admin, db).await?;
-            let cpu0 = stats::Cpu::read();
+            let cpu0 = stats::Cpu::read(&res.marker);
             let out = driver::closed_loop(&mut client, queue, k, warmup, window, drain).await?;
-            let cpu = stats::Cpu::read().per_run(&cpu0, out.completed_total);
+            let cpu = stats::Cpu::read(&res.marker).per_run(&cpu0, out.completed_total);
             let after = PgCounters::read(&admin, db).await?;
             let delta = after.since(&before);
             let mut step = StepReport::from_outcome(&out, &delta);
@@ -365,9 +375,9 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
         }
         eprintln!("bench: open loop {:.0}% = {rate:.1} runs/s", f * 100.0);
         let before = PgCounters::read(&admin, &res.netra_db).await?;
-        let cpu0 = stats::Cpu::read();
+        let cpu0 = stats::Cpu::read(&res.marker);
         let out = driver::open_loop(&mut client, &netra_queue, rate, window, drain).await?;
-        let cpu = stats::Cpu::read().per_run(&cpu0, out.completed_total);
+        let cpu = stats::Cpu::read(&res.marker).per_run(&cpu0, out.completed_total);
         let after = PgCounters::read(&admin, &res.netra_db).await?;
         let delta = after.since(&before);
         netra_runs += out.completed_total;

@@ -268,12 +268,13 @@ impl Report {
         let _ = writeln!(
             s,
             "CPU per run (ms, whole step; self = this process: netra or the baseline, plus the \
-             load generator; pg = every postgres process; all = the whole machine, other \
-             users included)"
+             load generator; pg = postgres backends of the bench databases and the background \
+             processes; all = the whole machine; other% = CPU share of everything else, e.g. \
+             other users' tests: high values mean a disturbed measurement)"
         );
         let _ = writeln!(
             s,
-            "{:>4} | {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} | {:>6} {:>6} {:>6} {:>6} {:>6}",
+            "{:>4} | {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} | {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
             "K",
             "n cpu%",
             "self",
@@ -281,24 +282,38 @@ impl Report {
             "pg",
             "redis",
             "all",
+            "other%",
             "r cpu%",
             "self",
             "broker",
             "pg",
-            "all"
+            "all",
+            "other%"
         );
         for r in &self.closed {
             let c = &r.netra.cpu;
             let mut line = format!(
-                "{:>4} | {:>5.0}% {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} |",
-                r.k, c.utilization_pct, c.this_ms, c.broker_ms, c.postgres_ms, c.redis_ms, c.all_ms
+                "{:>4} | {:>5.0}% {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>5.0}% |",
+                r.k,
+                c.utilization_pct,
+                c.this_ms,
+                c.broker_ms,
+                c.postgres_ms,
+                c.redis_ms,
+                c.all_ms,
+                c.foreign_pct
             );
             if let Some(raw) = &r.raw {
                 let c = &raw.cpu;
                 let _ = write!(
                     line,
-                    " {:>5.0}% {:>6.2} {:>6.2} {:>6.2} {:>6.2}",
-                    c.utilization_pct, c.this_ms, c.broker_ms, c.postgres_ms, c.all_ms
+                    " {:>5.0}% {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>5.0}%",
+                    c.utilization_pct,
+                    c.this_ms,
+                    c.broker_ms,
+                    c.postgres_ms,
+                    c.all_ms,
+                    c.foreign_pct
                 );
             }
             let _ = writeln!(s, "{line}");

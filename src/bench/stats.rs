@@ -123,8 +123,11 @@ pub struct Cpu {
     pub this: f64,
     /// RabbitMQ (`beam.smp`).
     pub broker: f64,
-    /// Every `postgres` process (all backends of the cluster).
+    /// `postgres` processes serving the benchmark's databases, and the
+    /// cluster's background processes (WAL writer, checkpointer, ...).
     pub postgres: f64,
+    /// `postgres` backends of other databases (other users of the stack).
+    pub postgres_foreign: f64,
     /// `redis-server`.
     pub redis: f64,
     /// Busy CPU seconds of the machine (all CPUs).
@@ -147,8 +150,9 @@ fn proc_ticks(stat: &str) -> Option<(String, f64)> {
 }
 
 impl Cpu {
-    /// Reads the counters now.
-    pub fn read() -> Self {
+    /// Reads the counters now; `db_marker` is a substring of the names of
+    /// the benchmark's databases.
+    pub fn read(db_marker: &str) -> Self {
         let mut c = Self::default();
         if let Some((_, t)) = std::fs::read_to_string("/proc/self/stat")
             .ok()
@@ -171,7 +175,18 @@ impl Cpu {
                 };
                 match comm.as_str() {
                     "beam.smp" => c.broker += t,
-                    "postgres" => c.postgres += t,
+                    "postgres" => {
+                        // `postgres: <user> <database> <client> <state>` for a
+                        // backend, `postgres: <role>` for background processes.
+                        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                        let cmd = String::from_utf8_lossy(&cmd);
+                        let words = cmd.split_whitespace().count();
+                        if words >= 4 && !cmd.contains(db_marker) {
+                            c.postgres_foreign += t;
+                        } else {
+                            c.postgres += t;
+                        }
+                    }
                     "redis-server" => c.redis += t,
                     _ => {}
                 }
@@ -211,6 +226,15 @@ impl Cpu {
             postgres_ms: ms(self.postgres, earlier.postgres),
             redis_ms: ms(self.redis, earlier.redis),
             all_ms: ms(self.busy, earlier.busy),
+            foreign_pct: if total > 0.0 {
+                let ours = (self.this - earlier.this)
+                    + (self.broker - earlier.broker)
+                    + (self.postgres - earlier.postgres)
+                    + (self.redis - earlier.redis);
+                ((self.busy - earlier.busy - ours) / total * 100.0).max(0.0)
+            } else {
+                0.0
+            },
         }
     }
 }
@@ -224,10 +248,14 @@ pub struct CpuUse {
     pub this_ms: f64,
     /// RabbitMQ, ms/run.
     pub broker_ms: f64,
-    /// Postgres (whole cluster), ms/run.
+    /// Postgres (the benchmark's backends and the background processes), ms/run.
     pub postgres_ms: f64,
     /// Redis, ms/run.
     pub redis_ms: f64,
     /// The whole machine, ms/run.
     pub all_ms: f64,
+    /// Share of all CPUs used by anything else (other users' tests and
+    /// databases, the kernel's own threads), %: a measurement taken while
+    /// this is high is disturbed.
+    pub foreign_pct: f64,
 }
