@@ -5,7 +5,7 @@
 //! The catalog it used is kept in its output, so later phases (and replays)
 //! compute from the same prices.
 
-use futures_util::future::{try_join_all, BoxFuture};
+use futures_util::{future::BoxFuture, stream, StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 
 use crate::{
@@ -26,6 +26,10 @@ pub const MIN_SPAN_HOURS: f64 = 24.0;
 
 /// An error rate above this is called out as a caveat.
 pub const HIGH_ERROR_RATE: f64 = 0.05;
+
+/// Tool calls in flight at once for one run (results keep their order), so
+/// a request naming many workloads cannot exhaust the connection pool.
+pub const MAX_CONCURRENT_TOOLS: usize = 4;
 
 /// The workload tools the data phase runs for each workload.
 pub const WORKLOAD_TOOLS: [&str; 3] = ["workload_metrics", "cost_breakdown", "performance"];
@@ -131,12 +135,14 @@ impl Agent for Data {
             let calls: Vec<(&str, Value)> = calls
                 .chain(std::iter::once(("catalog_lookup", json!({"kind": "all"}))))
                 .collect();
-            let results = try_join_all(
-                calls
-                    .iter()
-                    .map(|(name, params)| tools.call(&tctx, name, params.clone())),
-            )
-            .await?;
+            let futures: Vec<BoxFuture<'_, Result<Value, PhaseError>>> = calls
+                .iter()
+                .map(|(name, params)| Box::pin(tools.call(&tctx, name, params.clone())) as _)
+                .collect();
+            let results: Vec<Value> = stream::iter(futures)
+                .buffered(MAX_CONCURRENT_TOOLS)
+                .try_collect()
+                .await?;
             let catalog = results.last().cloned().unwrap_or(Value::Null);
             let mut out = Vec::new();
             let mut missing = Vec::new();
