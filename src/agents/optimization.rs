@@ -71,7 +71,7 @@ pub struct ModelUse<'a> {
     pub output_tokens: f64,
     /// Mean output tokens per request.
     pub avg_output_tokens: f64,
-    /// Output tokens above the p95 cap, and the cap.
+    /// Output tokens above the p95 cap (the tokens a cap would not generate).
     pub tokens_above_cap: f64,
     /// The cap (observed p95 of output tokens).
     pub output_cap: Option<i64>,
