@@ -252,6 +252,16 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
         &crate::sample::chat("gpt-4o", args.sample_rows, 11),
     )
     .await?;
+    // The supply catalog in Postgres, where the agents read it (idempotent).
+    crate::agents::catalog::load_catalog(&pool).await?;
+    // Statistics for the sample, as autovacuum would gather them within a
+    // minute of a bulk load: without them the planner estimates one row and
+    // the telemetry tools' window queries re-run their `max(ts)` per row
+    // (about 45 times slower), and the sweep would measure whenever
+    // autovacuum happens to analyze the table.
+    sqlx::query("ANALYZE llm_requests, workloads")
+        .execute(&pool)
+        .await?;
     let netra_queue = engine.names.requests();
     let mut client = Client::connect(&res.amqp_url, bodies).await?;
 
