@@ -64,6 +64,7 @@ impl App {
     pub async fn start(config: Config, opts: StartOptions) -> Result<Self, StartError> {
         let pool = store::connect(&config).await?;
         store::migrate(&pool).await?;
+        agents::catalog::load_catalog(&pool).await?;
         let cache = Cache::connect(&config).await;
         let http_addr_cfg = config.http_addr;
         let marks = store::connect_relaxed(&config).await?;

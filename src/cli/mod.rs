@@ -219,6 +219,7 @@ async fn pool() -> anyhow::Result<(Config, sqlx::PgPool)> {
         .await
         .context("connecting to Postgres (is the stack running? `deploy/local/stack start`)")?;
     store::migrate(&pool).await?;
+    crate::agents::catalog::load_catalog(&pool).await.context("loading the supply catalog")?;
     Ok((config, pool))
 }
 
@@ -252,7 +253,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             pool().await?;
-            println!("migrations applied");
+            println!("migrations applied; supply catalog loaded");
             Ok(())
         }
         Command::Submit {

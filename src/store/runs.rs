@@ -692,35 +692,59 @@ pub async fn commit_effect(
         }
     }
 
-    let inserted = sqlx::query(
-        "INSERT INTO processed_messages (message_id, run_id, phase, follow_up) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (message_id) DO NOTHING",
+    // One statement writes the dedup record and, only if it was new, the
+    // attempt, the output, the run's new state, its history row and the
+    // report message: one round trip instead of six.
+    let (has_update, status, next_phase, next_attempt, at, result, error) = match &run_update {
+        Some((status, phase, next_attempt, at, result, error)) => (
+            true,
+            *status,
+            phase.clone(),
+            *next_attempt,
+            *at,
+            result.clone(),
+            error.clone(),
+        ),
+        None => (false, "", None, attempt, None, None, None),
+    };
+    let next_replay = if status == "queued" { 0 } else { replay };
+    let history_attempt = if status == "queued" { 1 } else { next_attempt };
+    let report = match (&result, status) {
+        (Some(r), "completed" | "needs_input") => Some(report_text(r)),
+        _ => None,
+    };
+    let (inserted,): (i64,) = sqlx::query_as(
+        "WITH p AS ( \
+           INSERT INTO processed_messages (message_id, run_id, phase, follow_up) VALUES ($1, $2, $3, $4) \
+           ON CONFLICT (message_id) DO NOTHING RETURNING 1 AS ok), \
+         a AS ( \
+           INSERT INTO phase_attempts (run_id, phase, attempt, replay, message_id, outcome, input, output, \
+             error_class, error, worker_id, started_at, finished_at) \
+           SELECT $2, $3, $5, $6, $1, $7, $8, $9, $10, $11, $12, $13, $14 FROM p), \
+         o AS ( \
+           INSERT INTO phase_outputs (run_id, phase, replay, output) \
+           SELECT $2, $3, $6, $9 FROM p WHERE $9::jsonb IS NOT NULL \
+           ON CONFLICT (run_id, phase) DO UPDATE SET replay = EXCLUDED.replay, output = EXCLUDED.output, \
+             created_at = now()), \
+         r AS ( \
+           UPDATE runs SET status = $16, phase = $17, attempt = $18, replay = $19, next_attempt_at = $20, \
+             result = COALESCE($21, result), error = $22, updated_at = now(), \
+             finished_at = CASE WHEN $23 THEN now() ELSE NULL END \
+           WHERE id = $2 AND $15 AND EXISTS (SELECT 1 FROM p)), \
+         h AS ( \
+           INSERT INTO run_history (run_id, actor, from_status, to_status, phase, attempt, replay, error, detail) \
+           SELECT $2, $12, $24, $16, $17, $25, $19, $11, $26 FROM p WHERE $15), \
+         m AS ( \
+           INSERT INTO messages (thread_id, run_id, role, content) \
+           SELECT $27, $2, 'agent', $28 FROM p WHERE $28::text IS NOT NULL) \
+         SELECT count(*) FROM p",
     )
     .bind(&message_id)
     .bind(run.id)
     .bind(&env.phase)
     .bind(serde_json::to_value(&follow_up).unwrap_or(Value::Array(vec![])))
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        tx.rollback().await?;
-        let stored = processed_follow_up(pool, &message_id)
-            .await?
-            .unwrap_or_default();
-        return Ok(Committed::Duplicate(stored));
-    }
-
-    sqlx::query(
-        "INSERT INTO phase_attempts (run_id, phase, attempt, replay, message_id, outcome, input, output, \
-         error_class, error, worker_id, started_at, finished_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(run.id)
-    .bind(&env.phase)
     .bind(attempt)
     .bind(replay)
-    .bind(&message_id)
     .bind(outcome)
     .bind(&rec.input)
     .bind(&output)
@@ -729,66 +753,28 @@ pub async fn commit_effect(
     .bind(&rec.worker_id)
     .bind(rec.started_at)
     .bind(now)
-    .execute(&mut *tx)
+    .bind(has_update)
+    .bind(status)
+    .bind(&next_phase)
+    .bind(next_attempt)
+    .bind(next_replay)
+    .bind(at)
+    .bind(&result)
+    .bind(&error)
+    .bind(FINAL_STATUSES.contains(&status))
+    .bind(&run.status)
+    .bind(history_attempt)
+    .bind(at.map(|t| json!({ "next_attempt_at": t })))
+    .bind(run.thread_id)
+    .bind(&report)
+    .fetch_one(&mut *tx)
     .await?;
-
-    if let Some(output) = &output {
-        sqlx::query(
-            "INSERT INTO phase_outputs (run_id, phase, replay, output) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (run_id, phase) DO UPDATE SET replay = EXCLUDED.replay, output = EXCLUDED.output, \
-             created_at = now()",
-        )
-        .bind(run.id)
-        .bind(&env.phase)
-        .bind(replay)
-        .bind(output)
-        .execute(&mut *tx)
-        .await?;
-    }
-
-    if let Some((status, phase, next_attempt, at, result, error)) = run_update {
-        let is_final = FINAL_STATUSES.contains(&status);
-        let next_replay = if status == "queued" { 0 } else { replay };
-        sqlx::query(
-            "UPDATE runs SET status = $2, phase = $3, attempt = $4, replay = $5, next_attempt_at = $6, \
-             result = COALESCE($7, result), error = $8, updated_at = now(), \
-             finished_at = CASE WHEN $9 THEN now() ELSE NULL END WHERE id = $1",
-        )
-        .bind(run.id)
-        .bind(status)
-        .bind(&phase)
-        .bind(next_attempt)
-        .bind(next_replay)
-        .bind(at)
-        .bind(&result)
-        .bind(&error)
-        .bind(is_final)
-        .execute(&mut *tx)
-        .await?;
-        let detail = at.map(|t| json!({ "next_attempt_at": t }));
-        insert_history(
-            &mut tx,
-            run.id,
-            &rec.worker_id,
-            Some(&run.status),
-            status,
-            phase.as_deref(),
-            Some(if status == "queued" { 1 } else { next_attempt }),
-            next_replay,
-            err_msg.as_deref(),
-            detail,
-        )
-        .await?;
-        if status == "completed" || status == "needs_input" {
-            if let Some(result) = &result {
-                sqlx::query("INSERT INTO messages (thread_id, run_id, role, content) VALUES ($1, $2, 'agent', $3)")
-                    .bind(run.thread_id)
-                    .bind(run.id)
-                    .bind(report_text(result))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
+    if inserted == 0 {
+        tx.rollback().await?;
+        let stored = processed_follow_up(pool, &message_id)
+            .await?
+            .unwrap_or_default();
+        return Ok(Committed::Duplicate(stored));
     }
     tx.commit().await?;
     Ok(Committed::Applied(follow_up))
