@@ -219,7 +219,9 @@ async fn pool() -> anyhow::Result<(Config, sqlx::PgPool)> {
         .await
         .context("connecting to Postgres (is the stack running? `deploy/local/stack start`)")?;
     store::migrate(&pool).await?;
-    crate::agents::catalog::load_catalog(&pool).await.context("loading the supply catalog")?;
+    crate::agents::catalog::load_catalog(&pool)
+        .await
+        .context("loading the supply catalog")?;
     Ok((config, pool))
 }
 
