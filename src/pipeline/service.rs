@@ -174,7 +174,7 @@ async fn serve_once(
     }
     engine.link.set(None);
     engine.link.set_probe(None);
-    let _ = conn.close(200, "bye".into()).await;
+    drop(conn);
     match first_error {
         Some(e) if !stop.is_set() => Err(e),
         _ => Ok(()),
