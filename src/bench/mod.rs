@@ -107,9 +107,33 @@ pub struct BenchArgs {
     /// How long a step may take to drain its in-flight runs, seconds.
     #[arg(long, default_value_t = 60.0)]
     pub drain: f64,
+    /// A Postgres setting for both bench databases (`ALTER DATABASE … SET`),
+    /// e.g. `default_toast_compression=lz4`, to try a tuning without code
+    /// changes; repeatable.
+    #[arg(long = "pg-set", value_name = "NAME=VALUE", value_parser = parse_setting)]
+    pub pg_set: Vec<(String, String)>,
     /// Keep the databases (for inspection); the queues are deleted anyway.
     #[arg(long)]
     pub keep_db: bool,
+}
+
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or("use NAME=VALUE")?;
+    let (k, v) = (k.trim(), v.trim());
+    let ok_name = !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
+    let ok_value = !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok_name && ok_value {
+        Ok((k.to_string(), v.to_string()))
+    } else {
+        Err(
+            "NAME: lowercase letters, digits, '_', '.'; VALUE: letters, digits, '_', '.', '-'"
+                .into(),
+        )
+    }
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
@@ -207,6 +231,12 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
             .execute(&admin)
             .await
             .with_context(|| format!("CREATE DATABASE {db} (the role needs CREATEDB)"))?;
+        for (k, v) in &args.pg_set {
+            sqlx::query(&format!("ALTER DATABASE {db} SET {k} = '{v}'"))
+                .execute(&admin)
+                .await
+                .with_context(|| format!("ALTER DATABASE {db} SET {k}"))?;
+        }
     }
     let warmup = secs(args.warmup);
     let window = secs(args.window);
@@ -431,6 +461,11 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
         requests,
         baseline: format!("{:?}", args.baseline).to_lowercase(),
         agents: format!("{:?}", args.agents).to_lowercase(),
+        pg_settings: args
+            .pg_set
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
     };
     Ok(Report {
         machine: report::Machine::read(),

@@ -84,6 +84,8 @@ pub struct Settings {
     pub baseline: String,
     /// `standard` or `stub`.
     pub agents: String,
+    /// `--pg-set` settings of the bench databases.
+    pub pg_settings: Vec<String>,
 }
 
 /// Process memory (netra runs in this process).
@@ -214,6 +216,9 @@ impl Report {
             st.baseline
         );
         let _ = writeln!(s, "requests: {:?}", st.requests);
+        if !st.pg_settings.is_empty() {
+            let _ = writeln!(s, "postgres settings: {}", st.pg_settings.join(", "));
+        }
         let _ = writeln!(s);
         let _ = writeln!(
             s,
