@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::error::PhaseError;
 
 /// One earlier message of the run's conversation thread.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ThreadMessage {
     /// `user` or `agent`.
     pub role: String,

@@ -114,8 +114,10 @@ async fn process(
     // A run is started only when it waits for exactly this step, and a step
     // is marked processed in the same transaction that moves the run past
     // it, so only a message that does not start can be a duplicate.
-    let run = match runs::start_phase(&engine.marks, &env, &engine.config.worker_id).await? {
-        runs::Start::Started(run) => run,
+    let (run, inputs) = match runs::start_phase(&engine.marks, &env, &engine.config.worker_id)
+        .await?
+    {
+        runs::Start::Started(run, inputs) => (*run, inputs),
         runs::Start::NotRunnable(run) => {
             if let Some(follow_up) =
                 runs::processed_follow_up(&engine.pool, &env.message_id()).await?
@@ -136,9 +138,11 @@ async fn process(
         }
     };
 
-    let (mut outputs, thread) = runs::load_inputs(&engine.pool, &run).await?;
-    outputs.remove(phase);
-    let patch = runs::input_patch(&engine.pool, run.id, phase, run.replay).await?;
+    let runs::Inputs {
+        mut outputs,
+        thread,
+        patch,
+    } = inputs;
     if let Some(p) = &patch {
         merge_patch_outputs(&mut outputs, p);
     }

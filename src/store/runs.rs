@@ -411,27 +411,57 @@ pub async fn processed_follow_up(
     Ok(row.map(|(v,)| serde_json::from_value(v).unwrap_or_default()))
 }
 
+/// What a phase reads: upstream outputs, the thread so far, and the
+/// operator's patch when this is a patched replay.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    /// Outputs of the phases that ran, by phase.
+    pub outputs: BTreeMap<String, Value>,
+    /// Earlier messages of the thread (up to 20, oldest first).
+    pub thread: Vec<ThreadMessage>,
+    /// JSON merge patch recorded with the replay, if any.
+    pub patch: Option<Value>,
+}
+
 /// Outcome of trying to start a phase.
 #[derive(Debug)]
 pub enum Start {
-    /// The run is now `running(phase)`.
-    Started(Run),
+    /// The run is now `running(phase)`; here are its inputs.
+    Started(Box<Run>, Inputs),
     /// The run is not waiting for this step (final, cancelled, or moved on).
-    NotRunnable(Run),
+    NotRunnable(Box<Run>),
     /// No such run.
     Missing,
 }
 
-/// Marks a run `running(phase)` if it is waiting for exactly this step.
+#[derive(sqlx::FromRow)]
+struct StartedRow {
+    #[sqlx(flatten)]
+    run: Run,
+    outputs: sqlx::types::Json<BTreeMap<String, Value>>,
+    thread: sqlx::types::Json<Vec<ThreadMessage>>,
+    patch: Option<Value>,
+}
+
+/// Marks a run `running(phase)` if it is waiting for exactly this step, and
+/// reads the phase's inputs in the same statement (one round trip).
 pub async fn start_phase(pool: &PgPool, env: &Envelope, actor: &str) -> Result<Start, sqlx::Error> {
-    let started: Option<Run> = sqlx::query_as(&format!(
+    let started: Option<StartedRow> = sqlx::query_as(&format!(
         "WITH prev AS (SELECT status FROM runs WHERE id = $1), \
          u AS (UPDATE runs SET status = 'running', updated_at = now() \
                WHERE id = $1 AND phase = $2 AND attempt = $3 AND replay = $4 \
                AND status IN ('queued', 'running', 'retrying') RETURNING {RUN_COLUMNS}), \
          h AS (INSERT INTO run_history (run_id, actor, from_status, to_status, phase, attempt, replay) \
                SELECT u.id, $5, prev.status, 'running', $2, $3, $4 FROM u, prev) \
-         SELECT {RUN_COLUMNS} FROM u"
+         SELECT u.*, \
+           (SELECT coalesce(jsonb_object_agg(o.phase, o.output), '{{}}'::jsonb) \
+              FROM phase_outputs o WHERE o.run_id = $1 AND o.phase <> $2) AS outputs, \
+           (SELECT coalesce(jsonb_agg(jsonb_build_object('role', m.role, 'content', m.content) ORDER BY m.id), '[]'::jsonb) \
+              FROM (SELECT id, role, content FROM messages WHERE thread_id = u.thread_id \
+                    AND (run_id IS NULL OR run_id <> $1) ORDER BY id DESC LIMIT 20) m) AS thread, \
+           (SELECT h.detail->'patch' FROM run_history h WHERE $4 > 0 AND h.run_id = $1 AND h.phase = $2 \
+              AND h.replay = $4 AND h.to_status = 'queued' AND h.detail ? 'patch' ORDER BY h.id DESC LIMIT 1) AS patch \
+         FROM u"
     ))
     .bind(env.run_id)
     .bind(&env.phase)
@@ -440,36 +470,18 @@ pub async fn start_phase(pool: &PgPool, env: &Envelope, actor: &str) -> Result<S
     .bind(actor)
     .fetch_optional(pool)
     .await?;
-    if let Some(run) = started {
-        return Ok(Start::Started(run));
+    if let Some(row) = started {
+        let inputs = Inputs {
+            outputs: row.outputs.0,
+            thread: row.thread.0,
+            patch: row.patch.filter(|p| !p.is_null()),
+        };
+        return Ok(Start::Started(Box::new(row.run), inputs));
     }
     Ok(match get(pool, env.run_id).await? {
-        Some(run) => Start::NotRunnable(run),
+        Some(run) => Start::NotRunnable(Box::new(run)),
         None => Start::Missing,
     })
-}
-
-/// Optional operator patch recorded for a replayed phase (JSON merge patch
-/// over the phase's input outputs).
-pub async fn input_patch(
-    pool: &PgPool,
-    run_id: Uuid,
-    phase: &str,
-    replay: i32,
-) -> Result<Option<Value>, sqlx::Error> {
-    if replay == 0 {
-        return Ok(None);
-    }
-    let row: Option<(Option<Value>,)> = sqlx::query_as(
-        "SELECT detail->'patch' FROM run_history WHERE run_id = $1 AND phase = $2 AND replay = $3 \
-         AND to_status = 'queued' AND detail ? 'patch' ORDER BY id DESC LIMIT 1",
-    )
-    .bind(run_id)
-    .bind(phase)
-    .bind(replay)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.and_then(|(v,)| v).filter(|v| !v.is_null()))
 }
 
 /// The persisted inputs of a phase: upstream outputs and the thread so far.
