@@ -126,55 +126,34 @@ pub struct Accepted {
 }
 
 /// Creates the run (and thread) of a request, or finds the run an earlier
-/// copy of the same request created.
+/// copy of the same request created. The thread, the run, the user's message
+/// and the first history row are written by one statement in one transaction.
 pub async fn create_run(
     pool: &PgPool,
     new: &NewRun,
     first_phase: &str,
     actor: &str,
 ) -> Result<Accepted, IntakeError> {
-    if let Some(key) = &new.request_message_id {
-        if let Some(run) = find_by_request_id(pool, &new.tenant, key).await? {
-            return Ok(Accepted {
-                run,
-                created: false,
-            });
-        }
-    }
-    let mut tx = pool.begin().await?;
-    let thread_id = match new.thread_id {
-        Some(id) => {
-            let found: Option<(String,)> =
-                sqlx::query_as("SELECT tenant FROM threads WHERE id = $1 FOR SHARE")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            match found {
-                Some((tenant,)) if tenant == new.tenant => id,
-                _ => return Err(IntakeError::UnknownThread(id)),
-            }
-        }
-        None => {
-            let id = Uuid::new_v4();
-            sqlx::query("INSERT INTO threads (id, tenant) VALUES ($1, $2)")
-                .bind(id)
-                .bind(&new.tenant)
-                .execute(&mut *tx)
-                .await?;
-            id
-        }
-    };
+    let new_thread = new.thread_id.is_none();
+    let thread_id = new.thread_id.unwrap_or_else(Uuid::new_v4);
     let request = json!({
         "message": new.message,
         "workload_id": new.workload_id,
         "context": new.context,
     });
-    let run: Option<Run> = sqlx::query_as(&format!(
-        "INSERT INTO runs (id, tenant, thread_id, correlation_id, request_message_id, reply_to, \
-         request, status, phase, attempt, replay) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, 1, 0) \
-         ON CONFLICT (tenant, request_message_id) WHERE request_message_id IS NOT NULL \
-         DO NOTHING RETURNING {RUN_COLUMNS}"
+    let mut tx = pool.begin().await?;
+    let created: Option<Run> = sqlx::query_as(&format!(
+        "WITH t AS (INSERT INTO threads (id, tenant) SELECT $3, $2 WHERE $9 RETURNING id), \
+         ok AS (SELECT 1 AS ok WHERE $9 OR EXISTS (SELECT 1 FROM threads WHERE id = $3 AND tenant = $2)), \
+         r AS (INSERT INTO runs (id, tenant, thread_id, correlation_id, request_message_id, reply_to, \
+                 request, status, phase, attempt, replay) \
+               SELECT $1, $2, $3, $4, $5, $6, $7, 'queued', $8, 1, 0 FROM ok \
+               ON CONFLICT (tenant, request_message_id) WHERE request_message_id IS NOT NULL DO NOTHING \
+               RETURNING {RUN_COLUMNS}), \
+         m AS (INSERT INTO messages (thread_id, run_id, role, content) SELECT thread_id, id, 'user', $10 FROM r), \
+         h AS (INSERT INTO run_history (run_id, actor, to_status, phase, attempt, replay) \
+               SELECT id, $11, 'queued', $8, 1, 0 FROM r) \
+         SELECT {RUN_COLUMNS} FROM r"
     ))
     .bind(Uuid::new_v4())
     .bind(&new.tenant)
@@ -184,43 +163,27 @@ pub async fn create_run(
     .bind(&new.reply_to)
     .bind(&request)
     .bind(first_phase)
+    .bind(new_thread)
+    .bind(&new.message)
+    .bind(actor)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(run) = run else {
-        // A concurrent copy of the same request won the race.
-        tx.rollback().await?;
-        let key = new.request_message_id.as_deref().unwrap_or_default();
-        return match find_by_request_id(pool, &new.tenant, key).await? {
-            Some(run) => Ok(Accepted {
+    if let Some(run) = created {
+        tx.commit().await?;
+        return Ok(Accepted { run, created: true });
+    }
+    // Nothing was inserted: an earlier copy of the request made the run, or
+    // the thread is not this tenant's.
+    tx.rollback().await?;
+    if let Some(key) = &new.request_message_id {
+        if let Some(run) = find_by_request_id(pool, &new.tenant, key).await? {
+            return Ok(Accepted {
                 run,
                 created: false,
-            }),
-            None => Err(IntakeError::Db(sqlx::Error::RowNotFound)),
-        };
-    };
-    sqlx::query(
-        "INSERT INTO messages (thread_id, run_id, role, content) VALUES ($1, $2, 'user', $3)",
-    )
-    .bind(thread_id)
-    .bind(run.id)
-    .bind(&new.message)
-    .execute(&mut *tx)
-    .await?;
-    insert_history(
-        &mut tx,
-        run.id,
-        actor,
-        None,
-        "queued",
-        Some(first_phase),
-        Some(1),
-        0,
-        None,
-        None,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(Accepted { run, created: true })
+            });
+        }
+    }
+    Err(IntakeError::UnknownThread(thread_id))
 }
 
 async fn find_by_request_id(
