@@ -275,11 +275,12 @@ impl Report {
             "CPU per run (ms, whole step; self = this process: netra or the baseline, plus the \
              load generator; pg = postgres backends of the bench databases and the background \
              processes; all = the whole machine; other% = CPU share of everything else, e.g. \
-             other users' tests: high values mean a disturbed measurement)"
+             other users' tests: high values mean a disturbed measurement; cap = runs/s the CPUs \
+             would sustain at self+broker+pg+redis per run with nothing else running)"
         );
         let _ = writeln!(
             s,
-            "{:>4} | {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} | {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
+            "{:>4} | {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} | {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} | {:>6} {:>6} {:>5}",
             "K",
             "n cpu%",
             "self",
@@ -293,7 +294,10 @@ impl Report {
             "broker",
             "pg",
             "all",
-            "other%"
+            "other%",
+            "n cap",
+            "r cap",
+            "ratio"
         );
         for r in &self.closed {
             let c = &r.netra.cpu;
@@ -320,7 +324,23 @@ impl Report {
                     c.all_ms,
                     c.foreign_pct
                 );
+            } else {
+                line.push_str(&" ".repeat(48));
             }
+            let cpus = self.machine.cpus;
+            let n_cap = r.netra.cpu.capacity(cpus);
+            let r_cap = r.raw.as_ref().and_then(|x| x.cpu.capacity(cpus));
+            let ratio = match (n_cap, r_cap) {
+                (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                _ => None,
+            };
+            let _ = write!(
+                line,
+                " | {:>6} {:>6} {:>5}",
+                opt(n_cap, 0),
+                opt(r_cap, 0),
+                opt(ratio, 2)
+            );
             let _ = writeln!(s, "{line}");
         }
         if !self.open.is_empty() {

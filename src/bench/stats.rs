@@ -226,6 +226,10 @@ impl Cpu {
             postgres_ms: ms(self.postgres, earlier.postgres),
             redis_ms: ms(self.redis, earlier.redis),
             all_ms: ms(self.busy, earlier.busy),
+            ours_ms: ms(self.this, earlier.this)
+                + ms(self.broker, earlier.broker)
+                + ms(self.postgres, earlier.postgres)
+                + ms(self.redis, earlier.redis),
             foreign_pct: if total > 0.0 {
                 let ours = (self.this - earlier.this)
                     + (self.broker - earlier.broker)
@@ -254,8 +258,20 @@ pub struct CpuUse {
     pub redis_ms: f64,
     /// The whole machine, ms/run.
     pub all_ms: f64,
+    /// This process + broker + Postgres + Redis, ms/run: the CPU a run
+    /// costs the stack, whatever else runs on the machine.
+    pub ours_ms: f64,
     /// Share of all CPUs used by anything else (other users' tests and
     /// databases, the kernel's own threads), %: a measurement taken while
     /// this is high is disturbed.
     pub foreign_pct: f64,
+}
+
+impl CpuUse {
+    /// Runs/s the machine's CPUs could sustain at this CPU cost per run if
+    /// nothing else ran: a throughput estimate that other users' load on a
+    /// shared machine does not distort (as much).
+    pub fn capacity(&self, cpus: usize) -> Option<f64> {
+        (self.ours_ms > 0.0).then(|| cpus as f64 * 1000.0 / self.ours_ms)
+    }
 }
