@@ -112,6 +112,10 @@ pub struct BenchArgs {
     /// changes; repeatable.
     #[arg(long = "pg-set", value_name = "NAME=VALUE", value_parser = parse_setting)]
     pub pg_set: Vec<(String, String)>,
+    /// SQL run on netra's bench database after its migrations, before any
+    /// load (e.g. an index or storage change under evaluation); repeatable.
+    #[arg(long = "pg-exec", value_name = "SQL")]
+    pub pg_exec: Vec<String>,
     /// Keep the databases (for inspection); the queues are deleted anyway.
     #[arg(long)]
     pub keep_db: bool,
@@ -282,6 +286,12 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
         &crate::sample::chat("gpt-4o", args.sample_rows, 11),
     )
     .await?;
+    for sql in &args.pg_exec {
+        sqlx::raw_sql(sql)
+            .execute(&pool)
+            .await
+            .with_context(|| format!("--pg-exec {sql}"))?;
+    }
     // The supply catalog in Postgres, where the agents read it (idempotent).
     crate::agents::catalog::load_catalog(&pool).await?;
     // Statistics for the sample, as autovacuum would gather them within a
@@ -465,6 +475,7 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
             .pg_set
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
+            .chain(args.pg_exec.iter().cloned())
             .collect(),
     };
     Ok(Report {
