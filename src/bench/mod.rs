@@ -321,6 +321,8 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = stats::rss_kib();
+    let redis_url = res.config.redis_url.expose_secret().to_string();
+    let redis_before = stats::redis_used_memory(&redis_url).await;
     let netra_start = PgCounters::read(&admin, &res.netra_db).await?;
     let mut netra_runs = 0u64;
     let mut memory = Memory {
@@ -444,6 +446,10 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
     }
     client.close().await;
     memory.hwm_mib = kib_to_mib(stats::hwm_kib());
+    if let (Some(before), Some(after)) = (redis_before, stats::redis_used_memory(&redis_url).await)
+    {
+        memory.redis_growth_mib = after.saturating_sub(before) as f64 / 1024.0 / 1024.0;
+    }
 
     // Totals: stop both so that every backend flushes its statistics.
     if let Some(app) = res.app.lock().await.take() {
@@ -582,6 +588,13 @@ async fn cleanup(res: &Resources) {
     }
     if let Some(raw) = res.raw.lock().await.take() {
         raw.stop().await;
+    }
+    // Status cache and agent outputs under the namespace (TTL up to an hour).
+    if let Err(e) =
+        stats::redis_delete_namespace(res.config.redis_url.expose_secret(), &res.config.namespace)
+            .await
+    {
+        eprintln!("bench: could not delete the namespace's Redis keys: {e}");
     }
     if let Ok(conn) = broker::connect_url(&res.amqp_url, "netra bench cleanup").await {
         if let Ok(ch) = conn.create_channel().await {

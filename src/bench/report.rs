@@ -107,6 +107,10 @@ pub struct Memory {
     pub rss_per_1000_in_flight_mib: f64,
     /// VmHWM at the end of the sweep (netra, client and baseline).
     pub hwm_mib: f64,
+    /// Growth of Redis `used_memory` from before the memory probe to the end
+    /// of the sweep (netra's status cache and agent output cache; other users
+    /// of the same Redis add to it).
+    pub redis_growth_mib: f64,
 }
 
 /// One step's measurements.
@@ -437,6 +441,18 @@ impl Report {
             mem.burst_completed,
             mem.burst_seconds,
             mem.hwm_mib
+        );
+        let _ = writeln!(
+            s,
+            "redis (shared): used_memory grew {:.1} MiB over the {} netra runs ({:.1} KiB per run), \
+             held until the cache TTL expires; the bench deletes its keys at the end",
+            mem.redis_growth_mib,
+            self.totals.netra_runs,
+            if self.totals.netra_runs > 0 {
+                mem.redis_growth_mib * 1024.0 / self.totals.netra_runs as f64
+            } else {
+                0.0
+            }
         );
         let t = &self.totals;
         let _ = writeln!(
