@@ -794,3 +794,63 @@ async fn concurrent_copies_of_one_message_apply_once() {
     assert_eq!(phases_run(&t, run.id).await, vec!["triage", "reporting"]);
     t.finish().await;
 }
+
+#[tokio::test]
+async fn a_cached_agent_output_for_the_same_inputs_is_reused() {
+    // An output computed but never committed (e.g. the database failed at
+    // commit time) sits in the agent output cache under the hash of its
+    // inputs; the redelivered message must reuse it instead of recomputing.
+    let (config, db) = test_config().await;
+    let t = TestApp::start_with(config.clone(), db, None).await;
+    let run = netra::store::runs::create_run(
+        &t.pool,
+        &netra::store::runs::NewRun {
+            tenant: "default".into(),
+            thread_id: None,
+            correlation_id: "cache".into(),
+            request_message_id: None,
+            reply_to: None,
+            message: "Cut the cost of workload nowhere".into(),
+            workload_id: None,
+            context: json!({}),
+        },
+        "triage",
+        "test",
+    )
+    .await
+    .unwrap()
+    .run;
+    let input = PhaseInput {
+        run_id: run.id,
+        tenant: run.tenant.clone(),
+        thread_id: run.thread_id,
+        request: run.request.clone(),
+        thread: vec![],
+        outputs: Default::default(),
+        attempt: 1,
+    };
+    let key = netra::pipeline::worker::cache_key("triage", &input);
+    let planted =
+        json!({"category": "question", "intent": "planted by the test", "workload_ids": []});
+    let cache = netra::cache::Cache::connect(&config).await.expect("redis");
+    cache
+        .put_agent_output(&key, &planted.to_string(), 600)
+        .await;
+    let env = Envelope::new(run.id, "triage", 1, 0, "cache", "default");
+    t.publish_raw(
+        &format!("{}.phase.triage", t.config.namespace),
+        env.to_bytes(),
+    )
+    .await;
+    t.wait_run(run.id, &["completed"]).await;
+    let (out,): (Value,) =
+        sqlx::query_as("SELECT output FROM phase_outputs WHERE run_id = $1 AND phase = 'triage'")
+            .bind(run.id)
+            .fetch_one(&t.pool)
+            .await
+            .unwrap();
+    assert_eq!(out, planted);
+    // The planted category routed the run straight to reporting.
+    assert_eq!(phases_run(&t, run.id).await, vec!["triage", "reporting"]);
+    t.finish().await;
+}

@@ -164,7 +164,13 @@ async fn process(
         outputs: outputs.clone(),
         attempt: env.attempt,
     };
-    let result = run_agent(engine, phase, input).await;
+    let cache_key = cache_key(phase, &input);
+    let result = run_agent(engine, phase, input, &cache_key).await;
+    // Kept to cache the output should its effect fail to commit.
+    let uncommitted = match (&result, &engine.cache, engine.config.agent_cache_ttl_secs) {
+        (Ok(output), Some(_), ttl) if ttl > 0 => Some(output.clone()),
+        _ => None,
+    };
     // A transient failure during a database outage is the outage's fault
     // (the agents' tools read Postgres): hand the delivery back without
     // spending an attempt.
@@ -222,7 +228,24 @@ async fn process(
             (runs::Effect::DeadLetter { error }, Outcome::DeadLettered)
         }
     };
-    let follow_up = match runs::commit_effect(&engine.pool, &record, effect).await? {
+    let committed = match runs::commit_effect(&engine.pool, &record, effect).await {
+        Ok(c) => c,
+        Err(e) => {
+            // The agent's work is not lost with the commit: the redelivered
+            // message finds it in the agent output cache.
+            if let (Some(output), Some(cache)) = (uncommitted, &engine.cache) {
+                cache
+                    .put_agent_output(
+                        &cache_key,
+                        &output.to_string(),
+                        engine.config.agent_cache_ttl_secs,
+                    )
+                    .await;
+            }
+            return Err(e.into());
+        }
+    };
+    let follow_up = match committed {
         runs::Committed::Applied(f) => {
             engine.metrics.record(phase, outcome, t0.elapsed());
             f
@@ -240,7 +263,7 @@ async fn process(
 /// The agent output cache key: a hash of everything the agent reads from the
 /// message side (run, request, upstream outputs, thread). The run id is part
 /// of it because agents also read telemetry, which may change between runs.
-fn cache_key(phase: &str, input: &PhaseInput) -> String {
+pub fn cache_key(phase: &str, input: &PhaseInput) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(phase.as_bytes());
@@ -253,13 +276,17 @@ fn cache_key(phase: &str, input: &PhaseInput) -> String {
 
 /// Runs the agent, or reuses its cached output for unchanged inputs (a retry
 /// or replay of a phase whose earlier attempt computed but did not commit).
-async fn run_agent(engine: &Engine, phase: &str, input: PhaseInput) -> Result<Value, PhaseError> {
+async fn run_agent(
+    engine: &Engine,
+    phase: &str,
+    input: PhaseInput,
+    key: &str,
+) -> Result<Value, PhaseError> {
     let t0 = Instant::now();
     let ttl = engine.config.agent_cache_ttl_secs;
-    let key = cache_key(phase, &input);
     if let (Some(cache), true) = (&engine.cache, ttl > 0) {
         if let Some(hit) = cache
-            .get_agent_output(&key)
+            .get_agent_output(key)
             .await
             .and_then(|s| serde_json::from_str::<Value>(&s).ok())
         {
@@ -279,9 +306,6 @@ async fn run_agent(engine: &Engine, phase: &str, input: PhaseInput) -> Result<Va
         },
         t0.elapsed(),
     );
-    if let (Ok(output), Some(cache), true) = (&result, &engine.cache, ttl > 0) {
-        cache.put_agent_output(&key, &output.to_string(), ttl).await;
-    }
     result
 }
 
