@@ -91,9 +91,28 @@ impl Catalog {
         })
     }
 
-    /// The catalog as loaded into Postgres; the embedded file when the
-    /// tables are empty (a database that was never loaded).
+    /// The catalog as loaded into Postgres, read at most once per
+    /// [`CACHE_TTL`] per database by this process (every run reads it several
+    /// times); a load through this process is seen at once.
     pub async fn from_db(pool: &PgPool) -> Result<Catalog, sqlx::Error> {
+        let opts = pool.connect_options();
+        let key = format!(
+            "{}:{}/{}",
+            opts.get_host(),
+            opts.get_port(),
+            opts.get_database().unwrap_or_default()
+        );
+        if let Some(hit) = cache_get(&key) {
+            return Ok(hit);
+        }
+        let fresh = Self::read_db(pool).await?;
+        cache_put(key, fresh.clone());
+        Ok(fresh)
+    }
+
+    /// The catalog as stored in Postgres; the embedded file when the tables
+    /// are empty (a database that was never loaded).
+    pub async fn read_db(pool: &PgPool) -> Result<Catalog, sqlx::Error> {
         type ModelRow = (
             String,
             String,
@@ -183,6 +202,37 @@ impl ModelPrice {
     /// Cost in USD of `input_tokens` and `output_tokens` at list price.
     pub fn cost(&self, input_tokens: f64, output_tokens: f64) -> f64 {
         (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1_000_000.0
+    }
+}
+
+/// How long a catalog read from Postgres is reused by this process.
+pub const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+type CatalogCache = std::collections::HashMap<String, (std::time::Instant, Catalog)>;
+
+fn catalog_cache() -> &'static std::sync::Mutex<CatalogCache> {
+    static CACHE: OnceLock<std::sync::Mutex<CatalogCache>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+fn cache_get(key: &str) -> Option<Catalog> {
+    let cache = catalog_cache().lock().ok()?;
+    cache
+        .get(key)
+        .filter(|(at, _)| at.elapsed() < CACHE_TTL)
+        .map(|(_, c)| c.clone())
+}
+
+fn cache_put(key: String, catalog: Catalog) {
+    if let Ok(mut cache) = catalog_cache().lock() {
+        cache.insert(key, (std::time::Instant::now(), catalog));
+    }
+}
+
+/// Forgets every cached catalog (after a load).
+fn cache_clear() {
+    if let Ok(mut cache) = catalog_cache().lock() {
+        cache.clear();
     }
 }
 
@@ -291,6 +341,7 @@ pub async fn load_catalog_from(pool: &PgPool, c: &Catalog) -> Result<CatalogLoad
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    cache_clear();
     Ok(CatalogLoad {
         version: c.version.clone(),
         models: c.models.len(),
