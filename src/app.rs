@@ -102,11 +102,19 @@ impl App {
         })
     }
 
-    /// Signals shutdown and waits for in-flight work (bounded by the grace period).
+    /// Signals shutdown and waits for in-flight work, at most the grace
+    /// period plus a margin; whatever is still running then is aborted (its
+    /// unacked deliveries return to the broker).
     pub async fn shutdown(self) {
         self.trigger.fire();
-        for t in self.tasks {
-            let _ = t.await;
+        let deadline = tokio::time::Instant::now()
+            + self.engine.config.shutdown_grace
+            + std::time::Duration::from_secs(10);
+        for mut t in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+                tracing::warn!("a task did not stop within the grace period; aborting it");
+                t.abort();
+            }
         }
         self.engine.pool.close().await;
         self.engine.marks.close().await;

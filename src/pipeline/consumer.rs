@@ -56,12 +56,15 @@ pub async fn run(
         }
     };
     if result.is_ok() {
-        let _ = channel
-            .basic_cancel(
+        // Bounded: a broker that does not answer must not stall shutdown.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            channel.basic_cancel(
                 ShortString::from(tag.as_str()),
                 BasicCancelOptions::default(),
-            )
-            .await;
+            ),
+        )
+        .await;
     }
     let drained =
         tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
