@@ -14,10 +14,7 @@ async fn call(
     body: Option<Vec<u8>>,
 ) -> (u16, Value) {
     tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = http();
         let auth = token.map(|t| format!("Bearer {t}")).unwrap_or_default();
         let mut resp = match method {
             "POST" => agent
@@ -182,10 +179,7 @@ async fn idempotency_key_and_pagination() {
         let url = format!("{base}/v1/runs");
         let tok = token.clone();
         let (s, v) = tokio::task::spawn_blocking(move || {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .build()
-                .into();
+            let agent = http();
             let mut r = agent
                 .post(&url)
                 .header("authorization", &format!("Bearer {tok}"))
@@ -248,24 +242,7 @@ async fn long_poll_answers_on_completion_and_at_its_deadline() {
     // A run that stays unfinished: its thread does not exist yet for the
     // worker (no worker consumes it because its phase is unknown), so the
     // poll answers at the deadline with the current state.
-    let run = netra::store::runs::create_run(
-        &t.pool,
-        &netra::store::runs::NewRun {
-            tenant: "lp".into(),
-            thread_id: None,
-            correlation_id: "c".into(),
-            request_message_id: None,
-            reply_to: None,
-            message: "parked".into(),
-            workload_id: None,
-            context: json!({}),
-        },
-        "not-a-phase",
-        "test",
-    )
-    .await
-    .unwrap()
-    .run;
+    let run = create_run(&t.pool, "lp", "c", "parked", "not-a-phase").await;
     let (s, v) = call(
         "GET",
         format!("{base}/v1/runs/{}?wait=1", run.id),
@@ -383,10 +360,7 @@ async fn rate_limit_answers_429_with_retry_after() {
         .await;
     let url = format!("{}/v1/runs", t.base());
     let (statuses, retry_after) = tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = http();
         let mut statuses = Vec::new();
         let mut retry_after = None;
         for _ in 0..8 {
@@ -514,24 +488,7 @@ async fn tenant_cannot_list_or_replay_another_tenants_dead_letters() {
     let b = t.tenant("dlb").await;
     // A run of tenant A whose triage failed permanently, committed through
     // the same store call the engine uses.
-    let run = netra::store::runs::create_run(
-        &t.pool,
-        &netra::store::runs::NewRun {
-            tenant: "dla".into(),
-            thread_id: None,
-            correlation_id: "c-dl".into(),
-            request_message_id: None,
-            reply_to: None,
-            message: "x".into(),
-            workload_id: None,
-            context: json!({}),
-        },
-        "triage",
-        "test",
-    )
-    .await
-    .unwrap()
-    .run;
+    let run = create_run(&t.pool, "dla", "c-dl", "x", "triage").await;
     // Simulate a permanent failure committed by the engine.
     let env = netra::pipeline::envelope::Envelope::new(run.id, "triage", 1, 0, "c-dl", "dla");
     let rec = netra::store::runs::AttemptRecord {

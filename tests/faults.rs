@@ -154,10 +154,7 @@ async fn wait_ready_reports(base: &str, part: &'static str, state: &'static str)
     loop {
         let u = url.clone();
         let body: serde_json::Value = tokio::task::spawn_blocking(move || {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .build()
-                .into();
+            let agent = http();
             agent
                 .get(&u)
                 .call()

@@ -118,10 +118,7 @@ async fn http_submit_and_status_end_to_end() {
     let base = t.base();
     let tok = token.clone();
     let created: Value = tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = http();
         let mut r = agent
             .post(&format!("{base}/v1/runs"))
             .header("authorization", &format!("Bearer {tok}"))
@@ -135,10 +132,7 @@ async fn http_submit_and_status_end_to_end() {
     let id: Uuid = created["run_id"].as_str().unwrap().parse().unwrap();
     let base = t.base();
     let done: Value = tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = http();
         loop {
             let mut r = agent
                 .get(&format!("{base}/v1/runs/{id}?wait=30"))
@@ -802,24 +796,14 @@ async fn a_cached_agent_output_for_the_same_inputs_is_reused() {
     // inputs; the redelivered message must reuse it instead of recomputing.
     let (config, db) = test_config().await;
     let t = TestApp::start_with(config.clone(), db, None).await;
-    let run = netra::store::runs::create_run(
+    let run = create_run(
         &t.pool,
-        &netra::store::runs::NewRun {
-            tenant: "default".into(),
-            thread_id: None,
-            correlation_id: "cache".into(),
-            request_message_id: None,
-            reply_to: None,
-            message: "Cut the cost of workload nowhere".into(),
-            workload_id: None,
-            context: json!({}),
-        },
+        "default",
+        "cache",
+        "Cut the cost of workload nowhere",
         "triage",
-        "test",
     )
-    .await
-    .unwrap()
-    .run;
+    .await;
     let input = PhaseInput {
         run_id: run.id,
         tenant: run.tenant.clone(),

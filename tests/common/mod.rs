@@ -423,3 +423,35 @@ pub async fn load_sample(pool: &PgPool, workload: &str, requests: usize) {
     .await
     .unwrap();
 }
+
+/// Creates a run directly in the store (as intake would), waiting at `first_phase`.
+pub async fn create_run(
+    pool: &PgPool,
+    tenant: &str,
+    correlation_id: &str,
+    message: &str,
+    first_phase: &str,
+) -> Run {
+    let new = netra::store::runs::NewRun {
+        tenant: tenant.into(),
+        thread_id: None,
+        correlation_id: correlation_id.into(),
+        request_message_id: None,
+        reply_to: None,
+        message: message.into(),
+        workload_id: None,
+        context: serde_json::json!({}),
+    };
+    netra::store::runs::create_run(pool, &new, first_phase, "test")
+        .await
+        .unwrap()
+        .run
+}
+
+/// A blocking HTTP client that returns error statuses instead of failing.
+pub fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
