@@ -339,6 +339,7 @@ pub async fn ingest<R: BufRead>(
     if let Some(mut t) = tx.take() {
         report.inserted += telemetry::insert_batch(&mut t, tenant, workload, &batch).await?;
         t.commit().await?;
+        telemetry::analyze(pool).await?;
     }
     progress(read);
     report.read = read;

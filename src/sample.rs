@@ -111,6 +111,7 @@ pub async fn load(
     for chunk in rows.chunks(crate::ingest::BATCH) {
         crate::store::telemetry::insert_batch(&mut conn, tenant, workload, chunk).await?;
     }
+    crate::store::telemetry::analyze(pool).await?;
     Ok(rows.len())
 }
 

@@ -93,3 +93,11 @@ pub async fn request_count(
             .await?;
     Ok(n)
 }
+
+/// Refreshes the planner statistics of the telemetry table after a bulk
+/// load: until autovacuum gets to it, the agents' window queries plan as if
+/// the table were empty and run tens of times slower (measured by `netra bench`).
+pub async fn analyze(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("ANALYZE llm_requests").execute(pool).await?;
+    Ok(())
+}
