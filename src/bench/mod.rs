@@ -27,10 +27,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
-use lapin::{
-    options::{ExchangeDeleteOptions, QueueDeleteOptions},
-    types::ShortString,
-};
+use lapin::types::ShortString;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -597,27 +594,8 @@ async fn cleanup(res: &Resources) {
         eprintln!("bench: could not delete the namespace's Redis keys: {e}");
     }
     if let Ok(conn) = broker::connect_url(&res.amqp_url, "netra bench cleanup").await {
-        if let Ok(ch) = conn.create_channel().await {
-            let ns = &res.config.namespace;
-            let mut queues = vec![format!("{ns}.requests"), format!("{ns}.dlq.requests")];
-            for p in crate::agents::standard().phases() {
-                queues.push(format!("{ns}.phase.{p}"));
-                queues.push(format!("{ns}.dlq.{p}"));
-            }
-            for q in queues {
-                let _ = ch
-                    .queue_delete(ShortString::from(q.as_str()), QueueDeleteOptions::default())
-                    .await;
-            }
-            for x in [format!("{ns}.phases"), format!("{ns}.dlx")] {
-                let _ = ch
-                    .exchange_delete(
-                        ShortString::from(x.as_str()),
-                        ExchangeDeleteOptions::default(),
-                    )
-                    .await;
-            }
-        }
+        let names = crate::broker::topology::Names::new(&res.config.namespace);
+        crate::broker::topology::delete(&conn, &names, &crate::agents::standard().phases()).await;
         // The baseline's queues, if it was interrupted before it stopped.
         raw::delete_topology(&conn, &raw::RawNames::new(&res.raw_ns)).await;
         let _ = conn.close(200, ShortString::from("bye")).await;

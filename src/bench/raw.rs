@@ -20,7 +20,7 @@ use lapin::{
         ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
         QueueDeleteOptions,
     },
-    types::{AMQPValue, FieldTable, ShortString},
+    types::{FieldTable, ShortString},
     Channel, Connection, ExchangeKind,
 };
 use serde::{Deserialize, Serialize};
@@ -30,7 +30,7 @@ use uuid::Uuid;
 use crate::broker::{
     self,
     publisher::{Outgoing, Publisher},
-    topology::DELIVERY_LIMIT,
+    topology::quorum_args,
 };
 
 /// Phase hops after the request hop (netra's optimization path has five).
@@ -83,35 +83,6 @@ impl RawNames {
     }
 }
 
-fn quorum_args(dlx: &str, key: &str) -> FieldTable {
-    let mut t = FieldTable::default();
-    t.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    t.insert(
-        "x-delivery-limit".into(),
-        AMQPValue::LongLongInt(DELIVERY_LIMIT),
-    );
-    t.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(dlx.into()),
-    );
-    t.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(key.into()),
-    );
-    t.insert(
-        "x-dead-letter-strategy".into(),
-        AMQPValue::LongString("at-least-once".into()),
-    );
-    t.insert(
-        "x-overflow".into(),
-        AMQPValue::LongString("reject-publish".into()),
-    );
-    t
-}
-
 async fn declare(ch: &Channel, names: &RawNames) -> anyhow::Result<()> {
     for x in [names.exchange(), names.dlx()] {
         ch.exchange_declare(
@@ -132,7 +103,7 @@ async fn declare(ch: &Channel, names: &RawNames) -> anyhow::Result<()> {
     ch.queue_declare(
         ShortString::from(names.requests().as_str()),
         durable,
-        quorum_args(&names.dlx(), "requests"),
+        quorum_args(Some((&names.dlx(), "requests"))),
     )
     .await?;
     for h in 1..=HOPS {
@@ -140,7 +111,7 @@ async fn declare(ch: &Channel, names: &RawNames) -> anyhow::Result<()> {
         ch.queue_declare(
             ShortString::from(q.as_str()),
             durable,
-            quorum_args(&names.dlx(), &format!("hop{h}")),
+            quorum_args(Some((&names.dlx(), &format!("hop{h}")))),
         )
         .await?;
         ch.queue_bind(

@@ -58,7 +58,9 @@ impl Names {
     }
 }
 
-fn quorum_args(dlx: Option<(&str, &str)>) -> FieldTable {
+/// Arguments of a durable quorum queue; with a dead-letter target, also the
+/// delivery limit (crash-loop backstop) and at-least-once dead-lettering.
+pub fn quorum_args(dlx: Option<(&str, &str)>) -> FieldTable {
     let mut t = FieldTable::default();
     t.insert(
         "x-queue-type".into(),
@@ -145,4 +147,27 @@ pub async fn declare(ch: &Channel, names: &Names, phases: &[&str]) -> Result<(),
         bind(ch, &dlq, &dlx, phase).await?;
     }
     Ok(())
+}
+
+/// Deletes everything [`declare`] created (tests and benchmarks clean up
+/// their namespaces with it); missing queues are not an error.
+pub async fn delete(conn: &lapin::Connection, names: &Names, phases: &[&str]) {
+    let Ok(ch) = conn.create_channel().await else {
+        return;
+    };
+    let mut queues = vec![names.requests(), names.dlq("requests")];
+    for p in phases {
+        queues.push(names.phase_queue(p));
+        queues.push(names.dlq(p));
+    }
+    for q in queues {
+        let _ = ch
+            .queue_delete(ShortString::from(q.as_str()), Default::default())
+            .await;
+    }
+    for x in [names.phases_exchange(), names.dlx()] {
+        let _ = ch
+            .exchange_delete(ShortString::from(x.as_str()), Default::default())
+            .await;
+    }
 }

@@ -4,6 +4,7 @@
 //! outputs. Every query is parameterized (`sqlx::query(..).bind(..)`).
 
 pub mod dead_letters;
+pub mod effects;
 pub mod runs;
 pub mod telemetry;
 pub mod tenants;

@@ -7,10 +7,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use futures_util::StreamExt;
 use lapin::{
-    options::{
-        BasicAckOptions, BasicConsumeOptions, ExchangeDeleteOptions, QueueDeclareOptions,
-        QueueDeleteOptions,
-    },
+    options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions},
     types::{FieldTable, ShortString},
 };
 use netra::{
@@ -376,27 +373,8 @@ impl Replies {
 /// Deletes the namespace's queues and exchanges and drops the database.
 pub async fn cleanup(config: &Config, db: &str) {
     if let Ok(conn) = broker::connect(config, "test cleanup").await {
-        if let Ok(ch) = conn.create_channel().await {
-            let ns = &config.namespace;
-            let mut queues = vec![format!("{ns}.requests"), format!("{ns}.dlq.requests")];
-            for p in ["triage", "data", "optimization", "actions", "reporting"] {
-                queues.push(format!("{ns}.phase.{p}"));
-                queues.push(format!("{ns}.dlq.{p}"));
-            }
-            for q in queues {
-                let _ = ch
-                    .queue_delete(ShortString::from(q.as_str()), QueueDeleteOptions::default())
-                    .await;
-            }
-            for x in [format!("{ns}.phases"), format!("{ns}.dlx")] {
-                let _ = ch
-                    .exchange_delete(
-                        ShortString::from(x.as_str()),
-                        ExchangeDeleteOptions::default(),
-                    )
-                    .await;
-            }
-        }
+        let names = netra::broker::topology::Names::new(&config.namespace);
+        netra::broker::topology::delete(&conn, &names, &netra::agents::standard().phases()).await;
         let _ = conn.close(200, ShortString::from("bye")).await;
     }
     if let Ok(pool) = netra::store::connect_url(&admin_url(), 1).await {
