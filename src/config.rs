@@ -66,6 +66,9 @@ pub struct Config {
     pub rate_limit_per_min: u32,
     /// Lifetime of cached agent outputs (`NETRA_AGENT_CACHE_TTL_SECS`, 0 = off).
     pub agent_cache_ttl_secs: u64,
+    /// Tool results memoized in-process by data version
+    /// (`NETRA_MEMO_ENTRIES`, default 4096; 0 disables; see [`crate::memo`]).
+    pub memo_entries: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -190,6 +193,7 @@ impl Config {
             republish_after: millis("NETRA_REPUBLISH_AFTER_MS", 30_000)?,
             rate_limit_per_min: parse("NETRA_RATE_LIMIT_PER_MIN", 600u32)?,
             agent_cache_ttl_secs: parse("NETRA_AGENT_CACHE_TTL_SECS", 3600u64)?,
+            memo_entries: parse("NETRA_MEMO_ENTRIES", 4096usize)?,
         })
     }
 

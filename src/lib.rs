@@ -15,6 +15,7 @@
 //! - [`tools`]: typed, schema-validated functions the agents call (telemetry
 //!   metrics, cost, performance, catalog, supply-configuration validation).
 //! - [`api`]: the HTTP API. [`cli`]: the `netra` command line.
+//! - [`memo`]: read results memoized by the version of the data they read.
 //! - [`error`]: the error policy (transient, permanent, infrastructure).
 
 pub mod agents;
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod ingest;
+pub mod memo;
 pub mod metrics;
 pub mod pipeline;
 pub mod sample;

@@ -108,10 +108,7 @@ async fn tools_compute_hand_checked_figures_for_the_callers_tenant_only() {
     )
     .await;
     let tools = Registry::standard();
-    let ctx = ToolContext {
-        pool: pool.clone(),
-        tenant: "default".into(),
-    };
+    let ctx = ToolContext::unmemoized(pool.clone(), "default");
     let m = tools
         .call(
             &ctx,
@@ -152,10 +149,7 @@ async fn tools_compute_hand_checked_figures_for_the_callers_tenant_only() {
     assert!((c["total_cost_usd"].as_f64().unwrap() - 0.071).abs() < 1e-12);
     assert_eq!(c["models"][0]["cost_basis"], "catalog");
     // The other tenant sees only its own row.
-    let other = ToolContext {
-        pool: pool.clone(),
-        tenant: "other".into(),
-    };
+    let other = ToolContext::unmemoized(pool.clone(), "other");
     let m = tools
         .call(
             &other,
@@ -173,10 +167,7 @@ async fn tools_compute_hand_checked_figures_for_the_callers_tenant_only() {
 async fn dispatcher_rejects_unknown_tools_and_bad_parameters_by_name() {
     let (config, db, pool) = fresh_db().await;
     let tools = Registry::standard();
-    let ctx = ToolContext {
-        pool: pool.clone(),
-        tenant: "default".into(),
-    };
+    let ctx = ToolContext::unmemoized(pool.clone(), "default");
     let e = tools
         .call(&ctx, "drop_tables", json!({}))
         .await
@@ -247,7 +238,7 @@ async fn dispatcher_rejects_unknown_tools_and_bad_parameters_by_name() {
         .await
         .unwrap();
     assert_eq!(loaded.models, edited.models.len());
-    let from_db = netra::agents::catalog::Catalog::from_db(&pool)
+    let from_db = netra::agents::catalog::Catalog::from_db(&pool, None)
         .await
         .unwrap();
     assert_eq!(from_db.version, "2026-12-01");
@@ -615,4 +606,89 @@ async fn an_azure_trace_without_latency_is_partial_and_the_gap_is_a_caveat() {
     assert!(recs.iter().any(|r| r["kind"] == "prompt_caching"));
     assert!(report["markdown"].as_str().unwrap().contains("## Caveats"));
     t.finish().await;
+}
+
+async fn data_version(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT version FROM data_version")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Tool results are memoized by data version: the same call at the same
+/// version is answered from the memo, and every kind of write to the data
+/// the tools read (ingest, direct SQL, the catalog) moves the version, so a
+/// call after it computes the new figures.
+#[tokio::test]
+async fn memoized_tool_results_follow_every_write_to_the_data() {
+    let (config, db, pool) = fresh_db().await;
+    load_catalog(&pool).await.unwrap();
+    let rows: Vec<RequestRecord> = (1..=10)
+        .map(|i| {
+            row(
+                &format!("2026-11-01T00:{i:02}:00Z"),
+                "gpt-4o",
+                1000,
+                100,
+                100.0,
+            )
+        })
+        .collect();
+    insert(&pool, "default", "w", &rows).await;
+    let memo = std::sync::Arc::new(netra::memo::Memo::new(64));
+    let tools = Registry::standard();
+    let params = json!({"workload_id": "w", "days": 30});
+    let at = |version: i64| ToolContext {
+        data_version: Some(version),
+        memo: memo.clone(),
+        ..ToolContext::unmemoized(pool.clone(), "default")
+    };
+    let call = |ctx: ToolContext, tool: &'static str| {
+        let params = params.clone();
+        async move { tools.call(&ctx, tool, params).await.unwrap() }
+    };
+
+    let v1 = data_version(&pool).await;
+    assert_eq!(call(at(v1), "workload_metrics").await["requests"], 10);
+    assert_eq!(call(at(v1), "workload_metrics").await["requests"], 10);
+    assert_eq!(memo.stats(), (1, 1), "the second call is a memo hit");
+    // Another tenant at the same version has its own entry.
+    let other = ToolContext {
+        tenant: "other".into(),
+        ..at(v1)
+    };
+    assert_eq!(call(other, "workload_metrics").await["requests"], 0);
+
+    // Ingest moves the version; the call at the new version sees the rows.
+    insert(&pool, "default", "w", &rows[..5]).await;
+    let v2 = data_version(&pool).await;
+    assert!(v2 > v1);
+    assert_eq!(call(at(v2), "workload_metrics").await["requests"], 15);
+
+    // So does any SQL on the telemetry, whoever runs it.
+    sqlx::query(
+        "DELETE FROM llm_requests WHERE tenant = 'default' AND ts > '2026-11-01T00:03:00Z'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let v3 = data_version(&pool).await;
+    assert!(v3 > v2);
+    assert_eq!(call(at(v3), "workload_metrics").await["requests"], 6);
+
+    // And a price change in the catalog: the cost at the new version uses it.
+    let before = call(at(v3), "cost_breakdown").await;
+    sqlx::query(
+        "UPDATE catalog_models SET input_per_mtok = input_per_mtok * 2 WHERE id = 'gpt-4o'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let v4 = data_version(&pool).await;
+    assert!(v4 > v3);
+    let after = call(at(v4), "cost_breakdown").await;
+    let cost = |v: &Value| v["total_cost_usd"].as_f64().unwrap();
+    assert!(cost(&after) > cost(&before), "{before} vs {after}");
+    pool.close().await;
+    cleanup(&config, &db).await;
 }

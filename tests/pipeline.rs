@@ -391,9 +391,9 @@ impl Agent for Panicky {
                 .get("triage")
                 .unwrap()
                 .run(
-                    &AgentContext {
-                        pool: sqlx::PgPool::connect_lazy("postgres://x@127.0.0.1:1/x").unwrap(),
-                    },
+                    &AgentContext::unmemoized(
+                        sqlx::PgPool::connect_lazy("postgres://x@127.0.0.1:1/x").unwrap(),
+                    ),
                     input,
                 )
                 .await

@@ -155,10 +155,7 @@ impl Agent for Actions {
                 "latency_slo_ms": c["latency_slo_ms"], "monthly_budget_usd": c["monthly_budget_usd"],
                 "quality_floor": c["quality_floor"], "target_reduction_pct": c["target_reduction_pct"],
             });
-            let tctx = ToolContext {
-                pool: ctx.pool.clone(),
-                tenant: input.tenant.clone(),
-            };
+            let tctx = ToolContext::for_agent(ctx, &input.tenant);
             let validation = Registry::standard()
                 .call(
                     &tctx,

@@ -91,10 +91,12 @@ impl Catalog {
         })
     }
 
-    /// The catalog as loaded into Postgres, read at most once per
-    /// [`CACHE_TTL`] per database by this process (every run reads it several
-    /// times); a load through this process is seen at once.
-    pub async fn from_db(pool: &PgPool) -> Result<Catalog, sqlx::Error> {
+    /// The catalog as loaded into Postgres (every run reads it several
+    /// times). With the data version a phase started at (`Some`), the read
+    /// is reused only at that version, so it is exact; without it, for at
+    /// most [`CACHE_TTL`] per database. A load through this process is seen
+    /// at once either way.
+    pub async fn from_db(pool: &PgPool, version: Option<i64>) -> Result<Catalog, sqlx::Error> {
         let opts = pool.connect_options();
         let key = format!(
             "{}:{}/{}",
@@ -102,11 +104,11 @@ impl Catalog {
             opts.get_port(),
             opts.get_database().unwrap_or_default()
         );
-        if let Some(hit) = cache_get(&key) {
+        if let Some(hit) = cache_get(&key, version) {
             return Ok(hit);
         }
         let fresh = Self::read_db(pool).await?;
-        cache_put(key, fresh.clone());
+        cache_put(key, version, fresh.clone());
         Ok(fresh)
     }
 
@@ -208,24 +210,30 @@ impl ModelPrice {
 /// How long a catalog read from Postgres is reused by this process.
 pub const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
-type CatalogCache = std::collections::HashMap<String, (std::time::Instant, Catalog)>;
+/// A catalog read, when, and at which data version (see [`crate::memo`]).
+type CatalogCache = std::collections::HashMap<String, (std::time::Instant, Option<i64>, Catalog)>;
 
 fn catalog_cache() -> &'static std::sync::Mutex<CatalogCache> {
     static CACHE: OnceLock<std::sync::Mutex<CatalogCache>> = OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
 
-fn cache_get(key: &str) -> Option<Catalog> {
+/// A cached read: one at exactly `version` when it is known, else one
+/// younger than [`CACHE_TTL`].
+fn cache_get(key: &str, version: Option<i64>) -> Option<Catalog> {
     let cache = catalog_cache().lock().ok()?;
     cache
         .get(key)
-        .filter(|(at, _)| at.elapsed() < CACHE_TTL)
-        .map(|(_, c)| c.clone())
+        .filter(|(at, v, _)| match version {
+            Some(_) => *v == version,
+            None => at.elapsed() < CACHE_TTL,
+        })
+        .map(|(_, _, c)| c.clone())
 }
 
-fn cache_put(key: String, catalog: Catalog) {
+fn cache_put(key: String, version: Option<i64>, catalog: Catalog) {
     if let Ok(mut cache) = catalog_cache().lock() {
-        cache.insert(key, (std::time::Instant::now(), catalog));
+        cache.insert(key, (std::time::Instant::now(), version, catalog));
     }
 }
 

@@ -122,10 +122,7 @@ impl Agent for Data {
                 }));
             }
             let tools = Registry::standard();
-            let tctx = ToolContext {
-                pool: ctx.pool.clone(),
-                tenant: input.tenant.clone(),
-            };
+            let tctx = ToolContext::for_agent(ctx, &input.tenant);
             // Every (workload, tool) call plus the catalog lookup, concurrently.
             let calls = workloads.iter().flat_map(|w| {
                 WORKLOAD_TOOLS

@@ -663,7 +663,7 @@ impl Agent for Optimization {
             // The catalog the data phase read, so a replay computes the same figures.
             let catalog = match serde_json::from_value::<Catalog>(data["catalog"].clone()) {
                 Ok(c) if !c.models.is_empty() => c,
-                _ => Catalog::from_db(&ctx.pool)
+                _ => Catalog::from_db(&ctx.pool, ctx.data_version)
                     .await
                     .map_err(|e| crate::tools::db_err("catalog_lookup", e))?,
             };

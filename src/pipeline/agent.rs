@@ -46,6 +46,22 @@ pub struct PhaseInput {
 pub struct AgentContext {
     /// The store, for the tools that read telemetry and the catalog.
     pub pool: sqlx::PgPool,
+    /// The version of that data when the phase started (`None`: unknown,
+    /// nothing is memoized).
+    pub data_version: Option<i64>,
+    /// Read results memoized by data version, shared by the process.
+    pub memo: Arc<crate::memo::Memo>,
+}
+
+impl AgentContext {
+    /// A context without data version or memo (tests, one-off calls).
+    pub fn unmemoized(pool: sqlx::PgPool) -> Self {
+        AgentContext {
+            pool,
+            data_version: None,
+            memo: Arc::new(crate::memo::Memo::default()),
+        }
+    }
 }
 
 /// A phase implementation.

@@ -52,6 +52,8 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     /// The broker link of this process, shared with the HTTP API.
     pub link: Arc<BrokerLink>,
+    /// The agents' read results, memoized by data version.
+    pub memo: Arc<crate::memo::Memo>,
 }
 
 /// The current broker connection state, for `/readyz` and the API's publishes.
@@ -122,6 +124,7 @@ impl Engine {
         cache: Option<Cache>,
     ) -> Self {
         let names = Names::new(&config.namespace);
+        let memo = Arc::new(crate::memo::Memo::new(config.memo_entries));
         Self {
             config: Arc::new(config),
             marks: pool.clone(),
@@ -132,6 +135,7 @@ impl Engine {
             cache,
             metrics: Arc::new(Metrics::default()),
             link: Arc::new(BrokerLink::default()),
+            memo,
         }
     }
 

@@ -142,6 +142,7 @@ async fn process(
         mut outputs,
         thread,
         patch,
+        data_version,
     } = inputs;
     if let Some(p) = &patch {
         merge_patch_outputs(&mut outputs, p);
@@ -165,7 +166,7 @@ async fn process(
         attempt: env.attempt,
     };
     let cache_key = cache_key(phase, &input);
-    let result = run_agent(engine, phase, input, &cache_key).await;
+    let result = run_agent(engine, phase, input, &cache_key, data_version).await;
     // Kept to cache the output should its effect fail to commit.
     let uncommitted = match (&result, &engine.cache, engine.config.agent_cache_ttl_secs) {
         (Ok(output), Some(_), ttl) if ttl > 0 => Some(output.clone()),
@@ -281,6 +282,7 @@ async fn run_agent(
     phase: &str,
     input: PhaseInput,
     key: &str,
+    data_version: i64,
 ) -> Result<Value, PhaseError> {
     let t0 = Instant::now();
     let ttl = engine.config.agent_cache_ttl_secs;
@@ -296,7 +298,7 @@ async fn run_agent(
             return Ok(hit);
         }
     }
-    let result = run_agent_guarded(engine, phase, input).await;
+    let result = run_agent_guarded(engine, phase, input, data_version).await;
     engine.metrics.record_agent(
         phase,
         if result.is_ok() {
@@ -315,6 +317,7 @@ async fn run_agent_guarded(
     engine: &Engine,
     phase: &str,
     input: PhaseInput,
+    data_version: i64,
 ) -> Result<Value, PhaseError> {
     let Some(agent) = engine.agents.get(phase) else {
         return Err(PhaseError::permanent(format!(
@@ -323,6 +326,8 @@ async fn run_agent_guarded(
     };
     let ctx = AgentContext {
         pool: engine.pool.clone(),
+        data_version: Some(data_version),
+        memo: engine.memo.clone(),
     };
     let task = tokio::spawn(async move { agent.run(&ctx, &input).await });
     let abort = task.abort_handle();

@@ -379,6 +379,8 @@ pub struct Inputs {
     pub thread: Vec<ThreadMessage>,
     /// JSON merge patch recorded with the replay, if any.
     pub patch: Option<Value>,
+    /// The version of the data agents read (see [`crate::memo`]).
+    pub data_version: i64,
 }
 
 /// Outcome of trying to start a phase.
@@ -399,6 +401,7 @@ struct StartedRow {
     outputs: sqlx::types::Json<BTreeMap<String, Value>>,
     thread: sqlx::types::Json<Vec<ThreadMessage>>,
     patch: Option<Value>,
+    data_version: i64,
 }
 
 /// Marks a run `running(phase)` if it is waiting for exactly this step, and
@@ -418,7 +421,8 @@ pub async fn start_phase(pool: &PgPool, env: &Envelope, actor: &str) -> Result<S
               FROM (SELECT id, role, content FROM messages WHERE thread_id = u.thread_id \
                     AND (run_id IS NULL OR run_id <> $1) ORDER BY id DESC LIMIT 20) m) AS thread, \
            (SELECT h.detail->'patch' FROM run_history h WHERE $4 > 0 AND h.run_id = $1 AND h.phase = $2 \
-              AND h.replay = $4 AND h.to_status = 'queued' AND h.detail ? 'patch' ORDER BY h.id DESC LIMIT 1) AS patch \
+              AND h.replay = $4 AND h.to_status = 'queued' AND h.detail ? 'patch' ORDER BY h.id DESC LIMIT 1) AS patch, \
+           (SELECT version FROM data_version) AS data_version \
          FROM u"
     ))
     .bind(env.run_id)
@@ -433,6 +437,7 @@ pub async fn start_phase(pool: &PgPool, env: &Envelope, actor: &str) -> Result<S
             outputs: row.outputs.0,
             thread: row.thread.0,
             patch: row.patch.filter(|p| !p.is_null()),
+            data_version: row.data_version,
         };
         return Ok(Start::Started(Box::new(row.run), inputs));
     }

@@ -34,7 +34,7 @@ pub fn tools() -> Vec<Tool> {
 fn lookup_tool(ctx: &ToolContext, p: Value) -> BoxFuture<'_, Result<Value, PhaseError>> {
     Box::pin(async move {
         let p: LookupParams = params("catalog_lookup", p)?;
-        let c = Catalog::from_db(&ctx.pool)
+        let c = Catalog::from_db(&ctx.pool, ctx.data_version)
             .await
             .map_err(|e| db_err("catalog_lookup", e))?;
         Ok(lookup(&c, &p.kind, p.ids.as_deref()))

@@ -13,13 +13,16 @@ pub mod schema;
 pub mod supply;
 pub mod telemetry;
 
-use std::{collections::BTreeMap, sync::OnceLock};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, OnceLock},
+};
 
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::error::PhaseError;
+use crate::{error::PhaseError, memo::Memo, pipeline::agent::AgentContext};
 
 /// What a tool may use: the store, scoped to one tenant.
 #[derive(Clone)]
@@ -28,6 +31,33 @@ pub struct ToolContext {
     pub pool: PgPool,
     /// The run's tenant; every query a tool makes is filtered by it.
     pub tenant: String,
+    /// The data version the phase started at; results are memoized under it
+    /// (none: nothing is memoized).
+    pub data_version: Option<i64>,
+    /// Memoized results (see [`crate::memo`]).
+    pub memo: Arc<Memo>,
+}
+
+impl ToolContext {
+    /// The tools' view of an agent's context, for the run's tenant.
+    pub fn for_agent(ctx: &AgentContext, tenant: &str) -> Self {
+        ToolContext {
+            pool: ctx.pool.clone(),
+            tenant: tenant.to_string(),
+            data_version: ctx.data_version,
+            memo: ctx.memo.clone(),
+        }
+    }
+
+    /// A context without memo (tests, one-off calls).
+    pub fn unmemoized(pool: PgPool, tenant: &str) -> Self {
+        ToolContext {
+            pool,
+            tenant: tenant.to_string(),
+            data_version: None,
+            memo: Arc::new(Memo::default()),
+        }
+    }
 }
 
 /// A tool's implementation: validated parameters in, JSON out.
@@ -88,7 +118,9 @@ impl Registry {
             .collect()
     }
 
-    /// Validates `params` against the tool's schema and runs it.
+    /// Validates `params` against the tool's schema and runs it; a result
+    /// computed at the same data version for the same tenant and parameters
+    /// is reused instead (tools only read, and only the versioned data).
     pub async fn call(
         &self,
         ctx: &ToolContext,
@@ -112,7 +144,18 @@ impl Registry {
                 e.reason
             ))
         })?;
-        (tool.handler)(ctx, params).await
+        let key = match ctx.data_version {
+            Some(v) if ctx.memo.enabled() => Some(Memo::key(v, &ctx.tenant, name, &params)),
+            _ => None,
+        };
+        if let Some(hit) = key.as_deref().and_then(|k| ctx.memo.get(k)) {
+            return Ok(Value::clone(&hit));
+        }
+        let result = (tool.handler)(ctx, params).await?;
+        if let Some(k) = key {
+            ctx.memo.put(k, Arc::new(result.clone()));
+        }
+        Ok(result)
     }
 }
 

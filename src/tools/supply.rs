@@ -50,7 +50,7 @@ pub fn tools() -> Vec<Tool> {
 
 fn validate_tool(ctx: &ToolContext, p: Value) -> BoxFuture<'_, Result<Value, PhaseError>> {
     Box::pin(async move {
-        let c = Catalog::from_db(&ctx.pool)
+        let c = Catalog::from_db(&ctx.pool, ctx.data_version)
             .await
             .map_err(|e| db_err("validate_supply_config", e))?;
         Ok(validate(

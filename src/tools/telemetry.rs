@@ -73,7 +73,7 @@ fn metrics_tool(ctx: &ToolContext, p: Value) -> BoxFuture<'_, Result<Value, Phas
 fn cost_tool(ctx: &ToolContext, p: Value) -> BoxFuture<'_, Result<Value, PhaseError>> {
     Box::pin(async move {
         let p: WorkloadParams = params("cost_breakdown", p)?;
-        let catalog = Catalog::from_db(&ctx.pool)
+        let catalog = Catalog::from_db(&ctx.pool, ctx.data_version)
             .await
             .map_err(|e| db_err("cost_breakdown", e))?;
         cost_breakdown(&ctx.pool, &ctx.tenant, &p.workload_id, p.days, &catalog)
