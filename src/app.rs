@@ -68,13 +68,14 @@ impl App {
         let cache = Cache::connect(&config).await;
         let http_addr_cfg = config.http_addr;
         let marks = store::connect_relaxed(&config).await?;
+        let hot = store::connect_hot(&config).await?;
         let engine = Engine::new(
             config,
             pool,
             opts.agents.unwrap_or_else(agents::standard),
             cache,
         )
-        .with_marks_pool(marks);
+        .with_engine_pools(marks, hot);
         let (trigger, stop) = shutdown::channel();
         let mut tasks = Vec::new();
         let mut http_addr = None;
@@ -118,5 +119,6 @@ impl App {
         }
         self.engine.pool.close().await;
         self.engine.marks.close().await;
+        self.engine.hot.close().await;
     }
 }

@@ -500,7 +500,7 @@ async fn tenant_cannot_list_or_replay_another_tenants_dead_letters() {
     netra::store::runs::commit_effect(
         &t.pool,
         &rec,
-        netra::store::runs::Effect::DeadLetter {
+        &netra::store::runs::Effect::DeadLetter {
             error: netra::error::PhaseError::permanent("bad input"),
         },
     )

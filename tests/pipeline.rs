@@ -172,6 +172,18 @@ async fn same_request_message_id_makes_one_run_and_reply_carries_correlation_id(
     let runs = t.wait_all(1, &["completed"]).await;
     assert_eq!(runs.len(), 1);
     assert_eq!(body["run_id"], json!(runs[0].id));
+    assert!(body["result"]["markdown"].is_string(), "{body}");
+    // A duplicate of the final phase message publishes the same reply again,
+    // result included (the dedup record stores it without the result).
+    let env = Envelope::new(runs[0].id, "reporting", 1, 0, "corr-x", &runs[0].tenant);
+    t.publish_raw(
+        &format!("{}.phase.reporting", t.config.namespace),
+        env.to_bytes(),
+    )
+    .await;
+    let (cid_again, body_again) = replies.next().await;
+    assert_eq!(cid_again, "corr-x");
+    assert_eq!(body_again, body);
     replies.close().await;
     t.finish().await;
 }
@@ -790,51 +802,53 @@ async fn concurrent_copies_of_one_message_apply_once() {
 }
 
 #[tokio::test]
-async fn a_cached_agent_output_for_the_same_inputs_is_reused() {
-    // An output computed but never committed (e.g. the database failed at
-    // commit time) sits in the agent output cache under the hash of its
-    // inputs; the redelivered message must reuse it instead of recomputing.
+async fn an_output_whose_commit_failed_is_reused_by_the_redelivery() {
+    // The effect transaction of the first triage attempt fails (an injected
+    // error in Postgres); the computed output goes to the agent output cache
+    // and the delivery is handed back; the redelivered message must reuse it
+    // instead of running the agent again.
     let (config, db) = test_config().await;
-    let t = TestApp::start_with(config.clone(), db, None).await;
-    let run = create_run(
-        &t.pool,
-        "default",
-        "cache",
-        "Cut the cost of workload nowhere",
-        "triage",
-    )
-    .await;
-    let input = PhaseInput {
-        run_id: run.id,
-        tenant: run.tenant.clone(),
-        thread_id: run.thread_id,
-        request: run.request.clone(),
-        thread: vec![],
-        outputs: Default::default(),
-        attempt: 1,
-    };
-    let key = netra::pipeline::worker::cache_key("triage", &input);
-    let planted =
-        json!({"category": "question", "intent": "planted by the test", "workload_ids": []});
-    let cache = netra::cache::Cache::connect(&config).await.expect("redis");
-    cache
-        .put_agent_output(&key, &planted.to_string(), 600)
+    let base = netra::agents::standard();
+    let counted = Arc::new(Flaky {
+        phase: "triage",
+        inner: base.get("triage").unwrap(),
+        fail_times: 0,
+        permanent: false,
+        calls: AtomicU32::new(0),
+    });
+    let t = TestApp::start_with(config, db, Some(base.with(counted.clone()))).await;
+    for sql in [
+        "CREATE SEQUENCE fail_once",
+        "CREATE FUNCTION fail_first_triage_output() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF nextval('fail_once') = 1 THEN RAISE EXCEPTION 'injected commit failure'; END IF; \
+         RETURN NEW; END $$",
+        "CREATE TRIGGER fail_first_triage_output BEFORE INSERT ON phase_outputs FOR EACH ROW \
+         WHEN (NEW.phase = 'triage') EXECUTE FUNCTION fail_first_triage_output()",
+    ] {
+        sqlx::query(sql).execute(&t.pool).await.unwrap();
+    }
+    t.publish_request(&json!({"message": "What is caching?"}), None, None, None)
         .await;
-    let env = Envelope::new(run.id, "triage", 1, 0, "cache", "default");
-    t.publish_raw(
-        &format!("{}.phase.triage", t.config.namespace),
-        env.to_bytes(),
-    )
-    .await;
-    t.wait_run(run.id, &["completed"]).await;
-    let (out,): (Value,) =
-        sqlx::query_as("SELECT output FROM phase_outputs WHERE run_id = $1 AND phase = 'triage'")
-            .bind(run.id)
-            .fetch_one(&t.pool)
-            .await
-            .unwrap();
-    assert_eq!(out, planted);
-    // The planted category routed the run straight to reporting.
+    let run = t.wait_all(1, &["completed"]).await.remove(0);
+    let (failures,): (i64,) = sqlx::query_as("SELECT last_value FROM fail_once")
+        .fetch_one(&t.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        failures, 2,
+        "the first commit failed, the second went through"
+    );
+    assert_eq!(
+        counted.calls.load(Ordering::SeqCst),
+        1,
+        "the agent ran once; the redelivery took its output from the cache"
+    );
+    let attempts = attempt_rows(&t, run.id).await;
+    assert_eq!(
+        attempts.iter().filter(|(p, _, _)| p == "triage").count(),
+        1,
+        "{attempts:?}"
+    );
     assert_eq!(phases_run(&t, run.id).await, vec!["triage", "reporting"]);
     t.finish().await;
 }

@@ -194,7 +194,7 @@ async fn process(
         .map(|r| r.as_str().to_string())
         .filter(|r| !r.is_empty());
     let new = body.into_new_run(tenant, correlation_id, key, reply_to);
-    match runs::create_run(&engine.pool, &new, engine.supervisor.first, "amqp").await {
+    match runs::create_run(&engine.hot, &new, engine.supervisor.first, "amqp").await {
         Ok(accepted) => {
             if accepted.run.status == "queued" {
                 if let Some(env) = accepted.run.envelope() {

@@ -40,6 +40,10 @@ pub struct Engine {
     /// Pool for the "phase started" marks, committed with
     /// `synchronous_commit = off` (see [`crate::store::connect_relaxed`]).
     pub marks: PgPool,
+    /// Pool for the per-message statements (AMQP intake, effect
+    /// transactions), with plans cached per connection (see
+    /// [`crate::store::connect_hot`]); the API and the agents use `pool`.
+    pub hot: PgPool,
     /// Queue names.
     pub names: Names,
     /// The agents.
@@ -128,6 +132,7 @@ impl Engine {
         Self {
             config: Arc::new(config),
             marks: pool.clone(),
+            hot: pool.clone(),
             pool,
             names,
             agents,
@@ -139,9 +144,11 @@ impl Engine {
         }
     }
 
-    /// Uses `marks` for the "phase started" marks.
-    pub fn with_marks_pool(mut self, marks: PgPool) -> Self {
+    /// Uses `marks` for the "phase started" marks and `hot` for the other
+    /// per-message statements.
+    pub fn with_engine_pools(mut self, marks: PgPool, hot: PgPool) -> Self {
         self.marks = marks;
+        self.hot = hot;
         self
     }
 

@@ -120,7 +120,7 @@ async fn process(
         runs::Start::Started(run, inputs) => (*run, inputs),
         runs::Start::NotRunnable(run) => {
             if let Some(follow_up) =
-                runs::processed_follow_up(&engine.pool, &env.message_id()).await?
+                runs::processed_follow_up(&engine.hot, &env.message_id()).await?
             {
                 tracing::debug!("duplicate delivery; publishing its follow-ups again");
                 dispatch::publish_all(engine, publisher, &follow_up).await?;
@@ -160,18 +160,23 @@ async fn process(
         run_id: run.id,
         tenant: run.tenant.clone(),
         thread_id: run.thread_id,
-        request: run.request.clone(),
+        request: run.request,
         thread,
-        outputs: outputs.clone(),
+        outputs,
         attempt: env.attempt,
     };
-    let cache_key = cache_key(phase, &input);
-    let result = run_agent(engine, phase, input, &cache_key, data_version).await;
-    // Kept to cache the output should its effect fail to commit.
-    let uncommitted = match (&result, &engine.cache, engine.config.agent_cache_ttl_secs) {
-        (Ok(output), Some(_), ttl) if ttl > 0 => Some(output.clone()),
+    // Only a redelivered message can find its output in the agent output
+    // cache: an output is cached when its effect failed to commit, and the
+    // delivery is then handed back (or lost with the worker) and redelivered.
+    let agent_cache = engine
+        .cache
+        .as_ref()
+        .filter(|_| engine.config.agent_cache_ttl_secs > 0);
+    let lookup = match agent_cache {
+        Some(cache) if delivery.redelivered => Some((cache, cache_key(phase, &input))),
         _ => None,
     };
+    let (result, mut input) = run_agent(engine, phase, input, lookup, data_version).await;
     // A transient failure during a database outage is the outage's fault
     // (the agents' tools read Postgres): hand the delivery back without
     // spending an attempt.
@@ -183,8 +188,24 @@ async fn process(
 
     let (effect, outcome) = match result {
         Ok(output) => {
-            outputs.insert(phase.to_string(), output.clone());
-            match engine.supervisor.next(phase, &outputs) {
+            // The supervisor routes on the outputs including this one; the
+            // input is restored afterwards (it keys the agent output cache).
+            let next = match input.as_mut() {
+                Some(i) => {
+                    let prior = i.outputs.insert(phase.to_string(), output.clone());
+                    let next = engine.supervisor.next(phase, &i.outputs);
+                    match prior {
+                        Some(p) => i.outputs.insert(phase.to_string(), p),
+                        None => i.outputs.remove(phase),
+                    };
+                    next
+                }
+                None => engine.supervisor.next(
+                    phase,
+                    &BTreeMap::from([(phase.to_string(), output.clone())]),
+                ),
+            };
+            match next {
                 Ok(Target::Phase(p)) => (
                     runs::Effect::Succeeded {
                         output,
@@ -229,15 +250,17 @@ async fn process(
             (runs::Effect::DeadLetter { error }, Outcome::DeadLettered)
         }
     };
-    let committed = match runs::commit_effect(&engine.pool, &record, effect).await {
+    let committed = match runs::commit_effect(&engine.hot, &record, &effect).await {
         Ok(c) => c,
         Err(e) => {
             // The agent's work is not lost with the commit: the redelivered
             // message finds it in the agent output cache.
-            if let (Some(output), Some(cache)) = (uncommitted, &engine.cache) {
+            if let (runs::Effect::Succeeded { output, .. }, Some(cache), Some(input)) =
+                (&effect, agent_cache, &input)
+            {
                 cache
                     .put_agent_output(
-                        &cache_key,
+                        &cache_key(phase, input),
                         &output.to_string(),
                         engine.config.agent_cache_ttl_secs,
                     )
@@ -275,30 +298,31 @@ pub fn cache_key(phase: &str, input: &PhaseInput) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Runs the agent, or reuses its cached output for unchanged inputs (a retry
-/// or replay of a phase whose earlier attempt computed but did not commit).
+/// Runs the agent, or reuses its cached output for unchanged inputs (the
+/// redelivery of a phase whose earlier attempt computed but did not commit;
+/// `lookup` is the cache and the key of the inputs). Hands the input back
+/// unless the agent panicked or timed out.
 async fn run_agent(
     engine: &Engine,
     phase: &str,
     input: PhaseInput,
-    key: &str,
+    lookup: Option<(&crate::cache::Cache, String)>,
     data_version: i64,
-) -> Result<Value, PhaseError> {
+) -> (Result<Value, PhaseError>, Option<PhaseInput>) {
     let t0 = Instant::now();
-    let ttl = engine.config.agent_cache_ttl_secs;
-    if let (Some(cache), true) = (&engine.cache, ttl > 0) {
+    if let Some((cache, key)) = lookup {
         if let Some(hit) = cache
-            .get_agent_output(key)
+            .get_agent_output(&key)
             .await
             .and_then(|s| serde_json::from_str::<Value>(&s).ok())
         {
             engine
                 .metrics
                 .record_agent(phase, AgentCall::Cached, t0.elapsed());
-            return Ok(hit);
+            return (Ok(hit), Some(input));
         }
     }
-    let result = run_agent_guarded(engine, phase, input, data_version).await;
+    let (result, input) = run_agent_guarded(engine, phase, input, data_version).await;
     engine.metrics.record_agent(
         phase,
         if result.is_ok() {
@@ -308,7 +332,7 @@ async fn run_agent(
         },
         t0.elapsed(),
     );
-    result
+    (result, input)
 }
 
 /// Runs the agent in its own task: a panic becomes a permanent failure and a
@@ -318,21 +342,24 @@ async fn run_agent_guarded(
     phase: &str,
     input: PhaseInput,
     data_version: i64,
-) -> Result<Value, PhaseError> {
+) -> (Result<Value, PhaseError>, Option<PhaseInput>) {
     let Some(agent) = engine.agents.get(phase) else {
-        return Err(PhaseError::permanent(format!(
-            "no agent serves phase `{phase}`"
-        )));
+        let e = PhaseError::permanent(format!("no agent serves phase `{phase}`"));
+        return (Err(e), Some(input));
     };
     let ctx = AgentContext {
         pool: engine.pool.clone(),
         data_version: Some(data_version),
         memo: engine.memo.clone(),
     };
-    let task = tokio::spawn(async move { agent.run(&ctx, &input).await });
+    let task = tokio::spawn(async move {
+        let result = agent.run(&ctx, &input).await;
+        (result, input)
+    });
     let abort = task.abort_handle();
+    let failed = |e| (Err(e), None);
     match tokio::time::timeout(engine.config.phase_timeout, task).await {
-        Ok(Ok(result)) => result,
+        Ok(Ok((result, input))) => (result, Some(input)),
         Ok(Err(join)) if join.is_panic() => {
             let payload = join.into_panic();
             let msg = payload
@@ -340,12 +367,12 @@ async fn run_agent_guarded(
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(PhaseError::permanent(format!("agent panicked: {msg}")))
+            failed(PhaseError::permanent(format!("agent panicked: {msg}")))
         }
-        Ok(Err(_)) => Err(PhaseError::transient("agent task was cancelled")),
+        Ok(Err(_)) => failed(PhaseError::transient("agent task was cancelled")),
         Err(_) => {
             abort.abort();
-            Err(PhaseError::transient(format!(
+            failed(PhaseError::transient(format!(
                 "phase timed out after {} ms",
                 engine.config.phase_timeout.as_millis()
             )))

@@ -84,7 +84,7 @@ type RunUpdate = (
 pub async fn commit_effect(
     pool: &PgPool,
     rec: &AttemptRecord,
-    effect: Effect,
+    effect: &Effect,
 ) -> Result<Committed, sqlx::Error> {
     let env = &rec.envelope;
     let message_id = env.message_id();
@@ -102,7 +102,7 @@ pub async fn commit_effect(
     };
     let now = Utc::now();
     let cancelled = run.status == "cancelled";
-    let (outcome, output, err_class, err_msg) = match (&effect, cancelled) {
+    let (outcome, output, err_class, err_msg) = match (effect, cancelled) {
         (_, true) => ("discarded", None, None, None),
         (Effect::Succeeded { output, .. }, _) => ("succeeded", Some(output.clone()), None, None),
         (Effect::Retry { error, .. }, _) | (Effect::DeadLetter { error }, _) => (
@@ -120,7 +120,7 @@ pub async fn commit_effect(
     let mut follow_up = Vec::new();
     let mut run_update: Option<RunUpdate> = None;
     if !cancelled {
-        match &effect {
+        match effect {
             Effect::Succeeded { output, next } => match next {
                 Next::Phase(p) => {
                     follow_up.push(Outbound::Phase {
@@ -225,7 +225,7 @@ pub async fn commit_effect(
          a AS ( \
            INSERT INTO phase_attempts (run_id, phase, attempt, replay, message_id, outcome, input, output, \
              error_class, error, worker_id, started_at, finished_at) \
-           SELECT $2, $3, $5, $6, $1, $7, $8, $9, $10, $11, $12, $13, $14 FROM p), \
+           SELECT $2, $3, $5, $6, $1, $7, $8, NULL, $10, $11, $12, $13, $14 FROM p), \
          o AS ( \
            INSERT INTO phase_outputs (run_id, phase, replay, output) \
            SELECT $2, $3, $6, $9 FROM p WHERE $9::jsonb IS NOT NULL \
@@ -247,7 +247,7 @@ pub async fn commit_effect(
     .bind(&message_id)
     .bind(run.id)
     .bind(&env.phase)
-    .bind(serde_json::to_value(&follow_up).unwrap_or(Value::Array(vec![])))
+    .bind(stored_follow_up(&follow_up))
     .bind(attempt)
     .bind(replay)
     .bind(outcome)
@@ -283,6 +283,21 @@ pub async fn commit_effect(
     }
     tx.commit().await?;
     Ok(Committed::Applied(follow_up))
+}
+
+/// The follow-ups as stored with the dedup record: a reply's `result` is
+/// left out, because it is the run's `result`, stored once in `runs` and put
+/// back by [`super::runs::processed_follow_up`] (a report is ~14 KB).
+fn stored_follow_up(follow_up: &[Outbound]) -> Value {
+    let mut v = serde_json::to_value(follow_up).unwrap_or(Value::Array(vec![]));
+    for out in v.as_array_mut().into_iter().flatten() {
+        if out["kind"] == "reply" {
+            if let Some(result) = out.pointer_mut("/body/result") {
+                *result = Value::Null;
+            }
+        }
+    }
+    v
 }
 
 /// The text of a result that goes into the thread: its `markdown` field, or

@@ -356,17 +356,32 @@ pub async fn attempts(pool: &PgPool, run_id: Uuid) -> Result<Vec<AttemptRow>, sq
     .await
 }
 
-/// The stored follow-ups of an already processed message, if it was.
+/// The stored follow-ups of an already processed message, if it was, with
+/// the run's result put back into its reply (it is stored once, in `runs`).
 pub async fn processed_follow_up(
     pool: &PgPool,
     message_id: &str,
 ) -> Result<Option<Vec<Outbound>>, sqlx::Error> {
-    let row: Option<(Value,)> =
-        sqlx::query_as("SELECT follow_up FROM processed_messages WHERE message_id = $1")
-            .bind(message_id)
-            .fetch_optional(pool)
-            .await?;
-    Ok(row.map(|(v,)| serde_json::from_value(v).unwrap_or_default()))
+    let row: Option<(Value, Option<Value>)> = sqlx::query_as(
+        "SELECT p.follow_up, r.result FROM processed_messages p \
+         LEFT JOIN runs r ON r.id = p.run_id WHERE p.message_id = $1",
+    )
+    .bind(message_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(v, result)| {
+        let mut follow_up: Vec<Outbound> = serde_json::from_value(v).unwrap_or_default();
+        for out in &mut follow_up {
+            if let Outbound::Reply { body, .. } = out {
+                if body["result"].is_null() {
+                    if let (Some(slot), Some(r)) = (body.get_mut("result"), &result) {
+                        *slot = r.clone();
+                    }
+                }
+            }
+        }
+        follow_up
+    }))
 }
 
 /// What a phase reads: upstream outputs, the thread so far, and the
