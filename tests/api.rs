@@ -496,6 +496,7 @@ async fn tenant_cannot_list_or_replay_another_tenants_dead_letters() {
         input: json!({}),
         started_at: chrono::Utc::now(),
         worker_id: "test".into(),
+        reply_to: None,
     };
     netra::store::runs::commit_effect(
         &t.pool,

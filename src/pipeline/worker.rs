@@ -155,6 +155,7 @@ async fn process(
         }),
         started_at: Utc::now(),
         worker_id: engine.config.worker_id.clone(),
+        reply_to: run.reply_to.clone(),
     };
     let input = PhaseInput {
         run_id: run.id,

@@ -58,6 +58,8 @@ pub struct AttemptRecord {
     pub started_at: DateTime<Utc>,
     /// Worker id.
     pub worker_id: String,
+    /// The run's `reply_to`, for the reply of a final outcome.
+    pub reply_to: Option<String>,
 }
 
 /// What the effect transaction ended with.
@@ -69,88 +71,63 @@ pub enum Committed {
     Duplicate(Vec<Outbound>),
 }
 
-/// The new state of a run after an effect: status, phase, attempt, next
-/// attempt time, result, error.
-type RunUpdate = (
-    &'static str,
-    Option<String>,
-    i32,
-    Option<DateTime<Utc>>,
-    Option<Value>,
-    Option<String>,
-);
-
 /// Commits the effect of a phase attempt together with its dedup record.
+///
+/// A success or a retry is one statement (one round trip, no explicit
+/// transaction): it locks the run, and applies nothing but an empty
+/// `discarded` attempt if the run was cancelled meanwhile. A dead letter also
+/// reads the phase's earlier failures and indexes the dead letter, in one
+/// transaction with the same statement.
 pub async fn commit_effect(
     pool: &PgPool,
     rec: &AttemptRecord,
     effect: &Effect,
 ) -> Result<Committed, sqlx::Error> {
     let env = &rec.envelope;
-    let message_id = env.message_id();
-    let attempt = i32::try_from(env.attempt).unwrap_or(i32::MAX);
     let replay = i32::try_from(env.replay).unwrap_or(i32::MAX);
-    let mut tx = pool.begin().await?;
-    let run: Option<Run> = sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(env.run_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(run) = run else {
-        return Err(sqlx::Error::RowNotFound);
+    let run = RunRef {
+        id: env.run_id,
+        correlation_id: &env.correlation_id,
+        tenant: &env.tenant,
+        reply_to: rec.reply_to.as_deref(),
     };
-    let now = Utc::now();
-    let cancelled = run.status == "cancelled";
-    let (outcome, output, err_class, err_msg) = match (effect, cancelled) {
-        (_, true) => ("discarded", None, None, None),
-        (Effect::Succeeded { output, .. }, _) => ("succeeded", Some(output.clone()), None, None),
-        (Effect::Retry { error, .. }, _) | (Effect::DeadLetter { error }, _) => (
-            if error.class == crate::error::ErrorClass::Transient {
-                "failed_transient"
-            } else {
-                "failed_permanent"
-            },
-            None,
-            Some(error.class.as_str()),
-            Some(error.message.clone()),
-        ),
-    };
-
     let mut follow_up = Vec::new();
-    let mut run_update: Option<RunUpdate> = None;
-    if !cancelled {
-        match effect {
-            Effect::Succeeded { output, next } => match next {
-                Next::Phase(p) => {
-                    follow_up.push(Outbound::Phase {
-                        envelope: Envelope::new(run.id, p, 1, 0, &run.correlation_id, &run.tenant),
-                    });
-                    run_update = Some(("queued", Some(p.clone()), 1, None, None, None));
-                }
-                Next::Finish(status) => {
-                    run_update = Some((
-                        status,
-                        Some(env.phase.clone()),
-                        attempt,
-                        None,
-                        Some(output.clone()),
-                        None,
-                    ));
-                    push_final(&mut follow_up, &run, status, Some(output), None);
-                }
-            },
-            Effect::Retry { error, at } => {
-                run_update = Some((
-                    "retrying",
-                    Some(env.phase.clone()),
-                    attempt + 1,
-                    Some(*at),
-                    None,
-                    Some(error.message.clone()),
-                ));
+    let update = match effect {
+        Effect::Succeeded { output, next } => match next {
+            Next::Phase(p) => {
+                follow_up.push(Outbound::Phase {
+                    envelope: Envelope::new(run.id, p, 1, 0, run.correlation_id, run.tenant),
+                });
+                RunUpdate::queued(p)
             }
-            Effect::DeadLetter { error } => {
+            Next::Finish(status) => {
+                push_final(&mut follow_up, &run, status, Some(output), None);
+                RunUpdate {
+                    result: Some(output),
+                    ..RunUpdate::at_phase(status, env)
+                }
+            }
+        },
+        Effect::Retry { error, at } => RunUpdate {
+            attempt: i32::try_from(env.attempt)
+                .unwrap_or(i32::MAX)
+                .saturating_add(1),
+            next_attempt_at: Some(*at),
+            error: Some(&error.message),
+            ..RunUpdate::at_phase("retrying", env)
+        },
+        Effect::DeadLetter { error } => {
+            let mut tx = pool.begin().await?;
+            let locked: Option<Run> = sqlx::query_as(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 FOR UPDATE"
+            ))
+            .bind(env.run_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(locked) = locked else {
+                return Err(sqlx::Error::RowNotFound);
+            };
+            if locked.status != "cancelled" {
                 let first: Option<(Option<DateTime<Utc>>,)> = sqlx::query_as(
                     "SELECT min(started_at) FROM phase_attempts WHERE run_id = $1 AND phase = $2 \
                      AND replay = $3 AND outcome LIKE 'failed%'",
@@ -171,21 +148,13 @@ pub async fn commit_effect(
                 });
                 super::dead_letters::insert_for_run(
                     &mut tx,
-                    &run,
+                    &locked,
                     env,
                     error,
                     first_failed_at,
                     rec.started_at,
                 )
                 .await?;
-                run_update = Some((
-                    "dead_lettered",
-                    Some(env.phase.clone()),
-                    attempt,
-                    None,
-                    None,
-                    Some(error.message.clone()),
-                ));
                 push_final(
                     &mut follow_up,
                     &run,
@@ -194,95 +163,192 @@ pub async fn commit_effect(
                     Some(&error.message),
                 );
             }
+            let update = RunUpdate {
+                error: Some(&error.message),
+                ..RunUpdate::at_phase("dead_lettered", env)
+            };
+            let applied = apply(&mut *tx, rec, effect, &update, &follow_up).await?;
+            return match applied {
+                Applied::Duplicate => {
+                    tx.rollback().await?;
+                    duplicate(pool, &env.message_id()).await
+                }
+                Applied::Discarded => {
+                    tx.commit().await?;
+                    Ok(Committed::Applied(Vec::new()))
+                }
+                Applied::Done => {
+                    tx.commit().await?;
+                    Ok(Committed::Applied(follow_up))
+                }
+            };
+        }
+    };
+    match apply(pool, rec, effect, &update, &follow_up).await? {
+        Applied::Duplicate => duplicate(pool, &env.message_id()).await,
+        Applied::Discarded => Ok(Committed::Applied(Vec::new())),
+        Applied::Done => Ok(Committed::Applied(follow_up)),
+    }
+}
+
+/// What the run needs for the follow-ups of its effect.
+struct RunRef<'a> {
+    id: Uuid,
+    correlation_id: &'a str,
+    tenant: &'a str,
+    reply_to: Option<&'a str>,
+}
+
+/// The new state of a run after an effect.
+struct RunUpdate<'a> {
+    status: &'static str,
+    phase: &'a str,
+    attempt: i32,
+    next_attempt_at: Option<DateTime<Utc>>,
+    result: Option<&'a Value>,
+    error: Option<&'a str>,
+}
+
+impl<'a> RunUpdate<'a> {
+    /// `queued(phase)`, first attempt.
+    fn queued(phase: &'a str) -> Self {
+        RunUpdate {
+            status: "queued",
+            phase,
+            attempt: 1,
+            next_attempt_at: None,
+            result: None,
+            error: None,
         }
     }
 
-    // One statement writes the dedup record and, only if it was new, the
-    // attempt, the output, the run's new state, its history row and the
-    // report message: one round trip instead of six.
-    let (has_update, status, next_phase, next_attempt, at, result, error) = match &run_update {
-        Some((status, phase, next_attempt, at, result, error)) => (
-            true,
-            *status,
-            phase.clone(),
-            *next_attempt,
-            *at,
-            result.clone(),
-            error.clone(),
+    /// `status` at the message's phase and attempt.
+    fn at_phase(status: &'static str, env: &'a Envelope) -> Self {
+        RunUpdate {
+            status,
+            phase: &env.phase,
+            attempt: i32::try_from(env.attempt).unwrap_or(i32::MAX),
+            next_attempt_at: None,
+            result: None,
+            error: None,
+        }
+    }
+}
+
+/// What the effect statement did.
+enum Applied {
+    /// The message was processed before; nothing changed.
+    Duplicate,
+    /// The run was cancelled: only the attempt, as `discarded`, and the dedup record.
+    Discarded,
+    /// The effect is applied.
+    Done,
+}
+
+/// The stored follow-ups of a duplicate.
+async fn duplicate(pool: &PgPool, message_id: &str) -> Result<Committed, sqlx::Error> {
+    let stored = processed_follow_up(pool, message_id)
+        .await?
+        .unwrap_or_default();
+    Ok(Committed::Duplicate(stored))
+}
+
+/// The effect statement: it locks the run, writes the dedup record and, only
+/// if it was new, the attempt; and, unless the run was cancelled, the output,
+/// the run's new state, its history row and the report message. One round
+/// trip instead of six.
+async fn apply<'e, E: sqlx::PgExecutor<'e>>(
+    ex: E,
+    rec: &AttemptRecord,
+    effect: &Effect,
+    update: &RunUpdate<'_>,
+    follow_up: &[Outbound],
+) -> Result<Applied, sqlx::Error> {
+    let env = &rec.envelope;
+    let attempt = i32::try_from(env.attempt).unwrap_or(i32::MAX);
+    let replay = i32::try_from(env.replay).unwrap_or(i32::MAX);
+    let (outcome, output, err_class, err_msg) = match effect {
+        Effect::Succeeded { output, .. } => ("succeeded", Some(output), None, None),
+        Effect::Retry { error, .. } | Effect::DeadLetter { error } => (
+            if error.class == crate::error::ErrorClass::Transient {
+                "failed_transient"
+            } else {
+                "failed_permanent"
+            },
+            None,
+            Some(error.class.as_str()),
+            Some(error.message.as_str()),
         ),
-        None => (false, "", None, attempt, None, None, None),
     };
+    let status = update.status;
     let next_replay = if status == "queued" { 0 } else { replay };
-    let history_attempt = if status == "queued" { 1 } else { next_attempt };
-    let report = match (&result, status) {
+    let report = match (update.result, status) {
         (Some(r), "completed" | "needs_input") => Some(report_text(r)),
         _ => None,
     };
-    let (inserted,): (i64,) = sqlx::query_as(
-        "WITH p AS ( \
-           INSERT INTO processed_messages (message_id, run_id, phase, follow_up) VALUES ($1, $2, $3, $4) \
+    let (found, inserted, live): (i64, i64, i64) = sqlx::query_as(
+        "WITH run AS (SELECT id, status, thread_id FROM runs WHERE id = $2 FOR UPDATE), \
+         live AS (SELECT status, thread_id FROM run WHERE status <> 'cancelled'), \
+         p AS ( \
+           INSERT INTO processed_messages (message_id, run_id, phase, follow_up) \
+           SELECT $1, $2, $3, CASE WHEN EXISTS (SELECT 1 FROM live) THEN $4 ELSE '[]'::jsonb END FROM run \
            ON CONFLICT (message_id) DO NOTHING RETURNING 1 AS ok), \
          a AS ( \
-           INSERT INTO phase_attempts (run_id, phase, attempt, replay, message_id, outcome, input, output, \
+           INSERT INTO phase_attempts (run_id, phase, attempt, replay, message_id, outcome, input, \
              error_class, error, worker_id, started_at, finished_at) \
-           SELECT $2, $3, $5, $6, $1, $7, $8, NULL, $10, $11, $12, $13, $14 FROM p), \
+           SELECT $2, $3, $5, $6, $1, \
+             CASE WHEN EXISTS (SELECT 1 FROM live) THEN $7 ELSE 'discarded' END, $8, \
+             CASE WHEN EXISTS (SELECT 1 FROM live) THEN $10 END, \
+             CASE WHEN EXISTS (SELECT 1 FROM live) THEN $11 END, $12, $13, now() FROM p), \
          o AS ( \
            INSERT INTO phase_outputs (run_id, phase, replay, output) \
-           SELECT $2, $3, $6, $9 FROM p WHERE $9::jsonb IS NOT NULL \
+           SELECT $2, $3, $6, $9 FROM p, live WHERE $9::jsonb IS NOT NULL \
            ON CONFLICT (run_id, phase) DO UPDATE SET replay = EXCLUDED.replay, output = EXCLUDED.output, \
              created_at = now()), \
          r AS ( \
-           UPDATE runs SET status = $16, phase = $17, attempt = $18, replay = $19, next_attempt_at = $20, \
-             result = COALESCE($21, result), error = $22, updated_at = now(), \
-             finished_at = CASE WHEN $23 THEN now() ELSE NULL END \
-           WHERE id = $2 AND $15 AND EXISTS (SELECT 1 FROM p)), \
+           UPDATE runs SET status = $14, phase = $15, attempt = $16, replay = $17, next_attempt_at = $18, \
+             result = COALESCE($19, result), error = $20, updated_at = now(), \
+             finished_at = CASE WHEN $21 THEN now() ELSE NULL END \
+           WHERE id = $2 AND EXISTS (SELECT 1 FROM p) AND EXISTS (SELECT 1 FROM live)), \
          h AS ( \
            INSERT INTO run_history (run_id, actor, from_status, to_status, phase, attempt, replay, error, detail) \
-           SELECT $2, $12, $24, $16, $17, $25, $19, $11, $26 FROM p WHERE $15), \
+           SELECT $2, $12, live.status, $14, $15, $16, $17, $11, $22 FROM p, live), \
          m AS ( \
            INSERT INTO messages (thread_id, run_id, role, content) \
-           SELECT $27, $2, 'agent', $28 FROM p WHERE $28::text IS NOT NULL) \
-         SELECT count(*) FROM p",
+           SELECT live.thread_id, $2, 'agent', $23 FROM p, live WHERE $23::text IS NOT NULL) \
+         SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM p), (SELECT count(*) FROM live)",
     )
-    .bind(&message_id)
-    .bind(run.id)
+    .bind(env.message_id())
+    .bind(env.run_id)
     .bind(&env.phase)
-    .bind(stored_follow_up(&follow_up))
+    .bind(stored_follow_up(follow_up))
     .bind(attempt)
     .bind(replay)
     .bind(outcome)
     .bind(&rec.input)
-    .bind(&output)
+    .bind(output)
     .bind(err_class)
-    .bind(&err_msg)
+    .bind(err_msg)
     .bind(&rec.worker_id)
     .bind(rec.started_at)
-    .bind(now)
-    .bind(has_update)
     .bind(status)
-    .bind(&next_phase)
-    .bind(next_attempt)
+    .bind(update.phase)
+    .bind(update.attempt)
     .bind(next_replay)
-    .bind(at)
-    .bind(&result)
-    .bind(&error)
+    .bind(update.next_attempt_at)
+    .bind(update.result)
+    .bind(update.error)
     .bind(FINAL_STATUSES.contains(&status))
-    .bind(&run.status)
-    .bind(history_attempt)
-    .bind(at.map(|t| json!({ "next_attempt_at": t })))
-    .bind(run.thread_id)
+    .bind(update.next_attempt_at.map(|t| json!({ "next_attempt_at": t })))
     .bind(&report)
-    .fetch_one(&mut *tx)
+    .fetch_one(ex)
     .await?;
-    if inserted == 0 {
-        tx.rollback().await?;
-        let stored = processed_follow_up(pool, &message_id)
-            .await?
-            .unwrap_or_default();
-        return Ok(Committed::Duplicate(stored));
-    }
-    tx.commit().await?;
-    Ok(Committed::Applied(follow_up))
+    Ok(match (found, inserted, live) {
+        (0, _, _) => return Err(sqlx::Error::RowNotFound),
+        (_, 0, _) => Applied::Duplicate,
+        (_, _, 0) => Applied::Discarded,
+        _ => Applied::Done,
+    })
 }
 
 /// The follow-ups as stored with the dedup record: a reply's `result` is
@@ -322,15 +388,15 @@ pub fn outcome_body(
 
 fn push_final(
     follow_up: &mut Vec<Outbound>,
-    run: &Run,
+    run: &RunRef<'_>,
     status: &str,
     result: Option<&Value>,
     error: Option<&str>,
 ) {
-    if let Some(to) = &run.reply_to {
+    if let Some(to) = run.reply_to {
         follow_up.push(Outbound::Reply {
-            to: to.clone(),
-            correlation_id: run.correlation_id.clone(),
+            to: to.to_string(),
+            correlation_id: run.correlation_id.to_string(),
             body: outcome_body(run.id, status, result, error),
         });
     }

@@ -55,12 +55,21 @@ fn engine_options(config: &Config) -> Result<PgConnectOptions, sqlx::Error> {
         .options([("plan_cache_mode", "force_generic_plan")]))
 }
 
+/// The engine's pools hand out connections without a ping first (sqlx's
+/// default is a round trip per acquire, i.e. per statement here): a
+/// connection that broke fails its statement, which is an outage for the
+/// caller (the delivery is handed back), and the pool replaces it.
+fn engine_pool_options() -> PgPoolOptions {
+    PgPoolOptions::new()
+        .test_before_acquire(false)
+        .acquire_timeout(Duration::from_secs(5))
+}
+
 /// Opens the pool of the engine's per-message statements: intake of AMQP
 /// requests and the effect transactions (durable commits).
 pub async fn connect_hot(config: &Config) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new()
+    engine_pool_options()
         .max_connections(config.db_pool_size)
-        .acquire_timeout(Duration::from_secs(5))
         .connect_with(engine_options(config)?)
         .await
 }
@@ -72,9 +81,8 @@ pub async fn connect_hot(config: &Config) -> Result<PgPool, sqlx::Error> {
 /// redelivered and the outcome of every attempt is committed durably on the
 /// main pool. It saves one fsync per phase.
 pub async fn connect_relaxed(config: &Config) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new()
+    engine_pool_options()
         .max_connections((config.db_pool_size / 2).max(2))
-        .acquire_timeout(Duration::from_secs(5))
         .connect_with(engine_options(config)?.options([("synchronous_commit", "off")]))
         .await
 }
