@@ -69,6 +69,12 @@ pub struct Config {
     /// Tool results memoized in-process by data version
     /// (`NETRA_MEMO_ENTRIES`, default 4096; 0 disables; see [`crate::memo`]).
     pub memo_entries: usize,
+    /// Most effects written by one statement (`NETRA_COMMIT_BATCH`, default
+    /// 32; 1 commits each effect alone; see [`crate::pipeline::committer`]).
+    pub commit_batch: usize,
+    /// Effect statements running at once (`NETRA_COMMIT_CONCURRENCY`,
+    /// default 2): fewer means larger batches under load.
+    pub commit_concurrency: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -194,6 +200,8 @@ impl Config {
             rate_limit_per_min: parse("NETRA_RATE_LIMIT_PER_MIN", 600u32)?,
             agent_cache_ttl_secs: parse("NETRA_AGENT_CACHE_TTL_SECS", 3600u64)?,
             memo_entries: parse("NETRA_MEMO_ENTRIES", 4096usize)?,
+            commit_batch: parse("NETRA_COMMIT_BATCH", 32usize)?,
+            commit_concurrency: parse("NETRA_COMMIT_CONCURRENCY", 2usize)?,
         })
     }
 

@@ -11,6 +11,7 @@
 //! - [`service`] owns the broker connection and restarts everything on loss.
 
 pub mod agent;
+pub mod committer;
 pub mod consumer;
 pub mod dispatch;
 pub mod envelope;
@@ -58,6 +59,9 @@ pub struct Engine {
     pub link: Arc<BrokerLink>,
     /// The agents' read results, memoized by data version.
     pub memo: Arc<crate::memo::Memo>,
+    /// Group commit of effects (started with the engine's pools; without
+    /// it each effect is committed alone).
+    pub committer: Option<committer::Committer>,
 }
 
 /// The current broker connection state, for `/readyz` and the API's publishes.
@@ -141,12 +145,21 @@ impl Engine {
             metrics: Arc::new(Metrics::default()),
             link: Arc::new(BrokerLink::default()),
             memo,
+            committer: None,
         }
     }
 
     /// Uses `marks` for the "phase started" marks and `hot` for the other
     /// per-message statements.
+    /// Starts the group committer on `hot` (needs a Tokio runtime).
     pub fn with_engine_pools(mut self, marks: PgPool, hot: PgPool) -> Self {
+        if self.config.commit_batch > 1 {
+            self.committer = Some(committer::Committer::start(
+                hot.clone(),
+                self.config.commit_batch,
+                self.config.commit_concurrency,
+            ));
+        }
         self.marks = marks;
         self.hot = hot;
         self

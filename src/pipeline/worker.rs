@@ -251,12 +251,20 @@ async fn process(
             (runs::Effect::DeadLetter { error }, Outcome::DeadLettered)
         }
     };
-    let committed = match runs::commit_effect(&engine.hot, &record, &effect).await {
+    // Successes and retries are group-committed with other deliveries'.
+    let (committed, effect) = match (&effect, &engine.committer) {
+        (runs::Effect::DeadLetter { .. }, _) | (_, None) => (
+            runs::commit_effect(&engine.hot, &record, &effect).await,
+            Some(effect),
+        ),
+        (_, Some(committer)) => committer.commit(record, effect).await,
+    };
+    let committed = match committed {
         Ok(c) => c,
         Err(e) => {
             // The agent's work is not lost with the commit: the redelivered
             // message finds it in the agent output cache.
-            if let (runs::Effect::Succeeded { output, .. }, Some(cache), Some(input)) =
+            if let (Some(runs::Effect::Succeeded { output, .. }), Some(cache), Some(input)) =
                 (&effect, agent_cache, &input)
             {
                 cache

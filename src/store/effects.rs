@@ -83,14 +83,148 @@ pub async fn commit_effect(
     rec: &AttemptRecord,
     effect: &Effect,
 ) -> Result<Committed, sqlx::Error> {
+    let Effect::DeadLetter { error } = effect else {
+        let mut done = commit_effects(pool, &[(rec, effect)]).await?;
+        return done.pop().ok_or(sqlx::Error::RowNotFound);
+    };
     let env = &rec.envelope;
     let replay = i32::try_from(env.replay).unwrap_or(i32::MAX);
-    let run = RunRef {
-        id: env.run_id,
-        correlation_id: &env.correlation_id,
-        tenant: &env.tenant,
-        reply_to: rec.reply_to.as_deref(),
+    let mut tx = pool.begin().await?;
+    let locked: Option<Run> = sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(env.run_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(locked) = locked else {
+        return Err(sqlx::Error::RowNotFound);
     };
+    let mut follow_up = Vec::new();
+    if locked.status != "cancelled" {
+        let first: Option<(Option<DateTime<Utc>>,)> = sqlx::query_as(
+            "SELECT min(started_at) FROM phase_attempts WHERE run_id = $1 AND phase = $2 \
+             AND replay = $3 AND outcome LIKE 'failed%'",
+        )
+        .bind(env.run_id)
+        .bind(&env.phase)
+        .bind(replay)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let first_failed_at = first.and_then(|(t,)| t).unwrap_or(rec.started_at);
+        follow_up.push(Outbound::DeadLetter {
+            envelope: env.clone(),
+            error_class: error.class.as_str().to_string(),
+            error: error.message.clone(),
+            attempts: env.attempt,
+            first_failed_at,
+            last_failed_at: rec.started_at,
+        });
+        super::dead_letters::insert_for_run(
+            &mut tx,
+            &locked,
+            env,
+            error,
+            first_failed_at,
+            rec.started_at,
+        )
+        .await?;
+        push_final(
+            &mut follow_up,
+            &RunRef::of(rec),
+            "dead_lettered",
+            None,
+            Some(&error.message),
+        );
+    }
+    let planned = Planned {
+        rec,
+        effect,
+        update: RunUpdate {
+            error: Some(&error.message),
+            ..RunUpdate::at_phase("dead_lettered", env)
+        },
+        follow_up,
+    };
+    let applied = apply_batch(&mut *tx, std::slice::from_ref(&planned)).await?;
+    match applied.first() {
+        Some(Applied::Duplicate) | None => {
+            tx.rollback().await?;
+            duplicate(pool, &env.message_id()).await
+        }
+        Some(Applied::Discarded) => {
+            tx.commit().await?;
+            Ok(Committed::Applied(Vec::new()))
+        }
+        Some(Applied::Done) => {
+            tx.commit().await?;
+            Ok(Committed::Applied(planned.follow_up))
+        }
+    }
+}
+
+/// Commits the effects of several phase attempts (successes and retries;
+/// not dead letters) with as few statements as possible: every statement
+/// takes a batch of attempts of distinct runs and messages (group commit).
+/// Each attempt ends as [`commit_effect`] would have ended it alone; the
+/// results are in the order of `items`. An error fails them all; nothing of
+/// the failing statement is committed, earlier statements are.
+pub async fn commit_effects(
+    pool: &PgPool,
+    items: &[(&AttemptRecord, &Effect)],
+) -> Result<Vec<Committed>, sqlx::Error> {
+    let mut planned: Vec<Option<Planned<'_>>> = Vec::with_capacity(items.len());
+    for (rec, effect) in items {
+        planned.push(Some(plan(rec, effect).ok_or_else(|| {
+            sqlx::Error::Protocol("a dead letter cannot be batched".into())
+        })?));
+    }
+    let mut results: Vec<Option<Committed>> = (0..items.len()).map(|_| None).collect();
+    while planned.iter().any(Option::is_some) {
+        // One statement per round: at most one attempt per run and message
+        // (a second copy of a message waits for the next round, where it is
+        // a duplicate).
+        let mut runs_seen = std::collections::HashSet::new();
+        let mut ids_seen = std::collections::HashSet::new();
+        let mut round = Vec::new();
+        let mut positions = Vec::new();
+        for (k, slot) in planned.iter_mut().enumerate() {
+            let Some(p) = slot else { continue };
+            let env = &p.rec.envelope;
+            if runs_seen.insert(env.run_id) && ids_seen.insert(env.message_id()) {
+                if let Some(p) = slot.take() {
+                    round.push(p);
+                    positions.push(k);
+                }
+            }
+        }
+        let applied = apply_batch(pool, &round).await?;
+        for ((p, k), a) in round.into_iter().zip(positions).zip(applied) {
+            results[k] = Some(match a {
+                Applied::Duplicate => duplicate(pool, &p.rec.envelope.message_id()).await?,
+                Applied::Discarded => Committed::Applied(Vec::new()),
+                Applied::Done => Committed::Applied(p.follow_up),
+            });
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.ok_or(sqlx::Error::RowNotFound))
+        .collect()
+}
+
+/// An attempt's effect, worked out before it is written.
+struct Planned<'a> {
+    rec: &'a AttemptRecord,
+    effect: &'a Effect,
+    update: RunUpdate<'a>,
+    follow_up: Vec<Outbound>,
+}
+
+/// The new state of the run and the follow-ups of a success or a retry
+/// (`None` for a dead letter, which needs the database to work them out).
+fn plan<'a>(rec: &'a AttemptRecord, effect: &'a Effect) -> Option<Planned<'a>> {
+    let env = &rec.envelope;
+    let run = RunRef::of(rec);
     let mut follow_up = Vec::new();
     let update = match effect {
         Effect::Succeeded { output, next } => match next {
@@ -116,79 +250,14 @@ pub async fn commit_effect(
             error: Some(&error.message),
             ..RunUpdate::at_phase("retrying", env)
         },
-        Effect::DeadLetter { error } => {
-            let mut tx = pool.begin().await?;
-            let locked: Option<Run> = sqlx::query_as(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 FOR UPDATE"
-            ))
-            .bind(env.run_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(locked) = locked else {
-                return Err(sqlx::Error::RowNotFound);
-            };
-            if locked.status != "cancelled" {
-                let first: Option<(Option<DateTime<Utc>>,)> = sqlx::query_as(
-                    "SELECT min(started_at) FROM phase_attempts WHERE run_id = $1 AND phase = $2 \
-                     AND replay = $3 AND outcome LIKE 'failed%'",
-                )
-                .bind(run.id)
-                .bind(&env.phase)
-                .bind(replay)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let first_failed_at = first.and_then(|(t,)| t).unwrap_or(rec.started_at);
-                follow_up.push(Outbound::DeadLetter {
-                    envelope: env.clone(),
-                    error_class: error.class.as_str().to_string(),
-                    error: error.message.clone(),
-                    attempts: env.attempt,
-                    first_failed_at,
-                    last_failed_at: rec.started_at,
-                });
-                super::dead_letters::insert_for_run(
-                    &mut tx,
-                    &locked,
-                    env,
-                    error,
-                    first_failed_at,
-                    rec.started_at,
-                )
-                .await?;
-                push_final(
-                    &mut follow_up,
-                    &run,
-                    "dead_lettered",
-                    None,
-                    Some(&error.message),
-                );
-            }
-            let update = RunUpdate {
-                error: Some(&error.message),
-                ..RunUpdate::at_phase("dead_lettered", env)
-            };
-            let applied = apply(&mut *tx, rec, effect, &update, &follow_up).await?;
-            return match applied {
-                Applied::Duplicate => {
-                    tx.rollback().await?;
-                    duplicate(pool, &env.message_id()).await
-                }
-                Applied::Discarded => {
-                    tx.commit().await?;
-                    Ok(Committed::Applied(Vec::new()))
-                }
-                Applied::Done => {
-                    tx.commit().await?;
-                    Ok(Committed::Applied(follow_up))
-                }
-            };
-        }
+        Effect::DeadLetter { .. } => return None,
     };
-    match apply(pool, rec, effect, &update, &follow_up).await? {
-        Applied::Duplicate => duplicate(pool, &env.message_id()).await,
-        Applied::Discarded => Ok(Committed::Applied(Vec::new())),
-        Applied::Done => Ok(Committed::Applied(follow_up)),
-    }
+    Some(Planned {
+        rec,
+        effect,
+        update,
+        follow_up,
+    })
 }
 
 /// What the run needs for the follow-ups of its effect.
@@ -197,6 +266,17 @@ struct RunRef<'a> {
     correlation_id: &'a str,
     tenant: &'a str,
     reply_to: Option<&'a str>,
+}
+
+impl<'a> RunRef<'a> {
+    fn of(rec: &'a AttemptRecord) -> Self {
+        RunRef {
+            id: rec.envelope.run_id,
+            correlation_id: &rec.envelope.correlation_id,
+            tenant: &rec.envelope.tenant,
+            reply_to: rec.reply_to.as_deref(),
+        }
+    }
 }
 
 /// The new state of a run after an effect.
@@ -235,7 +315,7 @@ impl<'a> RunUpdate<'a> {
     }
 }
 
-/// What the effect statement did.
+/// What the effect statement did with one attempt.
 enum Applied {
     /// The message was processed before; nothing changed.
     Duplicate,
@@ -253,102 +333,194 @@ async fn duplicate(pool: &PgPool, message_id: &str) -> Result<Committed, sqlx::E
     Ok(Committed::Duplicate(stored))
 }
 
-/// The effect statement: it locks the run, writes the dedup record and, only
-/// if it was new, the attempt; and, unless the run was cancelled, the output,
-/// the run's new state, its history row and the report message. One round
-/// trip instead of six.
-async fn apply<'e, E: sqlx::PgExecutor<'e>>(
+/// The effect statement, for a batch of attempts of distinct runs and
+/// messages: it locks their runs (in id order, so concurrent batches cannot
+/// deadlock), writes each dedup record and, only where it was new, the
+/// attempt; and, unless that run was cancelled, the output, the run's new
+/// state, its history row and the report message. One round trip for the
+/// whole batch; the results are in the order of `items`.
+async fn apply_batch<'e, E: sqlx::PgExecutor<'e>>(
     ex: E,
-    rec: &AttemptRecord,
-    effect: &Effect,
-    update: &RunUpdate<'_>,
-    follow_up: &[Outbound],
-) -> Result<Applied, sqlx::Error> {
-    let env = &rec.envelope;
-    let attempt = i32::try_from(env.attempt).unwrap_or(i32::MAX);
-    let replay = i32::try_from(env.replay).unwrap_or(i32::MAX);
-    let (outcome, output, err_class, err_msg) = match effect {
-        Effect::Succeeded { output, .. } => ("succeeded", Some(output), None, None),
-        Effect::Retry { error, .. } | Effect::DeadLetter { error } => (
-            if error.class == crate::error::ErrorClass::Transient {
-                "failed_transient"
-            } else {
-                "failed_permanent"
-            },
-            None,
-            Some(error.class.as_str()),
-            Some(error.message.as_str()),
-        ),
-    };
-    let status = update.status;
-    let next_replay = if status == "queued" { 0 } else { replay };
-    let report = match (update.result, status) {
-        (Some(r), "completed" | "needs_input") => Some(report_text(r)),
-        _ => None,
-    };
-    let (found, inserted, live): (i64, i64, i64) = sqlx::query_as(
-        "WITH run AS (SELECT id, status, thread_id FROM runs WHERE id = $2 FOR UPDATE), \
-         live AS (SELECT status, thread_id FROM run WHERE status <> 'cancelled'), \
+    items: &[Planned<'_>],
+) -> Result<Vec<Applied>, sqlx::Error> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = items.len();
+    let mut c = Columns::with_capacity(n);
+    for p in items {
+        c.push(p);
+    }
+    let rows: Vec<(i64, bool, bool, bool)> = sqlx::query_as(
+        "WITH i AS ( \
+           SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::jsonb[], $5::int4[], $6::int4[], \
+             $7::text[], $8::jsonb[], $9::jsonb[], $10::text[], $11::text[], $12::text[], $13::timestamptz[], \
+             $14::text[], $15::text[], $16::int4[], $17::int4[], $18::timestamptz[], $19::bool[], $20::text[], \
+             $21::bool[], $22::jsonb[], $23::text[]) WITH ORDINALITY \
+             AS t(message_id, run_id, phase, follow_up, attempt, replay, outcome, input, output, error_class, \
+                  error, worker_id, started_at, status, next_phase, next_attempt, next_replay, next_attempt_at, \
+                  has_result, run_error, final, detail, report, idx)), \
+         run AS (SELECT r.id, r.status, r.thread_id FROM runs r WHERE r.id IN (SELECT run_id FROM i) \
+                 ORDER BY r.id FOR UPDATE), \
+         j AS (SELECT i.*, run.status AS from_status, run.thread_id, run.status <> 'cancelled' AS live \
+               FROM i JOIN run ON run.id = i.run_id), \
          p AS ( \
            INSERT INTO processed_messages (message_id, run_id, phase, follow_up) \
-           SELECT $1, $2, $3, CASE WHEN EXISTS (SELECT 1 FROM live) THEN $4 ELSE '[]'::jsonb END FROM run \
-           ON CONFLICT (message_id) DO NOTHING RETURNING 1 AS ok), \
+           SELECT message_id, run_id, phase, CASE WHEN live THEN follow_up ELSE '[]'::jsonb END FROM j \
+           ON CONFLICT (message_id) DO NOTHING RETURNING message_id), \
+         jp AS (SELECT j.* FROM j JOIN p USING (message_id)), \
          a AS ( \
            INSERT INTO phase_attempts (run_id, phase, attempt, replay, message_id, outcome, input, \
              error_class, error, worker_id, started_at, finished_at) \
-           SELECT $2, $3, $5, $6, $1, \
-             CASE WHEN EXISTS (SELECT 1 FROM live) THEN $7 ELSE 'discarded' END, $8, \
-             CASE WHEN EXISTS (SELECT 1 FROM live) THEN $10 END, \
-             CASE WHEN EXISTS (SELECT 1 FROM live) THEN $11 END, $12, $13, now() FROM p), \
+           SELECT run_id, phase, attempt, replay, message_id, CASE WHEN live THEN outcome ELSE 'discarded' END, \
+             input, CASE WHEN live THEN error_class END, CASE WHEN live THEN error END, worker_id, started_at, \
+             now() FROM jp), \
          o AS ( \
            INSERT INTO phase_outputs (run_id, phase, replay, output) \
-           SELECT $2, $3, $6, $9 FROM p, live WHERE $9::jsonb IS NOT NULL \
+           SELECT run_id, phase, replay, output FROM jp WHERE live AND output IS NOT NULL \
            ON CONFLICT (run_id, phase) DO UPDATE SET replay = EXCLUDED.replay, output = EXCLUDED.output, \
              created_at = now()), \
          r AS ( \
-           UPDATE runs SET status = $14, phase = $15, attempt = $16, replay = $17, next_attempt_at = $18, \
-             result = COALESCE($19, result), error = $20, updated_at = now(), \
-             finished_at = CASE WHEN $21 THEN now() ELSE NULL END \
-           WHERE id = $2 AND EXISTS (SELECT 1 FROM p) AND EXISTS (SELECT 1 FROM live)), \
+           UPDATE runs SET status = jp.status, phase = jp.next_phase, attempt = jp.next_attempt, \
+             replay = jp.next_replay, next_attempt_at = jp.next_attempt_at, \
+             result = CASE WHEN jp.has_result THEN jp.output ELSE runs.result END, error = jp.run_error, \
+             updated_at = now(), finished_at = CASE WHEN jp.final THEN now() ELSE NULL END \
+           FROM jp WHERE runs.id = jp.run_id AND jp.live), \
          h AS ( \
            INSERT INTO run_history (run_id, actor, from_status, to_status, phase, attempt, replay, error, detail) \
-           SELECT $2, $12, live.status, $14, $15, $16, $17, $11, $22 FROM p, live), \
+           SELECT run_id, worker_id, from_status, status, next_phase, next_attempt, next_replay, error, detail \
+           FROM jp WHERE live ORDER BY idx), \
          m AS ( \
            INSERT INTO messages (thread_id, run_id, role, content) \
-           SELECT live.thread_id, $2, 'agent', $23 FROM p, live WHERE $23::text IS NOT NULL) \
-         SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM p), (SELECT count(*) FROM live)",
+           SELECT thread_id, run_id, 'agent', report FROM jp WHERE live AND report IS NOT NULL ORDER BY idx) \
+         SELECT i.idx, run.id IS NOT NULL, p.message_id IS NOT NULL, coalesce(run.status <> 'cancelled', false) \
+         FROM i LEFT JOIN run ON run.id = i.run_id LEFT JOIN p ON p.message_id = i.message_id ORDER BY i.idx",
     )
-    .bind(env.message_id())
-    .bind(env.run_id)
-    .bind(&env.phase)
-    .bind(stored_follow_up(follow_up))
-    .bind(attempt)
-    .bind(replay)
-    .bind(outcome)
-    .bind(&rec.input)
-    .bind(output)
-    .bind(err_class)
-    .bind(err_msg)
-    .bind(&rec.worker_id)
-    .bind(rec.started_at)
-    .bind(status)
-    .bind(update.phase)
-    .bind(update.attempt)
-    .bind(next_replay)
-    .bind(update.next_attempt_at)
-    .bind(update.result)
-    .bind(update.error)
-    .bind(FINAL_STATUSES.contains(&status))
-    .bind(update.next_attempt_at.map(|t| json!({ "next_attempt_at": t })))
-    .bind(&report)
-    .fetch_one(ex)
+    .bind(&c.message_id)
+    .bind(&c.run_id)
+    .bind(&c.phase)
+    .bind(&c.follow_up)
+    .bind(&c.attempt)
+    .bind(&c.replay)
+    .bind(&c.outcome)
+    .bind(&c.input)
+    .bind(&c.output)
+    .bind(&c.error_class)
+    .bind(&c.error)
+    .bind(&c.worker_id)
+    .bind(&c.started_at)
+    .bind(&c.status)
+    .bind(&c.next_phase)
+    .bind(&c.next_attempt)
+    .bind(&c.next_replay)
+    .bind(&c.next_attempt_at)
+    .bind(&c.has_result)
+    .bind(&c.run_error)
+    .bind(&c.final_status)
+    .bind(&c.detail)
+    .bind(&c.report)
+    .fetch_all(ex)
     .await?;
-    Ok(match (found, inserted, live) {
-        (0, _, _) => return Err(sqlx::Error::RowNotFound),
-        (_, 0, _) => Applied::Duplicate,
-        (_, _, 0) => Applied::Discarded,
-        _ => Applied::Done,
-    })
+    if rows.len() != n {
+        return Err(sqlx::Error::Protocol(format!(
+            "effect statement answered {} rows for {n} attempts",
+            rows.len()
+        )));
+    }
+    rows.into_iter()
+        .map(|(_, found, inserted, live)| match (found, inserted, live) {
+            (false, _, _) => Err(sqlx::Error::RowNotFound),
+            (_, false, _) => Ok(Applied::Duplicate),
+            (_, _, false) => Ok(Applied::Discarded),
+            _ => Ok(Applied::Done),
+        })
+        .collect()
+}
+
+/// The bind arrays of [`apply_batch`], one element per attempt.
+#[derive(Default)]
+struct Columns<'a> {
+    message_id: Vec<String>,
+    run_id: Vec<Uuid>,
+    phase: Vec<&'a str>,
+    follow_up: Vec<Value>,
+    attempt: Vec<i32>,
+    replay: Vec<i32>,
+    outcome: Vec<&'static str>,
+    input: Vec<&'a Value>,
+    output: Vec<Option<&'a Value>>,
+    error_class: Vec<Option<&'static str>>,
+    error: Vec<Option<&'a str>>,
+    worker_id: Vec<&'a str>,
+    started_at: Vec<DateTime<Utc>>,
+    status: Vec<&'static str>,
+    next_phase: Vec<&'a str>,
+    next_attempt: Vec<i32>,
+    next_replay: Vec<i32>,
+    next_attempt_at: Vec<Option<DateTime<Utc>>>,
+    has_result: Vec<bool>,
+    run_error: Vec<Option<&'a str>>,
+    final_status: Vec<bool>,
+    detail: Vec<Option<Value>>,
+    report: Vec<Option<String>>,
+}
+
+impl<'a> Columns<'a> {
+    fn with_capacity(n: usize) -> Self {
+        let mut c = Columns::default();
+        c.message_id.reserve(n);
+        c
+    }
+
+    fn push(&mut self, p: &'a Planned<'a>) {
+        let env = &p.rec.envelope;
+        let replay = i32::try_from(env.replay).unwrap_or(i32::MAX);
+        let (outcome, output, error_class, error) = match p.effect {
+            Effect::Succeeded { output, .. } => ("succeeded", Some(output), None, None),
+            Effect::Retry { error, .. } | Effect::DeadLetter { error } => (
+                if error.class == crate::error::ErrorClass::Transient {
+                    "failed_transient"
+                } else {
+                    "failed_permanent"
+                },
+                None,
+                Some(error.class.as_str()),
+                Some(error.message.as_str()),
+            ),
+        };
+        let u = &p.update;
+        self.message_id.push(env.message_id());
+        self.run_id.push(env.run_id);
+        self.phase.push(&env.phase);
+        self.follow_up.push(stored_follow_up(&p.follow_up));
+        self.attempt
+            .push(i32::try_from(env.attempt).unwrap_or(i32::MAX));
+        self.replay.push(replay);
+        self.outcome.push(outcome);
+        self.input.push(&p.rec.input);
+        self.output.push(output);
+        self.error_class.push(error_class);
+        self.error.push(error);
+        self.worker_id.push(&p.rec.worker_id);
+        self.started_at.push(p.rec.started_at);
+        self.status.push(u.status);
+        self.next_phase.push(u.phase);
+        self.next_attempt.push(u.attempt);
+        self.next_replay
+            .push(if u.status == "queued" { 0 } else { replay });
+        self.next_attempt_at.push(u.next_attempt_at);
+        // A finishing run's result is the output of its last phase: bound
+        // once, as the output.
+        self.has_result.push(u.result.is_some());
+        self.run_error.push(u.error);
+        self.final_status.push(FINAL_STATUSES.contains(&u.status));
+        self.detail
+            .push(u.next_attempt_at.map(|t| json!({ "next_attempt_at": t })));
+        self.report.push(match (u.result, u.status) {
+            (Some(r), "completed" | "needs_input") => Some(report_text(r)),
+            _ => None,
+        });
+    }
 }
 
 /// The follow-ups as stored with the dedup record: a reply's `result` is
