@@ -57,7 +57,7 @@ impl Committer {
                 }
                 let pool = pool.clone();
                 tokio::spawn(async move {
-                    write(&pool, batch).await;
+                    answer(&pool, batch).await;
                     drop(slot);
                 });
             }
@@ -86,28 +86,41 @@ impl Committer {
 }
 
 /// Writes one batch and answers every job of it.
-async fn write(pool: &PgPool, batch: Vec<Job>) {
-    let items: Vec<(&AttemptRecord, &Effect)> =
-        batch.iter().map(|j| (&j.record, &j.effect)).collect();
+async fn answer(pool: &PgPool, batch: Vec<Job>) {
+    let (work, done): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .map(|j| ((j.record, j.effect), j.done))
+        .unzip();
+    for (outcome, done) in write_batch(pool, work).await.into_iter().zip(done) {
+        let _ = done.send(outcome);
+    }
+}
+
+/// Writes a batch of effects (successes and retries) as the committer does:
+/// one statement, or, if that fails, one effect at a time. The outcomes are
+/// in the order of `batch`.
+pub async fn write_batch(pool: &PgPool, batch: Vec<(AttemptRecord, Effect)>) -> Vec<Outcome> {
+    let items: Vec<(&AttemptRecord, &Effect)> = batch.iter().map(|(r, e)| (r, e)).collect();
     let result = effects::commit_effects(pool, &items).await;
     drop(items);
     match result {
-        Ok(done) => {
-            for (job, committed) in batch.into_iter().zip(done) {
-                let _ = job.done.send((Ok(committed), Some(job.effect)));
-            }
-        }
+        Ok(done) => batch
+            .into_iter()
+            .zip(done)
+            .map(|((_, effect), committed)| (Ok(committed), Some(effect)))
+            .collect(),
         Err(e) if batch.len() == 1 => {
-            if let Some(job) = batch.into_iter().next() {
-                let _ = job.done.send((Err(e), Some(job.effect)));
-            }
+            let effect = batch.into_iter().next().map(|(_, effect)| effect);
+            vec![(Err(e), effect)]
         }
         Err(e) => {
             tracing::debug!(error = %e, size = batch.len(), "batched effects failed; writing them one by one");
-            for job in batch {
-                let result = effects::commit_effect(pool, &job.record, &job.effect).await;
-                let _ = job.done.send((result, Some(job.effect)));
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for (record, effect) in batch {
+                let result = effects::commit_effect(pool, &record, &effect).await;
+                outcomes.push((result, Some(effect)));
             }
+            outcomes
         }
     }
 }
