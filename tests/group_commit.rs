@@ -104,7 +104,7 @@ async fn a_batch_ends_every_effect_as_if_it_were_committed_alone() {
 
     // Success with a next phase: queued(data), one follow-up.
     let f = applied(&out[0]);
-    assert!(matches!(&f[..], [Outbound::Phase { envelope }] if envelope.phase == "data"));
+    assert!(matches!(f, [Outbound::Phase { envelope }] if envelope.phase == "data"));
     let r = runs::get(&pool, next.id).await.unwrap().unwrap();
     assert_eq!(
         (r.status.as_str(), r.phase.as_deref(), r.attempt),
