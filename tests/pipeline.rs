@@ -172,6 +172,12 @@ async fn same_request_message_id_makes_one_run_and_reply_carries_correlation_id(
     let runs = t.wait_all(1, &["completed"]).await;
     assert_eq!(runs.len(), 1);
     assert_eq!(body["run_id"], json!(runs[0].id));
+    // The copies left no thread behind.
+    let (threads,): (i64,) = sqlx::query_as("SELECT count(*) FROM threads")
+        .fetch_one(&t.pool)
+        .await
+        .unwrap();
+    assert_eq!(threads, 1);
     assert!(body["result"]["markdown"].is_string(), "{body}");
     // A duplicate of the final phase message publishes the same reply again,
     // result included (the dedup record stores it without the result).

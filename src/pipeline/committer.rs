@@ -11,88 +11,42 @@
 //! If a batch fails, its effects are retried one by one, so an effect that
 //! the database refuses fails alone and does not take its batch-mates along.
 
-use std::sync::Arc;
-
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use super::batcher::Batcher;
 use crate::store::effects::{self, AttemptRecord, Committed, Effect};
 
 /// The outcome of an effect, and the effect itself handed back (`None` only
 /// if the committer task died with it).
 pub type Outcome = (Result<Committed, sqlx::Error>, Option<Effect>);
 
-struct Job {
-    record: AttemptRecord,
-    effect: Effect,
-    done: oneshot::Sender<Outcome>,
-}
-
 /// The handle handlers commit through; cheap to clone.
 #[derive(Clone)]
 pub struct Committer {
-    jobs: mpsc::UnboundedSender<Job>,
+    batcher: Batcher<(AttemptRecord, Effect), Outcome>,
 }
 
 impl Committer {
-    /// Starts the committer task over `pool`: batches of at most `max_batch`
-    /// effects, at most `concurrency` statements at a time. The task ends
-    /// when every handle is dropped.
+    /// Starts the committer over `pool`: batches of at most `max_batch`
+    /// effects, at most `concurrency` statements at a time.
     pub fn start(pool: PgPool, max_batch: usize, concurrency: usize) -> Self {
-        let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
-        let slots = Arc::new(Semaphore::new(concurrency.max(1)));
-        let max_batch = max_batch.max(1);
-        tokio::spawn(async move {
-            while let Some(first) = queue.recv().await {
-                let Ok(slot) = slots.clone().acquire_owned().await else {
-                    break;
-                };
-                // Everything that queued up while the slots were busy.
-                let mut batch = vec![first];
-                while batch.len() < max_batch {
-                    match queue.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    }
-                }
-                let pool = pool.clone();
-                tokio::spawn(async move {
-                    answer(&pool, batch).await;
-                    drop(slot);
-                });
-            }
+        let batcher = Batcher::start(max_batch, concurrency, move |batch| {
+            let pool = pool.clone();
+            async move { write_batch(&pool, batch).await }
         });
-        Committer { jobs }
+        Committer { batcher }
     }
 
     /// Commits a success or a retry (a dead letter goes through
     /// [`effects::commit_effect`] directly) and hands the effect back.
     pub async fn commit(&self, record: AttemptRecord, effect: Effect) -> Outcome {
-        let (done, outcome) = oneshot::channel();
-        if let Err(mpsc::error::SendError(job)) = self.jobs.send(Job {
-            record,
-            effect,
-            done,
-        }) {
-            // The committer task is gone (shutdown): the delivery goes back.
-            return (Err(sqlx::Error::PoolClosed), Some(job.effect));
+        match self.batcher.call((record, effect)).await {
+            Ok(Some(outcome)) => outcome,
+            // The batch died (a panic): the delivery is handed back.
+            Ok(None) => (Err(sqlx::Error::WorkerCrashed), None),
+            // The committer is gone (shutdown): the delivery goes back.
+            Err((_, effect)) => (Err(sqlx::Error::PoolClosed), Some(effect)),
         }
-        match outcome.await {
-            Ok(outcome) => outcome,
-            // The batch task died (a panic); the delivery is handed back.
-            Err(_) => (Err(sqlx::Error::WorkerCrashed), None),
-        }
-    }
-}
-
-/// Writes one batch and answers every job of it.
-async fn answer(pool: &PgPool, batch: Vec<Job>) {
-    let (work, done): (Vec<_>, Vec<_>) = batch
-        .into_iter()
-        .map(|j| ((j.record, j.effect), j.done))
-        .unzip();
-    for (outcome, done) in write_batch(pool, work).await.into_iter().zip(done) {
-        let _ = done.send(outcome);
     }
 }
 

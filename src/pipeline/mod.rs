@@ -11,6 +11,7 @@
 //! - [`service`] owns the broker connection and restarts everything on loss.
 
 pub mod agent;
+pub mod batcher;
 pub mod committer;
 pub mod consumer;
 pub mod dispatch;
@@ -21,6 +22,7 @@ pub mod replay;
 pub mod retry;
 pub mod service;
 pub mod shutdown;
+pub mod starter;
 pub mod worker;
 
 use std::sync::Arc;
@@ -62,6 +64,8 @@ pub struct Engine {
     /// Group commit of effects (started with the engine's pools; without
     /// it each effect is committed alone).
     pub committer: Option<committer::Committer>,
+    /// Batched phase starts (started with the engine's pools).
+    pub starter: Option<starter::Starter>,
 }
 
 /// The current broker connection state, for `/readyz` and the API's publishes.
@@ -146,6 +150,7 @@ impl Engine {
             link: Arc::new(BrokerLink::default()),
             memo,
             committer: None,
+            starter: None,
         }
     }
 
@@ -156,6 +161,12 @@ impl Engine {
         if self.config.commit_batch > 1 {
             self.committer = Some(committer::Committer::start(
                 hot.clone(),
+                self.config.commit_batch,
+                self.config.commit_concurrency,
+            ));
+            self.starter = Some(starter::Starter::start(
+                marks.clone(),
+                self.config.worker_id.clone(),
                 self.config.commit_batch,
                 self.config.commit_concurrency,
             ));

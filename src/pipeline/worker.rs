@@ -114,9 +114,11 @@ async fn process(
     // A run is started only when it waits for exactly this step, and a step
     // is marked processed in the same transaction that moves the run past
     // it, so only a message that does not start can be a duplicate.
-    let (run, inputs) = match runs::start_phase(&engine.marks, &env, &engine.config.worker_id)
-        .await?
-    {
+    let start = match &engine.starter {
+        Some(starter) => starter.start_phase(&env).await?,
+        None => runs::start_phase(&engine.marks, &env, &engine.config.worker_id).await?,
+    };
+    let (run, inputs) = match start {
         runs::Start::Started(run, inputs) => (*run, inputs),
         runs::Start::NotRunnable(run) => {
             if let Some(follow_up) =

@@ -6,6 +6,7 @@
 pub mod dead_letters;
 pub mod effects;
 pub mod runs;
+pub mod starts;
 pub mod telemetry;
 pub mod tenants;
 pub mod threads;

@@ -122,7 +122,9 @@ pub struct Accepted {
 
 /// Creates the run (and thread) of a request, or finds the run an earlier
 /// copy of the same request created. The thread, the run, the user's message
-/// and the first history row are written by one statement in one transaction.
+/// and the first history row are written by one statement (one round trip);
+/// a new thread is inserted only with its run (the foreign key from the run
+/// is checked at the end of the statement).
 pub async fn create_run(
     pool: &PgPool,
     new: &NewRun,
@@ -136,15 +138,14 @@ pub async fn create_run(
         "workload_id": new.workload_id,
         "context": new.context,
     });
-    let mut tx = pool.begin().await?;
     let created: Option<Run> = sqlx::query_as(&format!(
-        "WITH t AS (INSERT INTO threads (id, tenant) SELECT $3, $2 WHERE $9 RETURNING id), \
-         ok AS (SELECT 1 AS ok WHERE $9 OR EXISTS (SELECT 1 FROM threads WHERE id = $3 AND tenant = $2)), \
+        "WITH ok AS (SELECT 1 AS ok WHERE $9 OR EXISTS (SELECT 1 FROM threads WHERE id = $3 AND tenant = $2)), \
          r AS (INSERT INTO runs (id, tenant, thread_id, correlation_id, request_message_id, reply_to, \
                  request, status, phase, attempt, replay) \
                SELECT $1, $2, $3, $4, $5, $6, $7, 'queued', $8, 1, 0 FROM ok \
                ON CONFLICT (tenant, request_message_id) WHERE request_message_id IS NOT NULL DO NOTHING \
                RETURNING {RUN_COLUMNS}), \
+         t AS (INSERT INTO threads (id, tenant) SELECT $3, $2 FROM r WHERE $9), \
          m AS (INSERT INTO messages (thread_id, run_id, role, content) SELECT thread_id, id, 'user', $10 FROM r), \
          h AS (INSERT INTO run_history (run_id, actor, to_status, phase, attempt, replay) \
                SELECT id, $11, 'queued', $8, 1, 0 FROM r) \
@@ -161,15 +162,13 @@ pub async fn create_run(
     .bind(new_thread)
     .bind(&new.message)
     .bind(actor)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(pool)
     .await?;
     if let Some(run) = created {
-        tx.commit().await?;
         return Ok(Accepted { run, created: true });
     }
     // Nothing was inserted: an earlier copy of the request made the run, or
     // the thread is not this tenant's.
-    tx.rollback().await?;
     if let Some(key) = &new.request_message_id {
         if let Some(run) = find_by_request_id(pool, &new.tenant, key).await? {
             return Ok(Accepted {
@@ -384,83 +383,7 @@ pub async fn processed_follow_up(
     }))
 }
 
-/// What a phase reads: upstream outputs, the thread so far, and the
-/// operator's patch when this is a patched replay.
-#[derive(Debug, Clone, Default)]
-pub struct Inputs {
-    /// Outputs of the phases that ran, by phase.
-    pub outputs: BTreeMap<String, Value>,
-    /// Earlier messages of the thread (up to 20, oldest first).
-    pub thread: Vec<ThreadMessage>,
-    /// JSON merge patch recorded with the replay, if any.
-    pub patch: Option<Value>,
-    /// The version of the data agents read (see [`crate::memo`]).
-    pub data_version: i64,
-}
-
-/// Outcome of trying to start a phase.
-#[derive(Debug)]
-pub enum Start {
-    /// The run is now `running(phase)`; here are its inputs.
-    Started(Box<Run>, Inputs),
-    /// The run is not waiting for this step (final, cancelled, or moved on).
-    NotRunnable(Box<Run>),
-    /// No such run.
-    Missing,
-}
-
-#[derive(sqlx::FromRow)]
-struct StartedRow {
-    #[sqlx(flatten)]
-    run: Run,
-    outputs: sqlx::types::Json<BTreeMap<String, Value>>,
-    thread: sqlx::types::Json<Vec<ThreadMessage>>,
-    patch: Option<Value>,
-    data_version: i64,
-}
-
-/// Marks a run `running(phase)` if it is waiting for exactly this step, and
-/// reads the phase's inputs in the same statement (one round trip).
-pub async fn start_phase(pool: &PgPool, env: &Envelope, actor: &str) -> Result<Start, sqlx::Error> {
-    let started: Option<StartedRow> = sqlx::query_as(&format!(
-        "WITH prev AS (SELECT status FROM runs WHERE id = $1), \
-         u AS (UPDATE runs SET status = 'running', updated_at = now() \
-               WHERE id = $1 AND phase = $2 AND attempt = $3 AND replay = $4 \
-               AND status IN ('queued', 'running', 'retrying') RETURNING {RUN_COLUMNS}), \
-         h AS (INSERT INTO run_history (run_id, actor, from_status, to_status, phase, attempt, replay) \
-               SELECT u.id, $5, prev.status, 'running', $2, $3, $4 FROM u, prev) \
-         SELECT u.*, \
-           (SELECT coalesce(jsonb_object_agg(o.phase, o.output), '{{}}'::jsonb) \
-              FROM phase_outputs o WHERE o.run_id = $1 AND o.phase <> $2) AS outputs, \
-           (SELECT coalesce(jsonb_agg(jsonb_build_object('role', m.role, 'content', m.content) ORDER BY m.id), '[]'::jsonb) \
-              FROM (SELECT id, role, content FROM messages WHERE thread_id = u.thread_id \
-                    AND (run_id IS NULL OR run_id <> $1) ORDER BY id DESC LIMIT 20) m) AS thread, \
-           (SELECT h.detail->'patch' FROM run_history h WHERE $4 > 0 AND h.run_id = $1 AND h.phase = $2 \
-              AND h.replay = $4 AND h.to_status = 'queued' AND h.detail ? 'patch' ORDER BY h.id DESC LIMIT 1) AS patch, \
-           (SELECT version FROM data_version) AS data_version \
-         FROM u"
-    ))
-    .bind(env.run_id)
-    .bind(&env.phase)
-    .bind(i32::try_from(env.attempt).unwrap_or(i32::MAX))
-    .bind(i32::try_from(env.replay).unwrap_or(i32::MAX))
-    .bind(actor)
-    .fetch_optional(pool)
-    .await?;
-    if let Some(row) = started {
-        let inputs = Inputs {
-            outputs: row.outputs.0,
-            thread: row.thread.0,
-            patch: row.patch.filter(|p| !p.is_null()),
-            data_version: row.data_version,
-        };
-        return Ok(Start::Started(Box::new(row.run), inputs));
-    }
-    Ok(match get(pool, env.run_id).await? {
-        Some(run) => Start::NotRunnable(Box::new(run)),
-        None => Start::Missing,
-    })
-}
+pub use super::starts::{start_phase, start_phases, Inputs, Start};
 
 pub use super::effects::{
     commit_effect, outcome_body, report_text, AttemptRecord, Committed, Effect, Next,

@@ -1,0 +1,55 @@
+//! Batched phase starts: the start marks and input reads of concurrent
+//! deliveries share one statement ([`store::starts::start_phases`]), as
+//! their effects do (see [`super::committer`]). A failed batch is retried
+//! one start at a time, so each delivery gets its own error.
+
+use sqlx::PgPool;
+
+use super::{batcher::Batcher, envelope::Envelope};
+use crate::store::starts::{self, Start};
+
+/// The handle handlers start through; cheap to clone.
+#[derive(Clone)]
+pub struct Starter {
+    batcher: Batcher<Envelope, Result<Start, sqlx::Error>>,
+}
+
+impl Starter {
+    /// Starts the batcher over `pool` (the marks pool), recording `actor`.
+    pub fn start(pool: PgPool, actor: String, max_batch: usize, concurrency: usize) -> Self {
+        let batcher = Batcher::start(max_batch, concurrency, move |envs: Vec<Envelope>| {
+            let (pool, actor) = (pool.clone(), actor.clone());
+            async move { start_batch(&pool, &envs, &actor).await }
+        });
+        Starter { batcher }
+    }
+
+    /// Starts one phase attempt.
+    pub async fn start_phase(&self, env: &Envelope) -> Result<Start, sqlx::Error> {
+        match self.batcher.call(env.clone()).await {
+            Ok(Some(start)) => start,
+            Ok(None) => Err(sqlx::Error::WorkerCrashed),
+            Err(_) => Err(sqlx::Error::PoolClosed),
+        }
+    }
+}
+
+/// One statement for the batch, or one per envelope if that fails.
+pub async fn start_batch(
+    pool: &PgPool,
+    envs: &[Envelope],
+    actor: &str,
+) -> Vec<Result<Start, sqlx::Error>> {
+    match starts::start_phases(pool, envs, actor).await {
+        Ok(started) => started.into_iter().map(Ok).collect(),
+        Err(e) if envs.len() == 1 => vec![Err(e)],
+        Err(e) => {
+            tracing::debug!(error = %e, size = envs.len(), "batched starts failed; starting them one by one");
+            let mut out = Vec::with_capacity(envs.len());
+            for env in envs {
+                out.push(starts::start_phase(pool, env, actor).await);
+            }
+            out
+        }
+    }
+}

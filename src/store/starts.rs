@@ -1,0 +1,162 @@
+//! The start of a phase attempt: the run is marked `running(phase)` (with
+//! its history row) only if it waits for exactly that step, and the inputs
+//! the phase reads come back in the same statement. Concurrent starts are
+//! batched into one statement ([`start_phases`]), like the effects.
+
+use std::{collections::BTreeMap, sync::OnceLock};
+
+use serde_json::Value;
+use sqlx::PgPool;
+
+use super::runs::{get, Run, RUN_COLUMNS};
+use crate::pipeline::{agent::ThreadMessage, envelope::Envelope};
+
+/// What a phase reads: upstream outputs, the thread so far, and the
+/// operator's patch when this is a patched replay.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    /// Outputs of the phases that ran, by phase.
+    pub outputs: BTreeMap<String, Value>,
+    /// Earlier messages of the thread (up to 20, oldest first).
+    pub thread: Vec<ThreadMessage>,
+    /// JSON merge patch recorded with the replay, if any.
+    pub patch: Option<Value>,
+    /// The version of the data agents read (see [`crate::memo`]).
+    pub data_version: i64,
+}
+
+/// Outcome of trying to start a phase.
+#[derive(Debug)]
+pub enum Start {
+    /// The run is now `running(phase)`; here are its inputs.
+    Started(Box<Run>, Inputs),
+    /// The run is not waiting for this step (final, cancelled, or moved on).
+    NotRunnable(Box<Run>),
+    /// No such run.
+    Missing,
+}
+
+#[derive(sqlx::FromRow)]
+struct StartedRow {
+    #[sqlx(flatten)]
+    run: Run,
+    idx: i64,
+    outputs: sqlx::types::Json<BTreeMap<String, Value>>,
+    thread: sqlx::types::Json<Vec<ThreadMessage>>,
+    patch: Option<Value>,
+    data_version: i64,
+}
+
+/// Starts one phase attempt: [`start_phases`] with one envelope.
+pub async fn start_phase(pool: &PgPool, env: &Envelope, actor: &str) -> Result<Start, sqlx::Error> {
+    start_phases(pool, std::slice::from_ref(env), actor)
+        .await?
+        .pop()
+        .ok_or(sqlx::Error::RowNotFound)
+}
+
+/// The start statement for a batch of envelopes of distinct runs: it locks
+/// their runs in id order (as the effect statement does, so the two cannot
+/// deadlock), marks those that wait for exactly the envelope's step
+/// `running`, writes their history rows, and reads their inputs.
+fn statement() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        let cols: Vec<String> = RUN_COLUMNS
+            .split(',')
+            .map(|c| format!("runs.{}", c.trim()))
+            .collect();
+        let returning = cols.join(", ");
+        format!(
+            "WITH i AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::int4[]) WITH ORDINALITY \
+                 AS t(run_id, phase, attempt, replay, idx)), \
+             locked AS (SELECT r.id, r.status FROM runs r WHERE r.id IN (SELECT run_id FROM i) \
+                 ORDER BY r.id FOR UPDATE), \
+             u AS (UPDATE runs SET status = 'running', updated_at = now() FROM i, locked \
+                 WHERE runs.id = i.run_id AND locked.id = i.run_id AND runs.phase = i.phase \
+                 AND runs.attempt = i.attempt AND runs.replay = i.replay \
+                 AND runs.status IN ('queued', 'running', 'retrying') \
+                 RETURNING {returning}, i.idx, locked.status AS prev_status), \
+             h AS (INSERT INTO run_history (run_id, actor, from_status, to_status, phase, attempt, replay) \
+                 SELECT id, $5, prev_status, 'running', phase, attempt, replay FROM u ORDER BY idx) \
+             SELECT u.*, \
+               (SELECT coalesce(jsonb_object_agg(o.phase, o.output), '{{}}'::jsonb) \
+                  FROM phase_outputs o WHERE o.run_id = u.id AND o.phase <> u.phase) AS outputs, \
+               (SELECT coalesce(jsonb_agg(jsonb_build_object('role', m.role, 'content', m.content) ORDER BY m.id), '[]'::jsonb) \
+                  FROM (SELECT id, role, content FROM messages WHERE thread_id = u.thread_id \
+                        AND (run_id IS NULL OR run_id <> u.id) ORDER BY id DESC LIMIT 20) m) AS thread, \
+               (SELECT h.detail->'patch' FROM run_history h WHERE u.replay > 0 AND h.run_id = u.id \
+                  AND h.phase = u.phase AND h.replay = u.replay AND h.to_status = 'queued' \
+                  AND h.detail ? 'patch' ORDER BY h.id DESC LIMIT 1) AS patch, \
+               (SELECT version FROM data_version) AS data_version \
+             FROM u ORDER BY idx"
+        )
+    })
+}
+
+/// Starts a batch of phase attempts with as few statements as possible
+/// (one per round of distinct runs; a second copy of a message waits for
+/// the next round). The results are in the order of `envs`.
+pub async fn start_phases(
+    pool: &PgPool,
+    envs: &[Envelope],
+    actor: &str,
+) -> Result<Vec<Start>, sqlx::Error> {
+    let mut results: Vec<Option<Start>> = (0..envs.len()).map(|_| None).collect();
+    let mut pending: Vec<usize> = (0..envs.len()).collect();
+    while !pending.is_empty() {
+        let mut seen = std::collections::HashSet::new();
+        let (round, later): (Vec<usize>, Vec<usize>) = pending
+            .into_iter()
+            .partition(|&k| seen.insert(envs[k].run_id));
+        pending = later;
+        let rows: Vec<StartedRow> = sqlx::query_as(statement())
+            .bind(round.iter().map(|&k| envs[k].run_id).collect::<Vec<_>>())
+            .bind(
+                round
+                    .iter()
+                    .map(|&k| envs[k].phase.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                round
+                    .iter()
+                    .map(|&k| i32::try_from(envs[k].attempt).unwrap_or(i32::MAX))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                round
+                    .iter()
+                    .map(|&k| i32::try_from(envs[k].replay).unwrap_or(i32::MAX))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(actor)
+            .fetch_all(pool)
+            .await?;
+        for row in rows {
+            let Some(&k) = usize::try_from(row.idx - 1).ok().and_then(|i| round.get(i)) else {
+                continue;
+            };
+            let inputs = Inputs {
+                outputs: row.outputs.0,
+                thread: row.thread.0,
+                patch: row.patch.filter(|p| !p.is_null()),
+                data_version: row.data_version,
+            };
+            results[k] = Some(Start::Started(Box::new(row.run), inputs));
+        }
+        // Not started: tell a run that moved on from one that does not exist.
+        for &k in &round {
+            if results[k].is_none() {
+                results[k] = Some(match get(pool, envs[k].run_id).await? {
+                    Some(run) => Start::NotRunnable(Box::new(run)),
+                    None => Start::Missing,
+                });
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.ok_or(sqlx::Error::RowNotFound))
+        .collect()
+}
