@@ -354,7 +354,7 @@ async fn apply_batch<'e, E: sqlx::PgExecutor<'e>>(
     let rows: Vec<(i64, bool, bool, bool)> = sqlx::query_as(
         "WITH i AS ( \
            SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::jsonb[], $5::int4[], $6::int4[], \
-             $7::text[], $8::jsonb[], $9::jsonb[], $10::text[], $11::text[], $12::text[], $13::timestamptz[], \
+             $7::text[], $8::jsonb[], $9::text[]::json[], $10::text[], $11::text[], $12::text[], $13::timestamptz[], \
              $14::text[], $15::text[], $16::int4[], $17::int4[], $18::timestamptz[], $19::bool[], $20::text[], \
              $21::bool[], $22::jsonb[], $23::text[]) WITH ORDINALITY \
              AS t(message_id, run_id, phase, follow_up, attempt, replay, outcome, input, output, error_class, \
@@ -448,7 +448,8 @@ struct Columns<'a> {
     replay: Vec<i32>,
     outcome: Vec<&'static str>,
     input: Vec<&'a Value>,
-    output: Vec<Option<&'a Value>>,
+    /// Serialized once here; stored as `json` (migration 0007).
+    output: Vec<Option<String>>,
     error_class: Vec<Option<&'static str>>,
     error: Vec<Option<&'a str>>,
     worker_id: Vec<&'a str>,
@@ -498,7 +499,7 @@ impl<'a> Columns<'a> {
         self.replay.push(replay);
         self.outcome.push(outcome);
         self.input.push(&p.rec.input);
-        self.output.push(output);
+        self.output.push(output.map(Value::to_string));
         self.error_class.push(error_class);
         self.error.push(error);
         self.worker_id.push(&p.rec.worker_id);

@@ -80,7 +80,7 @@ fn statement() -> &'static str {
              h AS (INSERT INTO run_history (run_id, actor, from_status, to_status, phase, attempt, replay) \
                  SELECT id, $5, prev_status, 'running', phase, attempt, replay FROM u ORDER BY idx) \
              SELECT u.*, \
-               (SELECT coalesce(jsonb_object_agg(o.phase, o.output), '{{}}'::jsonb) \
+               (SELECT coalesce(json_object_agg(o.phase, o.output), '{{}}'::json) \
                   FROM phase_outputs o WHERE o.run_id = u.id AND o.phase <> u.phase) AS outputs, \
                (SELECT coalesce(jsonb_agg(jsonb_build_object('role', m.role, 'content', m.content) ORDER BY m.id), '[]'::jsonb) \
                   FROM (SELECT id, role, content FROM messages WHERE thread_id = u.thread_id \
