@@ -237,3 +237,79 @@ async fn an_effect_the_database_refuses_fails_alone() {
     pool.close().await;
     cleanup(&config, &db).await;
 }
+
+fn request(tenant: &str, key: Option<&str>, thread: Option<uuid::Uuid>) -> runs::NewRun {
+    runs::NewRun {
+        tenant: tenant.into(),
+        thread_id: thread,
+        correlation_id: format!("c-{}", key.unwrap_or("none")),
+        request_message_id: key.map(str::to_string),
+        reply_to: None,
+        message: "What is batching?".into(),
+        workload_id: None,
+        context: json!({}),
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_requests_creates_each_run_as_if_it_came_alone() {
+    let (config, db, pool) = fresh_db().await;
+    let earlier = create_run(&pool, "default", "c-earlier", "first", "triage").await;
+    let other_tenants = create_run(&pool, "other", "c-other", "theirs", "triage").await;
+    let news = vec![
+        request("default", Some("k1"), None),
+        request("default", Some("k1"), None), // a copy in the same batch
+        request("default", None, Some(earlier.thread_id)),
+        request("default", None, Some(other_tenants.thread_id)),
+        request("default", None, Some(uuid::Uuid::new_v4())),
+        request("default", Some("k2"), None),
+    ];
+    let out = runs::create_runs(&pool, &news, "triage", "test")
+        .await
+        .unwrap();
+    let ok = |k: usize| match &out[k] {
+        Ok(a) => a,
+        Err(e) => panic!("request {k}: {e}"),
+    };
+    assert!(ok(0).created);
+    assert!(!ok(1).created, "the copy finds the run of the first");
+    assert_eq!(ok(1).run.id, ok(0).run.id);
+    assert!(ok(2).created);
+    assert_eq!(
+        ok(2).run.thread_id,
+        earlier.thread_id,
+        "a follow-up joins its thread"
+    );
+    for k in [3, 4] {
+        assert!(
+            matches!(&out[k], Err(runs::IntakeError::UnknownThread(_))),
+            "request {k}: another tenant's or no thread is refused"
+        );
+    }
+    assert!(ok(5).created);
+    assert_ne!(
+        ok(5).run.thread_id,
+        ok(0).run.thread_id,
+        "new threads are distinct"
+    );
+    // Each created run has its thread, its user message and its first
+    // history row; nothing else was written.
+    let (threads, messages, history): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM threads), \
+         (SELECT count(*) FROM messages WHERE role = 'user'), \
+         (SELECT count(*) FROM run_history WHERE to_status = 'queued')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((threads, messages, history), (4, 5, 5));
+    let (content,): (String,) =
+        sqlx::query_as("SELECT content FROM messages WHERE run_id = $1 AND role = 'user'")
+            .bind(ok(2).run.id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(content, "What is batching?");
+    pool.close().await;
+    cleanup(&config, &db).await;
+}

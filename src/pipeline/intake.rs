@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{dispatch, envelope::Poison, worker, Engine};
+use super::{batcher::Batcher, dispatch, envelope::Poison, worker, Engine};
 use crate::{
     broker::publisher::Publisher,
     error::InfraError,
@@ -19,6 +19,32 @@ use crate::{
         tenants,
     },
 };
+
+/// Batched intake of AMQP requests: the runs of concurrent requests are
+/// created by one statement (see [`runs::create_runs`]); a failed batch is
+/// retried one request at a time, so each gets its own error.
+pub type Creator = Batcher<NewRun, Result<Accepted, IntakeError>>;
+
+/// Starts the intake batcher over `pool`.
+pub fn creator(pool: sqlx::PgPool, first_phase: &'static str, batch: usize) -> Creator {
+    Batcher::start(batch, 1, move |news: Vec<NewRun>| {
+        let pool = pool.clone();
+        async move {
+            match runs::create_runs(&pool, &news, first_phase, "amqp").await {
+                Ok(done) => done,
+                Err(e) if news.len() == 1 => vec![Err(IntakeError::Db(e))],
+                Err(e) => {
+                    tracing::debug!(error = %e, size = news.len(), "batched intake failed; one request at a time");
+                    let mut out = Vec::with_capacity(news.len());
+                    for new in &news {
+                        out.push(runs::create_run(&pool, new, first_phase, "amqp").await);
+                    }
+                    out
+                }
+            }
+        }
+    })
+}
 
 /// Longest accepted request text, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 20_000;
@@ -194,7 +220,15 @@ async fn process(
         .map(|r| r.as_str().to_string())
         .filter(|r| !r.is_empty());
     let new = body.into_new_run(tenant, correlation_id, key, reply_to);
-    match runs::create_run(&engine.hot, &new, engine.supervisor.first, "amqp").await {
+    let created = match &engine.creator {
+        Some(creator) => match creator.call(new).await {
+            Ok(Some(created)) => created,
+            Ok(None) => Err(IntakeError::Db(sqlx::Error::WorkerCrashed)),
+            Err(_) => Err(IntakeError::Db(sqlx::Error::PoolClosed)),
+        },
+        None => runs::create_run(&engine.hot, &new, engine.supervisor.first, "amqp").await,
+    };
+    match created {
         Ok(accepted) => {
             if accepted.run.status == "queued" {
                 if let Some(env) = accepted.run.envelope() {

@@ -66,6 +66,8 @@ pub struct Engine {
     pub committer: Option<committer::Committer>,
     /// Batched phase starts (started with the engine's pools).
     pub starter: Option<starter::Starter>,
+    /// Batched intake of AMQP requests (started with the engine's pools).
+    pub creator: Option<intake::Creator>,
 }
 
 /// The current broker connection state, for `/readyz` and the API's publishes.
@@ -151,6 +153,7 @@ impl Engine {
             memo,
             committer: None,
             starter: None,
+            creator: None,
         }
     }
 
@@ -163,6 +166,11 @@ impl Engine {
                 hot.clone(),
                 self.config.commit_batch,
                 self.config.commit_concurrency,
+            ));
+            self.creator = Some(intake::creator(
+                hot.clone(),
+                self.supervisor.first,
+                self.config.commit_batch,
             ));
             self.starter = Some(starter::Starter::start(
                 marks.clone(),

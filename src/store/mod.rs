@@ -5,6 +5,7 @@
 
 pub mod dead_letters;
 pub mod effects;
+pub mod requests;
 pub mod runs;
 pub mod starts;
 pub mod telemetry;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
@@ -79,120 +79,7 @@ pub(super) const RUN_COLUMNS: &str =
      request, status, phase, attempt, replay, next_attempt_at, result, error, created_at, \
      updated_at, finished_at";
 
-/// A request accepted for processing.
-#[derive(Debug, Clone)]
-pub struct NewRun {
-    /// Owning tenant.
-    pub tenant: String,
-    /// Continue this thread, or start a new one.
-    pub thread_id: Option<Uuid>,
-    /// Correlation id (generated upstream of here when absent).
-    pub correlation_id: String,
-    /// Idempotency key.
-    pub request_message_id: Option<String>,
-    /// Reply queue.
-    pub reply_to: Option<String>,
-    /// The user's message.
-    pub message: String,
-    /// Optional workload id.
-    pub workload_id: Option<String>,
-    /// Optional free-form context.
-    pub context: Value,
-}
-
-/// Why a request cannot become a run.
-#[derive(Debug, thiserror::Error)]
-pub enum IntakeError {
-    /// The thread does not exist for this tenant.
-    #[error("unknown thread {0}")]
-    UnknownThread(Uuid),
-    /// The database failed.
-    #[error(transparent)]
-    Db(#[from] sqlx::Error),
-}
-
-/// Result of accepting a request.
-#[derive(Debug, Clone)]
-pub struct Accepted {
-    /// The run.
-    pub run: Run,
-    /// False when the idempotency key matched an existing run.
-    pub created: bool,
-}
-
-/// Creates the run (and thread) of a request, or finds the run an earlier
-/// copy of the same request created. The thread, the run, the user's message
-/// and the first history row are written by one statement (one round trip);
-/// a new thread is inserted only with its run (the foreign key from the run
-/// is checked at the end of the statement).
-pub async fn create_run(
-    pool: &PgPool,
-    new: &NewRun,
-    first_phase: &str,
-    actor: &str,
-) -> Result<Accepted, IntakeError> {
-    let new_thread = new.thread_id.is_none();
-    let thread_id = new.thread_id.unwrap_or_else(Uuid::new_v4);
-    let request = json!({
-        "message": new.message,
-        "workload_id": new.workload_id,
-        "context": new.context,
-    });
-    let created: Option<Run> = sqlx::query_as(&format!(
-        "WITH ok AS (SELECT 1 AS ok WHERE $9 OR EXISTS (SELECT 1 FROM threads WHERE id = $3 AND tenant = $2)), \
-         r AS (INSERT INTO runs (id, tenant, thread_id, correlation_id, request_message_id, reply_to, \
-                 request, status, phase, attempt, replay) \
-               SELECT $1, $2, $3, $4, $5, $6, $7, 'queued', $8, 1, 0 FROM ok \
-               ON CONFLICT (tenant, request_message_id) WHERE request_message_id IS NOT NULL DO NOTHING \
-               RETURNING {RUN_COLUMNS}), \
-         t AS (INSERT INTO threads (id, tenant) SELECT $3, $2 FROM r WHERE $9), \
-         m AS (INSERT INTO messages (thread_id, run_id, role, content) SELECT thread_id, id, 'user', $10 FROM r), \
-         h AS (INSERT INTO run_history (run_id, actor, to_status, phase, attempt, replay) \
-               SELECT id, $11, 'queued', $8, 1, 0 FROM r) \
-         SELECT {RUN_COLUMNS} FROM r"
-    ))
-    .bind(Uuid::new_v4())
-    .bind(&new.tenant)
-    .bind(thread_id)
-    .bind(&new.correlation_id)
-    .bind(&new.request_message_id)
-    .bind(&new.reply_to)
-    .bind(&request)
-    .bind(first_phase)
-    .bind(new_thread)
-    .bind(&new.message)
-    .bind(actor)
-    .fetch_optional(pool)
-    .await?;
-    if let Some(run) = created {
-        return Ok(Accepted { run, created: true });
-    }
-    // Nothing was inserted: an earlier copy of the request made the run, or
-    // the thread is not this tenant's.
-    if let Some(key) = &new.request_message_id {
-        if let Some(run) = find_by_request_id(pool, &new.tenant, key).await? {
-            return Ok(Accepted {
-                run,
-                created: false,
-            });
-        }
-    }
-    Err(IntakeError::UnknownThread(thread_id))
-}
-
-async fn find_by_request_id(
-    pool: &PgPool,
-    tenant: &str,
-    key: &str,
-) -> Result<Option<Run>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE tenant = $1 AND request_message_id = $2"
-    ))
-    .bind(tenant)
-    .bind(key)
-    .fetch_optional(pool)
-    .await
-}
+pub use super::requests::{create_run, create_runs, Accepted, IntakeError, NewRun};
 
 /// Appends one transition to a run's history.
 #[allow(clippy::too_many_arguments)]

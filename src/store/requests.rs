@@ -1,0 +1,232 @@
+//! Intake in the store: a request becomes a run (with its thread, the
+//! user's message and the first history row), or finds the run an earlier
+//! copy of the same request created. Concurrent requests are written by one
+//! statement ([`create_runs`]), like the phase starts and effects.
+
+use std::sync::OnceLock;
+
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::runs::{Run, RUN_COLUMNS};
+
+/// A request accepted for processing.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// Owning tenant.
+    pub tenant: String,
+    /// Continue this thread, or start a new one.
+    pub thread_id: Option<Uuid>,
+    /// Correlation id (generated upstream of here when absent).
+    pub correlation_id: String,
+    /// Idempotency key.
+    pub request_message_id: Option<String>,
+    /// Reply queue.
+    pub reply_to: Option<String>,
+    /// The user's message.
+    pub message: String,
+    /// Optional workload id.
+    pub workload_id: Option<String>,
+    /// Optional free-form context.
+    pub context: Value,
+}
+
+/// Why a request cannot become a run.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    /// The thread does not exist for this tenant.
+    #[error("unknown thread {0}")]
+    UnknownThread(Uuid),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Result of accepting a request.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// The run.
+    pub run: Run,
+    /// False when the idempotency key matched an existing run.
+    pub created: bool,
+}
+
+/// Creates the run (and thread) of a request: [`create_runs`] with one request.
+pub async fn create_run(
+    pool: &PgPool,
+    new: &NewRun,
+    first_phase: &str,
+    actor: &str,
+) -> Result<Accepted, IntakeError> {
+    create_runs(pool, std::slice::from_ref(new), first_phase, actor)
+        .await?
+        .pop()
+        .unwrap_or(Err(IntakeError::Db(sqlx::Error::RowNotFound)))
+}
+
+/// The intake statement for a batch of requests with distinct idempotency
+/// keys: each run whose thread is new or the tenant's, and whose key is new,
+/// is inserted with its user message and history row; a new thread only
+/// together with its run (the foreign key from the run is checked at the
+/// end of the statement). One round trip, no explicit transaction.
+fn statement() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "WITH i AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[], \
+                 $6::text[], $7::jsonb[], $8::bool[], $9::text[]) WITH ORDINALITY \
+                 AS t(id, tenant, thread_id, correlation_id, request_message_id, reply_to, request, new_thread, \
+                      message, idx)), \
+             ok AS (SELECT i.* FROM i WHERE new_thread \
+                    OR EXISTS (SELECT 1 FROM threads t WHERE t.id = i.thread_id AND t.tenant = i.tenant)), \
+             r AS (INSERT INTO runs (id, tenant, thread_id, correlation_id, request_message_id, reply_to, \
+                     request, status, phase, attempt, replay) \
+                   SELECT id, tenant, thread_id, correlation_id, request_message_id, reply_to, request, \
+                     'queued', $10, 1, 0 FROM ok ORDER BY idx \
+                   ON CONFLICT (tenant, request_message_id) WHERE request_message_id IS NOT NULL DO NOTHING \
+                   RETURNING {RUN_COLUMNS}), \
+             ri AS (SELECT r.*, i.idx, i.new_thread, i.message FROM r JOIN i ON i.id = r.id), \
+             t AS (INSERT INTO threads (id, tenant) SELECT thread_id, tenant FROM ri WHERE new_thread), \
+             m AS (INSERT INTO messages (thread_id, run_id, role, content) \
+                   SELECT thread_id, id, 'user', message FROM ri ORDER BY idx), \
+             h AS (INSERT INTO run_history (run_id, actor, to_status, phase, attempt, replay) \
+                   SELECT id, $11, 'queued', $10, 1, 0 FROM ri ORDER BY idx) \
+             SELECT {RUN_COLUMNS}, idx FROM ri ORDER BY idx"
+        )
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct CreatedRow {
+    #[sqlx(flatten)]
+    run: Run,
+    idx: i64,
+}
+
+/// Creates the runs of a batch of requests with as few statements as
+/// possible (a second request with the same idempotency key waits for the
+/// next round, where it finds the run). The results are in the order of
+/// `news`; a database failure fails them all.
+pub async fn create_runs(
+    pool: &PgPool,
+    news: &[NewRun],
+    first_phase: &str,
+    actor: &str,
+) -> Result<Vec<Result<Accepted, IntakeError>>, sqlx::Error> {
+    let mut results: Vec<Option<Result<Accepted, IntakeError>>> =
+        (0..news.len()).map(|_| None).collect();
+    // A new thread's id is chosen here, once per request.
+    let threads: Vec<(Uuid, bool)> = news
+        .iter()
+        .map(|n| {
+            (
+                n.thread_id.unwrap_or_else(Uuid::new_v4),
+                n.thread_id.is_none(),
+            )
+        })
+        .collect();
+    let mut pending: Vec<usize> = (0..news.len()).collect();
+    while !pending.is_empty() {
+        let mut seen = std::collections::HashSet::new();
+        let (round, later): (Vec<usize>, Vec<usize>) =
+            pending
+                .into_iter()
+                .partition(|&k| match &news[k].request_message_id {
+                    Some(key) => seen.insert((news[k].tenant.as_str(), key.as_str())),
+                    None => true,
+                });
+        pending = later;
+        let requests: Vec<Value> = round
+            .iter()
+            .map(|&k| {
+                let n = &news[k];
+                json!({"message": n.message, "workload_id": n.workload_id, "context": n.context})
+            })
+            .collect();
+        let rows: Vec<CreatedRow> = sqlx::query_as(statement())
+            .bind(round.iter().map(|_| Uuid::new_v4()).collect::<Vec<_>>())
+            .bind(
+                round
+                    .iter()
+                    .map(|&k| news[k].tenant.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(round.iter().map(|&k| threads[k].0).collect::<Vec<_>>())
+            .bind(
+                round
+                    .iter()
+                    .map(|&k| news[k].correlation_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                round
+                    .iter()
+                    .map(|&k| news[k].request_message_id.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                round
+                    .iter()
+                    .map(|&k| news[k].reply_to.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(&requests)
+            .bind(round.iter().map(|&k| threads[k].1).collect::<Vec<_>>())
+            .bind(
+                round
+                    .iter()
+                    .map(|&k| news[k].message.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(first_phase)
+            .bind(actor)
+            .fetch_all(pool)
+            .await?;
+        for row in rows {
+            if let Some(&k) = usize::try_from(row.idx - 1).ok().and_then(|i| round.get(i)) {
+                results[k] = Some(Ok(Accepted {
+                    run: row.run,
+                    created: true,
+                }));
+            }
+        }
+        // Nothing was inserted: an earlier copy of the request made the run,
+        // or the thread is not this tenant's.
+        for &k in &round {
+            if results[k].is_some() {
+                continue;
+            }
+            let n = &news[k];
+            let found = match &n.request_message_id {
+                Some(key) => find_by_request_id(pool, &n.tenant, key).await?,
+                None => None,
+            };
+            results[k] = Some(match found {
+                Some(run) => Ok(Accepted {
+                    run,
+                    created: false,
+                }),
+                None => Err(IntakeError::UnknownThread(threads[k].0)),
+            });
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or(Err(IntakeError::Db(sqlx::Error::RowNotFound))))
+        .collect())
+}
+
+async fn find_by_request_id(
+    pool: &PgPool,
+    tenant: &str,
+    key: &str,
+) -> Result<Option<Run>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE tenant = $1 AND request_message_id = $2"
+    ))
+    .bind(tenant)
+    .bind(key)
+    .fetch_optional(pool)
+    .await
+}
