@@ -37,6 +37,9 @@ pub struct Metrics {
     phases: Mutex<BTreeMap<String, PhaseStats>>,
     /// Per agent: (ok, error, cached) calls and seconds spent.
     agents: Mutex<BTreeMap<String, (u64, u64, u64, f64)>>,
+    /// Per kind of batched statement (starts, effects, requests): batches
+    /// and the items they carried.
+    batches: Mutex<BTreeMap<&'static str, (u64, u64)>>,
 }
 
 /// How an agent call ended.
@@ -91,6 +94,15 @@ impl Metrics {
             AgentCall::Cached => e.2 += 1,
         }
         e.3 += took.as_secs_f64();
+    }
+
+    /// Records one batched statement of `kind` carrying `items` items.
+    pub fn record_batch(&self, kind: &'static str, items: usize) {
+        if let Ok(mut map) = self.batches.lock() {
+            let e = map.entry(kind).or_default();
+            e.0 += 1;
+            e.1 += items as u64;
+        }
     }
 
     /// Prometheus text for the counters; `extra` lines are appended as is.
@@ -157,6 +169,15 @@ impl Metrics {
         let _ = writeln!(out, "# HELP netra_agent_seconds_total time spent in agents\n# TYPE netra_agent_seconds_total counter");
         for (phase, (_, _, _, secs)) in &agents {
             let _ = writeln!(out, "netra_agent_seconds_total{{phase=\"{phase}\"}} {secs}");
+        }
+        let batches = self.batches.lock().map(|m| m.clone()).unwrap_or_default();
+        let _ = writeln!(out, "# HELP netra_batches_total group-committed statements by kind\n# TYPE netra_batches_total counter");
+        for (kind, (n, _)) in &batches {
+            let _ = writeln!(out, "netra_batches_total{{kind=\"{kind}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP netra_batch_items_total items those statements carried\n# TYPE netra_batch_items_total counter");
+        for (kind, (_, items)) in &batches {
+            let _ = writeln!(out, "netra_batch_items_total{{kind=\"{kind}\"}} {items}");
         }
         out.push_str(extra);
         out

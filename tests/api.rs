@@ -333,6 +333,15 @@ async fn metrics_expose_phase_counters() {
         "{text}"
     );
     assert!(text.contains("netra_runs{status=\"completed\"} 1"));
+    // One request, two phases (triage, reporting): each start and each
+    // effect went through the group commit, in some number of batches.
+    for (kind, items) in [("requests", 1), ("starts", 2), ("effects", 2)] {
+        assert!(
+            text.contains(&format!("netra_batch_items_total{{kind=\"{kind}\"}} {items}")),
+            "{kind}: {text}"
+        );
+    }
+    assert!(text.contains("netra_memo_lookups_total{result=\"miss\"}"));
     assert!(
         text.contains(&format!(
             "netra_queue_depth{{queue=\"{}.phase.triage\"}} 0",

@@ -64,6 +64,11 @@ pub async fn metrics(State(engine): State<Engine>) -> impl IntoResponse {
         queues.push(engine.names.phase_queue(p));
         queues.push(engine.names.dlq(p));
     }
+    let (hits, misses) = engine.memo.stats();
+    extra.push_str(&format!(
+        "# HELP netra_memo_lookups_total tool results looked up in the memo\n# TYPE netra_memo_lookups_total counter\n\
+         netra_memo_lookups_total{{result=\"hit\"}} {hits}\nnetra_memo_lookups_total{{result=\"miss\"}} {misses}\n"
+    ));
     let depths = engine.link.queue_depths(&queues).await;
     if !depths.is_empty() {
         extra.push_str("# HELP netra_queue_depth messages ready in each queue\n# TYPE netra_queue_depth gauge\n");

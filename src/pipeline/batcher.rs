@@ -10,6 +10,8 @@ use std::{future::Future, sync::Arc};
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::metrics::Metrics;
+
 type Job<I, O> = (I, oneshot::Sender<O>);
 
 /// A handle to a running batcher; cheap to clone. The batcher's task ends
@@ -28,8 +30,15 @@ impl<I, O> Clone for Batcher<I, O> {
 
 impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     /// Starts the batcher task (needs a Tokio runtime). `run` answers a
-    /// batch with one output per item, in order.
-    pub fn start<F, Fut>(max_batch: usize, concurrency: usize, run: F) -> Self
+    /// batch with one output per item, in order; each batch is counted in
+    /// `metrics` under `kind`.
+    pub fn start<F, Fut>(
+        kind: &'static str,
+        metrics: Arc<Metrics>,
+        max_batch: usize,
+        concurrency: usize,
+        run: F,
+    ) -> Self
     where
         F: Fn(Vec<I>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<O>> + Send + 'static,
@@ -51,6 +60,7 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
                         Err(_) => break,
                     }
                 }
+                metrics.record_batch(kind, batch.len());
                 let run = run.clone();
                 tokio::spawn(async move {
                     let (items, answers): (Vec<I>, Vec<_>) = batch.into_iter().unzip();
@@ -90,7 +100,8 @@ mod tests {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let busy = Arc::new(AtomicBool::new(false));
         let gate = Arc::new(tokio::sync::Notify::new());
-        let b = Batcher::start(8, 1, {
+        let metrics = Arc::new(Metrics::default());
+        let b = Batcher::start("test", metrics.clone(), 8, 1, {
             let (sizes, busy, gate) = (sizes.clone(), busy.clone(), gate.clone());
             move |items: Vec<u32>| {
                 let (sizes, busy, gate) = (sizes.clone(), busy.clone(), gate.clone());
@@ -132,5 +143,14 @@ mod tests {
             assert_eq!(r.await.unwrap().ok(), Some(Some(i * 10)));
         }
         assert_eq!(*sizes.lock().unwrap(), vec![1, 5]);
+        let text = metrics.render("");
+        assert!(
+            text.contains("netra_batches_total{kind=\"test\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("netra_batch_items_total{kind=\"test\"} 6"),
+            "{text}"
+        );
     }
 }

@@ -29,8 +29,13 @@ pub struct Committer {
 impl Committer {
     /// Starts the committer over `pool`: batches of at most `max_batch`
     /// effects, at most `concurrency` statements at a time.
-    pub fn start(pool: PgPool, max_batch: usize, concurrency: usize) -> Self {
-        let batcher = Batcher::start(max_batch, concurrency, move |batch| {
+    pub fn start(
+        pool: PgPool,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+        max_batch: usize,
+        concurrency: usize,
+    ) -> Self {
+        let batcher = Batcher::start("effects", metrics, max_batch, concurrency, move |batch| {
             let pool = pool.clone();
             async move { write_batch(&pool, batch).await }
         });

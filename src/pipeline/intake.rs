@@ -26,8 +26,13 @@ use crate::{
 pub type Creator = Batcher<NewRun, Result<Accepted, IntakeError>>;
 
 /// Starts the intake batcher over `pool`.
-pub fn creator(pool: sqlx::PgPool, first_phase: &'static str, batch: usize) -> Creator {
-    Batcher::start(batch, 1, move |news: Vec<NewRun>| {
+pub fn creator(
+    pool: sqlx::PgPool,
+    first_phase: &'static str,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    batch: usize,
+) -> Creator {
+    Batcher::start("requests", metrics, batch, 1, move |news: Vec<NewRun>| {
         let pool = pool.clone();
         async move {
             match runs::create_runs(&pool, &news, first_phase, "amqp").await {

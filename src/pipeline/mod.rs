@@ -164,17 +164,20 @@ impl Engine {
         if self.config.commit_batch > 1 {
             self.committer = Some(committer::Committer::start(
                 hot.clone(),
+                self.metrics.clone(),
                 self.config.commit_batch,
                 self.config.commit_concurrency,
             ));
             self.creator = Some(intake::creator(
                 hot.clone(),
                 self.supervisor.first,
+                self.metrics.clone(),
                 self.config.commit_batch,
             ));
             self.starter = Some(starter::Starter::start(
                 marks.clone(),
                 self.config.worker_id.clone(),
+                self.metrics.clone(),
                 self.config.commit_batch,
                 self.config.commit_concurrency,
             ));

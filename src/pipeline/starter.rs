@@ -16,11 +16,23 @@ pub struct Starter {
 
 impl Starter {
     /// Starts the batcher over `pool` (the marks pool), recording `actor`.
-    pub fn start(pool: PgPool, actor: String, max_batch: usize, concurrency: usize) -> Self {
-        let batcher = Batcher::start(max_batch, concurrency, move |envs: Vec<Envelope>| {
-            let (pool, actor) = (pool.clone(), actor.clone());
-            async move { start_batch(&pool, &envs, &actor).await }
-        });
+    pub fn start(
+        pool: PgPool,
+        actor: String,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+        max_batch: usize,
+        concurrency: usize,
+    ) -> Self {
+        let batcher = Batcher::start(
+            "starts",
+            metrics,
+            max_batch,
+            concurrency,
+            move |envs: Vec<Envelope>| {
+                let (pool, actor) = (pool.clone(), actor.clone());
+                async move { start_batch(&pool, &envs, &actor).await }
+            },
+        );
         Starter { batcher }
     }
 
