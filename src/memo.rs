@@ -3,13 +3,16 @@
 //!
 //! Every write to the data the agents' tools read (telemetry, workloads, the
 //! supply catalog) bumps one counter in Postgres (`data_version`, kept by
-//! statement triggers, migration 0005). The engine reads that counter in the
-//! same statement that starts a phase and hands it to the agent; a tool
-//! result memoized under version `v` is therefore exactly what the tool
-//! would compute again at `v`. A write after the phase started is not seen
-//! by that phase, as if it had committed a moment later; the next phase sees
-//! it. Entries of older versions are never looked up again and age out of
-//! the least-recently-used bound. Only successful results are kept.
+//! statement triggers, migration 0005), in the writer's transaction. The
+//! engine reads that counter in the same statement that starts a phase and
+//! hands it to the agent, which looks results up under it. A result is
+//! stored only under the version read both just before and just after it
+//! was computed ([`current_version`]): no write committed in between, so the
+//! result is exactly what the tool computes at that version. A write after
+//! the phase started is not seen by that phase, as if it had committed a
+//! moment later; the next phase sees it. Entries of older versions are never
+//! looked up again and age out of the least-recently-used bound. Only
+//! successful results are kept.
 
 use std::{
     num::NonZeroUsize,
@@ -21,6 +24,16 @@ use std::{
 
 use lru::LruCache;
 use serde_json::Value;
+use sqlx::PgPool;
+
+/// The data version now (`None` if it cannot be read: then nothing is
+/// stored).
+pub async fn current_version(pool: &PgPool) -> Option<i64> {
+    sqlx::query_scalar("SELECT version FROM data_version")
+        .fetch_one(pool)
+        .await
+        .ok()
+}
 
 /// The memo, shared by every phase of a process. `lru` gives the bound and
 /// the eviction order; a `Mutex` suffices because entries are looked up and

@@ -337,7 +337,9 @@ async fn metrics_expose_phase_counters() {
     // effect went through the group commit, in some number of batches.
     for (kind, items) in [("requests", 1), ("starts", 2), ("effects", 2)] {
         assert!(
-            text.contains(&format!("netra_batch_items_total{{kind=\"{kind}\"}} {items}")),
+            text.contains(&format!(
+                "netra_batch_items_total{{kind=\"{kind}\"}} {items}"
+            )),
             "{kind}: {text}"
         );
     }

@@ -264,9 +264,7 @@ async fn a_batch_of_requests_creates_each_run_as_if_it_came_alone() {
         request("default", None, Some(uuid::Uuid::new_v4())),
         request("default", Some("k2"), None),
     ];
-    let out = runs::create_runs(&pool, &news, "triage", "test")
-        .await
-        .unwrap();
+    let out = runs::create_runs(&pool, &news, "triage", "test").await;
     let ok = |k: usize| match &out[k] {
         Ok(a) => a,
         Err(e) => panic!("request {k}: {e}"),
@@ -310,6 +308,89 @@ async fn a_batch_of_requests_creates_each_run_as_if_it_came_alone() {
             .await
             .unwrap();
     assert_eq!(content, "What is batching?");
+    pool.close().await;
+    cleanup(&config, &db).await;
+}
+
+#[tokio::test]
+async fn requests_of_a_committed_round_keep_their_runs_when_a_later_round_fails() {
+    // Round 1 creates the keyless request and k1; round 2 (the copy of k1)
+    // fails in the database. The first two must report their runs, so that
+    // nothing retries them and creates the keyless request twice.
+    let (config, db, pool) = fresh_db().await;
+    sqlx::query(
+        "CREATE FUNCTION refuse_copies() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF EXISTS (SELECT 1 FROM runs WHERE request_message_id = NEW.request_message_id) \
+         THEN RAISE EXCEPTION 'refused copy'; END IF; RETURN NEW; END $$",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_copies BEFORE INSERT ON runs FOR EACH ROW EXECUTE FUNCTION refuse_copies()",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let news = vec![
+        request("default", None, None),
+        request("default", Some("k1"), None),
+        request("default", Some("k1"), None),
+    ];
+    let out = runs::create_runs(&pool, &news, "triage", "test").await;
+    assert!(matches!(&out[0], Ok(a) if a.created), "{:?}", out[0]);
+    assert!(matches!(&out[1], Ok(a) if a.created), "{:?}", out[1]);
+    match &out[2] {
+        Err(runs::IntakeError::Db(e)) => assert!(e.to_string().contains("refused copy"), "{e}"),
+        other => panic!("the copy's round failed: {other:?}"),
+    }
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM runs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    pool.close().await;
+    cleanup(&config, &db).await;
+}
+
+#[tokio::test]
+async fn a_late_copy_of_a_dead_letter_reply_does_not_carry_a_later_result() {
+    // The dedup record stores replies without the result and puts the run's
+    // result back for a duplicate; a dead-lettered reply had none, and must
+    // not get the result a replay produced later.
+    let (config, db, pool) = fresh_db().await;
+    let (run, env) = started(&pool, "c-dl", "triage").await;
+    let out = runs::commit_effect(
+        &pool,
+        &record(&env, Some("reply-q")),
+        &Effect::DeadLetter {
+            error: PhaseError::permanent("bad input"),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(out, Committed::Applied(_)));
+    // A replay completed the run meanwhile.
+    sqlx::query(
+        "UPDATE runs SET status = 'completed', result = '{\"markdown\": \"later\"}' WHERE id = $1",
+    )
+    .bind(run.id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let again = runs::processed_follow_up(&pool, &env.message_id())
+        .await
+        .unwrap()
+        .unwrap();
+    let reply = again
+        .iter()
+        .find_map(|o| match o {
+            Outbound::Reply { body, .. } => Some(body.clone()),
+            _ => None,
+        })
+        .expect("a reply");
+    assert_eq!(reply["status"], "dead_lettered");
+    assert!(reply["result"].is_null(), "{reply}");
     pool.close().await;
     cleanup(&config, &db).await;
 }

@@ -107,8 +107,14 @@ impl Catalog {
         if let Some(hit) = cache_get(&key, version) {
             return Ok(hit);
         }
+        // Kept under a version only if no write committed while it was read.
+        let before = crate::memo::current_version(pool).await;
         let fresh = Self::read_db(pool).await?;
-        cache_put(key, version, fresh.clone());
+        let at = match before {
+            Some(v) if crate::memo::current_version(pool).await == Some(v) => Some(v),
+            _ => None,
+        };
+        cache_put(key, at, fresh.clone());
         Ok(fresh)
     }
 

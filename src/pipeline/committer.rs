@@ -8,13 +8,18 @@
 //! and alone an effect goes out at once. Each handler still acks only after
 //! its own effect is committed and its follow-ups are confirmed.
 //!
-//! If a batch fails, its effects are retried one by one, so an effect that
-//! the database refuses fails alone and does not take its batch-mates along.
+//! If a batch statement fails, its effects are retried one by one, so an
+//! effect that the database refuses fails alone and does not take its
+//! batch-mates along; during an outage they all fail at once (and wait for
+//! the database in the worker).
 
 use sqlx::PgPool;
 
 use super::batcher::Batcher;
-use crate::store::effects::{self, AttemptRecord, Committed, Effect};
+use crate::store::{
+    self,
+    effects::{self, AttemptRecord, Committed, Effect},
+};
 
 /// The outcome of an effect, and the effect itself handed back (`None` only
 /// if the committer task died with it).
@@ -56,30 +61,25 @@ impl Committer {
 }
 
 /// Writes a batch of effects (successes and retries) as the committer does:
-/// one statement, or, if that fails, one effect at a time. The outcomes are
-/// in the order of `batch`.
+/// one statement for all; the effects of a statement that failed are then
+/// written one at a time, so one the database refuses fails alone (unless
+/// the database is unreachable: then they all fail at once). The outcomes
+/// are in the order of `batch`.
 pub async fn write_batch(pool: &PgPool, batch: Vec<(AttemptRecord, Effect)>) -> Vec<Outcome> {
     let items: Vec<(&AttemptRecord, &Effect)> = batch.iter().map(|(r, e)| (r, e)).collect();
-    let result = effects::commit_effects(pool, &items).await;
+    let results = effects::commit_effects(pool, &items).await;
     drop(items);
-    match result {
-        Ok(done) => batch
-            .into_iter()
-            .zip(done)
-            .map(|((_, effect), committed)| (Ok(committed), Some(effect)))
-            .collect(),
-        Err(e) if batch.len() == 1 => {
-            let effect = batch.into_iter().next().map(|(_, effect)| effect);
-            vec![(Err(e), effect)]
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, size = batch.len(), "batched effects failed; writing them one by one");
-            let mut outcomes = Vec::with_capacity(batch.len());
-            for (record, effect) in batch {
-                let result = effects::commit_effect(pool, &record, &effect).await;
-                outcomes.push((result, Some(effect)));
+    let alone = batch.len() == 1;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for ((record, effect), result) in batch.into_iter().zip(results) {
+        let result = match result {
+            Err(e) if !alone && !store::is_outage(&e) => {
+                tracing::debug!(error = %e, "batched effect failed; writing it alone");
+                effects::commit_effect(pool, &record, &effect).await
             }
-            outcomes
-        }
+            other => other,
+        };
+        outcomes.push((result, Some(effect)));
     }
+    outcomes
 }

@@ -21,8 +21,9 @@ use crate::{
 };
 
 /// Batched intake of AMQP requests: the runs of concurrent requests are
-/// created by one statement (see [`runs::create_runs`]); a failed batch is
-/// retried one request at a time, so each gets its own error.
+/// created by one statement (see [`runs::create_runs`]); the requests of a
+/// failed statement (none of which was created) are retried one at a time,
+/// so each gets its own error (during an outage they all fail at once).
 pub type Creator = Batcher<NewRun, Result<Accepted, IntakeError>>;
 
 /// Starts the intake batcher over `pool`.
@@ -35,18 +36,19 @@ pub fn creator(
     Batcher::start("requests", metrics, batch, 1, move |news: Vec<NewRun>| {
         let pool = pool.clone();
         async move {
-            match runs::create_runs(&pool, &news, first_phase, "amqp").await {
-                Ok(done) => done,
-                Err(e) if news.len() == 1 => vec![Err(IntakeError::Db(e))],
-                Err(e) => {
-                    tracing::debug!(error = %e, size = news.len(), "batched intake failed; one request at a time");
-                    let mut out = Vec::with_capacity(news.len());
-                    for new in &news {
-                        out.push(runs::create_run(&pool, new, first_phase, "amqp").await);
+            let results = runs::create_runs(&pool, &news, first_phase, "amqp").await;
+            let alone = news.len() == 1;
+            let mut out = Vec::with_capacity(news.len());
+            for (new, result) in news.iter().zip(results) {
+                out.push(match result {
+                    Err(IntakeError::Db(e)) if !alone && !crate::store::is_outage(&e) => {
+                        tracing::debug!(error = %e, "batched request failed; creating it alone");
+                        runs::create_run(&pool, new, first_phase, "amqp").await
                     }
-                    out
-                }
+                    other => other,
+                });
             }
+            out
         }
     })
 }

@@ -70,17 +70,25 @@ pub async fn run_scheduler(
 }
 
 /// Publishes every due retry; returns how many.
+///
+/// The runs go back to `queued` and commit first, then their messages are
+/// published: the row locks are not held while the broker confirms (a phase
+/// start waiting for one of those rows would hold up its whole batch). If a
+/// publish fails, the run sits `queued` until the stale-run sweep publishes
+/// its message again.
 pub async fn publish_due(engine: &Engine, publisher: &Publisher) -> Result<usize, InfraError> {
     let mut tx = engine.pool.begin().await?;
     let due = runs::due_retries(&mut tx, 100).await?;
+    for run in &due {
+        runs::requeue_retry(&mut tx, run, "scheduler").await?;
+    }
+    tx.commit().await?;
     for run in &due {
         let Some(env) = run.envelope() else { continue };
         publisher
             .publish_routed(&dispatch::phase_message(&engine.names, &env))
             .await?;
-        runs::requeue_retry(&mut tx, run, "scheduler").await?;
     }
-    tx.commit().await?;
     Ok(due.len())
 }
 

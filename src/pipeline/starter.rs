@@ -1,12 +1,16 @@
 //! Batched phase starts: the start marks and input reads of concurrent
 //! deliveries share one statement ([`store::starts::start_phases`]), as
-//! their effects do (see [`super::committer`]). A failed batch is retried
-//! one start at a time, so each delivery gets its own error.
+//! their effects do (see [`super::committer`]). The starts of a failed
+//! statement are retried one at a time, so each delivery gets its own
+//! error (during an outage they all fail at once).
 
 use sqlx::PgPool;
 
 use super::{batcher::Batcher, envelope::Envelope};
-use crate::store::starts::{self, Start};
+use crate::store::{
+    self,
+    starts::{self, Start},
+};
 
 /// The handle handlers start through; cheap to clone.
 #[derive(Clone)]
@@ -46,22 +50,24 @@ impl Starter {
     }
 }
 
-/// One statement for the batch, or one per envelope if that fails.
+/// One statement for the batch; the starts of a statement that failed are
+/// then tried one at a time (unless the database is unreachable).
 pub async fn start_batch(
     pool: &PgPool,
     envs: &[Envelope],
     actor: &str,
 ) -> Vec<Result<Start, sqlx::Error>> {
-    match starts::start_phases(pool, envs, actor).await {
-        Ok(started) => started.into_iter().map(Ok).collect(),
-        Err(e) if envs.len() == 1 => vec![Err(e)],
-        Err(e) => {
-            tracing::debug!(error = %e, size = envs.len(), "batched starts failed; starting them one by one");
-            let mut out = Vec::with_capacity(envs.len());
-            for env in envs {
-                out.push(starts::start_phase(pool, env, actor).await);
+    let results = starts::start_phases(pool, envs, actor).await;
+    let alone = envs.len() == 1;
+    let mut out = Vec::with_capacity(envs.len());
+    for (env, result) in envs.iter().zip(results) {
+        out.push(match result {
+            Err(e) if !alone && !store::is_outage(&e) => {
+                tracing::debug!(error = %e, "batched start failed; starting it alone");
+                starts::start_phase(pool, env, actor).await
             }
-            out
-        }
+            other => other,
+        });
     }
+    out
 }

@@ -84,8 +84,8 @@ pub async fn commit_effect(
     effect: &Effect,
 ) -> Result<Committed, sqlx::Error> {
     let Effect::DeadLetter { error } = effect else {
-        let mut done = commit_effects(pool, &[(rec, effect)]).await?;
-        return done.pop().ok_or(sqlx::Error::RowNotFound);
+        let mut done = commit_effects(pool, &[(rec, effect)]).await;
+        return done.pop().unwrap_or(Err(sqlx::Error::RowNotFound));
     };
     let env = &rec.envelope;
     let replay = i32::try_from(env.replay).unwrap_or(i32::MAX);
@@ -145,8 +145,8 @@ pub async fn commit_effect(
         },
         follow_up,
     };
-    let applied = apply_batch(&mut *tx, std::slice::from_ref(&planned)).await?;
-    match applied.first() {
+    let mut applied = apply_batch(&mut *tx, std::slice::from_ref(&planned)).await?;
+    match applied.pop().transpose()? {
         Some(Applied::Duplicate) | None => {
             tx.rollback().await?;
             duplicate(pool, &env.message_id()).await
@@ -166,19 +166,25 @@ pub async fn commit_effect(
 /// not dead letters) with as few statements as possible: every statement
 /// takes a batch of attempts of distinct runs and messages (group commit).
 /// Each attempt ends as [`commit_effect`] would have ended it alone; the
-/// results are in the order of `items`. An error fails them all; nothing of
-/// the failing statement is committed, earlier statements are.
+/// results are in the order of `items`. A failing statement commits none of
+/// its attempts and fails them and those still waiting for theirs; the
+/// attempts of earlier statements stay committed and keep their results.
 pub async fn commit_effects(
     pool: &PgPool,
     items: &[(&AttemptRecord, &Effect)],
-) -> Result<Vec<Committed>, sqlx::Error> {
+) -> Vec<Result<Committed, sqlx::Error>> {
+    let mut results: Vec<Option<Result<Committed, sqlx::Error>>> =
+        (0..items.len()).map(|_| None).collect();
     let mut planned: Vec<Option<Planned<'_>>> = Vec::with_capacity(items.len());
-    for (rec, effect) in items {
-        planned.push(Some(plan(rec, effect).ok_or_else(|| {
-            sqlx::Error::Protocol("a dead letter cannot be batched".into())
-        })?));
+    for (k, (rec, effect)) in items.iter().enumerate() {
+        let p = plan(rec, effect);
+        if p.is_none() {
+            results[k] = Some(Err(super::internal_error(
+                "a dead letter cannot be batched",
+            )));
+        }
+        planned.push(p);
     }
-    let mut results: Vec<Option<Committed>> = (0..items.len()).map(|_| None).collect();
     while planned.iter().any(Option::is_some) {
         // One statement per round: at most one attempt per run and message
         // (a second copy of a message waits for the next round, where it is
@@ -197,18 +203,32 @@ pub async fn commit_effects(
                 }
             }
         }
-        let applied = apply_batch(pool, &round).await?;
+        let applied = match apply_batch(pool, &round).await {
+            Ok(applied) => applied,
+            Err(e) => {
+                // This round and every later one fail.
+                let waiting: Vec<usize> = positions
+                    .into_iter()
+                    .chain((0..planned.len()).filter(|&k| planned[k].is_some()))
+                    .collect();
+                for (k, err) in waiting.iter().zip(super::spread_error(e, waiting.len())) {
+                    results[*k] = Some(err);
+                }
+                break;
+            }
+        };
         for ((p, k), a) in round.into_iter().zip(positions).zip(applied) {
             results[k] = Some(match a {
-                Applied::Duplicate => duplicate(pool, &p.rec.envelope.message_id()).await?,
-                Applied::Discarded => Committed::Applied(Vec::new()),
-                Applied::Done => Committed::Applied(p.follow_up),
+                Ok(Applied::Duplicate) => duplicate(pool, &p.rec.envelope.message_id()).await,
+                Ok(Applied::Discarded) => Ok(Committed::Applied(Vec::new())),
+                Ok(Applied::Done) => Ok(Committed::Applied(p.follow_up)),
+                Err(e) => Err(e),
             });
         }
     }
     results
         .into_iter()
-        .map(|r| r.ok_or(sqlx::Error::RowNotFound))
+        .map(|r| r.unwrap_or(Err(sqlx::Error::RowNotFound)))
         .collect()
 }
 
@@ -338,11 +358,12 @@ async fn duplicate(pool: &PgPool, message_id: &str) -> Result<Committed, sqlx::E
 /// deadlock), writes each dedup record and, only where it was new, the
 /// attempt; and, unless that run was cancelled, the output, the run's new
 /// state, its history row and the report message. One round trip for the
-/// whole batch; the results are in the order of `items`.
+/// whole batch; the results are in the order of `items` (an attempt whose
+/// run does not exist gets `RowNotFound`, the others are written).
 async fn apply_batch<'e, E: sqlx::PgExecutor<'e>>(
     ex: E,
     items: &[Planned<'_>],
-) -> Result<Vec<Applied>, sqlx::Error> {
+) -> Result<Vec<Result<Applied, sqlx::Error>>, sqlx::Error> {
     if items.is_empty() {
         return Ok(Vec::new());
     }
@@ -422,19 +443,20 @@ async fn apply_batch<'e, E: sqlx::PgExecutor<'e>>(
     .fetch_all(ex)
     .await?;
     if rows.len() != n {
-        return Err(sqlx::Error::Protocol(format!(
+        return Err(super::internal_error(format!(
             "effect statement answered {} rows for {n} attempts",
             rows.len()
         )));
     }
-    rows.into_iter()
+    Ok(rows
+        .into_iter()
         .map(|(_, found, inserted, live)| match (found, inserted, live) {
             (false, _, _) => Err(sqlx::Error::RowNotFound),
             (_, false, _) => Ok(Applied::Duplicate),
             (_, _, false) => Ok(Applied::Discarded),
             _ => Ok(Applied::Done),
         })
-        .collect()
+        .collect())
 }
 
 /// The bind arrays of [`apply_batch`], one element per attempt.

@@ -60,7 +60,7 @@ pub async fn create_run(
     actor: &str,
 ) -> Result<Accepted, IntakeError> {
     create_runs(pool, std::slice::from_ref(new), first_phase, actor)
-        .await?
+        .await
         .pop()
         .unwrap_or(Err(IntakeError::Db(sqlx::Error::RowNotFound)))
 }
@@ -83,7 +83,7 @@ fn statement() -> &'static str {
              r AS (INSERT INTO runs (id, tenant, thread_id, correlation_id, request_message_id, reply_to, \
                      request, status, phase, attempt, replay) \
                    SELECT id, tenant, thread_id, correlation_id, request_message_id, reply_to, request, \
-                     'queued', $10, 1, 0 FROM ok ORDER BY idx \
+                     'queued', $10, 1, 0 FROM ok ORDER BY tenant, request_message_id, idx \
                    ON CONFLICT (tenant, request_message_id) WHERE request_message_id IS NOT NULL DO NOTHING \
                    RETURNING {RUN_COLUMNS}), \
              ri AS (SELECT r.*, i.idx, i.new_thread, i.message FROM r JOIN i ON i.id = r.id), \
@@ -107,13 +107,19 @@ struct CreatedRow {
 /// Creates the runs of a batch of requests with as few statements as
 /// possible (a second request with the same idempotency key waits for the
 /// next round, where it finds the run). The results are in the order of
-/// `news`; a database failure fails them all.
+/// `news`. A failing statement creates none of its round's runs and fails
+/// them and the later rounds; the runs of earlier rounds stay created and
+/// keep their results, so no request is created twice by a retry.
+///
+/// Keys are inserted in (tenant, key) order, so two batches that carry
+/// copies of the same requests wait for each other in one order and cannot
+/// deadlock.
 pub async fn create_runs(
     pool: &PgPool,
     news: &[NewRun],
     first_phase: &str,
     actor: &str,
-) -> Result<Vec<Result<Accepted, IntakeError>>, sqlx::Error> {
+) -> Vec<Result<Accepted, IntakeError>> {
     let mut results: Vec<Option<Result<Accepted, IntakeError>>> =
         (0..news.len()).map(|_| None).collect();
     // A new thread's id is chosen here, once per request.
@@ -136,7 +142,6 @@ pub async fn create_runs(
                     Some(key) => seen.insert((news[k].tenant.as_str(), key.as_str())),
                     None => true,
                 });
-        pending = later;
         let requests: Vec<Value> = round
             .iter()
             .map(|&k| {
@@ -144,7 +149,7 @@ pub async fn create_runs(
                 json!({"message": n.message, "workload_id": n.workload_id, "context": n.context})
             })
             .collect();
-        let rows: Vec<CreatedRow> = sqlx::query_as(statement())
+        let rows: Result<Vec<CreatedRow>, sqlx::Error> = sqlx::query_as(statement())
             .bind(round.iter().map(|_| Uuid::new_v4()).collect::<Vec<_>>())
             .bind(
                 round
@@ -182,7 +187,18 @@ pub async fn create_runs(
             .bind(first_phase)
             .bind(actor)
             .fetch_all(pool)
-            .await?;
+            .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                let waiting: Vec<usize> = round.into_iter().chain(later).collect();
+                for (k, err) in waiting.iter().zip(super::spread_error(e, waiting.len())) {
+                    results[*k] = Some(err.map_err(IntakeError::Db));
+                }
+                break;
+            }
+        };
+        pending = later;
         for row in rows {
             if let Some(&k) = usize::try_from(row.idx - 1).ok().and_then(|i| round.get(i)) {
                 results[k] = Some(Ok(Accepted {
@@ -199,22 +215,23 @@ pub async fn create_runs(
             }
             let n = &news[k];
             let found = match &n.request_message_id {
-                Some(key) => find_by_request_id(pool, &n.tenant, key).await?,
-                None => None,
+                Some(key) => find_by_request_id(pool, &n.tenant, key).await,
+                None => Ok(None),
             };
             results[k] = Some(match found {
-                Some(run) => Ok(Accepted {
+                Ok(Some(run)) => Ok(Accepted {
                     run,
                     created: false,
                 }),
-                None => Err(IntakeError::UnknownThread(threads[k].0)),
+                Ok(None) => Err(IntakeError::UnknownThread(threads[k].0)),
+                Err(e) => Err(IntakeError::Db(e)),
             });
         }
     }
-    Ok(results
+    results
         .into_iter()
         .map(|r| r.unwrap_or(Err(IntakeError::Db(sqlx::Error::RowNotFound))))
-        .collect())
+        .collect()
 }
 
 async fn find_by_request_id(

@@ -259,7 +259,12 @@ pub async fn processed_follow_up(
         let mut follow_up: Vec<Outbound> = serde_json::from_value(v).unwrap_or_default();
         for out in &mut follow_up {
             if let Outbound::Reply { body, .. } = out {
-                if body["result"].is_null() {
+                // Only a reply of an outcome with a result had one (a
+                // dead-lettered run's reply has none, even if a replay
+                // completed the run later).
+                let had_result =
+                    matches!(body["status"].as_str(), Some("completed" | "needs_input"));
+                if had_result && body["result"].is_null() {
                     if let (Some(slot), Some(r)) = (body.get_mut("result"), &result) {
                         *slot = r.clone();
                     }

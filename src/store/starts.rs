@@ -50,9 +50,9 @@ struct StartedRow {
 /// Starts one phase attempt: [`start_phases`] with one envelope.
 pub async fn start_phase(pool: &PgPool, env: &Envelope, actor: &str) -> Result<Start, sqlx::Error> {
     start_phases(pool, std::slice::from_ref(env), actor)
-        .await?
+        .await
         .pop()
-        .ok_or(sqlx::Error::RowNotFound)
+        .unwrap_or(Err(sqlx::Error::RowNotFound))
 }
 
 /// The start statement for a batch of envelopes of distinct runs: it locks
@@ -96,21 +96,22 @@ fn statement() -> &'static str {
 
 /// Starts a batch of phase attempts with as few statements as possible
 /// (one per round of distinct runs; a second copy of a message waits for
-/// the next round). The results are in the order of `envs`.
+/// the next round). The results are in the order of `envs`; a failing
+/// statement fails its round and the later ones, earlier rounds keep theirs.
 pub async fn start_phases(
     pool: &PgPool,
     envs: &[Envelope],
     actor: &str,
-) -> Result<Vec<Start>, sqlx::Error> {
-    let mut results: Vec<Option<Start>> = (0..envs.len()).map(|_| None).collect();
+) -> Vec<Result<Start, sqlx::Error>> {
+    let mut results: Vec<Option<Result<Start, sqlx::Error>>> =
+        (0..envs.len()).map(|_| None).collect();
     let mut pending: Vec<usize> = (0..envs.len()).collect();
     while !pending.is_empty() {
         let mut seen = std::collections::HashSet::new();
         let (round, later): (Vec<usize>, Vec<usize>) = pending
             .into_iter()
             .partition(|&k| seen.insert(envs[k].run_id));
-        pending = later;
-        let rows: Vec<StartedRow> = sqlx::query_as(statement())
+        let rows: Result<Vec<StartedRow>, sqlx::Error> = sqlx::query_as(statement())
             .bind(round.iter().map(|&k| envs[k].run_id).collect::<Vec<_>>())
             .bind(
                 round
@@ -132,7 +133,18 @@ pub async fn start_phases(
             )
             .bind(actor)
             .fetch_all(pool)
-            .await?;
+            .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                let waiting: Vec<usize> = round.into_iter().chain(later).collect();
+                for (k, err) in waiting.iter().zip(super::spread_error(e, waiting.len())) {
+                    results[*k] = Some(err);
+                }
+                break;
+            }
+        };
+        pending = later;
         for row in rows {
             let Some(&k) = usize::try_from(row.idx - 1).ok().and_then(|i| round.get(i)) else {
                 continue;
@@ -143,20 +155,20 @@ pub async fn start_phases(
                 patch: row.patch.filter(|p| !p.is_null()),
                 data_version: row.data_version,
             };
-            results[k] = Some(Start::Started(Box::new(row.run), inputs));
+            results[k] = Some(Ok(Start::Started(Box::new(row.run), inputs)));
         }
         // Not started: tell a run that moved on from one that does not exist.
         for &k in &round {
             if results[k].is_none() {
-                results[k] = Some(match get(pool, envs[k].run_id).await? {
+                results[k] = Some(get(pool, envs[k].run_id).await.map(|run| match run {
                     Some(run) => Start::NotRunnable(Box::new(run)),
                     None => Start::Missing,
-                });
+                }));
             }
         }
     }
     results
         .into_iter()
-        .map(|r| r.ok_or(sqlx::Error::RowNotFound))
+        .map(|r| r.unwrap_or(Err(sqlx::Error::RowNotFound)))
         .collect()
 }

@@ -151,9 +151,17 @@ impl Registry {
         if let Some(hit) = key.as_deref().and_then(|k| ctx.memo.get(k)) {
             return Ok(Value::clone(&hit));
         }
+        let Some(_) = key else {
+            return (tool.handler)(ctx, params).await;
+        };
+        let before = crate::memo::current_version(&ctx.pool).await;
+        let stored_params = params.clone();
         let result = (tool.handler)(ctx, params).await?;
-        if let Some(k) = key {
-            ctx.memo.put(k, Arc::new(result.clone()));
+        if let Some(v) = before {
+            if crate::memo::current_version(&ctx.pool).await == Some(v) {
+                let key = Memo::key(v, &ctx.tenant, name, &stored_params);
+                ctx.memo.put(key, Arc::new(result.clone()));
+            }
         }
         Ok(result)
     }
