@@ -158,8 +158,8 @@ impl Engine {
     }
 
     /// Uses `marks` for the "phase started" marks and `hot` for the other
-    /// per-message statements.
-    /// Starts the group committer on `hot` (needs a Tokio runtime).
+    /// per-message statements, and starts the batchers of intake, starts and
+    /// effects on them (needs a Tokio runtime).
     pub fn with_engine_pools(mut self, marks: PgPool, hot: PgPool) -> Self {
         if self.config.commit_batch > 1 {
             self.committer = Some(committer::Committer::start(
