@@ -179,7 +179,7 @@ pub async fn commit_effects(
     for (k, (rec, effect)) in items.iter().enumerate() {
         let p = plan(rec, effect);
         if p.is_none() {
-            results[k] = Some(Err(super::internal_error(
+            results[k] = Some(Err(super::batch::internal_error(
                 "a dead letter cannot be batched",
             )));
         }
@@ -189,31 +189,22 @@ pub async fn commit_effects(
         // One statement per round: at most one attempt per run and message
         // (a second copy of a message waits for the next round, where it is
         // a duplicate).
-        let mut runs_seen = std::collections::HashSet::new();
-        let mut ids_seen = std::collections::HashSet::new();
-        let mut round = Vec::new();
-        let mut positions = Vec::new();
-        for (k, slot) in planned.iter_mut().enumerate() {
-            let Some(p) = slot else { continue };
-            let env = &p.rec.envelope;
-            if runs_seen.insert(env.run_id) && ids_seen.insert(env.message_id()) {
-                if let Some(p) = slot.take() {
-                    round.push(p);
-                    positions.push(k);
-                }
-            }
-        }
+        // (A message id names its run, so distinct runs mean distinct ids.)
+        let pending: Vec<usize> = (0..planned.len())
+            .filter(|&k| planned[k].is_some())
+            .collect();
+        let (positions, later) = super::batch::split_round(pending, |k| {
+            planned[k].as_ref().map(|p| p.rec.envelope.run_id)
+        });
+        let round: Vec<Planned<'_>> = positions
+            .iter()
+            .filter_map(|&k| planned[k].take())
+            .collect();
         let applied = match apply_batch(pool, &round).await {
             Ok(applied) => applied,
             Err(e) => {
                 // This round and every later one fail.
-                let waiting: Vec<usize> = positions
-                    .into_iter()
-                    .chain((0..planned.len()).filter(|&k| planned[k].is_some()))
-                    .collect();
-                for (k, err) in waiting.iter().zip(super::spread_error(e, waiting.len())) {
-                    results[*k] = Some(err);
-                }
+                super::batch::fail_rest(&mut results, positions.into_iter().chain(later), e);
                 break;
             }
         };
@@ -443,7 +434,7 @@ async fn apply_batch<'e, E: sqlx::PgExecutor<'e>>(
     .fetch_all(ex)
     .await?;
     if rows.len() != n {
-        return Err(super::internal_error(format!(
+        return Err(super::batch::internal_error(format!(
             "effect statement answered {} rows for {n} attempts",
             rows.len()
         )));

@@ -3,6 +3,7 @@
 //! Postgres is the source of truth for runs, their history and their
 //! outputs. Every query is parameterized (`sqlx::query(..).bind(..)`).
 
+pub mod batch;
 pub mod dead_letters;
 pub mod effects;
 pub mod requests;
@@ -111,33 +112,6 @@ pub fn is_outage(e: &sqlx::Error) -> bool {
         sqlx::Error::Protocol(_) => true,
         _ => false,
     }
-}
-
-/// The error of a failed batch statement, for each item it carried (sqlx
-/// errors cannot be cloned): an outage stays an outage, anything else stays
-/// not one.
-pub fn shared_error(e: &sqlx::Error) -> sqlx::Error {
-    if is_outage(e) {
-        sqlx::Error::Io(std::io::Error::other(e.to_string()))
-    } else {
-        internal_error(e.to_string())
-    }
-}
-
-/// An error of netra's own store logic (not an outage: retrying as soon as
-/// the database answers would not help).
-pub fn internal_error(msg: impl Into<String>) -> sqlx::Error {
-    sqlx::Error::Configuration(msg.into().into())
-}
-
-/// Spreads the error of a batch statement over `n` items: the first gets
-/// the error itself, the others a [`shared_error`].
-pub fn spread_error<T>(e: sqlx::Error, n: usize) -> Vec<Result<T, sqlx::Error>> {
-    let mut out: Vec<Result<T, sqlx::Error>> = (1..n).map(|_| Err(shared_error(&e))).collect();
-    if n > 0 {
-        out.insert(0, Err(e));
-    }
-    out
 }
 
 /// True when a single `SELECT 1` succeeds.

@@ -9,7 +9,10 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::runs::{Run, RUN_COLUMNS};
+use super::{
+    batch::{column, fail_rest, split_round},
+    runs::{Run, RUN_COLUMNS},
+};
 
 /// A request accepted for processing.
 #[derive(Debug, Clone)]
@@ -134,56 +137,26 @@ pub async fn create_runs(
         .collect();
     let mut pending: Vec<usize> = (0..news.len()).collect();
     while !pending.is_empty() {
-        let mut seen = std::collections::HashSet::new();
-        let (round, later): (Vec<usize>, Vec<usize>) =
-            pending
-                .into_iter()
-                .partition(|&k| match &news[k].request_message_id {
-                    Some(key) => seen.insert((news[k].tenant.as_str(), key.as_str())),
-                    None => true,
-                });
-        let requests: Vec<Value> = round
-            .iter()
-            .map(|&k| {
-                let n = &news[k];
-                json!({"message": n.message, "workload_id": n.workload_id, "context": n.context})
-            })
-            .collect();
+        let (round, later) = split_round(pending, |k| {
+            let n = &news[k];
+            n.request_message_id
+                .as_deref()
+                .map(|key| (n.tenant.as_str(), key))
+        });
+        let requests = column(&round, |k| {
+            let n = &news[k];
+            json!({"message": n.message, "workload_id": n.workload_id, "context": n.context})
+        });
         let rows: Result<Vec<CreatedRow>, sqlx::Error> = sqlx::query_as(statement())
-            .bind(round.iter().map(|_| Uuid::new_v4()).collect::<Vec<_>>())
-            .bind(
-                round
-                    .iter()
-                    .map(|&k| news[k].tenant.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(round.iter().map(|&k| threads[k].0).collect::<Vec<_>>())
-            .bind(
-                round
-                    .iter()
-                    .map(|&k| news[k].correlation_id.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                round
-                    .iter()
-                    .map(|&k| news[k].request_message_id.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                round
-                    .iter()
-                    .map(|&k| news[k].reply_to.as_deref())
-                    .collect::<Vec<_>>(),
-            )
+            .bind(column(&round, |_| Uuid::new_v4()))
+            .bind(column(&round, |k| news[k].tenant.as_str()))
+            .bind(column(&round, |k| threads[k].0))
+            .bind(column(&round, |k| news[k].correlation_id.as_str()))
+            .bind(column(&round, |k| news[k].request_message_id.as_deref()))
+            .bind(column(&round, |k| news[k].reply_to.as_deref()))
             .bind(&requests)
-            .bind(round.iter().map(|&k| threads[k].1).collect::<Vec<_>>())
-            .bind(
-                round
-                    .iter()
-                    .map(|&k| news[k].message.as_str())
-                    .collect::<Vec<_>>(),
-            )
+            .bind(column(&round, |k| threads[k].1))
+            .bind(column(&round, |k| news[k].message.as_str()))
             .bind(first_phase)
             .bind(actor)
             .fetch_all(pool)
@@ -191,10 +164,7 @@ pub async fn create_runs(
         let rows = match rows {
             Ok(rows) => rows,
             Err(e) => {
-                let waiting: Vec<usize> = round.into_iter().chain(later).collect();
-                for (k, err) in waiting.iter().zip(super::spread_error(e, waiting.len())) {
-                    results[*k] = Some(err.map_err(IntakeError::Db));
-                }
+                fail_rest(&mut results, round.into_iter().chain(later), e);
                 break;
             }
         };

@@ -8,7 +8,10 @@ use std::{collections::BTreeMap, sync::OnceLock};
 use serde_json::Value;
 use sqlx::PgPool;
 
-use super::runs::{get, Run, RUN_COLUMNS};
+use super::{
+    batch::{column, fail_rest, split_round},
+    runs::{get, Run, RUN_COLUMNS},
+};
 use crate::pipeline::{agent::ThreadMessage, envelope::Envelope};
 
 /// What a phase reads: upstream outputs, the thread so far, and the
@@ -107,40 +110,23 @@ pub async fn start_phases(
         (0..envs.len()).map(|_| None).collect();
     let mut pending: Vec<usize> = (0..envs.len()).collect();
     while !pending.is_empty() {
-        let mut seen = std::collections::HashSet::new();
-        let (round, later): (Vec<usize>, Vec<usize>) = pending
-            .into_iter()
-            .partition(|&k| seen.insert(envs[k].run_id));
+        let (round, later) = split_round(pending, |k| Some(envs[k].run_id));
         let rows: Result<Vec<StartedRow>, sqlx::Error> = sqlx::query_as(statement())
-            .bind(round.iter().map(|&k| envs[k].run_id).collect::<Vec<_>>())
-            .bind(
-                round
-                    .iter()
-                    .map(|&k| envs[k].phase.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                round
-                    .iter()
-                    .map(|&k| i32::try_from(envs[k].attempt).unwrap_or(i32::MAX))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                round
-                    .iter()
-                    .map(|&k| i32::try_from(envs[k].replay).unwrap_or(i32::MAX))
-                    .collect::<Vec<_>>(),
-            )
+            .bind(column(&round, |k| envs[k].run_id))
+            .bind(column(&round, |k| envs[k].phase.as_str()))
+            .bind(column(&round, |k| {
+                i32::try_from(envs[k].attempt).unwrap_or(i32::MAX)
+            }))
+            .bind(column(&round, |k| {
+                i32::try_from(envs[k].replay).unwrap_or(i32::MAX)
+            }))
             .bind(actor)
             .fetch_all(pool)
             .await;
         let rows = match rows {
             Ok(rows) => rows,
             Err(e) => {
-                let waiting: Vec<usize> = round.into_iter().chain(later).collect();
-                for (k, err) in waiting.iter().zip(super::spread_error(e, waiting.len())) {
-                    results[*k] = Some(err);
-                }
+                fail_rest(&mut results, round.into_iter().chain(later), e);
                 break;
             }
         };
