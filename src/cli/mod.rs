@@ -133,20 +133,28 @@ pub enum TenantAction {
     List,
 }
 
+/// The filters `dlq list` and `dlq replay` share.
+#[derive(Debug, clap::Args)]
+pub struct DlqFilterArgs {
+    /// Only this phase.
+    #[arg(long)]
+    pub phase: Option<String>,
+    /// Only this tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Error contains.
+    #[arg(long)]
+    pub error_contains: Option<String>,
+}
+
 /// `netra dlq …`.
 #[derive(Debug, Subcommand)]
 pub enum DlqAction {
     /// List pending dead letters.
     List {
-        /// Only this phase.
-        #[arg(long)]
-        phase: Option<String>,
-        /// Only this tenant.
-        #[arg(long)]
-        tenant: Option<String>,
-        /// Error contains.
-        #[arg(long)]
-        error_contains: Option<String>,
+        /// Phase, tenant, error text.
+        #[command(flatten)]
+        filter: DlqFilterArgs,
         /// Only dead letters since this time: RFC 3339, or an age like 30m, 2h, 7d.
         #[arg(long)]
         since: Option<String>,
@@ -172,15 +180,9 @@ pub enum DlqAction {
         /// A group: the fingerprint printed by `dlq groups`.
         #[arg(long)]
         group: Option<String>,
-        /// Only this phase.
-        #[arg(long)]
-        phase: Option<String>,
-        /// Only this tenant.
-        #[arg(long)]
-        tenant: Option<String>,
-        /// Error contains.
-        #[arg(long)]
-        error_contains: Option<String>,
+        /// Phase, tenant, error text.
+        #[command(flatten)]
+        filter: DlqFilterArgs,
         /// Show what would be replayed; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -311,9 +313,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let (_, pool) = pool().await?;
             match action {
                 DlqAction::List {
-                    phase,
-                    tenant,
-                    error_contains,
+                    filter:
+                        DlqFilterArgs {
+                            phase,
+                            tenant,
+                            error_contains,
+                        },
                     since,
                     limit,
                 } => {
@@ -374,9 +379,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     id,
                     run,
                     group,
-                    phase,
-                    tenant,
-                    error_contains,
+                    filter:
+                        DlqFilterArgs {
+                            phase,
+                            tenant,
+                            error_contains,
+                        },
                     dry_run,
                     patch,
                     limit,
