@@ -541,15 +541,31 @@ impl<'a> Columns<'a> {
 /// left out, because it is the run's `result`, stored once in `runs` and put
 /// back by [`super::runs::processed_follow_up`] (a report is ~14 KB).
 fn stored_follow_up(follow_up: &[Outbound]) -> Value {
-    let mut v = serde_json::to_value(follow_up).unwrap_or(Value::Array(vec![]));
-    for out in v.as_array_mut().into_iter().flatten() {
-        if out["kind"] == "reply" {
-            if let Some(result) = out.pointer_mut("/body/result") {
-                *result = Value::Null;
-            }
+    let stored = follow_up.iter().map(|out| match out {
+        // Copied without the result, which is not serialized at all.
+        Outbound::Reply {
+            to,
+            correlation_id,
+            body,
+        } => {
+            let body: serde_json::Map<String, Value> = body
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| match k.as_str() {
+                    "result" => (k.clone(), Value::Null),
+                    _ => (k.clone(), v.clone()),
+                })
+                .collect();
+            serde_json::to_value(Outbound::Reply {
+                to: to.clone(),
+                correlation_id: correlation_id.clone(),
+                body: Value::Object(body),
+            })
         }
-    }
-    v
+        other => serde_json::to_value(other),
+    });
+    Value::Array(stored.filter_map(Result::ok).collect())
 }
 
 /// The text of a result that goes into the thread: its `markdown` field, or
