@@ -145,8 +145,15 @@ impl Supervisor {
         v
     }
 
-    /// What comes after `phase`, given the outputs persisted so far.
-    pub fn next(&self, phase: &str, outputs: &BTreeMap<String, Value>) -> Result<Target, NoRoute> {
+    /// What comes after `phase`, given its `output` and the outputs of the
+    /// phases before it.
+    pub fn next(
+        &self,
+        phase: &str,
+        output: &Value,
+        upstream: &BTreeMap<String, Value>,
+    ) -> Result<Target, NoRoute> {
+        let current = phase;
         self.rules
             .iter()
             .filter(|r| r.after == phase)
@@ -157,11 +164,12 @@ impl Supervisor {
                     field,
                     equals,
                 } => {
-                    outputs
-                        .get(phase)
-                        .and_then(|o| o.get(field))
-                        .and_then(Value::as_str)
-                        == Some(equals)
+                    let o = if phase == current {
+                        Some(output)
+                    } else {
+                        upstream.get(phase)
+                    };
+                    o.and_then(|o| o.get(field)).and_then(Value::as_str) == Some(equals)
                 }
             })
             .map(|r| r.then)
@@ -185,7 +193,7 @@ mod tests {
                 "data" => outputs.insert("data".into(), json!({"sufficiency": sufficiency})),
                 p => outputs.insert(p.into(), json!({})),
             };
-            match s.next(phase, &outputs).unwrap() {
+            match s.next(phase, &outputs[phase], &outputs).unwrap() {
                 Target::Phase(p) => {
                     phase = p;
                     path.push(p);
@@ -233,7 +241,7 @@ mod tests {
     #[test]
     fn unknown_phase_has_no_route() {
         assert!(Supervisor::standard()
-            .next("nope", &BTreeMap::new())
+            .next("nope", &Value::Null, &BTreeMap::new())
             .is_err());
     }
 }

@@ -17,17 +17,6 @@ use netra::{
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-/// A fresh migrated database without the rest of netra (for tool and
-/// ingest tests that need no broker).
-async fn fresh_db() -> (netra::config::Config, String, PgPool) {
-    let (config, db) = test_config().await;
-    let pool = netra::store::connect_url(&database_url(&config), 4)
-        .await
-        .unwrap();
-    netra::store::migrate(&pool).await.unwrap();
-    (config, db, pool)
-}
-
 fn row(ts: &str, model: &str, input: i32, output: i32, latency: f64) -> RequestRecord {
     RequestRecord {
         ts: chrono::DateTime::parse_from_rfc3339(ts).unwrap().into(),

@@ -14,15 +14,6 @@ use netra::{
 use serde_json::json;
 use sqlx::PgPool;
 
-async fn fresh_db() -> (netra::config::Config, String, PgPool) {
-    let (config, db) = test_config().await;
-    let pool = netra::store::connect_url(&database_url(&config), 4)
-        .await
-        .unwrap();
-    netra::store::migrate(&pool).await.unwrap();
-    (config, db, pool)
-}
-
 /// A run waiting at `phase`, as the engine starts it.
 async fn started(pool: &PgPool, corr: &str, phase: &str) -> (runs::Run, Envelope) {
     let run = create_run(pool, "default", corr, "x", phase).await;

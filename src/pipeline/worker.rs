@@ -179,7 +179,7 @@ async fn process(
         Some(cache) if delivery.redelivered => Some((cache, cache_key(phase, &input))),
         _ => None,
     };
-    let (result, mut input) = run_agent(engine, phase, input, lookup, data_version).await;
+    let (result, input) = run_agent(engine, phase, input, lookup, data_version).await;
     // A transient failure during a database outage is the outage's fault
     // (the agents' tools read Postgres): hand the delivery back without
     // spending an attempt.
@@ -191,24 +191,9 @@ async fn process(
 
     let (effect, outcome) = match result {
         Ok(output) => {
-            // The supervisor routes on the outputs including this one; the
-            // input is restored afterwards (it keys the agent output cache).
-            let next = match input.as_mut() {
-                Some(i) => {
-                    let prior = i.outputs.insert(phase.to_string(), output.clone());
-                    let next = engine.supervisor.next(phase, &i.outputs);
-                    match prior {
-                        Some(p) => i.outputs.insert(phase.to_string(), p),
-                        None => i.outputs.remove(phase),
-                    };
-                    next
-                }
-                None => engine.supervisor.next(
-                    phase,
-                    &BTreeMap::from([(phase.to_string(), output.clone())]),
-                ),
-            };
-            match next {
+            let no_upstream = BTreeMap::new();
+            let upstream = input.as_ref().map_or(&no_upstream, |i| &i.outputs);
+            match engine.supervisor.next(phase, &output, upstream) {
                 Ok(Target::Phase(p)) => (
                     runs::Effect::Succeeded {
                         output,

@@ -359,7 +359,7 @@ async fn apply_batch<'e, E: sqlx::PgExecutor<'e>>(
         return Ok(Vec::new());
     }
     let n = items.len();
-    let mut c = Columns::with_capacity(n);
+    let mut c = Columns::default();
     for p in items {
         c.push(p);
     }
@@ -480,12 +480,6 @@ struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
-    fn with_capacity(n: usize) -> Self {
-        let mut c = Columns::default();
-        c.message_id.reserve(n);
-        c
-    }
-
     fn push(&mut self, p: &'a Planned<'a>) {
         let env = &p.rec.envelope;
         let replay = i32::try_from(env.replay).unwrap_or(i32::MAX);

@@ -390,6 +390,17 @@ pub fn database_url(config: &Config) -> String {
     config.database_url.expose_secret().to_string()
 }
 
+/// A fresh migrated database without the rest of netra (for tests of the
+/// store, the tools and ingest that need no broker); `cleanup` drops it.
+pub async fn fresh_db() -> (Config, String, PgPool) {
+    let (config, db) = test_config().await;
+    let pool = netra::store::connect_url(&database_url(&config), 4)
+        .await
+        .unwrap();
+    netra::store::migrate(&pool).await.unwrap();
+    (config, db, pool)
+}
+
 /// Loads sample telemetry for a workload of the default tenant.
 pub async fn load_sample(pool: &PgPool, workload: &str, requests: usize) {
     netra::sample::load(
