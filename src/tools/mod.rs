@@ -144,22 +144,22 @@ impl Registry {
                 e.reason
             ))
         })?;
-        let key = match ctx.data_version {
-            Some(v) if ctx.memo.enabled() => Some(Memo::key(v, &ctx.tenant, name, &params)),
-            _ => None,
+        let version = match ctx.data_version {
+            Some(v) if ctx.memo.enabled() => v,
+            _ => return (tool.handler)(ctx, params).await,
         };
-        if let Some(hit) = key.as_deref().and_then(|k| ctx.memo.get(k)) {
+        if let Some(hit) = ctx
+            .memo
+            .get(&Memo::key(version, &ctx.tenant, name, &params))
+        {
             return Ok(Value::clone(&hit));
         }
-        let Some(_) = key else {
-            return (tool.handler)(ctx, params).await;
-        };
+        // Stored under the version read before and after computing it.
         let before = crate::memo::current_version(&ctx.pool).await;
-        let stored_params = params.clone();
+        let key = before.map(|v| Memo::key(v, &ctx.tenant, name, &params));
         let result = (tool.handler)(ctx, params).await?;
-        if let Some(v) = before {
-            if crate::memo::current_version(&ctx.pool).await == Some(v) {
-                let key = Memo::key(v, &ctx.tenant, name, &stored_params);
+        if let Some(key) = key {
+            if crate::memo::current_version(&ctx.pool).await == before {
                 ctx.memo.put(key, Arc::new(result.clone()));
             }
         }
