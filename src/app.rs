@@ -69,11 +69,13 @@ impl App {
         let http_addr_cfg = config.http_addr;
         let marks = store::connect_relaxed(&config).await?;
         let hot = store::connect_hot(&config).await?;
+        let seal = crate::pipeline::seal::Seal::load(&config, &pool).await?;
         let engine = Engine::new(
             config,
             pool,
             opts.agents.unwrap_or_else(agents::standard),
             cache,
+            seal,
         )
         .with_engine_pools(marks, hot);
         let (trigger, stop) = shutdown::channel();

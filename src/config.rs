@@ -26,6 +26,25 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// Bounds of the HTTP server, so that slow or idle clients cannot use up
+/// its connections or file handles.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Open connections at once (`NETRA_HTTP_MAX_CONNECTIONS`, default 1024);
+    /// connections beyond it are closed at once.
+    pub max_connections: usize,
+    /// Open connections from one client address
+    /// (`NETRA_HTTP_MAX_CONNECTIONS_PER_CLIENT`, default 128).
+    pub max_connections_per_client: usize,
+    /// Time to send a request's headers (`NETRA_HTTP_HEADER_TIMEOUT_MS`, 10 s).
+    pub header_timeout: Duration,
+    /// Time to send a request's body (`NETRA_HTTP_BODY_TIMEOUT_MS`, 10 s).
+    pub body_timeout: Duration,
+    /// Time for a whole request, long-polls included
+    /// (`NETRA_HTTP_REQUEST_TIMEOUT_MS`, 75 s; a long-poll waits at most 60 s).
+    pub request_timeout: Duration,
+}
+
 /// All of netra's settings.
 #[derive(Clone)]
 pub struct Config {
@@ -57,8 +76,23 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Largest accepted message body in bytes (`NETRA_MAX_MESSAGE_BYTES`).
     pub max_message_bytes: usize,
-    /// Tenant of AMQP requests that carry no validated `user_id` (`NETRA_DEFAULT_TENANT`).
-    pub default_tenant: String,
+    /// Tenant of AMQP requests that carry no broker-validated `user_id`
+    /// (`NETRA_AMQP_DEFAULT_TENANT`). Unset by default: such requests are
+    /// then dead-lettered as unauthorized. Only a single-tenant deployment
+    /// (like the local stack) sets it, because every broker user that can
+    /// publish requests can act as this tenant.
+    pub amqp_default_tenant: Option<String>,
+    /// Key of the authentication tag of phase envelopes
+    /// (`NETRA_ENVELOPE_KEY`); unset, the workers share a random key kept in
+    /// the database (see [`crate::pipeline::seal`]).
+    pub envelope_key: Option<SecretString>,
+    /// Timeout of every Redis call (`NETRA_REDIS_TIMEOUT_MS`, default 250).
+    pub redis_timeout: Duration,
+    /// Limits of the HTTP server.
+    pub http: HttpLimits,
+    /// Failed authentications per client address per minute before `429`
+    /// (`NETRA_AUTH_FAILURES_PER_MIN`, default 30; 0 = no limit).
+    pub auth_failures_per_min: u32,
     /// Database pool size (`NETRA_DB_POOL`).
     pub db_pool_size: u32,
     /// Identifies this process in history rows (`NETRA_WORKER_ID`).
@@ -99,6 +133,8 @@ impl std::fmt::Debug for Config {
             .field("max_attempts", &self.max_attempts)
             .field("phase_timeout", &self.phase_timeout)
             .field("worker_id", &self.worker_id)
+            .field("amqp_default_tenant", &self.amqp_default_tenant)
+            .field("http", &self.http)
             .finish_non_exhaustive()
     }
 }
@@ -132,6 +168,69 @@ where
             reason: format!("{e}"),
         }),
     }
+}
+
+/// What a URL setting connects to.
+#[derive(Debug, Clone, Copy)]
+pub enum UrlKind {
+    /// RabbitMQ.
+    Amqp,
+    /// PostgreSQL.
+    Postgres,
+    /// Redis.
+    Redis,
+}
+
+impl UrlKind {
+    fn expected(self) -> &'static str {
+        match self {
+            UrlKind::Amqp => "amqp://user:password@host:port/vhost",
+            UrlKind::Postgres => "postgres://user:password@host:port/database",
+            UrlKind::Redis => "redis://:password@host:port/db",
+        }
+    }
+}
+
+/// Checks a connection URL with the parser of the client that will use it.
+/// The error never contains the value, nor the parser's message (which may
+/// quote it): a URL holds a password.
+pub fn check_url(var: &'static str, url: &str, kind: UrlKind) -> Result<(), ConfigError> {
+    let ok = match kind {
+        UrlKind::Amqp => url.parse::<lapin::uri::AMQPUri>().is_ok(),
+        UrlKind::Postgres => {
+            (url.starts_with("postgres://") || url.starts_with("postgresql://"))
+                && url.parse::<sqlx::postgres::PgConnectOptions>().is_ok()
+        }
+        UrlKind::Redis => redis::parse_redis_url(url).is_some() && redis::Client::open(url).is_ok(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError {
+            var,
+            reason: format!(
+                "not a valid URL; expected the form {} (the value is not shown: it may hold a password)",
+                kind.expected()
+            ),
+        })
+    }
+}
+
+fn url_setting(
+    name: &'static str,
+    default: &str,
+    kind: UrlKind,
+) -> Result<SecretString, ConfigError> {
+    let url = var(name).unwrap_or_else(|| default.to_string());
+    check_url(name, &url, kind)?;
+    Ok(SecretString::from(url))
+}
+
+fn validate_tenant_setting(name: &str) -> Result<(), ConfigError> {
+    validate_namespace(name).map_err(|_| ConfigError {
+        var: "NETRA_AMQP_DEFAULT_TENANT",
+        reason: "use 1-64 letters, digits, '-' or '_'".into(),
+    })
 }
 
 fn millis(name: &'static str, default_ms: u64) -> Result<Duration, ConfigError> {
@@ -179,16 +278,17 @@ impl Config {
             });
         }
         Ok(Self {
-            amqp_url: SecretString::from(
-                var("NETRA_AMQP_URL").unwrap_or_else(|| "amqp://127.0.0.1:5682/%2f".into()),
-            ),
-            database_url: SecretString::from(
-                var("NETRA_DATABASE_URL")
-                    .unwrap_or_else(|| "postgres://netra@127.0.0.1:5442/netra".into()),
-            ),
-            redis_url: SecretString::from(
-                var("NETRA_REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6390/0".into()),
-            ),
+            amqp_url: url_setting("NETRA_AMQP_URL", "amqp://127.0.0.1:5682/%2f", UrlKind::Amqp)?,
+            database_url: url_setting(
+                "NETRA_DATABASE_URL",
+                "postgres://netra@127.0.0.1:5442/netra",
+                UrlKind::Postgres,
+            )?,
+            redis_url: url_setting(
+                "NETRA_REDIS_URL",
+                "redis://127.0.0.1:6390/0",
+                UrlKind::Redis,
+            )?,
             http_addr: parse("NETRA_HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8089)))?,
             namespace,
             concurrency,
@@ -199,7 +299,27 @@ impl Config {
             phase_timeout: millis("NETRA_PHASE_TIMEOUT_MS", 30_000)?,
             shutdown_grace: millis("NETRA_SHUTDOWN_GRACE_MS", 20_000)?,
             max_message_bytes: parse("NETRA_MAX_MESSAGE_BYTES", 256 * 1024usize)?,
-            default_tenant: var("NETRA_DEFAULT_TENANT").unwrap_or_else(|| "default".into()),
+            amqp_default_tenant: match var("NETRA_AMQP_DEFAULT_TENANT") {
+                Some(t) => {
+                    validate_tenant_setting(&t)?;
+                    Some(t)
+                }
+                None => None,
+            },
+            envelope_key: var("NETRA_ENVELOPE_KEY").map(SecretString::from),
+            redis_timeout: millis("NETRA_REDIS_TIMEOUT_MS", 250)?.max(Duration::from_millis(10)),
+            http: HttpLimits {
+                max_connections: parse("NETRA_HTTP_MAX_CONNECTIONS", 1024usize)?.max(1),
+                max_connections_per_client: parse(
+                    "NETRA_HTTP_MAX_CONNECTIONS_PER_CLIENT",
+                    128usize,
+                )?
+                .max(1),
+                header_timeout: millis("NETRA_HTTP_HEADER_TIMEOUT_MS", 10_000)?,
+                body_timeout: millis("NETRA_HTTP_BODY_TIMEOUT_MS", 10_000)?,
+                request_timeout: millis("NETRA_HTTP_REQUEST_TIMEOUT_MS", 75_000)?,
+            },
+            auth_failures_per_min: parse("NETRA_AUTH_FAILURES_PER_MIN", 30u32)?,
             db_pool_size: parse("NETRA_DB_POOL", 20u32)?,
             worker_id: var("NETRA_WORKER_ID").unwrap_or_else(default_worker_id),
             republish_after: millis("NETRA_REPUBLISH_AFTER_MS", 30_000)?,
@@ -237,6 +357,66 @@ mod tests {
         assert_eq!(r, "amqp://netra:***@127.0.0.1:5682/%2f");
         assert!(!r.contains("s3cret"));
         assert_eq!(redact_url("redis://:pw@h:1/0"), "redis://:***@h:1/0");
+    }
+
+    #[test]
+    fn malformed_urls_are_refused_without_their_value() {
+        let cases = [
+            (
+                "NETRA_AMQP_URL",
+                "netra:hunter2@127.0.0.1:5682/%2f",
+                UrlKind::Amqp,
+            ),
+            (
+                "NETRA_AMQP_URL",
+                "amqp://netra:hunter2@[::1/%2f",
+                UrlKind::Amqp,
+            ),
+            (
+                "NETRA_DATABASE_URL",
+                "netra:hunter2@127.0.0.1/netra",
+                UrlKind::Postgres,
+            ),
+            (
+                "NETRA_DATABASE_URL",
+                "postgres://netra:hunter2@h:notaport/x",
+                UrlKind::Postgres,
+            ),
+            (
+                "NETRA_REDIS_URL",
+                ":hunter2@127.0.0.1:6390/0",
+                UrlKind::Redis,
+            ),
+            (
+                "NETRA_REDIS_URL",
+                "redis://:hunter2@h:99999999/0",
+                UrlKind::Redis,
+            ),
+        ];
+        for (var, url, kind) in cases {
+            let e = check_url(var, url, kind).expect_err(url);
+            let text = format!("{e} {e:?}");
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains(var), "{text}");
+        }
+        assert!(check_url(
+            "NETRA_AMQP_URL",
+            "amqp://u:p@127.0.0.1:5682/%2f",
+            UrlKind::Amqp
+        )
+        .is_ok());
+        assert!(check_url(
+            "NETRA_DATABASE_URL",
+            "postgres://u:p@127.0.0.1:5442/db",
+            UrlKind::Postgres
+        )
+        .is_ok());
+        assert!(check_url(
+            "NETRA_REDIS_URL",
+            "redis://:p@127.0.0.1:6390/0",
+            UrlKind::Redis
+        )
+        .is_ok());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! - [`config`]: typed settings from `NETRA_*` variables; secrets redacted.
 //! - [`broker`]: RabbitMQ connection, topology, confirmed publishing.
 //! - [`store`]: Postgres, one file per table family; migrations in `migrations/`.
-//! - [`cache`]: Redis status cache and long-poll wake-ups.
+//! - [`cache`]: Redis status cache and long-poll wake-ups (bounded calls).
 //! - [`pipeline`]: the generic engine (intake, worker, dispatch, retry,
 //!   consumer loop, reconnecting service). Knows no agent by name.
 //! - [`supervisor`]: the routing table between phases, as data.
@@ -15,6 +15,7 @@
 //! - [`tools`]: typed, schema-validated functions the agents call (telemetry
 //!   metrics, cost, performance, catalog, supply-configuration validation).
 //! - [`api`]: the HTTP API. [`cli`]: the `netra` command line.
+//! - [`ratelimit`]: sliding-window rate limits, shared through Redis.
 //! - [`memo`]: read results memoized by the version of the data they read.
 //! - [`error`]: the error policy (transient, permanent, infrastructure).
 
@@ -31,6 +32,7 @@ pub mod ingest;
 pub mod memo;
 pub mod metrics;
 pub mod pipeline;
+pub mod ratelimit;
 pub mod sample;
 pub mod store;
 pub mod supervisor;

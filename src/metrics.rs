@@ -82,6 +82,15 @@ impl Metrics {
         s.sum_s += secs;
     }
 
+    /// Deliveries of `phase` handled as duplicates so far.
+    pub fn duplicates(&self, phase: &str) -> u64 {
+        self.phases
+            .lock()
+            .ok()
+            .and_then(|m| m.get(phase).map(|s| s.duplicates))
+            .unwrap_or(0)
+    }
+
     /// Records one agent call.
     pub fn record_agent(&self, phase: &str, call: AgentCall, took: Duration) {
         let Ok(mut map) = self.agents.lock() else {

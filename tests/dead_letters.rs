@@ -117,9 +117,17 @@ async fn group_replay_of_1000_runs_resumes_at_the_failed_phase() {
         actor: "operator:test".into(),
         ..Default::default()
     };
-    let r = replay::replay(&t.pool, &names, Some(&p), &targets, &opts, |_| {})
-        .await
-        .unwrap();
+    let r = replay::replay(
+        &t.pool,
+        &names,
+        &t.app.as_ref().unwrap().engine.seal,
+        Some(&p),
+        &targets,
+        &opts,
+        |_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!(r.replayed, 1000);
     t.wait_all(1000, &["completed"]).await;
     for phase in ["triage", "data"] {
@@ -196,9 +204,17 @@ async fn dry_run_changes_nothing_and_patch_changes_the_input() {
         actor: "t".into(),
         ..Default::default()
     };
-    let r = replay::replay(&t.pool, &names, None, &targets, &dry, |_| {})
-        .await
-        .unwrap();
+    let r = replay::replay(
+        &t.pool,
+        &names,
+        &t.app.as_ref().unwrap().engine.seal,
+        None,
+        &targets,
+        &dry,
+        |_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!((r.would_replay, r.replayed), (3, 0));
     let after = dead_letters::list(
         &t.pool,
@@ -231,9 +247,17 @@ async fn dry_run_changes_nothing_and_patch_changes_the_input() {
         ..Default::default()
     };
     let one = &targets[..1];
-    replay::replay(&t.pool, &names, Some(&p), one, &opts, |_| {})
-        .await
-        .unwrap();
+    replay::replay(
+        &t.pool,
+        &names,
+        &t.app.as_ref().unwrap().engine.seal,
+        Some(&p),
+        one,
+        &opts,
+        |_| {},
+    )
+    .await
+    .unwrap();
     let run = t.wait_run(one[0].run_id.unwrap(), &["completed"]).await;
     // With a 1 ms SLO no model switch is allowed: only caching remains.
     let recs = run.result.unwrap()["recommendations"]
@@ -327,9 +351,17 @@ async fn a_replay_that_fails_again_returns_to_the_dlq_with_its_replay_count() {
         ..Default::default()
     };
     let targets = group_targets(&t).await;
-    replay::replay(&t.pool, &names, Some(&p), &targets, &opts, |_| {})
-        .await
-        .unwrap();
+    replay::replay(
+        &t.pool,
+        &names,
+        &t.app.as_ref().unwrap().engine.seal,
+        Some(&p),
+        &targets,
+        &opts,
+        |_| {},
+    )
+    .await
+    .unwrap();
     // Still broken: it fails again, as replay generation 1.
     let deadline = tokio::time::Instant::now() + DEADLINE;
     let again = loop {

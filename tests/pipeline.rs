@@ -179,17 +179,33 @@ async fn same_request_message_id_makes_one_run_and_reply_carries_correlation_id(
         .unwrap();
     assert_eq!(threads, 1);
     assert!(body["result"]["markdown"].is_string(), "{body}");
-    // A duplicate of the final phase message publishes the same reply again,
-    // result included (the dedup record stores it without the result).
+    // A duplicate of the final phase message publishes no second reply: its
+    // follow-ups were confirmed and marked dispatched.
+    wait_dispatched(&t, runs[0].id, "reporting").await;
     let env = Envelope::new(runs[0].id, "reporting", 1, 0, "corr-x", &runs[0].tenant);
-    t.publish_raw(
-        &format!("{}.phase.reporting", t.config.namespace),
-        env.to_bytes(),
+    t.publish_envelope(&env).await;
+    let engine = &t.app.as_ref().unwrap().engine;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while engine.metrics.duplicates("reporting") == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "duplicate never handled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The next reply on the queue is the next request's, not a copy.
+    t.publish_request(
+        &json!({"message": "What is prompt caching?"}),
+        None,
+        Some(&replies.queue),
+        Some("corr-next"),
     )
     .await;
-    let (cid_again, body_again) = replies.next().await;
-    assert_eq!(cid_again, "corr-x");
-    assert_eq!(body_again, body);
+    let (cid_next, _) = replies.next().await;
+    assert_eq!(
+        cid_next, "corr-next",
+        "a duplicate published its reply again"
+    );
     replies.close().await;
     t.finish().await;
 }
@@ -221,8 +237,7 @@ async fn duplicate_delivery_changes_state_once() {
                 &run.tenant,
             );
             for _ in 0..2 {
-                t.publish_raw(&format!("{ns}.phase.{phase}"), env.to_bytes())
-                    .await;
+                t.publish_envelope(&env).await;
             }
         }
     }
@@ -522,8 +537,14 @@ async fn poison_messages_are_dead_lettered_once_and_others_go_on() {
         ("unknown_run", valid.to_bytes()),
     ];
     for (_, body) in &poisons {
-        t.publish_raw(&q, body.clone()).await;
+        t.publish_sealed_raw(&q, body.clone()).await;
     }
+    // A well-formed envelope without netra's seal is forged.
+    t.publish_raw(&q, valid.to_bytes()).await;
+    let poisons: Vec<(&str, Vec<u8>)> = poisons
+        .into_iter()
+        .chain([("forged", valid.to_bytes())])
+        .collect();
     t.publish_raw(&format!("{ns}.requests"), b"[1,2,3]".to_vec())
         .await;
     t.publish_request(&json!({"message": "What is caching?"}), None, None, None)
@@ -780,11 +801,7 @@ async fn concurrent_copies_of_one_message_apply_once() {
         .await;
     let run = t.wait_all(1, &["running"]).await.remove(0);
     let env = Envelope::new(run.id, "triage", 1, 0, &run.correlation_id, &run.tenant);
-    t.publish_raw(
-        &format!("{}.phase.triage", t.config.namespace),
-        env.to_bytes(),
-    )
-    .await;
+    t.publish_envelope(&env).await;
     // Wait until the copy is delivered too (the queue is empty again).
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while t
@@ -857,4 +874,27 @@ async fn an_output_whose_commit_failed_is_reused_by_the_redelivery() {
     );
     assert_eq!(phases_run(&t, run.id).await, vec!["triage", "reporting"]);
     t.finish().await;
+}
+
+/// Waits until the follow-ups of a run's phase are marked dispatched.
+async fn wait_dispatched(t: &TestApp, run: Uuid, phase: &str) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let done: Option<bool> = sqlx::query_scalar(
+            "SELECT bool_and(dispatched) FROM processed_messages WHERE run_id = $1 AND phase = $2",
+        )
+        .bind(run)
+        .bind(phase)
+        .fetch_one(&t.pool)
+        .await
+        .unwrap();
+        if done == Some(true) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never marked dispatched"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -1,6 +1,16 @@
 //! Bearer-token authentication: every `/v1` handler takes a [`Tenant`].
+//!
+//! Failed authentications are rate-limited per client address
+//! (`NETRA_AUTH_FAILURES_PER_MIN`), so tokens cannot be guessed at speed;
+//! authenticated calls are rate-limited per tenant
+//! (`NETRA_RATE_LIMIT_PER_MIN`). Both use [`crate::ratelimit`].
 
-use axum::{extract::FromRequestParts, http::request::Parts};
+use std::net::SocketAddr;
+
+use axum::{
+    extract::{ConnectInfo, FromRequestParts},
+    http::request::Parts,
+};
 
 use super::error::ApiError;
 use crate::{pipeline::Engine, store::tenants};
@@ -9,6 +19,15 @@ use crate::{pipeline::Engine, store::tenants};
 #[derive(Debug, Clone)]
 pub struct Tenant(pub String);
 
+/// The client address of a request (set by [`super::serve`]).
+fn client_ip(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 impl FromRequestParts<Engine> for Tenant {
     type Rejection = ApiError;
 
@@ -16,24 +35,45 @@ impl FromRequestParts<Engine> for Tenant {
         parts: &mut Parts,
         engine: &Engine,
     ) -> Result<Self, Self::Rejection> {
+        let failures = format!("authfail:{}", client_ip(parts));
+        let limit = engine.config.auth_failures_per_min;
+        // An address over its budget of failures gets no more tries (not
+        // even a lookup) until failures leave the window.
+        if let Some(wait) = engine
+            .limiter
+            .peek(engine.cache.as_ref(), &failures, limit)
+            .await
+        {
+            return Err(ApiError::RateLimited(wait));
+        }
         let token = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(ApiError::Unauthorized)?;
-        let name = tenants::authenticate(&engine.pool, token)
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
-        if let Some(cache) = &engine.cache {
-            if let Some(wait) = cache
-                .rate_limit(&name, engine.config.rate_limit_per_min)
-                .await
-            {
-                return Err(ApiError::RateLimited(wait));
-            }
+            .filter(|t| !t.is_empty());
+        let name = match token {
+            Some(t) => tenants::authenticate(&engine.pool, t).await?,
+            None => None,
+        };
+        let Some(name) = name else {
+            engine
+                .limiter
+                .check(engine.cache.as_ref(), &failures, limit)
+                .await;
+            return Err(ApiError::Unauthorized);
+        };
+        if let Some(wait) = engine
+            .limiter
+            .check(
+                engine.cache.as_ref(),
+                &format!("tenant:{name}"),
+                engine.config.rate_limit_per_min,
+            )
+            .await
+        {
+            return Err(ApiError::RateLimited(wait));
         }
         Ok(Tenant(name))
     }

@@ -153,6 +153,7 @@ pub async fn replay(
     let r = replay::replay(
         &engine.pool,
         &engine.names,
+        &engine.seal,
         publisher.as_ref(),
         &targets,
         &opts,

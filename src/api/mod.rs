@@ -9,8 +9,10 @@ pub mod auth;
 pub mod dead_letters;
 pub mod error;
 pub mod health;
+pub mod limits;
 pub mod openapi;
 pub mod runs;
+pub mod server;
 pub mod threads;
 
 use axum::{
@@ -213,6 +215,11 @@ pub fn router(engine: Engine) -> Router {
     }
     router
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            engine.clone(),
+            limits::bounded,
+        ))
+        .layer(axum::middleware::from_fn(limits::json_errors))
         .with_state(engine)
 }
 
@@ -220,9 +227,9 @@ pub fn router(engine: Engine) -> Router {
 pub async fn serve(
     engine: Engine,
     listener: tokio::net::TcpListener,
-    mut stop: crate::pipeline::shutdown::Shutdown,
+    stop: crate::pipeline::shutdown::Shutdown,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(engine))
-        .with_graceful_shutdown(async move { stop.wait().await })
-        .await
+    let limits = engine.config.http.clone();
+    let grace = engine.config.shutdown_grace;
+    server::serve(router(engine), listener, limits, stop, grace).await
 }

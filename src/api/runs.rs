@@ -9,13 +9,14 @@ use axum::{
     Json,
 };
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::{auth::Tenant, error::ApiError};
 use crate::{
+    cache::Wakeup,
     pipeline::{intake, intake::RequestBody, Engine},
     store::runs::{self, IntakeError, Run, RunFilter},
 };
@@ -23,11 +24,26 @@ use crate::{
 /// Longest long-poll, seconds.
 pub const MAX_WAIT_SECS: u64 = 60;
 
-/// Parses a request body, naming the offending field on failure.
+/// Longest `Idempotency-Key`, in characters.
+pub const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+/// Parses a request body, naming the offending field on failure (the path
+/// to it, e.g. `message` or `context.budget`; a missing field is named by
+/// serde's message).
 pub fn parse_body(body: &[u8]) -> Result<RequestBody, ApiError> {
-    let req: RequestBody = serde_json::from_slice(body).map_err(|e| {
-        let text = e.to_string();
-        let field = text.split('`').nth(1).unwrap_or("body").to_string();
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let req: RequestBody = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let text = inner.to_string();
+        let field = if path.is_empty() || path == "." {
+            match text.strip_prefix("missing field `") {
+                Some(rest) => rest.split('`').next().unwrap_or("body").to_string(),
+                None => "body".to_string(),
+            }
+        } else {
+            path
+        };
         ApiError::Invalid {
             field,
             message: text,
@@ -49,6 +65,10 @@ pub async fn enqueue(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let correlation_id = Uuid::new_v4().to_string();
     let new = req.into_new_run(tenant, correlation_id, key, None);
+    let new_key = new.request_message_id.clone();
+    let new_thread = new.thread_id;
+    let new_request =
+        json!({"message": new.message, "workload_id": new.workload_id, "context": new.context});
     let publisher = engine.link.publisher();
     let accepted = match intake::accept(engine, publisher.as_ref(), &new, "api").await {
         Ok(a) => a,
@@ -56,6 +76,18 @@ pub async fn enqueue(
         Err(IntakeError::Db(e)) => return Err(e.into()),
     };
     let run = accepted.run;
+    // A key reused for another request is the caller's mistake: say so
+    // instead of answering with the first request's run.
+    if !accepted.created {
+        if let Some(key) = &new_key {
+            if !same_request(&run, &new_request, new_thread) {
+                return Err(ApiError::Conflict(format!(
+                    "Idempotency-Key `{key}` was already used for a different request (run {})",
+                    run.id
+                )));
+            }
+        }
+    }
     Ok((
         if accepted.created {
             StatusCode::ACCEPTED
@@ -73,6 +105,33 @@ pub async fn enqueue(
     ))
 }
 
+/// True when a run found by its idempotency key was created by the same
+/// request (same message, workload, context and, if named, thread).
+fn same_request(run: &Run, request: &Value, thread: Option<Uuid>) -> bool {
+    run.request == *request && thread.is_none_or(|t| t == run.thread_id)
+}
+
+/// The `Idempotency-Key` header: 1-200 printable ASCII characters; anything
+/// else is a 422 naming the header (never silently ignored).
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let invalid = || ApiError::Invalid {
+        field: "Idempotency-Key".into(),
+        message: format!("use 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters"),
+    };
+    let key = v.to_str().map_err(|_| invalid())?;
+    let ok = !key.is_empty()
+        && key.len() <= MAX_IDEMPOTENCY_KEY
+        && key.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    if ok {
+        Ok(Some(key.to_string()))
+    } else {
+        Err(invalid())
+    }
+}
+
 /// `POST /v1/runs`.
 pub async fn create(
     State(engine): State<Engine>,
@@ -80,12 +139,8 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let key = idempotency_key(&headers)?;
     let req = parse_body(&body)?;
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .filter(|k| !k.is_empty() && k.len() <= 200);
     enqueue(&engine, tenant, req, key).await
 }
 
@@ -155,6 +210,12 @@ pub async fn get(
     Ok(Json(v))
 }
 
+/// How often a long-poll re-reads Postgres while Redis announcements
+/// arrive, and while they do not (Redis away): a lost wake-up costs at most
+/// this much latency, never the answer.
+const POLL_SUBSCRIBED: Duration = Duration::from_secs(5);
+const POLL_UNSUBSCRIBED: Duration = Duration::from_secs(1);
+
 async fn long_poll(
     engine: &Engine,
     tenant: &str,
@@ -162,35 +223,33 @@ async fn long_poll(
     wait: Duration,
 ) -> Result<Run, ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
-    let mut pubsub = match &engine.cache {
-        Some(cache) => match cache.pubsub().await {
-            Some(mut ps) => {
-                if ps.subscribe(cache.channel(run.id)).await.is_ok() {
-                    Some(ps)
-                } else {
-                    None
-                }
-            }
-            None => None,
-        },
-        None => None,
-    };
-    // Re-read after subscribing, so a change in between is not missed.
+    // Subscribed before the re-read, so a change in between is not missed.
+    let mut wakeups = engine.cache.as_ref().map(|c| c.wakeups());
     let mut current = runs::get_for_tenant(&engine.pool, tenant, run.id)
         .await?
         .unwrap_or(run);
     while !current.is_final() && tokio::time::Instant::now() < deadline {
-        match pubsub.as_mut() {
-            Some(ps) => {
-                let mut stream = ps.on_message();
-                let _ = tokio::time::timeout_at(deadline, stream.next()).await;
+        let subscribed = engine.cache.as_ref().is_some_and(|c| c.is_subscribed());
+        let poll = if subscribed {
+            POLL_SUBSCRIBED
+        } else {
+            POLL_UNSUBSCRIBED
+        };
+        let until = deadline.min(tokio::time::Instant::now() + poll);
+        if let Some(rx) = wakeups.as_mut() {
+            // Wake for this run, for "re-read everything", or on lag.
+            loop {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Ok(Wakeup::Run(id))) if id != current.id => continue,
+                    Ok(Err(broadcast::error::RecvError::Closed)) => {
+                        tokio::time::sleep_until(until).await;
+                        break;
+                    }
+                    _ => break,
+                }
             }
-            // Without Redis: re-read once a second.
-            None => {
-                let _ =
-                    tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_secs(1)))
-                        .await;
-            }
+        } else {
+            tokio::time::sleep_until(until).await;
         }
         current = runs::get_for_tenant(&engine.pool, tenant, current.id)
             .await?
@@ -281,7 +340,7 @@ pub async fn cancel(
         .ok_or(ApiError::NotFound("run"))?;
     if changed {
         if let Some(cache) = &engine.cache {
-            cache.notify(id).await;
+            cache.notify_later(id);
         }
     }
     Ok(Json(

@@ -3,7 +3,7 @@
 use axum::{
     body::Bytes,
     extract::{Path, State},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     Json,
 };
 use serde_json::{json, Value};
@@ -46,12 +46,14 @@ pub async fn follow_up(
     State(engine): State<Engine>,
     Tenant(tenant): Tenant,
     Path(id): Path<Uuid>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let key = runs::idempotency_key(&headers)?;
     threads::get(&engine.pool, &tenant, id)
         .await?
         .ok_or(ApiError::NotFound("thread"))?;
     let mut req = runs::parse_body(&body)?;
     req.thread_id = Some(id);
-    runs::enqueue(&engine, tenant, req, None).await
+    runs::enqueue(&engine, tenant, req, key).await
 }

@@ -184,6 +184,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let admin_url = base.database_url.expose_secret().to_string();
     let mut config = base.clone();
     config.namespace = format!("bench-{id}");
+    // The benchmark's requests carry no user_id: they belong to one tenant.
+    config
+        .amqp_default_tenant
+        .get_or_insert_with(|| "bench".to_string());
     config.http_addr = "127.0.0.1:0".parse()?;
     config.shutdown_grace = Duration::from_secs(3);
     let netra_db = format!("netra_bench_{id}");
@@ -278,7 +282,7 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
     let pool = engine.pool.clone();
     crate::sample::load(
         &pool,
-        &res.config.default_tenant,
+        res.config.amqp_default_tenant.as_deref().unwrap_or("bench"),
         "bench-w",
         &crate::sample::chat("gpt-4o", args.sample_rows, 11),
     )

@@ -103,7 +103,7 @@ async fn declare(ch: &Channel, names: &RawNames) -> anyhow::Result<()> {
     ch.queue_declare(
         ShortString::from(names.requests().as_str()),
         durable,
-        quorum_args(Some((&names.dlx(), "requests"))),
+        quorum_args(Some(&names.dlx())),
     )
     .await?;
     for h in 1..=HOPS {
@@ -111,7 +111,7 @@ async fn declare(ch: &Channel, names: &RawNames) -> anyhow::Result<()> {
         ch.queue_declare(
             ShortString::from(q.as_str()),
             durable,
-            quorum_args(Some((&names.dlx(), &format!("hop{h}")))),
+            quorum_args(Some(&names.dlx())),
         )
         .await?;
         ch.queue_bind(

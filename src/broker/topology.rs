@@ -15,6 +15,10 @@ use crate::error::InfraError;
 /// redeliveries).
 pub const DELIVERY_LIMIT: i64 = 50;
 
+/// The dead-letter routing key RabbitMQ uses for messages over the
+/// delivery limit (netra's own dead letters use the phase name).
+pub const CRASHLOOP_KEY: &str = "crashloop";
+
 /// The names of one namespace.
 #[derive(Debug, Clone)]
 pub struct Names {
@@ -35,6 +39,26 @@ impl Names {
     /// `<ns>.requests`.
     pub fn requests(&self) -> String {
         format!("{}.requests", self.ns)
+    }
+
+    /// `<ns>.intake`, the fanout exchange upstream services publish
+    /// requests to (bound to `<ns>.requests`): a tenant's broker user may
+    /// write to it and to nothing else (see [`super::permissions`]).
+    pub fn intake_exchange(&self) -> String {
+        format!("{}.intake", self.ns)
+    }
+
+    /// The prefix of a broker user's own reply queues:
+    /// `<ns>.reply.<user>.` (the user may declare and read only those).
+    pub fn reply_prefix(&self, user: &str) -> String {
+        format!("{}.reply.{user}.", self.ns)
+    }
+
+    /// `<ns>.dlq.crashloop`: where RabbitMQ dead-letters a message by its
+    /// delivery limit; netra indexes each one and moves it to the
+    /// dead-letter queue of its phase (see [`crate::pipeline::crashloop`]).
+    pub fn crashloop_queue(&self) -> String {
+        self.dlq(CRASHLOOP_KEY)
     }
 
     /// `<ns>.phases`, the direct exchange routing phase messages.
@@ -58,15 +82,16 @@ impl Names {
     }
 }
 
-/// Arguments of a durable quorum queue; with a dead-letter target, also the
-/// delivery limit (crash-loop backstop) and at-least-once dead-lettering.
-pub fn quorum_args(dlx: Option<(&str, &str)>) -> FieldTable {
+/// Arguments of a durable quorum queue; with a dead-letter exchange, also
+/// the delivery limit (crash-loop backstop, dead-lettered with the routing
+/// key [`CRASHLOOP_KEY`]) and at-least-once dead-lettering.
+pub fn quorum_args(dlx: Option<&str>) -> FieldTable {
     let mut t = FieldTable::default();
     t.insert(
         "x-queue-type".into(),
         AMQPValue::LongString("quorum".into()),
     );
-    if let Some((exchange, key)) = dlx {
+    if let Some(exchange) = dlx {
         t.insert(
             "x-delivery-limit".into(),
             AMQPValue::LongLongInt(DELIVERY_LIMIT),
@@ -77,7 +102,7 @@ pub fn quorum_args(dlx: Option<(&str, &str)>) -> FieldTable {
         );
         t.insert(
             "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(key.into()),
+            AMQPValue::LongString(CRASHLOOP_KEY.into()),
         );
         t.insert(
             "x-dead-letter-strategy".into(),
@@ -104,10 +129,10 @@ async fn queue(ch: &Channel, name: &str, args: FieldTable) -> Result<(), InfraEr
     Ok(())
 }
 
-async fn exchange(ch: &Channel, name: &str) -> Result<(), InfraError> {
+async fn exchange(ch: &Channel, name: &str, kind: ExchangeKind) -> Result<(), InfraError> {
     ch.exchange_declare(
         ShortString::from(name),
-        ExchangeKind::Direct,
+        kind,
         ExchangeDeclareOptions {
             durable: true,
             ..ExchangeDeclareOptions::default()
@@ -133,14 +158,18 @@ async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) -> Result<()
 /// Declares everything; harmless when it already exists.
 pub async fn declare(ch: &Channel, names: &Names, phases: &[&str]) -> Result<(), InfraError> {
     let dlx = names.dlx();
-    exchange(ch, &names.phases_exchange()).await?;
-    exchange(ch, &dlx).await?;
-    queue(ch, &names.requests(), quorum_args(Some((&dlx, "requests")))).await?;
+    exchange(ch, &names.phases_exchange(), ExchangeKind::Direct).await?;
+    exchange(ch, &dlx, ExchangeKind::Direct).await?;
+    exchange(ch, &names.intake_exchange(), ExchangeKind::Fanout).await?;
+    queue(ch, &names.requests(), quorum_args(Some(&dlx))).await?;
+    bind(ch, &names.requests(), &names.intake_exchange(), "").await?;
     queue(ch, &names.dlq("requests"), quorum_args(None)).await?;
     bind(ch, &names.dlq("requests"), &dlx, "requests").await?;
+    queue(ch, &names.crashloop_queue(), quorum_args(None)).await?;
+    bind(ch, &names.crashloop_queue(), &dlx, CRASHLOOP_KEY).await?;
     for phase in phases {
         let q = names.phase_queue(phase);
-        queue(ch, &q, quorum_args(Some((&dlx, phase)))).await?;
+        queue(ch, &q, quorum_args(Some(&dlx))).await?;
         bind(ch, &q, &names.phases_exchange(), phase).await?;
         let dlq = names.dlq(phase);
         queue(ch, &dlq, quorum_args(None)).await?;
@@ -155,7 +184,11 @@ pub async fn delete(conn: &lapin::Connection, names: &Names, phases: &[&str]) {
     let Ok(ch) = conn.create_channel().await else {
         return;
     };
-    let mut queues = vec![names.requests(), names.dlq("requests")];
+    let mut queues = vec![
+        names.requests(),
+        names.dlq("requests"),
+        names.crashloop_queue(),
+    ];
     for p in phases {
         queues.push(names.phase_queue(p));
         queues.push(names.dlq(p));
@@ -165,7 +198,11 @@ pub async fn delete(conn: &lapin::Connection, names: &Names, phases: &[&str]) {
             .queue_delete(ShortString::from(q.as_str()), Default::default())
             .await;
     }
-    for x in [names.phases_exchange(), names.dlx()] {
+    for x in [
+        names.phases_exchange(),
+        names.dlx(),
+        names.intake_exchange(),
+    ] {
         let _ = ch
             .exchange_delete(ShortString::from(x.as_str()), Default::default())
             .await;

@@ -34,7 +34,12 @@ pub async fn run() -> anyhow::Result<()> {
         config.namespace = "netra-demo".into();
     }
     config.http_addr = "127.0.0.1:0".parse()?;
-    let tenant = config.default_tenant.clone();
+    // The demo's requests carry no user_id, so they need the deployment's
+    // tenant for such requests (the local stack sets one; else "demo").
+    let tenant = config
+        .amqp_default_tenant
+        .get_or_insert_with(|| "demo".to_string())
+        .clone();
     let app = App::start(config.clone(), StartOptions::default())
         .await
         .context("starting netra (is the stack running?)")?;
@@ -102,8 +107,8 @@ pub async fn run() -> anyhow::Result<()> {
         let cid = Uuid::new_v4().to_string();
         publisher
             .publish_routed(&Outgoing {
-                exchange: String::new(),
-                routing_key: app.engine.names.requests(),
+                exchange: app.engine.names.intake_exchange(),
+                routing_key: String::new(),
                 body: serde_json::to_vec(body)?,
                 message_id: Some(Uuid::new_v4().to_string()),
                 correlation_id: Some(cid.clone()),
@@ -163,8 +168,8 @@ pub async fn run() -> anyhow::Result<()> {
         let cid = Uuid::new_v4().to_string();
         publisher
             .publish_routed(&Outgoing {
-                exchange: String::new(),
-                routing_key: app.engine.names.requests(),
+                exchange: app.engine.names.intake_exchange(),
+                routing_key: String::new(),
                 body: serde_json::to_vec(&json!({"message": "The telemetry is loaded now, please go ahead.", "thread_id": run.thread_id}))?,
                 message_id: Some(Uuid::new_v4().to_string()),
                 correlation_id: Some(cid.clone()),

@@ -518,7 +518,8 @@ async fn replay_cmd(
                 d.error
             );
         }
-        let r = replay::replay(&pool, &names, None, &targets, &opts, |_| {}).await?;
+        let seal = crate::pipeline::seal::Seal::load(&config, &pool).await?;
+        let r = replay::replay(&pool, &names, &seal, None, &targets, &opts, |_| {}).await?;
         println!(
             "dry run: {} would be replayed; nothing changed",
             r.would_replay
@@ -537,9 +538,16 @@ async fn replay_cmd(
     if targets.len() < 2 {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let mut report = replay::replay(&pool, &names, Some(&publisher), &targets, &opts, |n| {
-        bar.set_position(n as u64)
-    })
+    let seal = crate::pipeline::seal::Seal::load(&config, &pool).await?;
+    let mut report = replay::replay(
+        &pool,
+        &names,
+        &seal,
+        Some(&publisher),
+        &targets,
+        &opts,
+        |n| bar.set_position(n as u64),
+    )
     .await?;
     bar.finish_and_clear();
     let ch = conn.create_channel().await?;

@@ -72,14 +72,38 @@ pub async fn write_batch(pool: &PgPool, batch: Vec<(AttemptRecord, Effect)>) -> 
     let alone = batch.len() == 1;
     let mut outcomes = Vec::with_capacity(batch.len());
     for ((record, effect), result) in batch.into_iter().zip(results) {
-        let result = match result {
+        outcomes.push(match result {
             Err(e) if !alone && !store::is_outage(&e) => {
                 tracing::debug!(error = %e, "batched effect failed; writing it alone");
-                effects::commit_effect(pool, &record, &effect).await
+                commit_alone(pool, &record, effect).await
             }
-            other => other,
-        };
-        outcomes.push((result, Some(effect)));
+            Err(e) if store::is_bad_data(&e) => refused(pool, &record, &e).await,
+            other => (other, Some(effect)),
+        });
     }
     outcomes
+}
+
+/// Commits one effect alone. If the database refuses its data (a NUL in an
+/// output, say: see [`store::is_bad_data`]), that will happen on every
+/// attempt, so the phase is dead-lettered with the reason instead, and that
+/// effect is handed back.
+pub async fn commit_alone(pool: &PgPool, record: &AttemptRecord, effect: Effect) -> Outcome {
+    match effects::commit_effect(pool, record, &effect).await {
+        Err(e) if store::is_bad_data(&e) => refused(pool, record, &e).await,
+        other => (other, Some(effect)),
+    }
+}
+
+async fn refused(pool: &PgPool, record: &AttemptRecord, e: &sqlx::Error) -> Outcome {
+    let error = crate::error::PhaseError::permanent(format!(
+        "the database refused this phase's data (SQLSTATE {})",
+        store::sqlstate(e).unwrap_or_default()
+    ));
+    tracing::warn!(error = %error.message, "phase data refused; dead-lettering");
+    let effect = Effect::DeadLetter { error };
+    (
+        effects::commit_effect(pool, record, &effect).await,
+        Some(effect),
+    )
 }

@@ -1,19 +1,24 @@
 //! Publishes the follow-ups of a committed effect, each confirmed by the
-//! broker, before the delivery that caused them is acked.
+//! broker, before the delivery that caused them is acked. Phase messages
+//! carry their authentication tag ([`super::seal`]); replies carry a
+//! deterministic `message_id`, so upstream can de-duplicate the rare second
+//! copy (replies are at least once).
 
-use super::{envelope::Envelope, outbound::Outbound, Engine};
+use super::{envelope::Envelope, outbound::Outbound, seal::Seal, Engine};
 use crate::{
     broker::publisher::{HeaderValue, Outgoing, Published, Publisher},
     broker::topology::Names,
     error::InfraError,
 };
 
-/// The message that carries a phase envelope.
-pub fn phase_message(names: &Names, env: &Envelope) -> Outgoing {
+/// The message that carries a phase envelope, sealed.
+pub fn phase_message(names: &Names, seal: &Seal, env: &Envelope) -> Outgoing {
+    let body = env.to_bytes();
+    let tag = seal.tag(&body);
     Outgoing {
         exchange: names.phases_exchange(),
         routing_key: env.phase.clone(),
-        body: env.to_bytes(),
+        body,
         message_id: Some(env.message_id()),
         correlation_id: Some(env.correlation_id.clone()),
         reply_to: None,
@@ -31,8 +36,17 @@ pub fn phase_message(names: &Names, env: &Envelope) -> Outgoing {
                 "traceparent".into(),
                 HeaderValue::Text(env.traceparent.clone()),
             ),
+            (super::seal::HEADER.into(), HeaderValue::Text(tag)),
         ],
     }
+}
+
+/// The deterministic `message_id` of a run's reply: one per run, outcome
+/// and replay generation, so a second copy is recognisable upstream.
+pub fn reply_message_id(body: &serde_json::Value) -> Option<String> {
+    let run = body["run_id"].as_str()?;
+    let status = body["status"].as_str().unwrap_or("final");
+    Some(format!("{run}:reply:{status}"))
 }
 
 /// Publishes every follow-up; returns on the first broker failure (the
@@ -46,7 +60,7 @@ pub async fn publish_all(
         match out {
             Outbound::Phase { envelope } => {
                 publisher
-                    .publish_routed(&phase_message(&engine.names, envelope))
+                    .publish_routed(&phase_message(&engine.names, &engine.seal, envelope))
                     .await?;
             }
             Outbound::DeadLetter {
@@ -57,7 +71,7 @@ pub async fn publish_all(
                 first_failed_at,
                 last_failed_at,
             } => {
-                let mut msg = phase_message(&engine.names, envelope);
+                let mut msg = phase_message(&engine.names, &engine.seal, envelope);
                 msg.exchange = engine.names.dlx();
                 msg.headers.extend([
                     ("x-netra-error".into(), HeaderValue::Text(error.clone())),
@@ -89,7 +103,7 @@ pub async fn publish_all(
                     exchange: String::new(),
                     routing_key: to.clone(),
                     body: serde_json::to_vec(body).unwrap_or_default(),
-                    message_id: None,
+                    message_id: reply_message_id(body),
                     correlation_id: Some(correlation_id.clone()),
                     reply_to: None,
                     headers: vec![],
@@ -100,9 +114,10 @@ pub async fn publish_all(
                     tracing::warn!(reply_to = %to, "reply queue does not exist; reply dropped");
                 }
             }
+            // Off the path to the ack: Redis never holds a delivery.
             Outbound::Notify { run_id } => {
                 if let Some(cache) = &engine.cache {
-                    cache.notify(*run_id).await;
+                    cache.notify_later(*run_id);
                 }
             }
         }

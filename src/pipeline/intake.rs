@@ -72,6 +72,20 @@ pub struct RequestBody {
     pub context: Option<Value>,
 }
 
+/// Why text with a NUL character is refused: Postgres cannot store it, so
+/// it is bad input, refused where it enters (never an outage to retry).
+pub const NUL_PROBLEM: &str = "must not contain the NUL character (\\u0000)";
+
+/// True when any string (or object key) inside `v` contains NUL.
+pub fn json_has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(json_has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v)),
+        _ => false,
+    }
+}
+
 /// A field-level validation failure.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{field}: {problem}")]
@@ -89,6 +103,12 @@ impl RequestBody {
             return Err(Invalid {
                 field: "message",
                 problem: "must not be empty".into(),
+            });
+        }
+        if self.message.contains('\0') {
+            return Err(Invalid {
+                field: "message",
+                problem: NUL_PROBLEM.into(),
             });
         }
         if self.message.chars().count() > MAX_MESSAGE_CHARS {
@@ -114,6 +134,12 @@ impl RequestBody {
                 return Err(Invalid {
                     field: "context",
                     problem: "must be a JSON object".into(),
+                });
+            }
+            if json_has_nul(c) {
+                return Err(Invalid {
+                    field: "context",
+                    problem: NUL_PROBLEM.into(),
                 });
             }
         }
@@ -166,7 +192,7 @@ pub async fn accept(
     if accepted.run.status == "queued" {
         if let (Some(publisher), Some(env)) = (publisher, accepted.run.envelope()) {
             if let Err(e) = publisher
-                .publish_routed(&dispatch::phase_message(&engine.names, &env))
+                .publish_routed(&dispatch::phase_message(&engine.names, &engine.seal, &env))
                 .await
             {
                 tracing::warn!(error = %e, run_id = %accepted.run.id, "first phase not published yet; the sweeper will retry");
@@ -182,50 +208,104 @@ pub async fn handle(engine: Engine, publisher: Publisher, delivery: Delivery) {
     worker::settle(&engine, &delivery, result).await;
 }
 
+/// Reads an optional text property of a request; a value with NUL is
+/// refused (Postgres cannot store it) as the request's fault.
+fn text_property(
+    name: &'static str,
+    value: Option<&lapin::types::ShortString>,
+) -> Result<Option<String>, Poison> {
+    match value.map(|v| v.as_str()).filter(|v| !v.is_empty()) {
+        Some(v) if v.contains('\0') => Err(Poison::new(
+            "invalid_request",
+            format!("property {name} {NUL_PROBLEM}"),
+        )),
+        Some(v) => Ok(Some(v.to_string())),
+        None => Ok(None),
+    }
+}
+
+/// Who sent a request: the tenant mapped to its broker-validated `user_id`
+/// (RabbitMQ refuses a `user_id` that is not the connection's user), or the
+/// deployment's tenant for requests without one, if it names one. Anything
+/// else is unauthorized.
+async fn request_tenant(
+    engine: &Engine,
+    user: Option<&str>,
+) -> Result<Result<(String, Option<String>), Poison>, InfraError> {
+    Ok(match user {
+        Some(user) => match tenants::by_amqp_user(&engine.pool, user).await? {
+            Some(t) => Ok((t, Some(user.to_string()))),
+            None => Err(Poison::new(
+                "unauthorized",
+                format!("broker user `{user}` is not mapped to a tenant"),
+            )),
+        },
+        None => match &engine.config.amqp_default_tenant {
+            Some(t) => Ok((t.clone(), None)),
+            None => Err(Poison::new(
+                "unauthorized",
+                "request without user_id, and NETRA_AMQP_DEFAULT_TENANT is not set",
+            )),
+        },
+    })
+}
+
+/// The reply queues a tenant's broker user may name: its own
+/// (`<ns>.reply.<user>.…`, see [`crate::broker::permissions`]) or a
+/// server-named exclusive queue of its connection (`amq.gen-…`), so that no
+/// tenant can have netra publish into another tenant's queue.
+fn reply_to_allowed(engine: &Engine, user: Option<&str>, reply_to: &str) -> bool {
+    match user {
+        None => true,
+        Some(user) => {
+            reply_to.starts_with("amq.gen-")
+                || reply_to.starts_with(&engine.names.reply_prefix(user))
+        }
+    }
+}
+
 async fn process(
     engine: &Engine,
     publisher: &Publisher,
     delivery: &Delivery,
 ) -> Result<(), InfraError> {
+    let poison = |p: Poison| async move {
+        worker::dead_letter_poison(engine, publisher, "requests", delivery, &p).await
+    };
     let body = match RequestBody::decode(&delivery.data, engine.config.max_message_bytes) {
         Ok(b) => b,
-        Err(p) => {
-            return worker::dead_letter_poison(engine, publisher, "requests", delivery, &p).await
-        }
+        Err(p) => return poison(p).await,
     };
     let props = &delivery.properties;
-    // RabbitMQ validates `user_id` against the connection's user, so it
-    // authenticates the tenant of an AMQP request.
-    let tenant = match props.user_id().as_ref() {
-        Some(user) => match tenants::by_amqp_user(&engine.pool, user.as_str()).await? {
-            Some(t) => t,
-            None => {
-                let p = Poison::new(
-                    "unknown_tenant",
-                    format!("broker user `{}` is not mapped to a tenant", user.as_str()),
-                );
-                return worker::dead_letter_poison(engine, publisher, "requests", delivery, &p)
-                    .await;
-            }
-        },
-        None => engine.config.default_tenant.clone(),
+    let user = props.user_id().as_ref().map(|u| u.as_str().to_string());
+    let (tenant, mapped_user) = match request_tenant(engine, user.as_deref()).await? {
+        Ok(t) => t,
+        Err(p) => return poison(p).await,
     };
-    let correlation_id = props
-        .correlation_id()
-        .as_ref()
-        .map(|c| c.as_str().to_string())
-        .filter(|c| !c.is_empty())
-        .unwrap_or_else(|| Uuid::new_v4().to_string());
-    let key = props
-        .message_id()
-        .as_ref()
-        .map(|m| m.as_str().to_string())
-        .filter(|m| !m.is_empty());
-    let reply_to = props
-        .reply_to()
-        .as_ref()
-        .map(|r| r.as_str().to_string())
-        .filter(|r| !r.is_empty());
+    let texts = (|| {
+        Ok::<_, Poison>((
+            text_property("correlation_id", props.correlation_id().as_ref())?,
+            text_property("message_id", props.message_id().as_ref())?,
+            text_property("reply_to", props.reply_to().as_ref())?,
+        ))
+    })();
+    let (correlation_id, key, reply_to) = match texts {
+        Ok(t) => t,
+        Err(p) => return poison(p).await,
+    };
+    if let Some(r) = &reply_to {
+        if !reply_to_allowed(engine, mapped_user.as_deref(), r) {
+            let p = Poison::new(
+                "forbidden_reply_to",
+                format!(
+                    "reply_to `{r}` is not a queue of this tenant (use {}… or a server-named queue)",
+                    engine.names.reply_prefix(mapped_user.as_deref().unwrap_or_default())
+                ),
+            );
+            return poison(p).await;
+        }
+    }
+    let correlation_id = correlation_id.unwrap_or_else(|| Uuid::new_v4().to_string());
     let new = body.into_new_run(tenant, correlation_id, key, reply_to);
     let created = match &engine.creator {
         Some(creator) => match creator.call(new).await {
@@ -240,7 +320,7 @@ async fn process(
             if accepted.run.status == "queued" {
                 if let Some(env) = accepted.run.envelope() {
                     publisher
-                        .publish_routed(&dispatch::phase_message(&engine.names, &env))
+                        .publish_routed(&dispatch::phase_message(&engine.names, &engine.seal, &env))
                         .await?;
                 }
             }
@@ -248,11 +328,21 @@ async fn process(
             Ok(())
         }
         Err(IntakeError::UnknownThread(id)) => {
-            let p = Poison::new(
+            poison(Poison::new(
                 "unknown_thread",
                 format!("thread {id} does not exist for this tenant"),
-            );
-            worker::dead_letter_poison(engine, publisher, "requests", delivery, &p).await
+            ))
+            .await
+        }
+        Err(IntakeError::Db(e)) if crate::store::is_bad_data(&e) => {
+            poison(Poison::new(
+                "rejected_by_database",
+                format!(
+                    "the database refused the request's data (SQLSTATE {})",
+                    crate::store::sqlstate(&e).unwrap_or_default()
+                ),
+            ))
+            .await
         }
         Err(IntakeError::Db(e)) => Err(InfraError::Database(e)),
     }

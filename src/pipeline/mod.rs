@@ -15,11 +15,13 @@ pub mod batcher;
 pub mod committer;
 pub mod consumer;
 pub mod dispatch;
+pub mod dispatched;
 pub mod envelope;
 pub mod intake;
 pub mod outbound;
 pub mod replay;
 pub mod retry;
+pub mod seal;
 pub mod service;
 pub mod shutdown;
 pub mod starter;
@@ -68,6 +70,13 @@ pub struct Engine {
     pub starter: Option<starter::Starter>,
     /// Batched intake of AMQP requests (started with the engine's pools).
     pub creator: Option<intake::Creator>,
+    /// Marks follow-ups dispatched once confirmed (started with the
+    /// engine's pools).
+    pub dispatched: Option<dispatched::DispatchMarks>,
+    /// Signs and checks phase envelopes.
+    pub seal: Arc<seal::Seal>,
+    /// Per-tenant and per-address rate limits.
+    pub limiter: Arc<crate::ratelimit::RateLimiter>,
 }
 
 /// The current broker connection state, for `/readyz` and the API's publishes.
@@ -136,6 +145,7 @@ impl Engine {
         pool: PgPool,
         agents: agent::AgentSet,
         cache: Option<Cache>,
+        seal: seal::Seal,
     ) -> Self {
         let names = Names::new(&config.namespace);
         let memo = Arc::new(crate::memo::Memo::new(config.memo_entries));
@@ -154,6 +164,9 @@ impl Engine {
             committer: None,
             starter: None,
             creator: None,
+            dispatched: None,
+            seal: Arc::new(seal),
+            limiter: Arc::new(crate::ratelimit::RateLimiter::new()),
         }
     }
 
@@ -182,6 +195,7 @@ impl Engine {
                 self.config.commit_concurrency,
             ));
         }
+        self.dispatched = Some(dispatched::DispatchMarks::start(marks.clone()));
         self.marks = marks;
         self.hot = hot;
         self

@@ -18,7 +18,7 @@ use lapin::{
 };
 use sqlx::PgPool;
 
-use super::{dispatch, envelope::Envelope};
+use super::{dispatch, envelope::Envelope, seal::Seal};
 use crate::{
     broker::{publisher::Publisher, topology::Names},
     error::InfraError,
@@ -60,6 +60,7 @@ pub struct Report {
 pub async fn replay(
     pool: &PgPool,
     names: &Names,
+    seal: &Seal,
     publisher: Option<&Publisher>,
     targets: &[DeadLetter],
     opts: &Options,
@@ -82,7 +83,7 @@ pub async fn replay(
             Replayed::Queued { run, .. } => {
                 if let (Some(p), Some(r)) = (publisher, runs::get(pool, run).await?) {
                     if let Some(env) = r.envelope() {
-                        p.publish_routed(&dispatch::phase_message(names, &env))
+                        p.publish_routed(&dispatch::phase_message(names, seal, &env))
                             .await?;
                     }
                 }

@@ -86,7 +86,7 @@ pub async fn publish_due(engine: &Engine, publisher: &Publisher) -> Result<usize
     for run in &due {
         let Some(env) = run.envelope() else { continue };
         publisher
-            .publish_routed(&dispatch::phase_message(&engine.names, &env))
+            .publish_routed(&dispatch::phase_message(&engine.names, &engine.seal, &env))
             .await?;
     }
     Ok(due.len())
@@ -106,7 +106,7 @@ pub async fn sweep_stale(
         }
         let Some(env) = run.envelope() else { continue };
         publisher
-            .publish_routed(&dispatch::phase_message(&engine.names, &env))
+            .publish_routed(&dispatch::phase_message(&engine.names, &engine.seal, &env))
             .await?;
         runs::touch(&engine.pool, run.id).await?;
         n += 1;

@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use super::{
     agent::{AgentContext, PhaseInput},
-    dispatch,
+    committer, dispatch,
     envelope::{Envelope, Poison},
     retry, Engine,
 };
@@ -56,6 +56,12 @@ pub async fn settle(engine: &Engine, delivery: &Delivery, result: Result<(), Inf
             tracing::warn!(error = %e, "infrastructure failure; handing the delivery back");
             if e.is_database_outage() {
                 wait_for_database(engine).await;
+            } else {
+                // Not an outage we can wait out: back off by how often this
+                // message came back already, instead of a hot requeue loop
+                // (RabbitMQ's delivery limit ends it; the message is then
+                // indexed as a crash loop, see `crate::pipeline::crashloop`).
+                tokio::time::sleep(handback_delay(delivery)).await;
             }
             let _ = delivery
                 .acker
@@ -66,6 +72,27 @@ pub async fn settle(engine: &Engine, delivery: &Delivery, result: Result<(), Inf
                 .await;
         }
     }
+}
+
+/// How long a delivery that failed for a non-outage infrastructure reason
+/// waits before it is handed back: 100 ms doubled per earlier delivery
+/// (RabbitMQ's `x-delivery-count`), at most 5 s.
+pub fn handback_delay(delivery: &Delivery) -> std::time::Duration {
+    let count = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-delivery-count"))
+        .and_then(|v| match v {
+            lapin::types::AMQPValue::LongLongInt(n) => Some(*n),
+            lapin::types::AMQPValue::LongInt(n) => Some(i64::from(*n)),
+            lapin::types::AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+            lapin::types::AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+            _ => None,
+        })
+        .unwrap_or(if delivery.redelivered { 1 } else { 0 });
+    let exp = u32::try_from(count.clamp(0, 6)).unwrap_or(6);
+    std::time::Duration::from_millis(100 * 2u64.pow(exp)).min(std::time::Duration::from_secs(5))
 }
 
 /// Waits (with capped exponential backoff) until Postgres answers again.
@@ -89,6 +116,13 @@ async fn process(
     delivery: &Delivery,
 ) -> Result<(), InfraError> {
     let t0 = Instant::now();
+    if !sealed_by_netra(engine, delivery) {
+        let p = Poison::new(
+            "forged",
+            "the envelope's authentication tag is missing or wrong: it was not published by netra",
+        );
+        return dead_letter_poison(engine, publisher, phase, delivery, &p).await;
+    }
     let env = match Envelope::decode(&delivery.data, engine.config.max_message_bytes, |p| {
         engine.knows_phase(p)
     }) {
@@ -124,8 +158,7 @@ async fn process(
             if let Some(follow_up) =
                 runs::processed_follow_up(&engine.hot, &env.message_id()).await?
             {
-                tracing::debug!("duplicate delivery; publishing its follow-ups again");
-                dispatch::publish_all(engine, publisher, &follow_up).await?;
+                republish_for_duplicate(engine, publisher, delivery, &env, &follow_up).await?;
                 engine
                     .metrics
                     .record(phase, Outcome::Duplicate, t0.elapsed());
@@ -239,12 +272,17 @@ async fn process(
         }
     };
     // Successes and retries are group-committed with other deliveries'.
-    let (committed, effect) = match (&effect, &engine.committer) {
-        (runs::Effect::DeadLetter { .. }, _) | (_, None) => (
-            runs::commit_effect(&engine.hot, &record, &effect).await,
-            Some(effect),
-        ),
-        (_, Some(committer)) => committer.commit(record, effect).await,
+    let (committed, effect) = match &engine.committer {
+        Some(committer) if !matches!(effect, runs::Effect::DeadLetter { .. }) => {
+            committer.commit(record, effect).await
+        }
+        _ => committer::commit_alone(&engine.hot, &record, effect).await,
+    };
+    // The database may have refused the output: then a dead letter was
+    // committed instead (see `committer::commit_alone`).
+    let outcome = match &effect {
+        Some(runs::Effect::DeadLetter { .. }) => Outcome::DeadLettered,
+        _ => outcome,
     };
     let committed = match committed {
         Ok(c) => c,
@@ -265,19 +303,71 @@ async fn process(
             return Err(e.into());
         }
     };
-    let follow_up = match committed {
-        runs::Committed::Applied(f) => {
+    match committed {
+        runs::Committed::Applied(follow_up) => {
             engine.metrics.record(phase, outcome, t0.elapsed());
-            f
+            publish_and_mark(engine, publisher, &env, &follow_up).await
         }
-        runs::Committed::Duplicate(f) => {
+        runs::Committed::Duplicate(follow_up) => {
             engine
                 .metrics
                 .record(phase, Outcome::Duplicate, t0.elapsed());
-            f
+            republish_for_duplicate(engine, publisher, delivery, &env, &follow_up).await
         }
-    };
-    dispatch::publish_all(engine, publisher, &follow_up).await
+    }
+}
+
+/// True when the delivery carries the seal of its body (see [`super::seal`]).
+fn sealed_by_netra(engine: &Engine, delivery: &Delivery) -> bool {
+    let tag = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(super::seal::HEADER))
+        .and_then(|v| match v {
+            lapin::types::AMQPValue::LongString(s) => Some(s.to_string()),
+            lapin::types::AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+            _ => None,
+        });
+    tag.is_some_and(|t| engine.seal.verify(&delivery.data, &t))
+}
+
+/// Publishes a committed effect's follow-ups, then marks them dispatched.
+async fn publish_and_mark(
+    engine: &Engine,
+    publisher: &Publisher,
+    env: &Envelope,
+    follow_up: &[crate::pipeline::outbound::Outbound],
+) -> Result<(), InfraError> {
+    dispatch::publish_all(engine, publisher, follow_up).await?;
+    if let Some(marks) = &engine.dispatched {
+        marks.mark(env.message_id());
+    }
+    Ok(())
+}
+
+/// A message that was processed before publishes its stored follow-ups
+/// again only when they may be missing: they were never marked dispatched
+/// (`follow_up` is then non-empty) and this is a redelivery, i.e. possibly
+/// the very delivery whose worker died or failed between commit and
+/// confirm. A first delivery of a second copy publishes nothing: the
+/// delivery that committed publishes them, or comes back redelivered if it
+/// cannot. So one duplicate no longer cascades through every later phase.
+async fn republish_for_duplicate(
+    engine: &Engine,
+    publisher: &Publisher,
+    delivery: &Delivery,
+    env: &Envelope,
+    follow_up: &[crate::pipeline::outbound::Outbound],
+) -> Result<(), InfraError> {
+    if follow_up.is_empty() || !delivery.redelivered {
+        tracing::debug!(
+            "duplicate delivery; its follow-ups are dispatched or still being published"
+        );
+        return Ok(());
+    }
+    tracing::debug!("redelivered duplicate; publishing its follow-ups again");
+    publish_and_mark(engine, publisher, env, follow_up).await
 }
 
 /// The agent output cache key: a hash of everything the agent reads from the

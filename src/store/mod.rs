@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod dead_letters;
 pub mod effects;
+pub mod keys;
 pub mod requests;
 pub mod runs;
 pub mod starts;
@@ -111,6 +112,29 @@ pub fn is_outage(e: &sqlx::Error) -> bool {
         }),
         sqlx::Error::Protocol(_) => true,
         _ => false,
+    }
+}
+
+/// True when Postgres refused the data itself (SQLSTATE class 22, data
+/// exception: a NUL in text, an untranslatable character, a value out of
+/// range; class 54, a program limit such as an over-long value). Such a
+/// statement fails the same way every time, so it is bad input, permanent,
+/// and never an outage to wait out.
+pub fn is_bad_data(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("22") || c.starts_with("54")),
+        sqlx::Error::Encode(_) => true,
+        _ => false,
+    }
+}
+
+/// The SQLSTATE of a database error, for messages that name it.
+pub fn sqlstate(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(db) => db.code().map(|c| c.to_string()),
+        _ => None,
     }
 }
 

@@ -242,20 +242,24 @@ pub async fn attempts(pool: &PgPool, run_id: Uuid) -> Result<Vec<AttemptRow>, sq
     .await
 }
 
-/// The stored follow-ups of an already processed message, if it was, with
-/// the run's result put back into its reply (it is stored once, in `runs`).
+/// The follow-ups stored with a processed message, to publish again for a
+/// duplicate: empty once they were dispatched (confirmed by the broker, see
+/// [`mark_dispatched`]); `None` when the message was never processed.
 pub async fn processed_follow_up(
     pool: &PgPool,
     message_id: &str,
 ) -> Result<Option<Vec<Outbound>>, sqlx::Error> {
-    let row: Option<(Value, Option<Value>)> = sqlx::query_as(
-        "SELECT p.follow_up, r.result FROM processed_messages p \
+    let row: Option<(Value, Option<Value>, bool)> = sqlx::query_as(
+        "SELECT p.follow_up, r.result, p.dispatched FROM processed_messages p \
          LEFT JOIN runs r ON r.id = p.run_id WHERE p.message_id = $1",
     )
     .bind(message_id)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|(v, result)| {
+    Ok(row.map(|(v, result, dispatched)| {
+        if dispatched {
+            return Vec::new();
+        }
         let mut follow_up: Vec<Outbound> = serde_json::from_value(v).unwrap_or_default();
         for out in &mut follow_up {
             if let Outbound::Reply { body, .. } = out {
@@ -440,4 +444,17 @@ pub async fn count_by_status(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::
     sqlx::query_as("SELECT status, count(*) FROM runs GROUP BY status ORDER BY status")
         .fetch_all(pool)
         .await
+}
+
+/// Marks the follow-ups of processed messages as dispatched (every one was
+/// confirmed by the broker), so that their duplicates publish nothing again.
+pub async fn mark_dispatched(pool: &PgPool, message_ids: &[String]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE processed_messages SET dispatched = true \
+         WHERE message_id = ANY($1) AND NOT dispatched",
+    )
+    .bind(message_ids)
+    .execute(pool)
+    .await?;
+    Ok(())
 }

@@ -88,6 +88,9 @@ pub async fn test_config() -> (Config, String) {
     config.db_pool_size = 8;
     config.default_concurrency = 4;
     config.worker_id = format!("test-{}", std::process::id());
+    // Most tests publish requests without user_id, as the local stack's
+    // single tenant; the tenancy tests unset this.
+    config.amqp_default_tenant = Some("default".into());
     (config, db)
 }
 
@@ -165,6 +168,33 @@ impl TestApp {
                 correlation_id: correlation_id.map(str::to_string),
                 reply_to: reply_to.map(str::to_string),
                 headers: vec![],
+            },
+        )
+        .await;
+    }
+
+    /// Publishes a phase envelope as netra does (sealed, to the phase exchange).
+    pub async fn publish_envelope(&self, env: &netra::pipeline::envelope::Envelope) {
+        let engine = &self.app().engine;
+        let msg = netra::pipeline::dispatch::phase_message(&engine.names, &engine.seal, env);
+        publish(&self.config, &msg).await;
+    }
+
+    /// Publishes raw bytes to a queue with netra's seal over them (so that
+    /// a phase consumer looks past the seal into the body).
+    pub async fn publish_sealed_raw(&self, queue: &str, body: Vec<u8>) {
+        let tag = self.app().engine.seal.tag(&body);
+        publish(
+            &self.config,
+            &Outgoing {
+                exchange: String::new(),
+                routing_key: queue.to_string(),
+                body,
+                headers: vec![(
+                    netra::pipeline::seal::HEADER.into(),
+                    netra::broker::publisher::HeaderValue::Text(tag),
+                )],
+                ..Default::default()
             },
         )
         .await;

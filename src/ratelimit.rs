@@ -1,0 +1,157 @@
+//! Sliding-window rate limits: at most `limit` calls of one key in any
+//! 60-second window, with no burst at a minute boundary (a fixed window lets
+//! twice the limit through across one).
+//!
+//! The window is shared by every process through Redis (a sorted set of call
+//! times, updated by one atomic script on Redis's own clock). While Redis is
+//! away, or slow, each process keeps its own window instead, so the limit
+//! still holds per process; a deployment of N processes then admits at most
+//! N times the limit until Redis is back.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use crate::cache::Cache;
+
+/// The window length.
+pub const WINDOW: Duration = Duration::from_secs(60);
+
+/// Keys kept in the per-process windows before idle ones are dropped.
+const LOCAL_KEYS: usize = 10_000;
+
+/// Drops the calls older than the window, counts the rest, and admits this
+/// call if there is room (recording it with a unique member, unless ARGV[4]
+/// is `peek`); otherwise answers the milliseconds until the oldest call
+/// leaves the window.
+const SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < limit then
+  if ARGV[4] ~= 'peek' then
+    redis.call('ZADD', KEYS[1], now, now .. '-' .. ARGV[3])
+    redis.call('PEXPIRE', KEYS[1], window)
+  end
+  return 0
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return math.max(1, tonumber(oldest[2]) + window - now)
+";
+
+/// The limiter of one process.
+#[derive(Default)]
+pub struct RateLimiter {
+    local: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl RateLimiter {
+    /// A limiter with empty windows.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counts one call of `key` against `limit` per window: `None` when it is
+    /// admitted, otherwise the whole seconds to wait (at least 1). `limit` 0
+    /// admits everything.
+    pub async fn check(&self, cache: Option<&Cache>, key: &str, limit: u32) -> Option<u64> {
+        self.call(cache, key, limit, true).await
+    }
+
+    /// Like [`RateLimiter::check`], but counts nothing: `Some` when the key
+    /// is over its limit now.
+    pub async fn peek(&self, cache: Option<&Cache>, key: &str, limit: u32) -> Option<u64> {
+        self.call(cache, key, limit, false).await
+    }
+
+    async fn call(&self, cache: Option<&Cache>, key: &str, limit: u32, count: bool) -> Option<u64> {
+        if limit == 0 {
+            return None;
+        }
+        if let Some(cache) = cache {
+            let nonce = uuid::Uuid::new_v4().simple().to_string();
+            let args = [
+                WINDOW.as_millis().to_string(),
+                limit.to_string(),
+                nonce,
+                if count { "count" } else { "peek" }.to_string(),
+            ];
+            if let Some(wait_ms) = cache
+                .eval::<u64>(SCRIPT, &[&format!("rl:{key}")], &args)
+                .await
+            {
+                return (wait_ms > 0).then(|| wait_ms.div_ceil(1000).max(1));
+            }
+        }
+        self.local(key, limit, Instant::now(), count)
+    }
+
+    /// The per-process window (used while Redis is away): counts a call.
+    pub fn check_local(&self, key: &str, limit: u32, now: Instant) -> Option<u64> {
+        self.local(key, limit, now, true)
+    }
+
+    fn local(&self, key: &str, limit: u32, now: Instant, count: bool) -> Option<u64> {
+        let mut map = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > LOCAL_KEYS {
+            map.retain(|_, calls| {
+                calls
+                    .back()
+                    .is_some_and(|t| now.duration_since(*t) < WINDOW)
+            });
+        }
+        let calls = map.entry(key.to_string()).or_default();
+        while calls
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+        {
+            calls.pop_front();
+        }
+        if calls.len() < limit as usize {
+            if count {
+                calls.push_back(now);
+            }
+            return None;
+        }
+        let oldest = calls.front().copied().unwrap_or(now);
+        let wait = WINDOW.saturating_sub(now.duration_since(oldest));
+        Some(wait.as_secs_f64().ceil().max(1.0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_window_admits_limit_in_any_window() {
+        let rl = RateLimiter::new();
+        let t0 = Instant::now();
+        for _ in 0..20 {
+            assert_eq!(rl.check_local("a", 20, t0), None);
+        }
+        // No second burst just after a "minute boundary": the window slides.
+        assert!(rl
+            .check_local("a", 20, t0 + Duration::from_secs(59))
+            .is_some());
+        // Another key has its own window.
+        assert_eq!(rl.check_local("b", 20, t0), None);
+        // A full window later the calls have left it.
+        assert_eq!(rl.check_local("a", 20, t0 + Duration::from_secs(60)), None);
+    }
+
+    #[test]
+    fn local_wait_is_until_the_oldest_call_leaves() {
+        let rl = RateLimiter::new();
+        let t0 = Instant::now();
+        assert_eq!(rl.check_local("k", 1, t0), None);
+        assert_eq!(
+            rl.check_local("k", 1, t0 + Duration::from_secs(15)),
+            Some(45)
+        );
+    }
+}
