@@ -10,21 +10,25 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /readyz`: 200 when broker and database are reachable; the cache is
-/// reported but optional.
+/// Longest a readiness check waits for the database.
+const DATABASE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `GET /readyz`: 200 when broker and database are reachable. The cache is
+/// reported (`up`, `degraded` when it does not answer within its timeout,
+/// or `disabled`) but never makes netra unready: nothing waits on it. Every
+/// check is bounded, so the answer comes at once.
 pub async fn readyz(State(engine): State<Engine>) -> impl IntoResponse {
-    let database = store::ping(&engine.pool).await;
-    let broker = engine.link.is_up();
-    let cache = match &engine.cache {
-        Some(c) => {
-            if c.ping().await {
-                "up"
-            } else {
-                "down"
-            }
+    let database_check = tokio::time::timeout(DATABASE_CHECK, store::ping(&engine.pool));
+    let cache_check = async {
+        match &engine.cache {
+            Some(c) if c.ping().await => "up",
+            Some(_) => "degraded",
+            None => "disabled",
         }
-        None => "disabled",
     };
+    let (database, cache) = tokio::join!(database_check, cache_check);
+    let database = database.unwrap_or(false);
+    let broker = engine.link.is_up();
     let ready = database && broker;
     let status = if ready {
         StatusCode::OK

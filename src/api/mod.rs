@@ -40,8 +40,72 @@ pub struct Route {
     pub body: Option<&'static str>,
     /// Status codes it can answer with, besides 5xx.
     pub statuses: &'static [u16],
+    /// Query parameters and headers it reads (besides `Authorization`).
+    pub params: &'static [Param],
     /// The handler.
     pub handler: MethodRouter<Engine>,
+}
+
+/// A query parameter or header of a route, for the OpenAPI document.
+#[derive(Debug, Clone, Copy)]
+pub struct Param {
+    /// Its name.
+    pub name: &'static str,
+    /// `query` or `header`.
+    pub location: &'static str,
+    /// JSON schema type: `string` or `integer`.
+    pub kind: &'static str,
+    /// What it does.
+    pub description: &'static str,
+}
+
+const fn query(name: &'static str, kind: &'static str, description: &'static str) -> Param {
+    Param {
+        name,
+        location: "query",
+        kind,
+        description,
+    }
+}
+
+const IDEMPOTENCY_KEY: Param = Param {
+    name: "Idempotency-Key",
+    location: "header",
+    kind: "string",
+    description: "1-200 printable ASCII characters; a repeat answers the same run (200), a reuse for another request 409",
+};
+
+const RUN_GET: &[Param] = &[query(
+    "wait",
+    "integer",
+    "long-poll up to this many seconds (at most 60) for a final state",
+)];
+const RUN_LIST: &[Param] = &[
+    query(
+        "correlation_id",
+        "string",
+        "only runs with this correlation id",
+    ),
+    query("status", "string", "only runs in this status"),
+    query("cursor", "string", "next_cursor of the previous page"),
+    query("limit", "integer", "page size, 1-200 (default 50)"),
+];
+const DLQ_LIST: &[Param] = &[
+    query("phase", "string", "only this phase"),
+    query(
+        "error_contains",
+        "string",
+        "only errors containing this text",
+    ),
+    query("fingerprint", "string", "only this group"),
+    query("limit", "integer", "most dead letters returned"),
+];
+
+impl Route {
+    fn with_params(mut self, params: &'static [Param]) -> Self {
+        self.params = params;
+        self
+    }
 }
 
 fn route(
@@ -60,14 +124,15 @@ fn route(
         auth,
         body,
         statuses,
+        params: &[],
         handler,
     }
 }
 
 /// The API, as data.
 pub fn routes() -> Vec<Route> {
-    const CREATED: &[u16] = &[200, 202, 401, 404, 413, 422, 429];
-    const READ: &[u16] = &[200, 401, 404, 422, 429];
+    const CREATED: &[u16] = &[200, 202, 400, 401, 404, 409, 413, 422, 429];
+    const READ: &[u16] = &[200, 400, 401, 404, 422, 429];
     vec![
         route(
             "POST",
@@ -77,7 +142,8 @@ pub fn routes() -> Vec<Route> {
             Some("RunRequest"),
             CREATED,
             post(runs::create),
-        ),
+        )
+        .with_params(&[IDEMPOTENCY_KEY]),
         route(
             "GET",
             "/v1/runs",
@@ -86,7 +152,8 @@ pub fn routes() -> Vec<Route> {
             None,
             READ,
             get(runs::list),
-        ),
+        )
+        .with_params(RUN_LIST),
         route(
             "GET",
             "/v1/runs/{id}",
@@ -95,7 +162,8 @@ pub fn routes() -> Vec<Route> {
             None,
             READ,
             get(runs::get),
-        ),
+        )
+        .with_params(RUN_GET),
         route(
             "POST",
             "/v1/runs/{id}/cancel",
@@ -131,7 +199,8 @@ pub fn routes() -> Vec<Route> {
             Some("RunRequest"),
             CREATED,
             post(threads::follow_up),
-        ),
+        )
+        .with_params(&[IDEMPOTENCY_KEY]),
         route(
             "GET",
             "/v1/dead-letters",
@@ -140,7 +209,8 @@ pub fn routes() -> Vec<Route> {
             None,
             READ,
             get(dead_letters::list),
-        ),
+        )
+        .with_params(DLQ_LIST),
         route(
             "GET",
             "/v1/dead-letters/groups",

@@ -40,6 +40,8 @@ fn describe(status: u16) -> &'static str {
     match status {
         200 => "OK",
         202 => "Accepted",
+        400 => "Malformed path, query or body",
+        409 => "Idempotency-Key already used for a different request",
         401 => "Missing or invalid bearer token",
         404 => "Not found (or another tenant's)",
         413 => "Body too large",
@@ -64,6 +66,7 @@ pub fn document() -> Value {
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}))
+            .chain(r.params.iter().map(|p| json!({"name": p.name, "in": p.location, "required": false, "description": p.description, "schema": {"type": p.kind}})))
             .collect();
         if !params.is_empty() {
             op["parameters"] = Value::Array(params);
@@ -115,7 +118,29 @@ mod tests {
             if r.path.contains('{') {
                 assert_eq!(op["parameters"][0]["in"], "path");
             }
+            for p in r.params {
+                let listed = op["parameters"].as_array().is_some_and(|ps| {
+                    ps.iter()
+                        .any(|x| x["name"] == p.name && x["in"] == p.location)
+                });
+                assert!(listed, "{} {}: {} missing", r.method, r.path, p.name);
+            }
         }
+        // The query parameters and headers the handlers read are listed.
+        let names = |path: &str, method: &str| -> Vec<String> {
+            doc["paths"][path][method]["parameters"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .filter_map(|p| p["name"].as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        assert!(names("/v1/runs", "get").contains(&"cursor".to_string()));
+        assert!(names("/v1/runs/{id}", "get").contains(&"wait".to_string()));
+        assert!(names("/v1/runs", "post").contains(&"Idempotency-Key".to_string()));
+        assert!(names("/v1/dead-letters", "get").contains(&"fingerprint".to_string()));
         // Every $ref resolves.
         let text = doc.to_string();
         for name in ["RunRequest", "ReplayRequest", "Error"] {

@@ -1,5 +1,6 @@
 //! RabbitMQ access: connection, topology, confirmed publishing.
 
+pub mod permissions;
 pub mod publisher;
 pub mod topology;
 

@@ -90,8 +90,9 @@ pub enum Command {
         /// Model name (required for the azure format).
         #[arg(long)]
         model: Option<String>,
-        /// Tenant that owns the workload.
-        #[arg(long, default_value = "default")]
+        /// Tenant that owns the workload (required: no tenant gets data it
+        /// was not given).
+        #[arg(long)]
         tenant: String,
         /// Abort (inserting nothing) after more bad rows than this.
         #[arg(long, default_value_t = 0)]
@@ -131,6 +132,37 @@ pub enum TenantAction {
     },
     /// List tenants.
     List,
+    /// Give a tenant a new API token (printed once); the old one stops working.
+    RotateToken {
+        /// Tenant name.
+        name: String,
+    },
+    /// Delete a tenant: its token and broker user stop working, and the
+    /// name is never given to a new tenant.
+    Delete {
+        /// Tenant name.
+        name: String,
+    },
+}
+
+/// Prints the least privileges of a tenant's broker user and how to set them.
+fn print_broker_permissions(config: &Config, user: &str) {
+    use secrecy::ExposeSecret;
+    let names = crate::broker::topology::Names::new(&config.namespace);
+    let p = crate::broker::permissions::for_tenant(&names, user);
+    let vhost = config
+        .amqp_url
+        .expose_secret()
+        .parse::<lapin::uri::AMQPUri>()
+        .map(|u| u.vhost)
+        .unwrap_or_else(|_| "/".into());
+    eprintln!(
+        "broker user {user}: publish requests to exchange {} with user_id={user}; reply queues must be named {}…\n\
+         give it exactly these permissions:\n  {}",
+        names.intake_exchange(),
+        names.reply_prefix(user),
+        crate::broker::permissions::rabbitmqctl_command(&vhost, user, &p)
+    );
 }
 
 /// The filters `dlq list` and `dlq replay` share.
@@ -294,12 +326,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             ingest::run_cli(&pool, &target, &file).await
         }
         Command::Tenant { action } => {
-            let (_, pool) = pool().await?;
+            let (config, pool) = pool().await?;
             match action {
                 TenantAction::Create { name, amqp_user } => {
                     let token = store::tenants::create(&pool, &name, amqp_user.as_deref()).await?;
                     println!("{token}");
                     eprintln!("tenant {name} created; the token above is shown only once");
+                    if let Some(user) = &amqp_user {
+                        print_broker_permissions(&config, user);
+                    }
+                }
+                TenantAction::RotateToken { name } => {
+                    let token = store::tenants::rotate_token(&pool, &name).await?;
+                    println!("{token}");
+                    eprintln!("tenant {name} has a new token (shown only once); the old one no longer works");
+                }
+                TenantAction::Delete { name } => {
+                    store::tenants::delete(&pool, &name).await?;
+                    eprintln!("tenant {name} deleted: its token and broker user no longer work, and the name cannot be created again");
                 }
                 TenantAction::List => {
                     for t in store::tenants::list(&pool).await? {

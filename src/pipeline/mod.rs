@@ -6,6 +6,8 @@
 //! - [`intake`] turns upstream requests into runs;
 //! - [`worker`] processes one phase message;
 //! - [`dispatch`] publishes the follow-ups of a committed effect;
+//! - [`crashloop`] indexes what RabbitMQ dead-letters by its delivery limit;
+//! - [`seal`] authenticates phase envelopes;
 //! - [`retry`] computes backoff and re-publishes due retries;
 //! - [`consumer`] is the generic consume loop (prefetch, concurrency, shutdown);
 //! - [`service`] owns the broker connection and restarts everything on loss.
@@ -14,6 +16,7 @@ pub mod agent;
 pub mod batcher;
 pub mod committer;
 pub mod consumer;
+pub mod crashloop;
 pub mod dispatch;
 pub mod dispatched;
 pub mod envelope;

@@ -140,6 +140,21 @@ async fn serve_once(
     }
     if opts.scheduler {
         let publisher = Publisher::open(&conn).await?;
+        let channel = conn.create_channel().await?;
+        let e = engine.clone();
+        let handler: consumer::Handler = Arc::new(move |d| {
+            let (e, p) = (e.clone(), publisher.clone());
+            Box::pin(super::crashloop::handle(e, p, d))
+        });
+        tasks.spawn(consumer::run(
+            channel,
+            engine.names.crashloop_queue(),
+            4,
+            handler,
+            local.clone(),
+            grace,
+        ));
+        let publisher = Publisher::open(&conn).await?;
         tasks.spawn(super::retry::run_scheduler(
             engine.clone(),
             publisher,

@@ -318,7 +318,7 @@ async fn process(
 }
 
 /// True when the delivery carries the seal of its body (see [`super::seal`]).
-fn sealed_by_netra(engine: &Engine, delivery: &Delivery) -> bool {
+pub(crate) fn sealed_by_netra(engine: &Engine, delivery: &Delivery) -> bool {
     let tag = delivery
         .properties
         .headers()
@@ -333,7 +333,7 @@ fn sealed_by_netra(engine: &Engine, delivery: &Delivery) -> bool {
 }
 
 /// Publishes a committed effect's follow-ups, then marks them dispatched.
-async fn publish_and_mark(
+pub(crate) async fn publish_and_mark(
     engine: &Engine,
     publisher: &Publisher,
     env: &Envelope,

@@ -27,9 +27,13 @@ pub enum TenantError {
     /// Names are 1-64 letters, digits, '-' or '_'.
     #[error("invalid tenant name: use 1-64 letters, digits, '-' or '_'")]
     InvalidName,
-    /// Taken.
-    #[error("tenant {0} already exists")]
+    /// Taken (by a live tenant, or by a deleted one: a name is never reused,
+    /// so a new tenant cannot inherit an old one's runs).
+    #[error("tenant {0} already exists or existed (names of deleted tenants are not reused)")]
     Exists(String),
+    /// No such live tenant.
+    #[error("no tenant named {0}")]
+    Missing(String),
     /// Database.
     #[error(transparent)]
     Db(#[from] sqlx::Error),
@@ -45,6 +49,9 @@ pub async fn create(
         return Err(TenantError::InvalidName);
     }
     let token = new_token();
+    if amqp_user.is_some_and(|u| crate::config::validate_namespace(u).is_err()) {
+        return Err(TenantError::InvalidName);
+    }
     let res = sqlx::query("INSERT INTO tenants (name, token_hash, amqp_user) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
         .bind(name)
         .bind(hash_token(&token))
@@ -59,26 +66,63 @@ pub async fn create(
 
 /// The tenant a bearer token belongs to.
 pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Option<String>, sqlx::Error> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT name FROM tenants WHERE token_hash = $1")
-        .bind(hash_token(token))
-        .fetch_optional(pool)
-        .await?;
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT name FROM tenants WHERE token_hash = $1 AND deleted_at IS NULL")
+            .bind(hash_token(token))
+            .fetch_optional(pool)
+            .await?;
     Ok(row.map(|(n,)| n))
 }
 
 /// The tenant mapped to a broker user (validated `user_id` of AMQP requests).
 pub async fn by_amqp_user(pool: &PgPool, user: &str) -> Result<Option<String>, sqlx::Error> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT name FROM tenants WHERE amqp_user = $1")
-        .bind(user)
-        .fetch_optional(pool)
-        .await?;
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT name FROM tenants WHERE amqp_user = $1 AND deleted_at IS NULL")
+            .bind(user)
+            .fetch_optional(pool)
+            .await?;
     Ok(row.map(|(n,)| n))
 }
 
-/// All tenant names.
+/// Gives a tenant a new token (the old one stops working at once) and
+/// returns it; shown only this once.
+pub async fn rotate_token(pool: &PgPool, name: &str) -> Result<String, TenantError> {
+    let token = new_token();
+    let res =
+        sqlx::query("UPDATE tenants SET token_hash = $2 WHERE name = $1 AND deleted_at IS NULL")
+            .bind(name)
+            .bind(hash_token(&token))
+            .execute(pool)
+            .await?;
+    if res.rows_affected() == 0 {
+        return Err(TenantError::Missing(name.to_string()));
+    }
+    Ok(token)
+}
+
+/// Deletes a tenant: its token and broker user stop working at once, and
+/// its row stays as a tombstone, so the name can never be created again
+/// (a new tenant of that name would see the old one's runs). Its runs and
+/// telemetry stay for the record; no live tenant can read them.
+pub async fn delete(pool: &PgPool, name: &str) -> Result<(), TenantError> {
+    let res = sqlx::query(
+        "UPDATE tenants SET deleted_at = now(), token_hash = NULL, amqp_user = NULL \
+         WHERE name = $1 AND deleted_at IS NULL",
+    )
+    .bind(name)
+    .execute(pool)
+    .await?;
+    if res.rows_affected() == 0 {
+        return Err(TenantError::Missing(name.to_string()));
+    }
+    Ok(())
+}
+
+/// All live tenant names.
 pub async fn list(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
-    let rows: Vec<(String,)> = sqlx::query_as("SELECT name FROM tenants ORDER BY name")
-        .fetch_all(pool)
-        .await?;
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT name FROM tenants WHERE deleted_at IS NULL ORDER BY name")
+            .fetch_all(pool)
+            .await?;
     Ok(rows.into_iter().map(|(n,)| n).collect())
 }
