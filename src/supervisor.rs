@@ -3,7 +3,7 @@
 //! Phases never call each other. After a phase succeeds, the engine asks the
 //! supervisor what comes next, given the outputs persisted so far; the
 //! answer is another phase or a final status. The table below is the whole
-//! flow of DESIGN.md:
+//! flow of docs/DESIGN.md:
 //!
 //! ```text
 //! request ─► triage ─┬─ question ───────────────────────────► reporting ─► done

@@ -1,6 +1,6 @@
 //! Group commit on the real Postgres: a batch of effects written by one
 //! statement ends each of them exactly as it would have ended alone
-//! (DESIGN.md invariants 1 and 2), and one effect the database refuses does
+//! (docs/DESIGN.md invariants 1 and 2), and one effect the database refuses does
 //! not take its batch-mates along.
 
 mod common;

@@ -1,4 +1,4 @@
-//! The broker topology of DESIGN.md, declared idempotently at every
+//! The broker topology of docs/DESIGN.md, declared idempotently at every
 //! (re)connect. Names are prefixed by the namespace so that tests and
 //! tenants of one broker never see each other's queues.
 

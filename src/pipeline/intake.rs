@@ -56,7 +56,7 @@ pub fn creator(
 /// Longest accepted request text, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 20_000;
 
-/// The body of an upstream request (DESIGN.md "Messages").
+/// The body of an upstream request (docs/DESIGN.md "Messages").
 #[derive(Debug, Clone, Deserialize)]
 pub struct RequestBody {
     /// The user's request in plain language.

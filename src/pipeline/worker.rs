@@ -1,6 +1,6 @@
 //! Processes one phase message: dedup, start, run the agent under a timeout
 //! with panics caught, commit the effect with its dedup record, publish the
-//! follow-ups with confirms, and only then ack (DESIGN.md invariants 1-4, 9).
+//! follow-ups with confirms, and only then ack (docs/DESIGN.md invariants 1-4, 9).
 
 use std::{collections::BTreeMap, time::Instant};
 

@@ -1,7 +1,7 @@
 //! The effect transaction of a phase attempt: the attempt's outcome, the
 //! run's next state, its history row, the phase output, the report message
 //! and the message's dedup record (with the follow-ups it leads to) commit
-//! together, or not at all (DESIGN.md invariants 1 and 2).
+//! together, or not at all (docs/DESIGN.md invariants 1 and 2).
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::pipeline::{agent::ThreadMessage, envelope::Envelope, outbound::Outbound};
 
-/// Run statuses (DESIGN.md "Run states").
+/// Run statuses (docs/DESIGN.md "Run states").
 pub const FINAL_STATUSES: [&str; 4] = ["completed", "needs_input", "dead_lettered", "cancelled"];
 
 /// A run as stored.
