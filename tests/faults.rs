@@ -97,28 +97,7 @@ async fn prepared_db(config: &Config) -> sqlx::PgPool {
 }
 
 async fn publish_requests(config: &Config, n: usize) {
-    let conn = netra::broker::connect(config, "load").await.unwrap();
-    let p = netra::broker::publisher::Publisher::open(&conn)
-        .await
-        .unwrap();
-    let messages = [
-        "Cut the cost of workload chat-prod",
-        "Show the usage breakdown of workload chat-prod",
-        "What is prompt caching?",
-    ];
-    for i in 0..n {
-        let body = json!({"message": messages[i % messages.len()]});
-        p.publish_routed(&netra::broker::publisher::Outgoing {
-            exchange: String::new(),
-            routing_key: format!("{}.requests", config.namespace),
-            body: serde_json::to_vec(&body).unwrap(),
-            message_id: Some(format!("load-{i}")),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    }
-    let _ = conn.close(200, "bye".into()).await;
+    publish_load(config, "load", n, None).await;
 }
 
 /// Every (run, phase) has exactly one succeeded attempt and one output.
@@ -283,9 +262,9 @@ async fn database_outage_of_20s_dead_letters_nothing() {
     t.finish().await;
 }
 
-/// Publishes `n` requests of mixed categories with a `reply_to` queue;
-/// correlation ids are `{prefix}-{i}`.
-async fn publish_with_replies(config: &Config, prefix: &str, n: usize, reply_to: &str) {
+/// Publishes `n` requests of mixed categories to `<ns>.intake`, with
+/// message and correlation ids `{prefix}-{i}` and an optional `reply_to`.
+async fn publish_load(config: &Config, prefix: &str, n: usize, reply_to: Option<&str>) {
     let conn = netra::broker::connect(config, "load").await.unwrap();
     let p = netra::broker::publisher::Publisher::open(&conn)
         .await
@@ -303,13 +282,17 @@ async fn publish_with_replies(config: &Config, prefix: &str, n: usize, reply_to:
             body: serde_json::to_vec(&body).unwrap(),
             message_id: Some(format!("{prefix}-{i}")),
             correlation_id: Some(format!("{prefix}-{i}")),
-            reply_to: Some(reply_to.to_string()),
+            reply_to: reply_to.map(str::to_string),
             ..Default::default()
         })
         .await
         .unwrap();
     }
     let _ = conn.close(200, "bye".into()).await;
+}
+
+async fn publish_with_replies(config: &Config, prefix: &str, n: usize, reply_to: &str) {
+    publish_load(config, prefix, n, Some(reply_to)).await;
 }
 
 async fn completed(pool: &sqlx::PgPool) -> i64 {
