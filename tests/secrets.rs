@@ -132,3 +132,70 @@ async fn passwords_stay_out_of_debug_output_errors_and_logs() {
     pool.close().await;
     cleanup(&config, &db).await;
 }
+
+/// Malformed connection URLs holding a password: `netra migrate` refuses
+/// them naming the variable, and the password appears nowhere in its output.
+#[test]
+fn malformed_url_settings_name_the_variable_and_never_show_the_password() {
+    const SECRET: &str = "hunter2xyz";
+    let admin = admin_url();
+    // Should a value pass the check by mistake, `migrate` must still touch
+    // no real database: the other settings point at one that does not exist.
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    let no_db = format!("{base}/netra_no_such_db_{}", uuid::Uuid::new_v4().simple());
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "NETRA_AMQP_URL",
+            &[
+                "netra:hunter2xyz@127.0.0.1:5682/%2f",
+                "amqp://netra:hunter2xyz@127.0.0.1:notaport/%2f",
+                "amqp://netra:hunter2xyz@127.0.0.1:99999/%2f",
+                "amqp://u:hunter2xyz@[::1/x",
+                "http://netra:hunter2xyz@127.0.0.1:5682/%2f",
+            ],
+        ),
+        (
+            "NETRA_DATABASE_URL",
+            &[
+                "netra:hunter2xyz@127.0.0.1:5442/netra",
+                "postgres://netra:hunter2xyz@127.0.0.1:notaport/netra",
+                "postgres://netra:hunter2xyz@127.0.0.1:99999/netra",
+                "postgres://u:hunter2xyz@[::1/x",
+                "postgres://netra:hunter2xyz@127.0.0.1:5442/netra?sslmode=bogus",
+                "mysql://netra:hunter2xyz@127.0.0.1:5442/netra",
+            ],
+        ),
+        (
+            "NETRA_REDIS_URL",
+            &[
+                ":hunter2xyz@127.0.0.1:6390/0",
+                "redis://:hunter2xyz@127.0.0.1:notaport/0",
+                "redis://:hunter2xyz@127.0.0.1:99999999/0",
+                "redis://u:hunter2xyz@[::1/x",
+                "redis://:hunter2xyz@127.0.0.1:6390/notadb",
+                "http://:hunter2xyz@127.0.0.1:6390/0",
+            ],
+        ),
+    ];
+    for (var, values) in cases {
+        for value in *values {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_netra"));
+            cmd.arg("migrate")
+                .env("NETRA_DATABASE_URL", &no_db)
+                .env(var, value)
+                .env("RUST_LOG", "debug");
+            let out = cmd.output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!out.status.success(), "{var}={value} was accepted: {text}");
+            assert!(text.contains(var), "{var}={value}: not named in {text:?}");
+            assert!(
+                !text.contains(SECRET),
+                "{var}={value}: the password was shown: {text:?}"
+            );
+        }
+    }
+}

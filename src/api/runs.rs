@@ -31,12 +31,18 @@ pub const MAX_IDEMPOTENCY_KEY: usize = 200;
 /// to it, e.g. `message` or `context.budget`; a missing field is named by
 /// serde's message).
 pub fn parse_body(body: &[u8]) -> Result<RequestBody, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    let req: RequestBody = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
+    if !intake::starts_as_object(body) {
+        return Err(ApiError::Invalid {
+            field: "body".into(),
+            message: "must be a JSON object".into(),
+        });
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let req: RequestBody = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = known_path(e.path());
         let inner = e.into_inner();
         let text = inner.to_string();
-        let field = if path.is_empty() || path == "." {
+        let field = if path.is_empty() {
             match text.strip_prefix("missing field `") {
                 Some(rest) => rest.split('`').next().unwrap_or("body").to_string(),
                 None => "body".to_string(),
@@ -49,11 +55,35 @@ pub fn parse_body(body: &[u8]) -> Result<RequestBody, ApiError> {
             message: text,
         }
     })?;
+    // Nothing may follow the object (serde_json stops reading after it).
+    de.end().map_err(|e| ApiError::Invalid {
+        field: "body".into(),
+        message: e.to_string(),
+    })?;
     req.validate().map_err(|e| ApiError::Invalid {
         field: e.field.to_string(),
         message: e.problem,
     })?;
     Ok(req)
+}
+
+/// The known part of a path to a field (`context.budget`, `context.l[1]`):
+/// the segments before the first unknown one (serde_path_to_error shows
+/// those as `?`, which names no field, e.g. for a syntax error between
+/// fields); empty for the body itself.
+fn known_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        if matches!(segment, Segment::Unknown) {
+            break;
+        }
+        if !out.is_empty() && !matches!(segment, Segment::Seq { .. }) {
+            out.push('.');
+        }
+        out.push_str(&segment.to_string());
+    }
+    out
 }
 
 /// Creates a run from a request body (shared with thread follow-ups).

@@ -86,6 +86,13 @@ pub fn json_has_nul(v: &Value) -> bool {
     }
 }
 
+/// True when a body starts as a JSON object. serde reads a struct from an
+/// array too (by position: `["hi"]` would be `{"message": "hi"}`), and a
+/// request is an object, nothing else.
+pub fn starts_as_object(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
 /// A field-level validation failure.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{field}: {problem}")]
@@ -149,6 +156,12 @@ impl RequestBody {
     /// Decodes and validates a raw body.
     pub fn decode(body: &[u8], max_bytes: usize) -> Result<Self, Poison> {
         let text = super::envelope::body_text(body, max_bytes)?;
+        if !starts_as_object(text.as_bytes()) {
+            return Err(Poison::new(
+                "invalid_request",
+                "invalid request: the body must be a JSON object",
+            ));
+        }
         let req: RequestBody = serde_json::from_str(text)
             .map_err(|e| Poison::new("invalid_request", format!("invalid request: {e}")))?;
         req.validate()
@@ -363,6 +376,8 @@ mod tests {
         let e =
             RequestBody::decode(br#"{"message": "x", "workload_id": "a b"}"#, 1000).unwrap_err();
         assert!(e.reason.contains("workload_id"), "{e}");
+        let e = RequestBody::decode(br#"["cut cost"]"#, 1000).unwrap_err();
+        assert!(e.reason.contains("JSON object"), "{e}");
         let e = RequestBody::decode(br#"{"nope": 1}"#, 1000).unwrap_err();
         assert!(e.reason.contains("message"), "{e}");
         assert!(

@@ -497,6 +497,18 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// An id with each NUL written as the text `\u0000`, cut to the 255 bytes
+/// of an AMQP short string (at a character boundary).
+pub fn printable_id(id: &str) -> String {
+    let mut text = id.replace('\0', "\\u0000");
+    let mut end = text.len().min(255);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text
+}
+
 /// Sends an unprocessable message to `<ns>.dlq.<queue>` with its reason,
 /// indexes it, and lets the caller ack it: it never blocks the consumer.
 pub async fn dead_letter_poison(
@@ -507,11 +519,14 @@ pub async fn dead_letter_poison(
     poison: &Poison,
 ) -> Result<(), InfraError> {
     tracing::warn!(kind = poison.kind, reason = %poison.reason, "poison message; dead-lettering");
+    // The ids as the index and the dead-letter queue can keep them: a
+    // message refused for a NUL in an id must not fail to be indexed (it
+    // would come back over and over instead of being dead-lettered once).
     let message_id = delivery
         .properties
         .message_id()
         .as_ref()
-        .map(|s| s.as_str().to_string());
+        .map(|s| printable_id(s.as_str()));
     let msg = Outgoing {
         exchange: engine.names.dlx(),
         routing_key: queue_phase.to_string(),
@@ -521,7 +536,7 @@ pub async fn dead_letter_poison(
             .properties
             .correlation_id()
             .as_ref()
-            .map(|s| s.as_str().to_string()),
+            .map(|s| printable_id(s.as_str())),
         reply_to: None,
         headers: vec![
             (
@@ -561,6 +576,16 @@ pub async fn dead_letter_poison(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_ids_escape_nul_and_stay_short_strings() {
+        assert_eq!(printable_id("m"), "m");
+        assert_eq!(printable_id("a\0b"), "a\\u0000b");
+        let long = printable_id(&"\0".repeat(255));
+        assert!(long.len() <= 255 && !long.contains('\0'), "{long}");
+        let wide = printable_id(&"é".repeat(200));
+        assert!(wide.len() <= 255 && wide.chars().all(|c| c == 'é'));
+    }
 
     #[test]
     fn merge_patch_follows_rfc7396() {

@@ -129,6 +129,22 @@ impl TestApp {
         t
     }
 
+    /// Starts with explicit start options (e.g. only some phases consumed).
+    pub async fn start_opts(config: Config, db: String, opts: StartOptions) -> Self {
+        let app = App::start(config.clone(), opts)
+            .await
+            .expect("netra starts");
+        let pool = app.engine.pool.clone();
+        let t = Self {
+            app: Some(app),
+            config,
+            db,
+            pool,
+        };
+        t.wait_connected().await;
+        t
+    }
+
     fn app(&self) -> &App {
         self.app.as_ref().expect("running")
     }
