@@ -3,7 +3,7 @@
 //!
 //! Redis only speeds things up; nothing waits on it. Postgres stays the
 //! truth: the cache holds only runs in a final state (which change only by
-//! a replay, which evicts them), so a lost or flushed cache changes no
+//! a replay, whose caller evicts them: `pipeline::replay::evict_cached`), so a lost or flushed cache changes no
 //! answer. Every call is bounded by a short timeout (`NETRA_REDIS_TIMEOUT_MS`)
 //! and the client reconnects with a short backoff, so a Redis outage costs
 //! at most that timeout per call; errors are logged at debug level and

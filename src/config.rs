@@ -306,7 +306,15 @@ impl Config {
                 }
                 None => None,
             },
-            envelope_key: var("NETRA_ENVELOPE_KEY").map(SecretString::from),
+            envelope_key: match var("NETRA_ENVELOPE_KEY") {
+                Some(k) if k.len() < 32 => {
+                    return Err(ConfigError {
+                        var: "NETRA_ENVELOPE_KEY",
+                        reason: "use at least 32 characters (e.g. `openssl rand -hex 32`)".into(),
+                    })
+                }
+                k => k.map(SecretString::from),
+            },
             redis_timeout: millis("NETRA_REDIS_TIMEOUT_MS", 250)?.max(Duration::from_millis(10)),
             http: HttpLimits {
                 max_connections: parse("NETRA_HTTP_MAX_CONNECTIONS", 1024usize)?.max(1),

@@ -54,7 +54,7 @@ impl PhaseError {
     pub fn transient(message: impl Into<String>) -> Self {
         Self {
             class: ErrorClass::Transient,
-            message: message.into(),
+            message: storable(message.into()),
         }
     }
 
@@ -62,8 +62,19 @@ impl PhaseError {
     pub fn permanent(message: impl Into<String>) -> Self {
         Self {
             class: ErrorClass::Permanent,
-            message: message.into(),
+            message: storable(message.into()),
         }
+    }
+}
+
+/// The message with NUL written as `\u0000`: it is stored in Postgres
+/// (history, dead letters), which refuses NUL in text, and a message may
+/// quote its input.
+fn storable(message: String) -> String {
+    if message.contains('\0') {
+        message.replace('\0', "\\u0000")
+    } else {
+        message
     }
 }
 
@@ -96,5 +107,17 @@ impl InfraError {
             InfraError::Database(e) => crate::store::is_outage(e),
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_storable_in_postgres() {
+        let e = PhaseError::transient("bad \0 input");
+        assert_eq!(e.message, "bad \\u0000 input");
+        assert_eq!(PhaseError::permanent("plain").message, "plain");
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! - [`app`]: starts everything in-process (used by `netra serve`, the demo,
-//!   the benchmark and the tests).
+//!   the benchmark in `bench/` and the tests).
 //! - [`config`]: typed settings from `NETRA_*` variables; secrets redacted.
 //! - [`broker`]: RabbitMQ connection, topology, confirmed publishing.
 //! - [`store`]: Postgres, one file per table family; migrations in `migrations/`.
@@ -22,7 +22,6 @@
 pub mod agents;
 pub mod api;
 pub mod app;
-pub mod bench;
 pub mod broker;
 pub mod cache;
 pub mod cli;

@@ -4,6 +4,8 @@
 //! suite and `deploy/local/test` runs them afterwards with `--ignored`, one
 //! at a time.
 
+#[path = "it/common/mod.rs"]
+#[allow(dead_code)] // the fault tests use only part of the harness
 mod common;
 
 use std::{

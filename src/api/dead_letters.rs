@@ -161,6 +161,7 @@ pub async fn replay(
     )
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?;
+    replay::evict_cached(engine.cache.as_ref(), &r.runs).await;
     Ok(Json(json!({
         "selected": targets.len(),
         "replayed": r.replayed,

@@ -63,7 +63,11 @@ pub async fn metrics(State(engine): State<Engine>) -> impl IntoResponse {
             ));
         }
     }
-    let mut queues = vec![engine.names.requests(), engine.names.dlq("requests")];
+    let mut queues = vec![
+        engine.names.requests(),
+        engine.names.dlq("requests"),
+        engine.names.crashloop_queue(),
+    ];
     for p in engine.agents.phases() {
         queues.push(engine.names.phase_queue(p));
         queues.push(engine.names.dlq(p));

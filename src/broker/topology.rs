@@ -125,7 +125,20 @@ async fn queue(ch: &Channel, name: &str, args: FieldTable) -> Result<(), InfraEr
         },
         args,
     )
-    .await?;
+    .await
+    .map_err(|e| {
+        let text = e.to_string();
+        if text.contains("PRECONDITION_FAILED") {
+            // A queue of an older netra: RabbitMQ cannot change a queue's
+            // arguments, so say what to do instead of reconnecting blindly.
+            tracing::error!(queue = name, "queue exists with other arguments (declared by an older netra?); see README, 'Upgrading'");
+            InfraError::Broker(format!(
+                "queue {name} exists with other arguments than this version declares ({text}); see README, 'Upgrading'"
+            ))
+        } else {
+            InfraError::from(e)
+        }
+    })?;
     Ok(())
 }
 

@@ -115,8 +115,14 @@ pub enum Command {
     /// Start netra in-process, submit sample requests of each category, and
     /// print their reports.
     Demo,
-    /// Measure throughput, latency and memory against a raw baseline.
-    Bench(crate::bench::BenchArgs),
+    /// Measure throughput, latency and memory against a raw baseline (runs
+    /// `netra-bench` from the same folder, built from `bench/`; see
+    /// BENCHMARKS.md).
+    Bench {
+        /// Arguments for netra-bench (`netra bench --help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// `netra tenant …`.
@@ -235,7 +241,7 @@ pub async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         // The demo prints reports; keep its log to warnings unless asked.
-        Command::Demo | Command::Bench(_) => crate::telemetry::init_with_default("warn"),
+        Command::Demo | Command::Bench { .. } => crate::telemetry::init_with_default("warn"),
         _ => crate::telemetry::init(),
     }
     match run(cli).await {
@@ -461,7 +467,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo => demo::run().await,
-        Command::Bench(args) => crate::bench::run(args).await,
+        Command::Bench { args } => bench(&args).await,
     }
 }
 
@@ -594,6 +600,8 @@ async fn replay_cmd(
     )
     .await?;
     bar.finish_and_clear();
+    let cache = crate::cache::Cache::connect(&config).await;
+    replay::evict_cached(cache.as_ref(), &report.runs).await;
     let ch = conn.create_channel().await?;
     let mut phases: Vec<&str> = targets.iter().map(|d| d.phase.as_str()).collect();
     phases.sort_unstable();
@@ -606,6 +614,30 @@ async fn replay_cmd(
         "replayed {}, already replayed {}, not replayable {}, removed {} copies from the dead-letter queues",
         report.replayed, report.skipped, report.not_replayable, report.drained
     );
+    Ok(())
+}
+
+/// `netra bench …`: the benchmark lives in its own binary, `netra-bench`,
+/// so that the product carries none of its dependencies; this runs it from
+/// the folder of the running `netra` (both come out of one
+/// `cargo build --workspace`).
+async fn bench(args: &[String]) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating the netra binary")?;
+    let bench = exe.with_file_name("netra-bench");
+    if !bench.exists() {
+        bail!(
+            "{} is missing: build it with `cargo build --release --workspace` (or `-p netra-bench`)",
+            bench.display()
+        );
+    }
+    let status = tokio::process::Command::new(&bench)
+        .args(args)
+        .status()
+        .await
+        .with_context(|| format!("running {}", bench.display()))?;
+    if !status.success() {
+        bail!("netra-bench failed ({status})");
+    }
     Ok(())
 }
 

@@ -94,7 +94,12 @@ async fn process(
         runs::Committed::Applied(follow_up) => {
             worker::publish_and_mark(engine, publisher, &env, &follow_up).await
         }
-        // Processed after all (a copy got through): nothing to do.
+        // Processed after all, but maybe never dispatched (its follow-ups
+        // failed to publish until the limit): this is the last copy of the
+        // message, so publish what it led to, if that is still pending.
+        runs::Committed::Duplicate(follow_up) if !follow_up.is_empty() => {
+            worker::publish_and_mark(engine, publisher, &env, &follow_up).await
+        }
         runs::Committed::Duplicate(_) => Ok(()),
     }
 }

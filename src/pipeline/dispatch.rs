@@ -41,12 +41,15 @@ pub fn phase_message(names: &Names, seal: &Seal, env: &Envelope) -> Outgoing {
     }
 }
 
-/// The deterministic `message_id` of a run's reply: one per run, outcome
-/// and replay generation, so a second copy is recognisable upstream.
+/// The deterministic `message_id` of a run's reply:
+/// `<run>:reply:<status>:<replay generation>`, one per outcome of each
+/// replay generation, so a second copy is recognisable upstream and a
+/// replay's own outcome is not mistaken for one.
 pub fn reply_message_id(body: &serde_json::Value) -> Option<String> {
     let run = body["run_id"].as_str()?;
     let status = body["status"].as_str().unwrap_or("final");
-    Some(format!("{run}:reply:{status}"))
+    let replay = body["replay"].as_u64().unwrap_or(0);
+    Some(format!("{run}:reply:{status}:{replay}"))
 }
 
 /// Publishes every follow-up; returns on the first broker failure (the
@@ -123,4 +126,22 @@ pub async fn publish_all(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_ids_differ_per_outcome_and_replay_generation() {
+        let run = uuid::Uuid::new_v4();
+        let body = |status: &str, replay: u32| {
+            crate::store::runs::outcome_body(run, replay, status, None, None)
+        };
+        let first = reply_message_id(&body("dead_lettered", 0)).unwrap();
+        assert_eq!(first, format!("{run}:reply:dead_lettered:0"));
+        assert_eq!(reply_message_id(&body("dead_lettered", 0)).unwrap(), first);
+        assert_ne!(reply_message_id(&body("dead_lettered", 1)).unwrap(), first);
+        assert_ne!(reply_message_id(&body("completed", 0)).unwrap(), first);
+    }
 }

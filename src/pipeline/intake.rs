@@ -263,17 +263,18 @@ async fn request_tenant(
     })
 }
 
-/// The reply queues a tenant's broker user may name: its own
-/// (`<ns>.reply.<user>.…`, see [`crate::broker::permissions`]) or a
-/// server-named exclusive queue of its connection (`amq.gen-…`), so that no
-/// tenant can have netra publish into another tenant's queue.
+/// The reply queues a request may name. No request may name a queue of
+/// netra's namespace (`<ns>.…`: phase, request and dead-letter queues,
+/// other tenants' reply queues) other than its broker user's own reply
+/// queues (`<ns>.reply.<user>.…`, see [`crate::broker::permissions`]); a
+/// mapped user must use its own, so that no tenant can have netra publish
+/// into another tenant's queue. Requests without a user (the deployment's
+/// tenant) may name any queue outside the namespace, such as a
+/// server-named `amq.gen-…` queue.
 fn reply_to_allowed(engine: &Engine, user: Option<&str>, reply_to: &str) -> bool {
     match user {
-        None => true,
-        Some(user) => {
-            reply_to.starts_with("amq.gen-")
-                || reply_to.starts_with(&engine.names.reply_prefix(user))
-        }
+        Some(user) => reply_to.starts_with(&engine.names.reply_prefix(user)),
+        None => !reply_to.starts_with(&format!("{}.", engine.names.namespace())),
     }
 }
 
@@ -311,8 +312,10 @@ async fn process(
             let p = Poison::new(
                 "forbidden_reply_to",
                 format!(
-                    "reply_to `{r}` is not a queue of this tenant (use {}… or a server-named queue)",
-                    engine.names.reply_prefix(mapped_user.as_deref().unwrap_or_default())
+                    "reply_to `{r}` is not a queue this request may name (use {}…)",
+                    engine
+                        .names
+                        .reply_prefix(mapped_user.as_deref().unwrap_or("<user>"))
                 ),
             );
             return poison(p).await;

@@ -54,6 +54,19 @@ pub struct Report {
     pub would_replay: usize,
     /// Replayed copies removed from the dead-letter queues.
     pub drained: usize,
+    /// The runs queued again: their cached final status (Redis) is stale,
+    /// and the caller evicts it ([`evict_cached`]).
+    pub runs: Vec<uuid::Uuid>,
+}
+
+/// Drops the cached final status of replayed runs, so that reads and
+/// long-polls see them running again instead of their old outcome.
+pub async fn evict_cached(cache: Option<&crate::cache::Cache>, runs: &[uuid::Uuid]) {
+    if let Some(cache) = cache {
+        for run in runs {
+            cache.evict(*run).await;
+        }
+    }
 }
 
 /// Replays the given dead letters; `progress` is called after each one.
@@ -88,6 +101,7 @@ pub async fn replay(
                     }
                 }
                 report.replayed += 1;
+                report.runs.push(run);
             }
             Replayed::AlreadyDone => report.skipped += 1,
             Replayed::NoRun => report.not_replayable += 1,

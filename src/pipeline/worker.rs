@@ -518,7 +518,10 @@ pub async fn dead_letter_poison(
     delivery: &Delivery,
     poison: &Poison,
 ) -> Result<(), InfraError> {
-    tracing::warn!(kind = poison.kind, reason = %poison.reason, "poison message; dead-lettering");
+    // A reason may quote the input (a parse error of a field holding NUL):
+    // stored with NUL escaped, or indexing would fail on every delivery.
+    let reason = poison.reason.replace('\0', "\\u0000");
+    tracing::warn!(kind = poison.kind, reason = %reason, "poison message; dead-lettering");
     // The ids as the index and the dead-letter queue can keep them: a
     // message refused for a NUL in an id must not fail to be indexed (it
     // would come back over and over instead of being dead-lettered once).
@@ -541,7 +544,7 @@ pub async fn dead_letter_poison(
         headers: vec![
             (
                 "x-netra-error".into(),
-                HeaderValue::Text(format!("{}: {}", poison.kind, poison.reason)),
+                HeaderValue::Text(format!("{}: {reason}", poison.kind)),
             ),
             (
                 "x-netra-error-class".into(),
@@ -561,7 +564,7 @@ pub async fn dead_letter_poison(
         queue_phase,
         message_id.as_deref(),
         poison.kind,
-        &poison.reason,
+        &reason,
         &delivery.data,
     )
     .await?;

@@ -274,6 +274,7 @@ fn plan<'a>(rec: &'a AttemptRecord, effect: &'a Effect) -> Option<Planned<'a>> {
 /// What the run needs for the follow-ups of its effect.
 struct RunRef<'a> {
     id: Uuid,
+    replay: u32,
     correlation_id: &'a str,
     tenant: &'a str,
     reply_to: Option<&'a str>,
@@ -283,6 +284,7 @@ impl<'a> RunRef<'a> {
     fn of(rec: &'a AttemptRecord) -> Self {
         RunRef {
             id: rec.envelope.run_id,
+            replay: rec.envelope.replay,
             correlation_id: &rec.envelope.correlation_id,
             tenant: &rec.envelope.tenant,
             reply_to: rec.reply_to.as_deref(),
@@ -575,11 +577,12 @@ pub fn report_text(result: &Value) -> String {
 /// The reply body of a final outcome.
 pub fn outcome_body(
     run_id: Uuid,
+    replay: u32,
     status: &str,
     result: Option<&Value>,
     error: Option<&str>,
 ) -> Value {
-    json!({ "run_id": run_id, "status": status, "result": result, "error": error })
+    json!({ "run_id": run_id, "replay": replay, "status": status, "result": result, "error": error })
 }
 
 fn push_final(
@@ -593,7 +596,7 @@ fn push_final(
         follow_up.push(Outbound::Reply {
             to: to.to_string(),
             correlation_id: run.correlation_id.to_string(),
-            body: outcome_body(run.id, status, result, error),
+            body: outcome_body(run.id, run.replay, status, result, error),
         });
     }
     follow_up.push(Outbound::Notify { run_id: run.id });

@@ -31,6 +31,9 @@ pub enum TenantError {
     /// so a new tenant cannot inherit an old one's runs).
     #[error("tenant {0} already exists or existed (names of deleted tenants are not reused)")]
     Exists(String),
+    /// The broker user belongs to another tenant, live or deleted.
+    #[error("broker user {0} is mapped to another tenant (or was, to a deleted one)")]
+    AmqpUserTaken(String),
     /// No such live tenant.
     #[error("no tenant named {0}")]
     Missing(String),
@@ -59,7 +62,15 @@ pub async fn create(
         .execute(pool)
         .await?;
     if res.rows_affected() == 0 {
-        return Err(TenantError::Exists(name.to_string()));
+        let name_taken: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE name = $1)")
+                .bind(name)
+                .fetch_one(pool)
+                .await?;
+        return Err(match (name_taken, amqp_user) {
+            (false, Some(user)) => TenantError::AmqpUserTaken(user.to_string()),
+            _ => TenantError::Exists(name.to_string()),
+        });
     }
     Ok(token)
 }
@@ -101,12 +112,13 @@ pub async fn rotate_token(pool: &PgPool, name: &str) -> Result<String, TenantErr
 }
 
 /// Deletes a tenant: its token and broker user stop working at once, and
-/// its row stays as a tombstone, so the name can never be created again
-/// (a new tenant of that name would see the old one's runs). Its runs and
+/// its row stays as a tombstone, so neither the name nor the broker user
+/// can be given to a new tenant (which would see the old one's runs, or
+/// receive its in-flight replies). Its runs and
 /// telemetry stay for the record; no live tenant can read them.
 pub async fn delete(pool: &PgPool, name: &str) -> Result<(), TenantError> {
     let res = sqlx::query(
-        "UPDATE tenants SET deleted_at = now(), token_hash = NULL, amqp_user = NULL \
+        "UPDATE tenants SET deleted_at = now(), token_hash = NULL \
          WHERE name = $1 AND deleted_at IS NULL",
     )
     .bind(name)

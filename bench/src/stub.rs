@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 
-use crate::{
+use netra::{
     error::PhaseError,
     pipeline::agent::{Agent, AgentContext, AgentSet, PhaseInput},
 };

@@ -3,11 +3,9 @@
 //! rows), and end-to-end runs whose report figures are recomputed with
 //! direct SQL over the same rows.
 
-mod common;
-
 use std::io::{BufReader, Write};
 
-use common::*;
+use crate::common::*;
 use netra::{
     agents::catalog::load_catalog,
     ingest::{self, Format, Target},

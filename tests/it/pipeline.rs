@@ -1,7 +1,5 @@
 //! End-to-end pipeline behaviour on the real RabbitMQ, Postgres and Redis.
 
-mod common;
-
 use std::{
     sync::{
         atomic::{AtomicU32, Ordering},
@@ -10,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use common::*;
+use crate::common::*;
 use futures_util::future::BoxFuture;
 use netra::{
     error::PhaseError,

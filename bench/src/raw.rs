@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::broker::{
+use netra::broker::{
     self,
     publisher::{Outgoing, Publisher},
     topology::quorum_args,
@@ -172,7 +172,7 @@ impl Raw {
         prefetch: u16,
         pool_size: u32,
     ) -> anyhow::Result<Self> {
-        let pool = crate::store::connect_url(database_url, pool_size).await?;
+        let pool = netra::store::connect_url(database_url, pool_size).await?;
         for stmt in SCHEMA {
             sqlx::query(stmt).execute(&pool).await?;
         }

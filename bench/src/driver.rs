@@ -31,7 +31,7 @@ use tokio::{
 use uuid::Uuid;
 
 use super::stats;
-use crate::broker::{
+use netra::broker::{
     self,
     publisher::{Outgoing, Publisher},
 };

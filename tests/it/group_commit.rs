@@ -3,9 +3,7 @@
 //! (docs/DESIGN.md invariants 1 and 2), and one effect the database refuses does
 //! not take its batch-mates along.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use netra::{
     error::PhaseError,
     pipeline::{committer::write_batch, envelope::Envelope, outbound::Outbound},

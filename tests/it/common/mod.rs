@@ -1,7 +1,7 @@
 //! Test harness: starts netra in-process against the local stack with a
 //! fresh database and a fresh broker namespace per test, and waits on run
-//! states with bounded deadlines (no fixed sleeps).
-#![allow(dead_code)]
+//! states with bounded deadlines (no fixed sleeps). A test app cleans up
+//! its database and namespace when dropped, also when its test panics.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -100,6 +100,31 @@ pub struct TestApp {
     pub config: Config,
     pub db: String,
     pub pool: PgPool,
+    /// Set by [`TestApp::finish`]; otherwise dropping cleans up.
+    pub cleaned: bool,
+}
+
+impl Drop for TestApp {
+    /// A test that panicked (or never called `finish`) still drops its
+    /// database and deletes its namespace, on a runtime of its own (the
+    /// test's may be unwinding); the app's tasks end with the test's runtime.
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        let (config, db) = (self.config.clone(), self.db.clone());
+        let app = self.app.take();
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(cleanup(&config, &db));
+            }
+        })
+        .join();
+        drop(app);
+    }
 }
 
 impl TestApp {
@@ -115,18 +140,7 @@ impl TestApp {
             agents,
             ..StartOptions::default()
         };
-        let app = App::start(config.clone(), opts)
-            .await
-            .expect("netra starts");
-        let pool = app.engine.pool.clone();
-        let t = Self {
-            app: Some(app),
-            config,
-            db,
-            pool,
-        };
-        t.wait_connected().await;
-        t
+        Self::start_opts(config, db, opts).await
     }
 
     /// Starts with explicit start options (e.g. only some phases consumed).
@@ -140,6 +154,7 @@ impl TestApp {
             config,
             db,
             pool,
+            cleaned: false,
         };
         t.wait_connected().await;
         t
@@ -230,14 +245,6 @@ impl TestApp {
         .await;
     }
 
-    /// Ids of all runs, oldest first.
-    pub async fn run_ids(&self) -> Vec<Uuid> {
-        sqlx::query_scalar("SELECT id FROM runs ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await
-            .unwrap()
-    }
-
     /// Waits until `n` runs exist and all are in one of `statuses`.
     pub async fn wait_all(&self, n: usize, statuses: &[&str]) -> Vec<Run> {
         wait_all(&self.pool, n, statuses).await
@@ -266,6 +273,7 @@ impl TestApp {
             app.shutdown().await;
         }
         cleanup(&self.config, &self.db).await;
+        self.cleaned = true;
     }
 }
 

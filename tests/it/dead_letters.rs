@@ -1,14 +1,12 @@
 //! Dead-letter operations: group replay of many runs, patches, interrupted
 //! replays, dry runs and tenant scoping.
 
-mod common;
-
 use std::sync::{
     atomic::{AtomicBool, Ordering},
     Arc,
 };
 
-use common::*;
+use crate::common::*;
 use futures_util::future::BoxFuture;
 use netra::{
     broker::{publisher::Publisher, topology::Names},

@@ -1,9 +1,7 @@
 //! The HTTP API against a running netra: auth, tenancy, limits, long-poll,
 //! threads and follow-ups.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// One HTTP call: (status, JSON body).

@@ -5,8 +5,6 @@
 //! with and without Redis, and tenants can be rotated and deleted (library
 //! and CLI).
 
-mod common;
-
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::{
@@ -16,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -802,6 +800,29 @@ async fn tenant_tokens_rotate_and_deleted_names_are_never_reused() {
         .await
         .unwrap()
         .contains(&"rot".to_string()));
+
+    // A deleted tenant's broker user is unmapped, and never mapped again.
+    tenants::create(&t.pool, "withuser", Some("bu-old"))
+        .await
+        .unwrap();
+    assert_eq!(
+        tenants::by_amqp_user(&t.pool, "bu-old")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("withuser")
+    );
+    tenants::delete(&t.pool, "withuser").await.unwrap();
+    assert_eq!(
+        tenants::by_amqp_user(&t.pool, "bu-old").await.unwrap(),
+        None
+    );
+    assert!(
+        tenants::create(&t.pool, "heir", Some("bu-old"))
+            .await
+            .is_err(),
+        "a new tenant inherited a deleted tenant's broker user"
+    );
 
     // The same through the CLI.
     let cli = |args: &[&str]| {

@@ -3,8 +3,6 @@
 //! shared default, least privileges of tenant broker users, and forged
 //! phase envelopes.
 
-mod common;
-
 use std::{
     sync::{
         atomic::{AtomicI64, AtomicU32, Ordering},
@@ -13,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use lapin::{
     options::{
@@ -350,8 +348,13 @@ async fn nul_in_a_request_is_dead_lettered_once_and_listed_by_the_cli() {
     let body = serde_json::to_vec(&json!({"message": "Cut\u{0}the cost"})).unwrap();
     assert!(String::from_utf8_lossy(&body).contains("\\u0000"));
     let valid_body = serde_json::to_vec(&json!({"message": "What is prompt caching?"})).unwrap();
-    let cases: [(&str, Vec<u8>, &str, &str); 3] = [
+    // A NUL in a uuid field: its parse error quotes the NUL, and the
+    // stored reason must not (Postgres would refuse it on every delivery).
+    let thread_body =
+        br#"{"message": "x", "thread_id": "\u0000aaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa"}"#.to_vec();
+    let cases: [(&str, Vec<u8>, &str, &str); 4] = [
         ("nul-body", body, "corr-body", "message: must not contain"),
+        ("nul-thread", thread_body, "corr-thread", "invalid request"),
         (
             "nul-corr",
             valid_body.clone(),
@@ -379,7 +382,7 @@ async fn nul_in_a_request_is_dead_lettered_once_and_listed_by_the_cli() {
         )
         .await;
     }
-    let rows = wait_dead_letters(&t, "requests", 3).await;
+    let rows = wait_dead_letters(&t, "requests", 4).await;
     for (_, _, _, names_the_field) in &cases {
         let n = rows
             .iter()
@@ -409,7 +412,8 @@ async fn nul_in_a_request_is_dead_lettered_once_and_listed_by_the_cli() {
     // ... and, the requests before it all handled, each NUL request was
     // dead-lettered exactly once: one index row, one queue copy (a looping
     // message would publish a copy per delivery), and nothing left behind.
-    assert_eq!(dead_letter_rows(&t, "requests").await.len(), 3);
+    assert_eq!(dead_letter_rows(&t, "requests").await.len(), 4);
+    assert_eq!(t.queue_depth(&names.dlq("requests")).await, 4);
     assert_eq!(t.queue_depth(&names.requests()).await, 0);
     assert_eq!(t.queue_depth(&names.crashloop_queue()).await, 0);
 
@@ -432,7 +436,7 @@ async fn nul_in_a_request_is_dead_lettered_once_and_listed_by_the_cli() {
         .skip(1)
         .filter(|l| !l.trim().is_empty())
         .collect();
-    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(lines.len(), cases.len(), "{stdout}");
     for (_, _, _, names_the_field) in &cases {
         assert!(
             lines.iter().any(|l| l.contains("requests")
@@ -443,7 +447,7 @@ async fn nul_in_a_request_is_dead_lettered_once_and_listed_by_the_cli() {
     }
 
     let copies = drain(&t, &names.dlq("requests")).await;
-    assert_eq!(copies.len(), 3, "one copy per dead-lettered request");
+    assert_eq!(copies.len(), cases.len(), "one copy per dead-lettered request");
     for (mid, _, cid, names_the_field) in &cases {
         let n = copies
             .iter()
@@ -959,5 +963,25 @@ async fn an_unsealed_or_missealed_envelope_is_dead_lettered_as_forged() {
     let (cid, _) = replies.next().await;
     assert_eq!(cid, "corr-next", "a forged envelope published a reply");
     replies.close().await;
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn a_request_cannot_aim_its_reply_into_the_namespace() {
+    let t = TestApp::start().await;
+    let names = Names::new(&t.config.namespace);
+    // Without user_id (the deployment's tenant): any queue outside the
+    // namespace is fine, but not a phase queue, whose consumer would take
+    // a forged "reply" for a phase message.
+    t.publish_request(
+        &json!({"message": "What is prompt caching?"}),
+        Some("aimed"),
+        Some(&names.phase_queue("triage")),
+        Some("corr-aimed"),
+    )
+    .await;
+    let rows = wait_dead_letters(&t, "requests", 1).await;
+    assert!(rows[0].1.starts_with("forbidden_reply_to"), "{rows:?}");
+    assert_eq!(run_count(&t).await, 0);
     t.finish().await;
 }

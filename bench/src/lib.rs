@@ -1,10 +1,10 @@
-//! `netra bench`: throughput, latency and memory of netra against a raw
+//! netra-bench (`netra bench`): throughput, latency and memory of netra against a raw
 //! lapin + Postgres baseline, on the local stack.
 //!
 //! One invocation:
 //! 1. creates two fresh databases (netra's and the baseline's) and uses its
 //!    own broker namespaces (`bench-<id>` and `bench-<id>-raw`);
-//! 2. starts netra in-process ([`crate::app::App::start`]) without the HTTP
+//! 2. starts netra in-process (`netra::app::App::start`) without the HTTP
 //!    API, loads a small sample workload, and reads the idle RSS;
 //! 3. memory probe: publishes N requests at once and samples the RSS while
 //!    they are in flight;
@@ -32,12 +32,12 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::{
+use driver::{Client, Done, StepOutcome};
+use netra::{
     app::{App, StartOptions},
     broker,
     config::Config,
 };
-use driver::{Client, Done, StepOutcome};
 use report::{ClosedRow, Memory, OpenRow, Report, Segment, StepReport, Totals};
 use stats::{Latency, PgCounters};
 
@@ -224,7 +224,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 async fn admin_pool(res: &Resources) -> anyhow::Result<PgPool> {
-    crate::store::connect_url(&res.admin_url, 2)
+    netra::store::connect_url(&res.admin_url, 2)
         .await
         .context("connecting to NETRA_DATABASE_URL (is the stack running?)")
 }
@@ -280,11 +280,11 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let pool = engine.pool.clone();
-    crate::sample::load(
+    netra::sample::load(
         &pool,
         res.config.amqp_default_tenant.as_deref().unwrap_or("bench"),
         "bench-w",
-        &crate::sample::chat("gpt-4o", args.sample_rows, 11),
+        &netra::sample::chat("gpt-4o", args.sample_rows, 11),
     )
     .await?;
     for sql in &args.pg_exec {
@@ -294,7 +294,7 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
             .with_context(|| format!("--pg-exec {sql}"))?;
     }
     // The supply catalog in Postgres, where the agents read it (idempotent).
-    crate::agents::catalog::load_catalog(&pool).await?;
+    netra::agents::catalog::load_catalog(&pool).await?;
     // Statistics for the sample, as autovacuum would gather them within a
     // minute of a bulk load: without them the planner estimates one row and
     // the telemetry tools' window queries re-run their `max(ts)` per row
@@ -598,8 +598,8 @@ async fn cleanup(res: &Resources) {
         eprintln!("bench: could not delete the namespace's Redis keys: {e}");
     }
     if let Ok(conn) = broker::connect_url(&res.amqp_url, "netra bench cleanup").await {
-        let names = crate::broker::topology::Names::new(&res.config.namespace);
-        crate::broker::topology::delete(&conn, &names, &crate::agents::standard().phases()).await;
+        let names = netra::broker::topology::Names::new(&res.config.namespace);
+        netra::broker::topology::delete(&conn, &names, &netra::agents::standard().phases()).await;
         // The baseline's queues, if it was interrupted before it stopped.
         raw::delete_topology(&conn, &raw::RawNames::new(&res.raw_ns)).await;
         let _ = conn.close(200, ShortString::from("bye")).await;

@@ -1,0 +1,16 @@
+//! netra's integration tests, in one test binary (one link instead of one
+//! per file): each module is one area, and every test gets its own database
+//! and broker namespace from [`common`], so they run in parallel. The fault
+//! tests, which restart shared services, are a binary of their own
+//! (`tests/faults.rs`) and run one at a time.
+
+mod common;
+
+mod agents;
+mod api;
+mod dead_letters;
+mod group_commit;
+mod hardening_api;
+mod hardening_broker;
+mod pipeline;
+mod secrets;
