@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     broker::publisher::{HeaderValue, Outgoing, Publisher},
-    error::{InfraError, PhaseError},
+    error::{ErrorClass, InfraError, PhaseError},
     metrics::{AgentCall, Outcome},
     store::{self, dead_letters, runs},
     supervisor::Target,
@@ -109,6 +109,15 @@ pub async fn wait_for_database(engine: &Engine) {
     }
 }
 
+/// A started attempt: its record, the agent's input, and the data version
+/// its tools read at.
+struct Prepared {
+    record: runs::AttemptRecord,
+    input: PhaseInput,
+    data_version: i64,
+}
+
+/// One phase message: decode, start, run, decide, commit, publish.
 async fn process(
     engine: &Engine,
     publisher: &Publisher,
@@ -116,63 +125,129 @@ async fn process(
     delivery: &Delivery,
 ) -> Result<(), InfraError> {
     let t0 = Instant::now();
-    if !sealed_by_netra(engine, delivery) {
-        let p = Poison::new(
-            "forged",
-            "the envelope's authentication tag is missing or wrong: it was not published by netra",
-        );
-        return dead_letter_poison(engine, publisher, phase, delivery, &p).await;
-    }
-    let env = match Envelope::decode(&delivery.data, engine.config.max_message_bytes, |p| {
-        engine.knows_phase(p)
-    }) {
-        Ok(env) if env.phase == phase => env,
-        Ok(env) => {
-            let p = Poison::new(
-                "wrong_queue",
-                format!(
-                    "message for phase `{}` arrived on the `{phase}` queue",
-                    env.phase
-                ),
-            );
-            return dead_letter_poison(engine, publisher, phase, delivery, &p).await;
-        }
+    let env = match decode(engine, phase, delivery) {
+        Ok(env) => env,
         Err(p) => return dead_letter_poison(engine, publisher, phase, delivery, &p).await,
     };
+    record_span(&env);
+    let Some(Prepared {
+        record,
+        input,
+        data_version,
+    }) = start(engine, publisher, phase, delivery, &env, t0).await?
+    else {
+        return Ok(());
+    };
+    // Only a redelivered message can find its output in the agent output
+    // cache: an output is cached when its effect failed to commit, and the
+    // delivery is then handed back (or lost with the worker) and redelivered.
+    let lookup = match agent_cache(engine) {
+        Some(cache) if delivery.redelivered => Some((cache, cache_key(phase, &input))),
+        _ => None,
+    };
+    let (result, input) = run_agent(engine, phase, input, lookup, data_version).await;
+    // A transient failure during a database outage is the outage's fault
+    // (the agents' tools read Postgres): hand the delivery back without
+    // spending an attempt.
+    if matches!(&result, Err(e) if e.class == ErrorClass::Transient)
+        && !store::ping(&engine.pool).await
+    {
+        return Err(InfraError::Database(sqlx::Error::PoolTimedOut));
+    }
+    let (effect, outcome) = decide(engine, phase, &env, result, input.as_ref());
+    let (committed, outcome) =
+        commit(engine, phase, record, effect, outcome, input.as_ref()).await?;
+    match committed {
+        runs::Committed::Applied(follow_up) => {
+            engine.metrics.record(phase, outcome, t0.elapsed());
+            publish_and_mark(engine, publisher, &env, &follow_up).await
+        }
+        runs::Committed::Duplicate(follow_up) => {
+            engine
+                .metrics
+                .record(phase, Outcome::Duplicate, t0.elapsed());
+            republish_for_duplicate(engine, publisher, delivery, &env, &follow_up).await
+        }
+    }
+}
+
+/// The envelope of a delivery, if netra sealed it and it is for this queue.
+fn decode(engine: &Engine, phase: &str, delivery: &Delivery) -> Result<Envelope, Poison> {
+    if !sealed_by_netra(engine, delivery) {
+        return Err(Poison::new(
+            "forged",
+            "the envelope's authentication tag is missing or wrong: it was not published by netra",
+        ));
+    }
+    let env = Envelope::decode(&delivery.data, engine.config.max_message_bytes, |p| {
+        engine.knows_phase(p)
+    })?;
+    if env.phase != phase {
+        return Err(Poison::new(
+            "wrong_queue",
+            format!(
+                "message for phase `{}` arrived on the `{phase}` queue",
+                env.phase
+            ),
+        ));
+    }
+    Ok(env)
+}
+
+/// Fills the delivery span's fields from the envelope.
+fn record_span(env: &Envelope) {
     let span = tracing::Span::current();
     span.record("run_id", tracing::field::display(env.run_id));
     span.record("correlation_id", env.correlation_id.as_str());
     span.record("attempt", env.attempt);
     span.record("message_id", env.message_id().as_str());
+}
 
-    // A run is started only when it waits for exactly this step, and a step
-    // is marked processed in the same transaction that moves the run past
-    // it, so only a message that does not start can be a duplicate.
+/// Starts the attempt, or handles a message that cannot start (`None`): a
+/// duplicate, a run not waiting for this step, a run that does not exist.
+///
+/// A run is started only when it waits for exactly this step, and a step
+/// is marked processed in the same transaction that moves the run past it,
+/// so only a message that does not start can be a duplicate.
+async fn start(
+    engine: &Engine,
+    publisher: &Publisher,
+    phase: &'static str,
+    delivery: &Delivery,
+    env: &Envelope,
+    t0: Instant,
+) -> Result<Option<Prepared>, InfraError> {
     let start = match &engine.starter {
-        Some(starter) => starter.start_phase(&env).await?,
-        None => runs::start_phase(&engine.marks, &env, &engine.config.worker_id).await?,
+        Some(starter) => starter.start_phase(env).await?,
+        None => runs::start_phase(&engine.marks, env, &engine.config.worker_id).await?,
     };
-    let (run, inputs) = match start {
-        runs::Start::Started(run, inputs) => (*run, inputs),
+    match start {
+        runs::Start::Started(run, inputs) => Ok(Some(prepare(engine, env, *run, inputs))),
         runs::Start::NotRunnable(run) => {
-            if let Some(follow_up) =
-                runs::processed_follow_up(&engine.hot, &env.message_id()).await?
-            {
-                republish_for_duplicate(engine, publisher, delivery, &env, &follow_up).await?;
-                engine
-                    .metrics
-                    .record(phase, Outcome::Duplicate, t0.elapsed());
-            } else {
-                tracing::info!(status = %run.status, current_phase = ?run.phase, "run is not waiting for this step; message dropped");
+            match runs::processed_follow_up(&engine.hot, &env.message_id()).await? {
+                Some(follow_up) => {
+                    republish_for_duplicate(engine, publisher, delivery, env, &follow_up).await?;
+                    engine
+                        .metrics
+                        .record(phase, Outcome::Duplicate, t0.elapsed());
+                }
+                None => {
+                    tracing::info!(status = %run.status, current_phase = ?run.phase, "run is not waiting for this step; message dropped");
+                }
             }
-            return Ok(());
+            Ok(None)
         }
         runs::Start::Missing => {
             let p = Poison::new("unknown_run", format!("run {} does not exist", env.run_id));
-            return dead_letter_poison(engine, publisher, phase, delivery, &p).await;
+            dead_letter_poison(engine, publisher, phase, delivery, &p).await?;
+            Ok(None)
         }
-    };
+    }
+}
 
+/// The attempt record and the agent's input of a started attempt (upstream
+/// outputs with the replay's patch applied).
+fn prepare(engine: &Engine, env: &Envelope, run: runs::Run, inputs: runs::Inputs) -> Prepared {
     let runs::Inputs {
         mut outputs,
         thread,
@@ -194,64 +269,54 @@ async fn process(
     };
     let input = PhaseInput {
         run_id: run.id,
-        tenant: run.tenant.clone(),
+        tenant: run.tenant,
         thread_id: run.thread_id,
         request: run.request,
         thread,
         outputs,
         attempt: env.attempt,
     };
-    // Only a redelivered message can find its output in the agent output
-    // cache: an output is cached when its effect failed to commit, and the
-    // delivery is then handed back (or lost with the worker) and redelivered.
-    let agent_cache = engine
+    Prepared {
+        record,
+        input,
+        data_version,
+    }
+}
+
+/// The agent output cache, when it is on.
+fn agent_cache(engine: &Engine) -> Option<&crate::cache::Cache> {
+    engine
         .cache
         .as_ref()
-        .filter(|_| engine.config.agent_cache_ttl_secs > 0);
-    let lookup = match agent_cache {
-        Some(cache) if delivery.redelivered => Some((cache, cache_key(phase, &input))),
-        _ => None,
-    };
-    let (result, input) = run_agent(engine, phase, input, lookup, data_version).await;
-    // A transient failure during a database outage is the outage's fault
-    // (the agents' tools read Postgres): hand the delivery back without
-    // spending an attempt.
-    if matches!(&result, Err(e) if e.class == crate::error::ErrorClass::Transient)
-        && !store::ping(&engine.pool).await
-    {
-        return Err(InfraError::Database(sqlx::Error::PoolTimedOut));
-    }
+        .filter(|_| engine.config.agent_cache_ttl_secs > 0)
+}
 
-    let (effect, outcome) = match result {
+/// What the attempt's outcome means for the run: the next phase or the end
+/// (the supervisor's routing), a retry while attempts are left, or a dead
+/// letter.
+fn decide(
+    engine: &Engine,
+    phase: &str,
+    env: &Envelope,
+    result: Result<Value, PhaseError>,
+    input: Option<&PhaseInput>,
+) -> (runs::Effect, Outcome) {
+    match result {
         Ok(output) => {
             let no_upstream = BTreeMap::new();
-            let upstream = input.as_ref().map_or(&no_upstream, |i| &i.outputs);
-            match engine.supervisor.next(phase, &output, upstream) {
-                Ok(Target::Phase(p)) => (
-                    runs::Effect::Succeeded {
-                        output,
-                        next: runs::Next::Phase(p.to_string()),
-                    },
-                    Outcome::Processed,
-                ),
-                Ok(Target::Finish(f)) => (
-                    runs::Effect::Succeeded {
-                        output,
-                        next: runs::Next::Finish(f.status()),
-                    },
-                    Outcome::Processed,
-                ),
-                Err(e) => (
-                    runs::Effect::DeadLetter {
-                        error: PhaseError::permanent(e.to_string()),
-                    },
-                    Outcome::DeadLettered,
-                ),
-            }
+            let upstream = input.map_or(&no_upstream, |i| &i.outputs);
+            let next = match engine.supervisor.next(phase, &output, upstream) {
+                Ok(Target::Phase(p)) => runs::Next::Phase(p.to_string()),
+                Ok(Target::Finish(f)) => runs::Next::Finish(f.status()),
+                Err(e) => {
+                    let error = PhaseError::permanent(e.to_string());
+                    return (runs::Effect::DeadLetter { error }, Outcome::DeadLettered);
+                }
+            };
+            (runs::Effect::Succeeded { output, next }, Outcome::Processed)
         }
         Err(error)
-            if error.class == crate::error::ErrorClass::Transient
-                && env.attempt < engine.config.max_attempts =>
+            if error.class == ErrorClass::Transient && env.attempt < engine.config.max_attempts =>
         {
             let delay = retry::delay_after(&engine.config, env.attempt);
             let at = Utc::now()
@@ -261,7 +326,7 @@ async fn process(
             (runs::Effect::Retry { error, at }, Outcome::Retried)
         }
         Err(mut error) => {
-            if error.class == crate::error::ErrorClass::Transient {
+            if error.class == ErrorClass::Transient {
                 error.message = format!(
                     "{} (attempts spent: {}/{})",
                     error.message, env.attempt, engine.config.max_attempts
@@ -270,27 +335,38 @@ async fn process(
             tracing::warn!(error = %error.message, class = %error.class, "phase failed; dead-lettering");
             (runs::Effect::DeadLetter { error }, Outcome::DeadLettered)
         }
-    };
-    // Successes and retries are group-committed with other deliveries'.
+    }
+}
+
+/// Commits the effect (successes and retries group-committed with other
+/// deliveries'), and says how the attempt ended: a dead letter if the
+/// database refused the output. If the commit fails, the agent's output is
+/// cached for the redelivery.
+async fn commit(
+    engine: &Engine,
+    phase: &str,
+    record: runs::AttemptRecord,
+    effect: runs::Effect,
+    outcome: Outcome,
+    input: Option<&PhaseInput>,
+) -> Result<(runs::Committed, Outcome), InfraError> {
     let (committed, effect) = match &engine.committer {
         Some(committer) if !matches!(effect, runs::Effect::DeadLetter { .. }) => {
             committer.commit(record, effect).await
         }
         _ => committer::commit_alone(&engine.hot, &record, effect).await,
     };
-    // The database may have refused the output: then a dead letter was
-    // committed instead (see `committer::commit_alone`).
     let outcome = match &effect {
         Some(runs::Effect::DeadLetter { .. }) => Outcome::DeadLettered,
         _ => outcome,
     };
-    let committed = match committed {
-        Ok(c) => c,
+    match committed {
+        Ok(c) => Ok((c, outcome)),
         Err(e) => {
             // The agent's work is not lost with the commit: the redelivered
             // message finds it in the agent output cache.
             if let (Some(runs::Effect::Succeeded { output, .. }), Some(cache), Some(input)) =
-                (&effect, agent_cache, &input)
+                (&effect, agent_cache(engine), input)
             {
                 cache
                     .put_agent_output(
@@ -300,19 +376,7 @@ async fn process(
                     )
                     .await;
             }
-            return Err(e.into());
-        }
-    };
-    match committed {
-        runs::Committed::Applied(follow_up) => {
-            engine.metrics.record(phase, outcome, t0.elapsed());
-            publish_and_mark(engine, publisher, &env, &follow_up).await
-        }
-        runs::Committed::Duplicate(follow_up) => {
-            engine
-                .metrics
-                .record(phase, Outcome::Duplicate, t0.elapsed());
-            republish_for_duplicate(engine, publisher, delivery, &env, &follow_up).await
+            Err(e.into())
         }
     }
 }

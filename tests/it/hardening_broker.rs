@@ -447,7 +447,11 @@ async fn nul_in_a_request_is_dead_lettered_once_and_listed_by_the_cli() {
     }
 
     let copies = drain(&t, &names.dlq("requests")).await;
-    assert_eq!(copies.len(), cases.len(), "one copy per dead-lettered request");
+    assert_eq!(
+        copies.len(),
+        cases.len(),
+        "one copy per dead-lettered request"
+    );
     for (mid, _, cid, names_the_field) in &cases {
         let n = copies
             .iter()
