@@ -17,6 +17,7 @@
 //! - [`api`]: the HTTP API. [`cli`]: the `netra` command line.
 //! - [`ratelimit`]: sliding-window rate limits, shared through Redis.
 //! - [`memo`]: read results memoized by the version of the data they read.
+//! - [`model`]: shared vocabulary of the store and the pipeline (`RunStatus`).
 //! - [`error`]: the error policy (transient, permanent, infrastructure).
 
 pub mod agents;
@@ -30,6 +31,7 @@ pub mod error;
 pub mod ingest;
 pub mod memo;
 pub mod metrics;
+pub mod model;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod sample;

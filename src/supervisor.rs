@@ -27,10 +27,10 @@ pub enum Final {
 
 impl Final {
     /// The run status it becomes.
-    pub fn status(self) -> &'static str {
+    pub fn status(self) -> crate::model::RunStatus {
         match self {
-            Final::Completed => "completed",
-            Final::NeedsInput => "needs_input",
+            Final::Completed => crate::model::RunStatus::Completed,
+            Final::NeedsInput => crate::model::RunStatus::NeedsInput,
         }
     }
 }

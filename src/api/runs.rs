@@ -323,19 +323,14 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     if let Some(s) = &q.status {
-        const STATUSES: [&str; 7] = [
-            "queued",
-            "running",
-            "retrying",
-            "completed",
-            "needs_input",
-            "dead_lettered",
-            "cancelled",
-        ];
-        if !STATUSES.contains(&s.as_str()) {
+        if s.parse::<crate::model::RunStatus>().is_err() {
+            let names: Vec<&str> = crate::model::RunStatus::ALL
+                .iter()
+                .map(|st| st.as_str())
+                .collect();
             return Err(ApiError::Invalid {
                 field: "status".into(),
-                message: format!("one of {}", STATUSES.join(", ")),
+                message: format!("one of {}", names.join(", ")),
             });
         }
     }

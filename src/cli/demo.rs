@@ -3,6 +3,7 @@
 //! `reply_to` queue, prints the reports that come back, and shows a
 //! `needs_input` conversation continued by a follow-up on its thread.
 
+use crate::model::RunStatus;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -202,7 +203,12 @@ pub async fn run() -> anyhow::Result<()> {
     }
     let failed = outcomes
         .iter()
-        .filter(|(_, b)| b["status"] != "completed" && b["status"] != "needs_input")
+        .filter(|(_, b)| {
+            let status = b["status"]
+                .as_str()
+                .and_then(|s| s.parse::<RunStatus>().ok());
+            !status.is_some_and(RunStatus::has_result)
+        })
         .count();
     println!("\nWhere to look next:");
     println!("  psql \"$NETRA_DATABASE_URL\" -c 'select status, count(*) from runs group by 1'");

@@ -1,6 +1,7 @@
 //! `netra submit` and `netra status`: a small client of the HTTP API (ureq,
 //! run on the blocking pool).
 
+use crate::model::RunStatus;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -85,9 +86,10 @@ pub async fn submit(
     if wait {
         loop {
             let v = call_async("GET", format!("{base}/v1/runs/{id}?wait=30"), token, None).await?;
-            if ["completed", "needs_input", "dead_lettered", "cancelled"]
-                .contains(&v["status"].as_str().unwrap_or(""))
-            {
+            let status = v["status"]
+                .as_str()
+                .and_then(|s| s.parse::<RunStatus>().ok());
+            if status.is_some_and(RunStatus::is_final) {
                 print_run(&v, false);
                 break;
             }

@@ -202,7 +202,7 @@ pub async fn accept(
     actor: &str,
 ) -> Result<Accepted, IntakeError> {
     let accepted = runs::create_run(&engine.pool, new, engine.supervisor.first, actor).await?;
-    if accepted.run.status == "queued" {
+    if accepted.run.status == crate::model::RunStatus::Queued {
         if let (Some(publisher), Some(env)) = (publisher, accepted.run.envelope()) {
             if let Err(e) = publisher
                 .publish_routed(&dispatch::phase_message(&engine.names, &engine.seal, &env))
@@ -333,7 +333,7 @@ async fn process(
     };
     match created {
         Ok(accepted) => {
-            if accepted.run.status == "queued" {
+            if accepted.run.status == crate::model::RunStatus::Queued {
                 if let Some(env) = accepted.run.envelope() {
                     publisher
                         .publish_routed(&dispatch::phase_message(&engine.names, &engine.seal, &env))

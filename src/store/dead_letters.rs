@@ -2,6 +2,7 @@
 //! with its reason, so operators can list and group failures without
 //! draining the queues. The index is the source of truth for replays.
 
+use crate::model::RunStatus;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -324,8 +325,8 @@ pub async fn mark_replayed(
         &mut tx,
         run_id,
         actor,
-        Some("dead_lettered"),
-        "queued",
+        Some(RunStatus::DeadLettered.as_str()),
+        RunStatus::Queued.as_str(),
         Some(&phase),
         Some(1),
         generation,

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::runs::{processed_follow_up, Run, FINAL_STATUSES, RUN_COLUMNS};
+use super::runs::{processed_follow_up, Run, RunStatus, RUN_COLUMNS};
 use crate::{
     error::PhaseError,
     pipeline::{envelope::Envelope, outbound::Outbound},
@@ -44,7 +44,7 @@ pub enum Next {
     /// Queue this phase.
     Phase(String),
     /// Finish with this status; the output is the run's result.
-    Finish(&'static str),
+    Finish(RunStatus),
 }
 
 /// The facts about an attempt that go into its history row.
@@ -100,7 +100,7 @@ pub async fn commit_effect(
         return Err(sqlx::Error::RowNotFound);
     };
     let mut follow_up = Vec::new();
-    if locked.status != "cancelled" {
+    if locked.status != RunStatus::Cancelled {
         let first: Option<(Option<DateTime<Utc>>,)> = sqlx::query_as(
             "SELECT min(started_at) FROM phase_attempts WHERE run_id = $1 AND phase = $2 \
              AND replay = $3 AND outcome LIKE 'failed%'",
@@ -131,7 +131,7 @@ pub async fn commit_effect(
         push_final(
             &mut follow_up,
             &RunRef::of(rec),
-            "dead_lettered",
+            RunStatus::DeadLettered,
             None,
             Some(&error.message),
         );
@@ -141,7 +141,7 @@ pub async fn commit_effect(
         effect,
         update: RunUpdate {
             error: Some(&error.message),
-            ..RunUpdate::at_phase("dead_lettered", env)
+            ..RunUpdate::at_phase(RunStatus::DeadLettered, env)
         },
         follow_up,
     };
@@ -246,10 +246,10 @@ fn plan<'a>(rec: &'a AttemptRecord, effect: &'a Effect) -> Option<Planned<'a>> {
                 RunUpdate::queued(p)
             }
             Next::Finish(status) => {
-                push_final(&mut follow_up, &run, status, Some(output), None);
+                push_final(&mut follow_up, &run, *status, Some(output), None);
                 RunUpdate {
                     result: Some(output),
-                    ..RunUpdate::at_phase(status, env)
+                    ..RunUpdate::at_phase(*status, env)
                 }
             }
         },
@@ -259,7 +259,7 @@ fn plan<'a>(rec: &'a AttemptRecord, effect: &'a Effect) -> Option<Planned<'a>> {
                 .saturating_add(1),
             next_attempt_at: Some(*at),
             error: Some(&error.message),
-            ..RunUpdate::at_phase("retrying", env)
+            ..RunUpdate::at_phase(RunStatus::Retrying, env)
         },
         Effect::DeadLetter { .. } => return None,
     };
@@ -294,7 +294,7 @@ impl<'a> RunRef<'a> {
 
 /// The new state of a run after an effect.
 struct RunUpdate<'a> {
-    status: &'static str,
+    status: RunStatus,
     phase: &'a str,
     attempt: i32,
     next_attempt_at: Option<DateTime<Utc>>,
@@ -306,7 +306,7 @@ impl<'a> RunUpdate<'a> {
     /// `queued(phase)`, first attempt.
     fn queued(phase: &'a str) -> Self {
         RunUpdate {
-            status: "queued",
+            status: RunStatus::Queued,
             phase,
             attempt: 1,
             next_attempt_at: None,
@@ -316,7 +316,7 @@ impl<'a> RunUpdate<'a> {
     }
 
     /// `status` at the message's phase and attempt.
-    fn at_phase(status: &'static str, env: &'a Envelope) -> Self {
+    fn at_phase(status: RunStatus, env: &'a Envelope) -> Self {
         RunUpdate {
             status,
             phase: &env.phase,
@@ -513,21 +513,24 @@ impl<'a> Columns<'a> {
         self.error.push(error);
         self.worker_id.push(&p.rec.worker_id);
         self.started_at.push(p.rec.started_at);
-        self.status.push(u.status);
+        self.status.push(u.status.as_str());
         self.next_phase.push(u.phase);
         self.next_attempt.push(u.attempt);
-        self.next_replay
-            .push(if u.status == "queued" { 0 } else { replay });
+        self.next_replay.push(if u.status == RunStatus::Queued {
+            0
+        } else {
+            replay
+        });
         self.next_attempt_at.push(u.next_attempt_at);
         // A finishing run's result is the output of its last phase: bound
         // once, as the output.
         self.has_result.push(u.result.is_some());
         self.run_error.push(u.error);
-        self.final_status.push(FINAL_STATUSES.contains(&u.status));
+        self.final_status.push(u.status.is_final());
         self.detail
             .push(u.next_attempt_at.map(|t| json!({ "next_attempt_at": t })));
-        self.report.push(match (u.result, u.status) {
-            (Some(r), "completed" | "needs_input") => Some(report_text(r)),
+        self.report.push(match u.result {
+            Some(r) if u.status.has_result() => Some(report_text(r)),
             _ => None,
         });
     }
@@ -588,7 +591,7 @@ pub fn outcome_body(
 fn push_final(
     follow_up: &mut Vec<Outbound>,
     run: &RunRef<'_>,
-    status: &str,
+    status: RunStatus,
     result: Option<&Value>,
     error: Option<&str>,
 ) {
@@ -596,7 +599,7 @@ fn push_final(
         follow_up.push(Outbound::Reply {
             to: to.to_string(),
             correlation_id: run.correlation_id.to_string(),
-            body: outcome_body(run.id, run.replay, status, result, error),
+            body: outcome_body(run.id, run.replay, status.as_str(), result, error),
         });
     }
     follow_up.push(Outbound::Notify { run_id: run.id });

@@ -12,8 +12,7 @@ use uuid::Uuid;
 
 use crate::pipeline::{agent::ThreadMessage, envelope::Envelope, outbound::Outbound};
 
-/// Run statuses (docs/DESIGN.md "Run states").
-pub const FINAL_STATUSES: [&str; 4] = ["completed", "needs_input", "dead_lettered", "cancelled"];
+pub use crate::model::RunStatus;
 
 /// A run as stored.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -33,7 +32,7 @@ pub struct Run {
     /// The upstream request.
     pub request: Value,
     /// Current status.
-    pub status: String,
+    pub status: RunStatus,
     /// Current (or last) phase.
     pub phase: Option<String>,
     /// Attempt of the current phase.
@@ -57,7 +56,7 @@ pub struct Run {
 impl Run {
     /// True once the run can change no more (short of a replay).
     pub fn is_final(&self) -> bool {
-        FINAL_STATUSES.contains(&self.status.as_str())
+        self.status.is_final()
     }
 
     /// The envelope of the run's current step.
@@ -266,8 +265,10 @@ pub async fn processed_follow_up(
                 // Only a reply of an outcome with a result had one (a
                 // dead-lettered run's reply has none, even if a replay
                 // completed the run later).
-                let had_result =
-                    matches!(body["status"].as_str(), Some("completed" | "needs_input"));
+                let had_result = body["status"]
+                    .as_str()
+                    .and_then(|s| s.parse::<RunStatus>().ok())
+                    .is_some_and(RunStatus::has_result);
                 if had_result && body["result"].is_null() {
                     if let (Some(slot), Some(r)) = (body.get_mut("result"), &result) {
                         *slot = r.clone();
@@ -354,8 +355,8 @@ pub async fn requeue_retry(
         tx,
         run.id,
         actor,
-        Some("retrying"),
-        "queued",
+        Some(RunStatus::Retrying.as_str()),
+        RunStatus::Queued.as_str(),
         run.phase.as_deref(),
         Some(run.attempt),
         run.replay,
@@ -425,8 +426,8 @@ pub async fn cancel(
         &mut tx,
         id,
         actor,
-        Some(&run.status),
-        "cancelled",
+        Some(run.status.as_str()),
+        RunStatus::Cancelled.as_str(),
         run.phase.as_deref(),
         Some(run.attempt),
         run.replay,

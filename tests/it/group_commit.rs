@@ -62,7 +62,7 @@ async fn a_batch_ends_every_effect_as_if_it_were_committed_alone() {
             record(&fin_env, Some("reply-q")),
             Effect::Succeeded {
                 output: report.clone(),
-                next: Next::Finish("completed"),
+                next: Next::Finish(netra::model::RunStatus::Completed),
             },
         ),
         (

@@ -1,0 +1,120 @@
+//! Shared vocabulary of the store and the pipeline: names that are stored
+//! and compared, as types, so that a typo is a compile error rather than a
+//! silent bug. (docs/DESIGN.md "Run states".)
+
+use std::fmt;
+
+/// The status of a run (docs/DESIGN.md "Run states"). Stored as its
+/// snake_case name in `runs.status`, and shown that way in the API.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, sqlx::Type,
+)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Waiting for its current phase's message to be consumed.
+    Queued,
+    /// A phase attempt is running.
+    Running,
+    /// A transient failure; the next attempt is due at `next_attempt_at`.
+    Retrying,
+    /// Done, with a report.
+    Completed,
+    /// Done, asking the user for what is missing.
+    NeedsInput,
+    /// A phase failed permanently or spent its attempts.
+    DeadLettered,
+    /// Cancelled by the tenant.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// Every status, in the order of the state machine.
+    pub const ALL: [RunStatus; 7] = [
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::Retrying,
+        RunStatus::Completed,
+        RunStatus::NeedsInput,
+        RunStatus::DeadLettered,
+        RunStatus::Cancelled,
+    ];
+
+    /// The stored and displayed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Retrying => "retrying",
+            RunStatus::Completed => "completed",
+            RunStatus::NeedsInput => "needs_input",
+            RunStatus::DeadLettered => "dead_lettered",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// True once the run changes no more (short of a replay).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Completed
+                | RunStatus::NeedsInput
+                | RunStatus::DeadLettered
+                | RunStatus::Cancelled
+        )
+    }
+
+    /// True for the final statuses that carry a result (a report).
+    pub fn has_result(self) -> bool {
+        matches!(self, RunStatus::Completed | RunStatus::NeedsInput)
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An unknown status name.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown run status `{0}`")]
+pub struct UnknownStatus(pub String);
+
+impl std::str::FromStr for RunStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RunStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.to_string()))
+    }
+}
+
+impl PartialEq<str> for RunStatus {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for RunStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for st in RunStatus::ALL {
+            assert_eq!(st.as_str().parse::<RunStatus>().unwrap(), st);
+            assert_eq!(serde_json::to_value(st).unwrap(), st.as_str());
+        }
+        assert!("nope".parse::<RunStatus>().is_err());
+        assert!(RunStatus::DeadLettered.is_final() && !RunStatus::Retrying.is_final());
+    }
+}
