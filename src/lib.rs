@@ -7,6 +7,9 @@
 //! - [`config`]: typed settings from `NETRA_*` variables; secrets redacted.
 //! - [`broker`]: RabbitMQ connection, topology, confirmed publishing.
 //! - [`store`]: Postgres, one file per table family; migrations in `migrations/`.
+//!   It imports no pipeline, agent or API module (their shared types are in [`model`]).
+//! - [`catalog`]: the supply catalog (`catalog/models.json`), loaded into
+//!   Postgres and read by the tools.
 //! - [`cache`]: Redis status cache and long-poll wake-ups (bounded calls).
 //! - [`pipeline`]: the generic engine (intake, worker, dispatch, retry,
 //!   consumer loop, reconnecting service). Knows no agent by name.
@@ -25,6 +28,7 @@ pub mod api;
 pub mod app;
 pub mod broker;
 pub mod cache;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -3,7 +3,8 @@
 //! the embedded analyst, so netra works offline.
 
 pub mod actions;
-pub mod catalog;
+/// The supply catalog (lives in [`crate::catalog`], shared with the tools).
+pub use crate::catalog;
 pub mod data;
 pub mod optimization;
 pub mod reporting;

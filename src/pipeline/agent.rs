@@ -13,14 +13,7 @@ use uuid::Uuid;
 
 use crate::error::PhaseError;
 
-/// One earlier message of the run's conversation thread.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct ThreadMessage {
-    /// `user` or `agent`.
-    pub role: String,
-    /// The text.
-    pub content: String,
-}
+pub use crate::model::ThreadMessage;
 
 /// Everything a phase may read, assembled from Postgres.
 #[derive(Debug, Clone, Serialize)]

@@ -19,9 +19,11 @@ pub mod consumer;
 pub mod crashloop;
 pub mod dispatch;
 pub mod dispatched;
-pub mod envelope;
+/// The phase message (lives in [`crate::model`], shared with the store).
+pub use crate::model::envelope;
 pub mod intake;
-pub mod outbound;
+/// What a processed message leads to (lives in [`crate::model`]).
+pub use crate::model::outbound;
 pub mod replay;
 pub mod retry;
 pub mod seal;

@@ -9,7 +9,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::runs::Run;
-use crate::{error::PhaseError, pipeline::envelope::Envelope};
+use crate::{error::PhaseError, model::envelope::Envelope};
 
 /// A normalized error: ids, numbers and timestamps stripped, so that the same
 /// failure of many runs falls into one group.

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::runs::{processed_follow_up, Run, RunStatus, RUN_COLUMNS};
 use crate::{
     error::PhaseError,
-    pipeline::{envelope::Envelope, outbound::Outbound},
+    model::{envelope::Envelope, outbound::Outbound},
 };
 
 /// What one phase attempt did.

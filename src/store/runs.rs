@@ -10,7 +10,7 @@ use serde_json::Value;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use crate::pipeline::{agent::ThreadMessage, envelope::Envelope, outbound::Outbound};
+use crate::model::{envelope::Envelope, outbound::Outbound, ThreadMessage};
 
 pub use crate::model::RunStatus;
 

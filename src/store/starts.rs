@@ -12,7 +12,7 @@ use super::{
     batch::{column, fail_rest, split_round},
     runs::{get, Run, RUN_COLUMNS},
 };
-use crate::pipeline::{agent::ThreadMessage, envelope::Envelope};
+use crate::model::{envelope::Envelope, ThreadMessage};
 
 /// What a phase reads: upstream outputs, the thread so far, and the
 /// operator's patch when this is a patched replay.

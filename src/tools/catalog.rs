@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{db_err, params, Tool, ToolContext};
-use crate::{agents::catalog::Catalog, error::PhaseError};
+use crate::{catalog::Catalog, error::PhaseError};
 
 #[derive(Debug, Deserialize)]
 struct LookupParams {

@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 
 use super::{db_err, Tool, ToolContext};
-use crate::{agents::catalog::Catalog, error::PhaseError};
+use crate::{catalog::Catalog, error::PhaseError};
 
 /// The tools of this module.
 pub fn tools() -> Vec<Tool> {

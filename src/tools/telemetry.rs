@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 
 use super::{db_err, params, Tool, ToolContext};
-use crate::{agents::catalog::Catalog, error::PhaseError};
+use crate::{catalog::Catalog, error::PhaseError};
 
 /// The rows of a workload's window: the last `$3` days before its newest
 /// request (inclusive), for tenant `$1` and workload `$2`.

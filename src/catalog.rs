@@ -75,7 +75,7 @@ pub struct Catalog {
 }
 
 /// The data file compiled into the build.
-pub const EMBEDDED_JSON: &str = include_str!("../../catalog/models.json");
+pub const EMBEDDED_JSON: &str = include_str!("../catalog/models.json");
 
 impl Catalog {
     /// The catalog shipped with this build (empty if the file does not

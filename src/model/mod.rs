@@ -1,8 +1,22 @@
-//! Shared vocabulary of the store and the pipeline: names that are stored
-//! and compared, as types, so that a typo is a compile error rather than a
-//! silent bug. (docs/DESIGN.md "Run states".)
+//! Shared vocabulary of the store and the pipeline, a leaf module both
+//! import (the store imports nothing of the pipeline): run statuses as a
+//! type, so that a typo is a compile error rather than a silent bug
+//! (docs/DESIGN.md "Run states"); the phase message ([`envelope`]); what a
+//! processed message leads to ([`outbound`]); a thread's messages.
+
+pub mod envelope;
+pub mod outbound;
 
 use std::fmt;
+
+/// One earlier message of the run's conversation thread.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ThreadMessage {
+    /// `user` or `agent`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
 
 /// The status of a run (docs/DESIGN.md "Run states"). Stored as its
 /// snake_case name in `runs.status`, and shown that way in the API.
