@@ -1,3 +1,4 @@
+#![warn(missing_docs, unreachable_pub)]
 //! netra: an event-driven queue worker that runs a multi-agent
 //! AI-workload-optimization pipeline on RabbitMQ, Postgres and Redis.
 //!
