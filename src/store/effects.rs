@@ -328,6 +328,9 @@ impl<'a> RunUpdate<'a> {
     }
 }
 
+/// The effect statement of a batch (its columns are bound from [`Columns`]).
+const APPLY_EFFECTS: &str = include_str!("sql/apply_effects.sql");
+
 /// What the effect statement did with one attempt.
 enum Applied {
     /// The message was processed before; nothing changed.
@@ -365,76 +368,32 @@ async fn apply_batch<'e, E: sqlx::PgExecutor<'e>>(
     for p in items {
         c.push(p);
     }
-    let rows: Vec<(i64, bool, bool, bool)> = sqlx::query_as(
-        "WITH i AS ( \
-           SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::jsonb[], $5::int4[], $6::int4[], \
-             $7::text[], $8::jsonb[], $9::text[]::json[], $10::text[], $11::text[], $12::text[], $13::timestamptz[], \
-             $14::text[], $15::text[], $16::int4[], $17::int4[], $18::timestamptz[], $19::bool[], $20::text[], \
-             $21::bool[], $22::jsonb[], $23::text[]) WITH ORDINALITY \
-             AS t(message_id, run_id, phase, follow_up, attempt, replay, outcome, input, output, error_class, \
-                  error, worker_id, started_at, status, next_phase, next_attempt, next_replay, next_attempt_at, \
-                  has_result, run_error, final, detail, report, idx)), \
-         run AS (SELECT r.id, r.status, r.thread_id FROM runs r WHERE r.id IN (SELECT run_id FROM i) \
-                 ORDER BY r.id FOR UPDATE), \
-         j AS (SELECT i.*, run.status AS from_status, run.thread_id, run.status <> 'cancelled' AS live \
-               FROM i JOIN run ON run.id = i.run_id), \
-         p AS ( \
-           INSERT INTO processed_messages (message_id, run_id, phase, follow_up) \
-           SELECT message_id, run_id, phase, CASE WHEN live THEN follow_up ELSE '[]'::jsonb END FROM j \
-           ON CONFLICT (message_id) DO NOTHING RETURNING message_id), \
-         jp AS (SELECT j.* FROM j JOIN p USING (message_id)), \
-         a AS ( \
-           INSERT INTO phase_attempts (run_id, phase, attempt, replay, message_id, outcome, input, \
-             error_class, error, worker_id, started_at, finished_at) \
-           SELECT run_id, phase, attempt, replay, message_id, CASE WHEN live THEN outcome ELSE 'discarded' END, \
-             input, CASE WHEN live THEN error_class END, CASE WHEN live THEN error END, worker_id, started_at, \
-             now() FROM jp), \
-         o AS ( \
-           INSERT INTO phase_outputs (run_id, phase, replay, output) \
-           SELECT run_id, phase, replay, output FROM jp WHERE live AND output IS NOT NULL \
-           ON CONFLICT (run_id, phase) DO UPDATE SET replay = EXCLUDED.replay, output = EXCLUDED.output, \
-             created_at = now()), \
-         r AS ( \
-           UPDATE runs SET status = jp.status, phase = jp.next_phase, attempt = jp.next_attempt, \
-             replay = jp.next_replay, next_attempt_at = jp.next_attempt_at, \
-             result = CASE WHEN jp.has_result THEN jp.output ELSE runs.result END, error = jp.run_error, \
-             updated_at = now(), finished_at = CASE WHEN jp.final THEN now() ELSE NULL END \
-           FROM jp WHERE runs.id = jp.run_id AND jp.live), \
-         h AS ( \
-           INSERT INTO run_history (run_id, actor, from_status, to_status, phase, attempt, replay, error, detail) \
-           SELECT run_id, worker_id, from_status, status, next_phase, next_attempt, next_replay, error, detail \
-           FROM jp WHERE live ORDER BY idx), \
-         m AS ( \
-           INSERT INTO messages (thread_id, run_id, role, content) \
-           SELECT thread_id, run_id, 'agent', report FROM jp WHERE live AND report IS NOT NULL ORDER BY idx) \
-         SELECT i.idx, run.id IS NOT NULL, p.message_id IS NOT NULL, coalesce(run.status <> 'cancelled', false) \
-         FROM i LEFT JOIN run ON run.id = i.run_id LEFT JOIN p ON p.message_id = i.message_id ORDER BY i.idx",
-    )
-    .bind(&c.message_id)
-    .bind(&c.run_id)
-    .bind(&c.phase)
-    .bind(&c.follow_up)
-    .bind(&c.attempt)
-    .bind(&c.replay)
-    .bind(&c.outcome)
-    .bind(&c.input)
-    .bind(&c.output)
-    .bind(&c.error_class)
-    .bind(&c.error)
-    .bind(&c.worker_id)
-    .bind(&c.started_at)
-    .bind(&c.status)
-    .bind(&c.next_phase)
-    .bind(&c.next_attempt)
-    .bind(&c.next_replay)
-    .bind(&c.next_attempt_at)
-    .bind(&c.has_result)
-    .bind(&c.run_error)
-    .bind(&c.final_status)
-    .bind(&c.detail)
-    .bind(&c.report)
-    .fetch_all(ex)
-    .await?;
+    let rows: Vec<(i64, bool, bool, bool)> = sqlx::query_as(APPLY_EFFECTS)
+        .bind(&c.message_id)
+        .bind(&c.run_id)
+        .bind(&c.phase)
+        .bind(&c.follow_up)
+        .bind(&c.attempt)
+        .bind(&c.replay)
+        .bind(&c.outcome)
+        .bind(&c.input)
+        .bind(&c.output)
+        .bind(&c.error_class)
+        .bind(&c.error)
+        .bind(&c.worker_id)
+        .bind(&c.started_at)
+        .bind(&c.status)
+        .bind(&c.next_phase)
+        .bind(&c.next_attempt)
+        .bind(&c.next_replay)
+        .bind(&c.next_attempt_at)
+        .bind(&c.has_result)
+        .bind(&c.run_error)
+        .bind(&c.final_status)
+        .bind(&c.detail)
+        .bind(&c.report)
+        .fetch_all(ex)
+        .await?;
     if rows.len() != n {
         return Err(super::batch::internal_error(format!(
             "effect statement answered {} rows for {n} attempts",
