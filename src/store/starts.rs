@@ -70,30 +70,7 @@ fn statement() -> &'static str {
             .map(|c| format!("runs.{}", c.trim()))
             .collect();
         let returning = cols.join(", ");
-        format!(
-            "WITH i AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::int4[]) WITH ORDINALITY \
-                 AS t(run_id, phase, attempt, replay, idx)), \
-             locked AS (SELECT r.id, r.status FROM runs r WHERE r.id IN (SELECT run_id FROM i) \
-                 ORDER BY r.id FOR UPDATE), \
-             u AS (UPDATE runs SET status = 'running', updated_at = now() FROM i, locked \
-                 WHERE runs.id = i.run_id AND locked.id = i.run_id AND runs.phase = i.phase \
-                 AND runs.attempt = i.attempt AND runs.replay = i.replay \
-                 AND runs.status IN ('queued', 'running', 'retrying') \
-                 RETURNING {returning}, i.idx, locked.status AS prev_status), \
-             h AS (INSERT INTO run_history (run_id, actor, from_status, to_status, phase, attempt, replay) \
-                 SELECT id, $5, prev_status, 'running', phase, attempt, replay FROM u ORDER BY idx) \
-             SELECT u.*, \
-               (SELECT coalesce(json_object_agg(o.phase, o.output), '{{}}'::json) \
-                  FROM phase_outputs o WHERE o.run_id = u.id AND o.phase <> u.phase) AS outputs, \
-               (SELECT coalesce(jsonb_agg(jsonb_build_object('role', m.role, 'content', m.content) ORDER BY m.id), '[]'::jsonb) \
-                  FROM (SELECT id, role, content FROM messages WHERE thread_id = u.thread_id \
-                        AND (run_id IS NULL OR run_id <> u.id) ORDER BY id DESC LIMIT 20) m) AS thread, \
-               (SELECT h.detail->'patch' FROM run_history h WHERE u.replay > 0 AND h.run_id = u.id \
-                  AND h.phase = u.phase AND h.replay = u.replay AND h.to_status = 'queued' \
-                  AND h.detail ? 'patch' ORDER BY h.id DESC LIMIT 1) AS patch, \
-               (SELECT version FROM data_version) AS data_version \
-             FROM u ORDER BY idx"
-        )
+        include_str!("sql/start_phases.sql").replace("{returning}", &returning)
     })
 }
 
