@@ -75,29 +75,7 @@ pub async fn create_run(
 /// end of the statement). One round trip, no explicit transaction.
 fn statement() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
-    SQL.get_or_init(|| {
-        format!(
-            "WITH i AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[], \
-                 $6::text[], $7::jsonb[], $8::bool[], $9::text[]) WITH ORDINALITY \
-                 AS t(id, tenant, thread_id, correlation_id, request_message_id, reply_to, request, new_thread, \
-                      message, idx)), \
-             ok AS (SELECT i.* FROM i WHERE new_thread \
-                    OR EXISTS (SELECT 1 FROM threads t WHERE t.id = i.thread_id AND t.tenant = i.tenant)), \
-             r AS (INSERT INTO runs (id, tenant, thread_id, correlation_id, request_message_id, reply_to, \
-                     request, status, phase, attempt, replay) \
-                   SELECT id, tenant, thread_id, correlation_id, request_message_id, reply_to, request, \
-                     'queued', $10, 1, 0 FROM ok ORDER BY tenant, request_message_id, idx \
-                   ON CONFLICT (tenant, request_message_id) WHERE request_message_id IS NOT NULL DO NOTHING \
-                   RETURNING {RUN_COLUMNS}), \
-             ri AS (SELECT r.*, i.idx, i.new_thread, i.message FROM r JOIN i ON i.id = r.id), \
-             t AS (INSERT INTO threads (id, tenant) SELECT thread_id, tenant FROM ri WHERE new_thread), \
-             m AS (INSERT INTO messages (thread_id, run_id, role, content) \
-                   SELECT thread_id, id, 'user', message FROM ri ORDER BY idx), \
-             h AS (INSERT INTO run_history (run_id, actor, to_status, phase, attempt, replay) \
-                   SELECT id, $11, 'queued', $10, 1, 0 FROM ri ORDER BY idx) \
-             SELECT {RUN_COLUMNS}, idx FROM ri ORDER BY idx"
-        )
-    })
+    SQL.get_or_init(|| include_str!("sql/create_runs.sql").replace("{returning}", RUN_COLUMNS))
 }
 
 #[derive(sqlx::FromRow)]
