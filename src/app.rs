@@ -70,14 +70,18 @@ impl App {
         let marks = store::connect_relaxed(&config).await?;
         let hot = store::connect_hot(&config).await?;
         let seal = crate::pipeline::seal::Seal::load(&config, &pool).await?;
+        let pools = crate::pipeline::Pools {
+            main: pool,
+            marks,
+            hot,
+        };
         let engine = Engine::new(
             config,
-            pool,
+            pools,
             opts.agents.unwrap_or_else(agents::standard),
             cache,
             seal,
-        )
-        .with_engine_pools(marks, hot);
+        );
         let (trigger, stop) = shutdown::channel();
         let mut tasks = Vec::new();
         let mut http_addr = None;

@@ -323,13 +323,10 @@ async fn process(
     }
     let correlation_id = correlation_id.unwrap_or_else(|| Uuid::new_v4().to_string());
     let new = body.into_new_run(tenant, correlation_id, key, reply_to);
-    let created = match &engine.creator {
-        Some(creator) => match creator.call(new).await {
-            Ok(Some(created)) => created,
-            Ok(None) => Err(IntakeError::Db(sqlx::Error::WorkerCrashed)),
-            Err(_) => Err(IntakeError::Db(sqlx::Error::PoolClosed)),
-        },
-        None => runs::create_run(&engine.hot, &new, engine.supervisor.first, "amqp").await,
+    let created = match engine.creator.call(new).await {
+        Ok(Some(created)) => created,
+        Ok(None) => Err(IntakeError::Db(sqlx::Error::WorkerCrashed)),
+        Err(_) => Err(IntakeError::Db(sqlx::Error::PoolClosed)),
     };
     match created {
         Ok(accepted) => {

@@ -68,16 +68,15 @@ pub struct Engine {
     pub link: Arc<BrokerLink>,
     /// The agents' read results, memoized by data version.
     pub memo: Arc<crate::memo::Memo>,
-    /// Group commit of effects (started with the engine's pools; without
-    /// it each effect is committed alone).
-    pub committer: Option<committer::Committer>,
-    /// Batched phase starts (started with the engine's pools).
-    pub starter: Option<starter::Starter>,
-    /// Batched intake of AMQP requests (started with the engine's pools).
-    pub creator: Option<intake::Creator>,
-    /// Marks follow-ups dispatched once confirmed (started with the
-    /// engine's pools).
-    pub dispatched: Option<dispatched::DispatchMarks>,
+    /// Group commit of effects (successes and retries); with
+    /// `NETRA_COMMIT_BATCH=1` every batch is one effect.
+    pub committer: committer::Committer,
+    /// Batched phase starts.
+    pub starter: starter::Starter,
+    /// Batched intake of AMQP requests.
+    pub creator: intake::Creator,
+    /// Marks follow-ups dispatched once confirmed.
+    pub dispatched: dispatched::DispatchMarks,
     /// Signs and checks phase envelopes.
     pub seal: Arc<seal::Seal>,
     /// Per-tenant and per-address rate limits.
@@ -143,67 +142,65 @@ impl BrokerLink {
     }
 }
 
+/// The engine's Postgres pools, named by purpose.
+pub struct Pools {
+    /// The API, the agents' tools, the schedulers.
+    pub main: PgPool,
+    /// The "phase started" marks, committed with `synchronous_commit = off`
+    /// (see [`crate::store::connect_relaxed`]).
+    pub marks: PgPool,
+    /// The per-message statements (intake, effects), with plans cached per
+    /// connection (see [`crate::store::connect_hot`]).
+    pub hot: PgPool,
+}
+
 impl Engine {
-    /// An engine over the given parts.
+    /// An engine over the given parts; starts the batchers of intake,
+    /// starts, effects and dispatch marks (needs a Tokio runtime). With
+    /// `NETRA_COMMIT_BATCH=1` each batch holds one item: the unbatched case.
     pub fn new(
         config: Config,
-        pool: PgPool,
+        pools: Pools,
         agents: agent::AgentSet,
         cache: Option<Cache>,
         seal: seal::Seal,
     ) -> Self {
         let names = Names::new(&config.namespace);
         let memo = Arc::new(crate::memo::Memo::new(config.memo_entries));
+        let metrics = Arc::new(Metrics::default());
+        let supervisor = Arc::new(Supervisor::standard());
+        let batch = config.commit_batch.max(1);
+        let Pools { main, marks, hot } = pools;
         Self {
+            committer: committer::Committer::start(
+                hot.clone(),
+                metrics.clone(),
+                batch,
+                config.commit_concurrency,
+            ),
+            creator: intake::creator(hot.clone(), supervisor.first, metrics.clone(), batch),
+            starter: starter::Starter::start(
+                marks.clone(),
+                config.worker_id.clone(),
+                metrics.clone(),
+                batch,
+                config.commit_concurrency,
+            ),
+            dispatched: dispatched::DispatchMarks::start(marks.clone()),
             config: Arc::new(config),
-            marks: pool.clone(),
-            hot: pool.clone(),
-            pool,
+            pool: main,
+            marks,
+            hot,
             names,
             agents,
-            supervisor: Arc::new(Supervisor::standard()),
+            supervisor,
             cache,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             link: Arc::new(BrokerLink::default()),
             memo,
-            committer: None,
-            starter: None,
-            creator: None,
-            dispatched: None,
             seal: Arc::new(seal),
             limiter: Arc::new(crate::ratelimit::RateLimiter::new()),
         }
-    }
-
-    /// Uses `marks` for the "phase started" marks and `hot` for the other
-    /// per-message statements, and starts the batchers of intake, starts and
-    /// effects on them (needs a Tokio runtime).
-    pub fn with_engine_pools(mut self, marks: PgPool, hot: PgPool) -> Self {
-        if self.config.commit_batch > 1 {
-            self.committer = Some(committer::Committer::start(
-                hot.clone(),
-                self.metrics.clone(),
-                self.config.commit_batch,
-                self.config.commit_concurrency,
-            ));
-            self.creator = Some(intake::creator(
-                hot.clone(),
-                self.supervisor.first,
-                self.metrics.clone(),
-                self.config.commit_batch,
-            ));
-            self.starter = Some(starter::Starter::start(
-                marks.clone(),
-                self.config.worker_id.clone(),
-                self.metrics.clone(),
-                self.config.commit_batch,
-                self.config.commit_concurrency,
-            ));
-        }
-        self.dispatched = Some(dispatched::DispatchMarks::start(marks.clone()));
-        self.marks = marks;
-        self.hot = hot;
-        self
     }
 
     /// True when `phase` is served by an agent.

@@ -217,10 +217,7 @@ async fn start(
     env: &Envelope,
     t0: Instant,
 ) -> Result<Option<Prepared>, InfraError> {
-    let start = match &engine.starter {
-        Some(starter) => starter.start_phase(env).await?,
-        None => runs::start_phase(&engine.marks, env, &engine.config.worker_id).await?,
-    };
+    let start = engine.starter.start_phase(env).await?;
     match start {
         runs::Start::Started(run, inputs) => Ok(Some(prepare(engine, env, *run, inputs))),
         runs::Start::NotRunnable(run) => {
@@ -350,11 +347,12 @@ async fn commit(
     outcome: Outcome,
     input: Option<&PhaseInput>,
 ) -> Result<(runs::Committed, Outcome), InfraError> {
-    let (committed, effect) = match &engine.committer {
-        Some(committer) if !matches!(effect, runs::Effect::DeadLetter { .. }) => {
-            committer.commit(record, effect).await
+    let (committed, effect) = match effect {
+        // A dead letter also indexes itself: it is written alone.
+        runs::Effect::DeadLetter { .. } => {
+            committer::commit_alone(&engine.hot, &record, effect).await
         }
-        _ => committer::commit_alone(&engine.hot, &record, effect).await,
+        _ => engine.committer.commit(record, effect).await,
     };
     let outcome = match &effect {
         Some(runs::Effect::DeadLetter { .. }) => Outcome::DeadLettered,
@@ -404,9 +402,7 @@ pub(crate) async fn publish_and_mark(
     follow_up: &[crate::pipeline::outbound::Outbound],
 ) -> Result<(), InfraError> {
     dispatch::publish_all(engine, publisher, follow_up).await?;
-    if let Some(marks) = &engine.dispatched {
-        marks.mark(env.message_id());
-    }
+    engine.dispatched.mark(env.message_id());
     Ok(())
 }
 
