@@ -272,27 +272,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             phases,
             no_requests,
             no_http,
-        } => {
-            let config = Config::from_env()?;
-            tracing::info!(config = ?config, "starting");
-            let opts = StartOptions {
-                serve: ServeOptions {
-                    phases,
-                    requests: !no_requests,
-                    scheduler: true,
-                },
-                http: !no_http,
-                agents: None,
-            };
-            let app = App::start(config, opts).await?;
-            if let Some(addr) = app.http_addr {
-                tracing::info!(%addr, "HTTP API listening");
-            }
-            wait_for_signal().await;
-            tracing::info!("signal received; shutting down");
-            app.shutdown().await;
-            Ok(())
-        }
+        } => serve(phases, no_requests, no_http).await,
         Command::Migrate => {
             pool().await?;
             println!("migrations applied; supply catalog loaded");
@@ -331,144 +311,172 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             ingest::run_cli(&pool, &target, &file).await
         }
-        Command::Tenant { action } => {
-            let (config, pool) = pool().await?;
-            match action {
-                TenantAction::Create { name, amqp_user } => {
-                    let token = store::tenants::create(&pool, &name, amqp_user.as_deref()).await?;
-                    println!("{token}");
-                    eprintln!("tenant {name} created; the token above is shown only once");
-                    if let Some(user) = &amqp_user {
-                        print_broker_permissions(&config, user);
-                    }
-                }
-                TenantAction::RotateToken { name } => {
-                    let token = store::tenants::rotate_token(&pool, &name).await?;
-                    println!("{token}");
-                    eprintln!("tenant {name} has a new token (shown only once); the old one no longer works");
-                }
-                TenantAction::Delete { name } => {
-                    store::tenants::delete(&pool, &name).await?;
-                    eprintln!("tenant {name} deleted: its token and broker user no longer work, and the name cannot be created again");
-                }
-                TenantAction::List => {
-                    for t in store::tenants::list(&pool).await? {
-                        println!("{t}");
-                    }
-                }
-            }
-            Ok(())
-        }
-        Command::Dlq { action } => {
-            let (_, pool) = pool().await?;
-            match action {
-                DlqAction::List {
-                    filter:
-                        DlqFilterArgs {
-                            phase,
-                            tenant,
-                            error_contains,
-                        },
-                    since,
-                    limit,
-                } => {
-                    let since = since.as_deref().map(parse_since).transpose()?;
-                    let f = store::dead_letters::DeadLetterFilter {
-                        tenant,
-                        phase,
-                        error_contains,
-                        since,
-                        limit,
-                        ..Default::default()
-                    };
-                    println!(
-                        "{:<36}  {:<36}  {:<12}  {:<9}  {:>3}  {:>7}  {:<20}  {:<20}  error",
-                        "id",
-                        "run",
-                        "phase",
-                        "class",
-                        "att",
-                        "replays",
-                        "first failure",
-                        "last failure"
-                    );
-                    for d in store::dead_letters::list(&pool, &f).await? {
-                        println!(
-                            "{:<36}  {:<36}  {:<12}  {:<9}  {:>3}  {:>7}  {:<20}  {:<20}  {}",
-                            d.id,
-                            d.run_id
-                                .map(|r| r.to_string())
-                                .unwrap_or_else(|| "-".into()),
-                            d.phase,
-                            d.error_class,
-                            d.attempts,
-                            d.replay,
-                            d.first_failed_at.format("%Y-%m-%d %H:%M:%S"),
-                            d.last_failed_at.format("%Y-%m-%d %H:%M:%S"),
-                            d.error
-                        );
-                    }
-                }
-                DlqAction::Show { id } => {
-                    let d = store::dead_letters::get(&pool, id, None)
-                        .await?
-                        .context("no such dead letter")?;
-                    println!("{}", serde_json::to_string_pretty(&d)?);
-                    if let Some(run_id) = d.run_id {
-                        if let Some(run) = store::runs::get(&pool, run_id).await? {
-                            let (outputs, _) = store::runs::load_inputs(&pool, &run).await?;
-                            println!("request: {}", serde_json::to_string_pretty(&run.request)?);
-                            println!(
-                                "persisted inputs (upstream outputs): {}",
-                                serde_json::to_string_pretty(&outputs)?
-                            );
-                        }
-                    }
-                }
-                DlqAction::Replay {
-                    id,
-                    run,
-                    group,
-                    filter:
-                        DlqFilterArgs {
-                            phase,
-                            tenant,
-                            error_contains,
-                        },
-                    dry_run,
-                    patch,
-                    limit,
-                    rate,
-                } => {
-                    replay_cmd(
-                        pool,
-                        ReplaySelection {
-                            id,
-                            run,
-                            group,
-                            phase,
-                            tenant,
-                            error_contains,
-                            limit,
-                        },
-                        dry_run,
-                        patch,
-                        rate,
-                    )
-                    .await?;
-                }
-                DlqAction::Groups => {
-                    println!("{:>6}  {:<12}  fingerprint", "count", "phase");
-                    for g in store::dead_letters::groups(&pool, None).await? {
-                        println!("{:>6}  {:<12}  {}", g.count, g.phase, g.fingerprint);
-                    }
-                }
-            }
-            Ok(())
-        }
+        Command::Tenant { action } => tenant(action).await,
+        Command::Dlq { action } => dlq(action).await,
         Command::Demo => demo::run().await,
         Command::Bench { args } => bench(&args).await,
     }
+}
+
+/// `netra serve`: everything in one process until SIGTERM or SIGINT.
+async fn serve(
+    phases: Option<Vec<String>>,
+    no_requests: bool,
+    no_http: bool,
+) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    tracing::info!(config = ?config, "starting");
+    let opts = StartOptions {
+        serve: ServeOptions {
+            phases,
+            requests: !no_requests,
+            scheduler: true,
+        },
+        http: !no_http,
+        agents: None,
+    };
+    let app = App::start(config, opts).await?;
+    if let Some(addr) = app.http_addr {
+        tracing::info!(%addr, "HTTP API listening");
+    }
+    wait_for_signal().await;
+    tracing::info!("signal received; shutting down");
+    app.shutdown().await;
+    Ok(())
+}
+
+/// `netra tenant …`.
+async fn tenant(action: TenantAction) -> anyhow::Result<()> {
+    let (config, pool) = pool().await?;
+    match action {
+        TenantAction::Create { name, amqp_user } => {
+            let token = store::tenants::create(&pool, &name, amqp_user.as_deref()).await?;
+            println!("{token}");
+            eprintln!("tenant {name} created; the token above is shown only once");
+            if let Some(user) = &amqp_user {
+                print_broker_permissions(&config, user);
+            }
+        }
+        TenantAction::RotateToken { name } => {
+            let token = store::tenants::rotate_token(&pool, &name).await?;
+            println!("{token}");
+            eprintln!(
+                "tenant {name} has a new token (shown only once); the old one no longer works"
+            );
+        }
+        TenantAction::Delete { name } => {
+            store::tenants::delete(&pool, &name).await?;
+            eprintln!("tenant {name} deleted: its token and broker user no longer work, and the name cannot be created again");
+        }
+        TenantAction::List => {
+            for t in store::tenants::list(&pool).await? {
+                println!("{t}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `netra dlq …`.
+async fn dlq(action: DlqAction) -> anyhow::Result<()> {
+    let (_, pool) = pool().await?;
+    match action {
+        DlqAction::List {
+            filter:
+                DlqFilterArgs {
+                    phase,
+                    tenant,
+                    error_contains,
+                },
+            since,
+            limit,
+        } => {
+            let since = since.as_deref().map(parse_since).transpose()?;
+            let f = store::dead_letters::DeadLetterFilter {
+                tenant,
+                phase,
+                error_contains,
+                since,
+                limit,
+                ..Default::default()
+            };
+            println!(
+                "{:<36}  {:<36}  {:<12}  {:<9}  {:>3}  {:>7}  {:<20}  {:<20}  error",
+                "id", "run", "phase", "class", "att", "replays", "first failure", "last failure"
+            );
+            for d in store::dead_letters::list(&pool, &f).await? {
+                println!(
+                    "{:<36}  {:<36}  {:<12}  {:<9}  {:>3}  {:>7}  {:<20}  {:<20}  {}",
+                    d.id,
+                    d.run_id
+                        .map(|r| r.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    d.phase,
+                    d.error_class,
+                    d.attempts,
+                    d.replay,
+                    d.first_failed_at.format("%Y-%m-%d %H:%M:%S"),
+                    d.last_failed_at.format("%Y-%m-%d %H:%M:%S"),
+                    d.error
+                );
+            }
+        }
+        DlqAction::Show { id } => {
+            let d = store::dead_letters::get(&pool, id, None)
+                .await?
+                .context("no such dead letter")?;
+            println!("{}", serde_json::to_string_pretty(&d)?);
+            if let Some(run_id) = d.run_id {
+                if let Some(run) = store::runs::get(&pool, run_id).await? {
+                    let (outputs, _) = store::runs::load_inputs(&pool, &run).await?;
+                    println!("request: {}", serde_json::to_string_pretty(&run.request)?);
+                    println!(
+                        "persisted inputs (upstream outputs): {}",
+                        serde_json::to_string_pretty(&outputs)?
+                    );
+                }
+            }
+        }
+        DlqAction::Replay {
+            id,
+            run,
+            group,
+            filter:
+                DlqFilterArgs {
+                    phase,
+                    tenant,
+                    error_contains,
+                },
+            dry_run,
+            patch,
+            limit,
+            rate,
+        } => {
+            replay_cmd(
+                pool,
+                ReplaySelection {
+                    id,
+                    run,
+                    group,
+                    phase,
+                    tenant,
+                    error_contains,
+                    limit,
+                },
+                dry_run,
+                patch,
+                rate,
+            )
+            .await?;
+        }
+        DlqAction::Groups => {
+            println!("{:>6}  {:<12}  fingerprint", "count", "phase");
+            for g in store::dead_letters::groups(&pool, None).await? {
+                println!("{:>6}  {:<12}  {}", g.count, g.phase, g.fingerprint);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Parses `--since`: RFC 3339, or an age such as `30m`, `2h`, `7d`.
