@@ -29,10 +29,7 @@ use sqlx::PgPool;
 /// The data version now (`None` if it cannot be read: then nothing is
 /// stored).
 pub async fn current_version(pool: &PgPool) -> Option<i64> {
-    sqlx::query_scalar("SELECT version FROM data_version")
-        .fetch_one(pool)
-        .await
-        .ok()
+    crate::store::data_version(pool).await.ok()
 }
 
 /// The memo, shared by every phase of a process. `lru` gives the bound and

@@ -140,15 +140,7 @@ pub async fn drain_replayed(
             .as_ref()
             .map(|m| m.as_str().to_string());
         let done = match &message_id {
-            Some(id) => {
-                let row: Option<(i64,)> = sqlx::query_as(
-                    "SELECT count(*) FILTER (WHERE status = 'pending') FROM dead_letters WHERE message_id = $1 HAVING count(*) > 0",
-                )
-                .bind(id)
-                .fetch_optional(pool)
-                .await?;
-                matches!(row, Some((0,)))
-            }
+            Some(id) => dead_letters::all_replayed(pool, id).await?,
             None => false,
         };
         if done {

@@ -344,3 +344,17 @@ pub async fn mark_replayed(
         generation,
     })
 }
+
+/// True when a message has dead letters in the index and none of them is
+/// still pending (every one was replayed): its copy in the dead-letter
+/// queue may go.
+pub async fn all_replayed(pool: &PgPool, message_id: &str) -> Result<bool, sqlx::Error> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'pending') FROM dead_letters \
+         WHERE message_id = $1 HAVING count(*) > 0",
+    )
+    .bind(message_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(matches!(row, Some((0,))))
+}

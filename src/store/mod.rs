@@ -138,6 +138,14 @@ pub fn sqlstate(e: &sqlx::Error) -> Option<String> {
     }
 }
 
+/// The data version: a counter that statement triggers bump on every write
+/// to telemetry, workloads or the catalog (see [`crate::memo`]).
+pub async fn data_version(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT version FROM data_version")
+        .fetch_one(pool)
+        .await
+}
+
 /// True when a single `SELECT 1` succeeds.
 pub async fn ping(pool: &PgPool) -> bool {
     sqlx::query("SELECT 1").execute(pool).await.is_ok()
