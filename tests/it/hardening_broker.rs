@@ -213,48 +213,13 @@ struct Inbox {
 
 impl Inbox {
     async fn open(conn: &lapin::Connection, queue: &str) -> Self {
-        let ch = conn.create_channel().await.unwrap();
-        ch.queue_declare(
-            ShortString::from(queue),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        let consumer = ch
-            .basic_consume(
-                ShortString::from(queue),
-                ShortString::from("inbox"),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        Self {
-            queue: queue.to_string(),
-            consumer,
-        }
+        let (queue, consumer) = consume_exclusive(conn, queue).await;
+        Self { queue, consumer }
     }
 
     /// The next message: (correlation id, body).
     async fn next(&mut self) -> (String, Value) {
-        let d = tokio::time::timeout(DEADLINE, self.consumer.next())
-            .await
-            .expect("reply in time")
-            .expect("stream")
-            .expect("delivery");
-        d.acker.ack(BasicAckOptions::default()).await.unwrap();
-        let cid = d
-            .properties
-            .correlation_id()
-            .as_ref()
-            .map(|c| c.as_str().to_string())
-            .unwrap_or_default();
-        (cid, serde_json::from_slice(&d.data).unwrap())
+        next_message(&mut self.consumer).await
     }
 }
 

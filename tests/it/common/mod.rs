@@ -361,6 +361,51 @@ pub async fn queue_depth(config: &Config, queue: &str) -> u32 {
     n
 }
 
+/// Declares an exclusive queue named `queue` on `conn` (`""`: a
+/// server-named one) and consumes it; returns its name and the consumer.
+pub async fn consume_exclusive(conn: &lapin::Connection, queue: &str) -> (String, lapin::Consumer) {
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            ShortString::from(queue),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let consumer = ch
+        .basic_consume(
+            q.name().clone(),
+            ShortString::from("t"),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    (q.name().as_str().to_string(), consumer)
+}
+
+/// The next message of a consumer, acked: (correlation id, JSON body).
+pub async fn next_message(consumer: &mut lapin::Consumer) -> (String, Value) {
+    let d = tokio::time::timeout(DEADLINE, consumer.next())
+        .await
+        .expect("reply in time")
+        .expect("stream")
+        .expect("delivery");
+    d.acker.ack(BasicAckOptions::default()).await.unwrap();
+    let cid = d
+        .properties
+        .correlation_id()
+        .as_ref()
+        .map(|c| c.as_str().to_string())
+        .unwrap_or_default();
+    (cid, serde_json::from_slice(&d.data).unwrap())
+}
+
 /// A reply queue and a receiver of its messages.
 pub struct Replies {
     pub queue: String,
@@ -372,30 +417,9 @@ impl Replies {
     /// Declares an exclusive reply queue.
     pub async fn open(config: &Config) -> Self {
         let conn = broker::connect(config, "test replies").await.unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        let q = ch
-            .queue_declare(
-                ShortString::from(""),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let consumer = ch
-            .basic_consume(
-                q.name().clone(),
-                ShortString::from("t"),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        let (queue, consumer) = consume_exclusive(&conn, "").await;
         Self {
-            queue: q.name().as_str().to_string(),
+            queue,
             conn,
             consumer,
         }
@@ -403,19 +427,7 @@ impl Replies {
 
     /// The next reply: (correlation id, body).
     pub async fn next(&mut self) -> (String, Value) {
-        let d = tokio::time::timeout(DEADLINE, self.consumer.next())
-            .await
-            .expect("reply in time")
-            .expect("stream")
-            .expect("delivery");
-        d.acker.ack(BasicAckOptions::default()).await.unwrap();
-        let cid = d
-            .properties
-            .correlation_id()
-            .as_ref()
-            .map(|c| c.as_str().to_string())
-            .unwrap_or_default();
-        (cid, serde_json::from_slice(&d.data).unwrap())
+        next_message(&mut self.consumer).await
     }
 
     /// Closes the connection.
