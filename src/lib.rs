@@ -14,14 +14,15 @@
 //! - [`cache`]: Redis status cache and long-poll wake-ups (bounded calls).
 //! - [`pipeline`]: the generic engine (intake, worker, dispatch, retry,
 //!   consumer loop, reconnecting service). Knows no agent by name.
-//! - [`supervisor`]: the routing table between phases, as data.
-//! - [`agents`]: triage, data, optimization, actions, reporting.
+//! - [`agents`]: triage, data, optimization, actions, reporting, each with
+//!   a typed output ([`agents::outputs`]), and the supervisor that routes
+//!   between them ([`agents::supervisor`]).
 //! - [`tools`]: typed, schema-validated functions the agents call (telemetry
 //!   metrics, cost, performance, catalog, supply-configuration validation).
 //! - [`api`]: the HTTP API. [`cli`]: the `netra` command line.
 //! - [`ratelimit`]: sliding-window rate limits, shared through Redis.
 //! - [`memo`]: read results memoized by the version of the data they read.
-//! - [`model`]: shared vocabulary of the store and the pipeline (`RunStatus`).
+//! - [`model`]: shared vocabulary of the store and the pipeline (`RunStatus`, `Phase`).
 //! - [`error`]: the error policy (transient, permanent, infrastructure).
 
 pub mod agents;
@@ -41,6 +42,5 @@ pub mod pipeline;
 pub mod ratelimit;
 pub mod sample;
 pub mod store;
-pub mod supervisor;
 pub mod telemetry;
 pub mod tools;

@@ -10,15 +10,17 @@ use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 
 use netra::{
+    agents::supervisor::Supervisor,
     error::PhaseError,
+    model::Phase,
     pipeline::agent::{Agent, AgentContext, AgentSet, PhaseInput},
 };
 
-struct Stub(&'static str);
+struct Stub(Phase);
 
 impl Agent for Stub {
     fn phase(&self) -> &'static str {
-        self.0
+        self.0.as_str()
     }
 
     fn run<'a>(
@@ -27,18 +29,20 @@ impl Agent for Stub {
         _input: &'a PhaseInput,
     ) -> BoxFuture<'a, Result<Value, PhaseError>> {
         let out = match self.0 {
-            "triage" => json!({"category": "optimization", "workload_ids": ["bench-w"]}),
-            "data" => json!({"sufficiency": "sufficient", "caveats": []}),
-            "reporting" => json!({"markdown": "# Report\n\nstub", "summary": "stub"}),
+            Phase::Triage => json!({"category": "optimization", "workload_ids": ["bench-w"]}),
+            Phase::Data => json!({"sufficiency": "sufficient", "caveats": []}),
+            Phase::Reporting => json!({"markdown": "# Report\n\nstub", "summary": "stub"}),
             _ => json!({"ok": true}),
         };
         Box::pin(async move { Ok(out) })
     }
 }
 
-/// The five phases, each answered by a stub.
+/// The five phases, each answered by a stub, routed by netra's supervisor.
 pub fn agents() -> AgentSet {
-    ["triage", "data", "optimization", "actions", "reporting"]
+    Phase::ALL
         .into_iter()
-        .fold(AgentSet::default(), |set, p| set.with(Arc::new(Stub(p))))
+        .fold(AgentSet::new(Arc::new(Supervisor)), |set, p| {
+            set.with(Arc::new(Stub(p)))
+        })
 }

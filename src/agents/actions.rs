@@ -7,9 +7,14 @@ use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 
 use crate::{
-    agents::{round2, upstream},
+    agents::{
+        outputs::{
+            ActionsOutput, DataOutput, OptimizationOutput, PlanItem, Recommendation, TriageOutput,
+        },
+        round2,
+    },
     error::PhaseError,
-    pipeline::agent::{Agent, AgentContext, PhaseInput},
+    pipeline::agent::{AgentContext, PhaseInput, TypedAgent},
     tools::{Registry, ToolContext},
 };
 
@@ -26,34 +31,35 @@ fn s(v: &Value) -> &str {
 }
 
 /// Steps for one recommendation (pure).
-pub fn steps(rec: &Value) -> Vec<String> {
-    let w = s(&rec["workload_id"]);
-    match rec["kind"].as_str() {
-        Some("model_right_sizing") => vec![
-            format!("Shadow 5% of {w} traffic to {} and compare answers with {} on a labelled sample", s(&rec["to_model"]), s(&rec["from_model"])),
-            format!("Route {w} from {} to {} behind a feature flag, ramping 10% → 50% → 100% over a week", s(&rec["from_model"]), s(&rec["to_model"])),
-            format!("Alert when p95 latency rises above the expected {} ms or the error rate rises; roll back on alert", num(&rec["expected_p95_ms"])),
+pub fn steps(rec: &Recommendation) -> Vec<String> {
+    let w = rec.workload_id.as_str();
+    let f = |name: &str| rec.field(name);
+    match rec.kind.as_str() {
+        "model_right_sizing" => vec![
+            format!("Shadow 5% of {w} traffic to {} and compare answers with {} on a labelled sample", s(f("to_model")), s(f("from_model"))),
+            format!("Route {w} from {} to {} behind a feature flag, ramping 10% → 50% → 100% over a week", s(f("from_model")), s(f("to_model"))),
+            format!("Alert when p95 latency rises above the expected {} ms or the error rate rises; roll back on alert", num(f("expected_p95_ms"))),
         ],
-        Some("self_hosting") => vec![
-            format!("Provision {} x {} and deploy {} with a serving engine (vLLM or TGI)", rec["gpus"], s(&rec["gpu_offer"]), s(&rec["to_model"])),
-            format!("Load-test at the peak of {:.2} tokens/s before moving traffic", rec["figures"]["required_tokens_per_s"].as_f64().unwrap_or(0.0)),
-            format!("Move {w} from {} with a gradual ramp; keep the API as fallback", s(&rec["from_model"])),
+        "self_hosting" => vec![
+            format!("Provision {} x {} and deploy {} with a serving engine (vLLM or TGI)", f("gpus"), s(f("gpu_offer")), s(f("to_model"))),
+            format!("Load-test at the peak of {:.2} tokens/s before moving traffic", rec.figures["required_tokens_per_s"].as_f64().unwrap_or(0.0)),
+            format!("Move {w} from {} with a gradual ramp; keep the API as fallback", s(f("from_model"))),
         ],
-        Some("max_output_tokens") => vec![
-            format!("Set max_tokens = {} on {w}'s calls to {}", rec["cap"], s(&rec["model"])),
+        "max_output_tokens" => vec![
+            format!("Set max_tokens = {} on {w}'s calls to {}", f("cap"), s(f("model"))),
             "Log finish_reason = length and review truncated answers weekly".to_string(),
         ],
-        Some("prompt_caching") => vec![
+        "prompt_caching" => vec![
             format!("Put the static system prompt and examples of {w} first in every request"),
-            format!("Enable prompt caching on {} and log cached-token counts", s(&rec["model"])),
+            format!("Enable prompt caching on {} and log cached-token counts", s(f("model"))),
             "Compare the measured cached share with the assumed one after a day".to_string(),
         ],
-        Some("batch_processing") => vec![
+        "batch_processing" => vec![
             format!("Tag the latency-tolerant requests of {w} (reports, evaluations, back-fills)"),
-            format!("Submit them through the {} batch API and collect results within 24 h", s(&rec["model"])),
+            format!("Submit them through the {} batch API and collect results within 24 h", s(f("model"))),
         ],
-        Some("capacity_for_peaks") => vec![
-            format!("Raise the provider limits of {w} to {} requests/min and {} tokens/min", rec["requests_per_minute"], rec["tokens_per_minute"]),
+        "capacity_for_peaks" => vec![
+            format!("Raise the provider limits of {w} to {} requests/min and {} tokens/min", f("requests_per_minute"), f("tokens_per_minute")),
             "Alert on 429 responses; queue and retry with backoff instead of failing".to_string(),
         ],
         _ => vec!["Review the recommendation with the workload owner".to_string()],
@@ -62,36 +68,32 @@ pub fn steps(rec: &Value) -> Vec<String> {
 
 /// The supply configuration the recommendations add up to, and the figures
 /// it is validated with (pure).
-pub fn supply_configuration(data: &Value, opt: &Value) -> (Value, Value) {
-    let recs: Vec<&Value> = opt["recommendations"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .collect();
-    let of = |kind: &'static str| recs.iter().copied().filter(move |r| r["kind"] == kind);
+pub fn supply_configuration(data: &DataOutput, opt: &OptimizationOutput) -> (Value, Value) {
+    let recs = &opt.recommendations;
+    let of = |kind: &'static str| recs.iter().filter(move |r| r.kind == kind);
     let mut routes = Vec::new();
     let mut models = Vec::new();
     let mut worst_p95: Option<f64> = None;
     let mut max_input: Option<f64> = None;
-    for w in data["workloads"].as_array().into_iter().flatten() {
-        let wid = &w["workload_id"];
-        let p95 = w["metrics"]["latency_ms"]["p95"].as_f64();
-        if let Some(x) = w["metrics"]["tokens"]["input"]["max"].as_f64() {
+    for w in &data.workloads {
+        let wid = &w.workload_id;
+        let p95 = w.metrics["latency_ms"]["p95"].as_f64();
+        if let Some(x) = w.metrics["tokens"]["input"]["max"].as_f64() {
             max_input = Some(max_input.map_or(x, |m: f64| m.max(x)));
         }
         let mut w_p95 = p95;
-        for m in w["cost"]["models"].as_array().into_iter().flatten() {
+        for m in w.cost["models"].as_array().into_iter().flatten() {
             let change = recs.iter().find(|r| {
-                r["workload_id"] == *wid
-                    && r["from_model"] == m["model"]
-                    && (r["kind"] == "model_right_sizing" || r["kind"] == "self_hosting")
+                r.workload_id == *wid
+                    && *r.field("from_model") == m["model"]
+                    && (r.kind == "model_right_sizing" || r.kind == "self_hosting")
             });
-            let serving = change.map_or(&m["model"], |r| &r["to_model"]);
+            let serving = change.map_or(&m["model"], |r| r.field("to_model"));
             if let Some(r) = change {
-                w_p95 = r["expected_p95_ms"].as_f64().or(w_p95);
+                w_p95 = r.field("expected_p95_ms").as_f64().or(w_p95);
             }
             routes.push(json!({"workload_id": wid, "from_model": m["model"], "model": serving}));
-            if !models.contains(serving) && change.is_none_or(|r| r["kind"] != "self_hosting") {
+            if !models.contains(serving) && change.is_none_or(|r| r.kind != "self_hosting") {
                 models.push(serving.clone());
             }
         }
@@ -100,7 +102,7 @@ pub fn supply_configuration(data: &Value, opt: &Value) -> (Value, Value) {
         }
     }
     let self_hosted: Vec<Value> = of("self_hosting")
-        .map(|r| json!({"offer": r["gpu_offer"], "gpus": r["gpus"].as_f64().unwrap_or(1.0) as i64, "model": r["to_model"], "required_tokens_per_s": r["figures"]["required_tokens_per_s"]}))
+        .map(|r| json!({"offer": r.field("gpu_offer"), "gpus": r.field("gpus").as_f64().unwrap_or(1.0) as i64, "model": r.field("to_model"), "required_tokens_per_s": r.figures["required_tokens_per_s"]}))
         .collect();
     let config = json!({
         "compute": {"models": models, "routes": routes, "self_hosted": self_hosted},
@@ -114,46 +116,48 @@ pub fn supply_configuration(data: &Value, opt: &Value) -> (Value, Value) {
             "egress": if self_hosted.is_empty() { "provider APIs over TLS" } else { "provider APIs over TLS; private endpoint for self-hosted models" },
         },
         "services": {
-            "prompt_caching": of("prompt_caching").map(|r| json!({"workload_id": r["workload_id"], "model": r["model"]})).collect::<Vec<_>>(),
-            "batch_api": of("batch_processing").map(|r| json!({"workload_id": r["workload_id"], "model": r["model"], "share": r["share"]})).collect::<Vec<_>>(),
-            "max_output_tokens": of("max_output_tokens").map(|r| json!({"workload_id": r["workload_id"], "model": r["model"], "cap": r["cap"]})).collect::<Vec<_>>(),
-            "rate_limits": of("capacity_for_peaks").map(|r| json!({"workload_id": r["workload_id"], "requests_per_minute": r["requests_per_minute"], "tokens_per_minute": r["tokens_per_minute"]})).collect::<Vec<_>>(),
+            "prompt_caching": of("prompt_caching").map(|r| json!({"workload_id": r.workload_id, "model": r.field("model")})).collect::<Vec<_>>(),
+            "batch_api": of("batch_processing").map(|r| json!({"workload_id": r.workload_id, "model": r.field("model"), "share": r.field("share")})).collect::<Vec<_>>(),
+            "max_output_tokens": of("max_output_tokens").map(|r| json!({"workload_id": r.workload_id, "model": r.field("model"), "cap": r.field("cap")})).collect::<Vec<_>>(),
+            "rate_limits": of("capacity_for_peaks").map(|r| json!({"workload_id": r.workload_id, "requests_per_minute": r.field("requests_per_minute"), "tokens_per_minute": r.field("tokens_per_minute")})).collect::<Vec<_>>(),
         },
     });
     let expected = json!({
         "p95_ms": worst_p95.map(|p| round2(p.max(0.0))),
-        "monthly_cost_usd": opt["projected_monthly_cost_usd"].as_f64().map(|c| c.max(0.0)),
-        "savings_pct": opt["savings_pct"].as_f64().map(|c| c.max(0.0)),
+        "monthly_cost_usd": opt.projected_monthly_cost_usd.max(0.0),
+        "savings_pct": opt.savings_pct.max(0.0),
         "max_input_tokens": max_input,
     });
     (config, expected)
 }
 
-impl Agent for Actions {
-    fn phase(&self) -> &'static str {
-        "actions"
-    }
+impl TypedAgent for Actions {
+    type Output = ActionsOutput;
 
     fn run<'a>(
         &'a self,
         ctx: &'a AgentContext,
         input: &'a PhaseInput,
-    ) -> BoxFuture<'a, Result<Value, PhaseError>> {
+    ) -> BoxFuture<'a, Result<ActionsOutput, PhaseError>> {
         Box::pin(async move {
-            let triage = upstream(input, "triage")?;
-            let data = upstream(input, "data")?;
-            let opt = upstream(input, "optimization")?;
-            let plan: Vec<Value> = opt["recommendations"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|r| json!({"recommendation": r["title"], "kind": r["kind"], "workload_id": r["workload_id"], "steps": steps(r)}))
+            let triage: TriageOutput = input.output()?;
+            let data: DataOutput = input.output()?;
+            let opt: OptimizationOutput = input.output()?;
+            let plan: Vec<PlanItem> = opt
+                .recommendations
+                .iter()
+                .map(|r| PlanItem {
+                    recommendation: r.title.clone(),
+                    kind: r.kind.clone(),
+                    workload_id: r.workload_id.clone(),
+                    steps: steps(r),
+                })
                 .collect();
-            let (config, expected) = supply_configuration(data, opt);
-            let c = &triage["constraints"];
+            let (config, expected) = supply_configuration(&data, &opt);
+            let c = &triage.constraints;
             let constraints = json!({
-                "latency_slo_ms": c["latency_slo_ms"], "monthly_budget_usd": c["monthly_budget_usd"],
-                "quality_floor": c["quality_floor"], "target_reduction_pct": c["target_reduction_pct"],
+                "latency_slo_ms": c.latency_slo_ms, "monthly_budget_usd": c.monthly_budget_usd,
+                "quality_floor": c.quality_floor, "target_reduction_pct": c.target_reduction_pct,
             });
             let tctx = ToolContext::for_agent(ctx, &input.tenant);
             let validation = Registry::standard()
@@ -163,13 +167,13 @@ impl Agent for Actions {
                     json!({"config": config, "constraints": constraints, "expected": expected}),
                 )
                 .await?;
-            Ok(json!({
-                "plan": plan,
-                "supply_configuration": config,
-                "expected": expected,
-                "projected_monthly_cost_usd": opt["projected_monthly_cost_usd"],
-                "validation": validation,
-            }))
+            Ok(ActionsOutput {
+                plan,
+                supply_configuration: config,
+                expected,
+                projected_monthly_cost_usd: opt.projected_monthly_cost_usd,
+                validation,
+            })
         })
     }
 }
@@ -187,11 +191,13 @@ mod tests {
             {"kind": "model_right_sizing", "workload_id": "w", "from_model": "gpt-4o", "to_model": "gpt-4o-mini", "expected_p95_ms": 1400.0},
             {"kind": "max_output_tokens", "workload_id": "w", "model": "gpt-4o-mini", "cap": 700},
         ]});
+        let data: DataOutput = serde_json::from_value(data).unwrap();
+        let opt: OptimizationOutput = serde_json::from_value(opt).unwrap();
         let (config, expected) = supply_configuration(&data, &opt);
         assert_eq!(config["compute"]["models"], json!(["gpt-4o-mini"]));
         assert_eq!(config["services"]["max_output_tokens"][0]["cap"], 700);
         assert_eq!(expected["p95_ms"], json!(1400.0));
         assert_eq!(expected["max_input_tokens"], json!(3000.0));
-        assert_eq!(steps(&opt["recommendations"][1]).len(), 2);
+        assert_eq!(steps(&opt.recommendations[1]).len(), 2);
     }
 }

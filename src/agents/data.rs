@@ -8,10 +8,10 @@
 use futures_util::{future::BoxFuture, stream, StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 
+use super::outputs::{Constraints, DataOutput, Sufficiency, ToolCall, TriageOutput, WorkloadData};
 use crate::{
-    agents::upstream,
     error::PhaseError,
-    pipeline::agent::{Agent, AgentContext, PhaseInput},
+    pipeline::agent::{AgentContext, PhaseInput, TypedAgent},
     tools::{Registry, ToolContext},
 };
 
@@ -40,7 +40,7 @@ pub fn assess(
     workload: &str,
     metrics: &Value,
     cost: &Value,
-    constraints: &Value,
+    constraints: &Constraints,
 ) -> (Vec<String>, Vec<String>) {
     let mut missing = Vec::new();
     let mut caveats = Vec::new();
@@ -63,7 +63,7 @@ pub fn assess(
         ));
     }
     if metrics["latency_ms"]["samples"].as_i64().unwrap_or(0) == 0 {
-        let why = if constraints["latency_slo_ms"].is_number() {
+        let why = if constraints.latency_slo_ms.is_some() {
             "options that change latency cannot be checked against the SLO and are left out"
         } else {
             "latency impact is estimated from the catalog only"
@@ -90,89 +90,105 @@ pub fn assess(
     (missing, caveats)
 }
 
-impl Agent for Data {
-    fn phase(&self) -> &'static str {
-        "data"
-    }
+impl TypedAgent for Data {
+    type Output = DataOutput;
 
     fn run<'a>(
         &'a self,
         ctx: &'a AgentContext,
         input: &'a PhaseInput,
-    ) -> BoxFuture<'a, Result<Value, PhaseError>> {
+    ) -> BoxFuture<'a, Result<DataOutput, PhaseError>> {
         Box::pin(async move {
-            let triage = upstream(input, "triage")?;
-            let workloads: Vec<String> = triage["workload_ids"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let days = triage["time_range_days"]
-                .as_i64()
-                .unwrap_or(30)
-                .clamp(1, 3650);
-            if workloads.is_empty() {
-                return Ok(json!({
-                    "sufficiency": "insufficient",
-                    "missing": ["a workload id: name the workload (\"workload <id>\") or pass workload_id with the request"],
-                    "caveats": [], "workloads": [], "window_days": days,
-                }));
+            let triage: TriageOutput = input.output()?;
+            let days = triage.time_range_days.clamp(1, 3650);
+            if triage.workload_ids.is_empty() {
+                return Ok(DataOutput {
+                    sufficiency: Sufficiency::Insufficient,
+                    missing: vec!["a workload id: name the workload (\"workload <id>\") or pass workload_id with the request".to_string()],
+                    window_days: days,
+                    ..DataOutput::default()
+                });
             }
-            let tools = Registry::standard();
+            let calls = tool_calls(&triage.workload_ids, days);
             let tctx = ToolContext::for_agent(ctx, &input.tenant);
-            // Every (workload, tool) call plus the catalog lookup, concurrently.
-            let calls = workloads.iter().flat_map(|w| {
-                WORKLOAD_TOOLS
-                    .iter()
-                    .map(move |t| (*t, json!({"workload_id": w, "days": days})))
-            });
-            let calls: Vec<(&str, Value)> = calls
-                .chain(std::iter::once(("catalog_lookup", json!({"kind": "all"}))))
-                .collect();
-            let futures: Vec<BoxFuture<'_, Result<Value, PhaseError>>> = calls
-                .iter()
-                .map(|(name, params)| Box::pin(tools.call(&tctx, name, params.clone())) as _)
-                .collect();
-            let results: Vec<Value> = stream::iter(futures)
-                .buffered(MAX_CONCURRENT_TOOLS)
-                .try_collect()
-                .await?;
-            let catalog = results.last().cloned().unwrap_or(Value::Null);
-            let mut out = Vec::new();
-            let mut missing = Vec::new();
-            let mut caveats = Vec::new();
-            for (w, chunk) in workloads.iter().zip(results.chunks(WORKLOAD_TOOLS.len())) {
-                let [metrics, cost, perf] = chunk else {
-                    continue;
-                };
-                let (m, c) = assess(w, metrics, cost, &triage["constraints"]);
-                let has_data = m.is_empty();
-                missing.extend(m);
-                caveats.extend(c);
-                if has_data {
-                    out.push(json!({"workload_id": w, "metrics": metrics, "cost": cost, "performance": perf}));
-                }
-            }
-            let sufficiency = if !missing.is_empty() {
-                "insufficient"
-            } else if !caveats.is_empty() {
-                "partial"
-            } else {
-                "sufficient"
-            };
-            Ok(json!({
-                "sufficiency": sufficiency,
-                "missing": missing,
-                "caveats": caveats,
-                "window_days": days,
-                "workloads": out,
-                "catalog": catalog,
-                "tools_called": calls.iter().map(|(n, p)| json!({"tool": n, "parameters": p})).collect::<Vec<_>>(),
-            }))
+            let results = call_all(&tctx, &calls).await?;
+            Ok(rate(&triage, days, calls, results))
         })
+    }
+}
+
+/// Every (workload, tool) call, then the catalog lookup.
+fn tool_calls(workloads: &[String], days: i64) -> Vec<ToolCall> {
+    let per_workload = workloads.iter().flat_map(|w| {
+        WORKLOAD_TOOLS.iter().map(move |t| ToolCall {
+            tool: t.to_string(),
+            parameters: json!({"workload_id": w, "days": days}),
+        })
+    });
+    per_workload
+        .chain(std::iter::once(ToolCall {
+            tool: "catalog_lookup".to_string(),
+            parameters: json!({"kind": "all"}),
+        }))
+        .collect()
+}
+
+/// Runs the calls concurrently ([`MAX_CONCURRENT_TOOLS`] at a time); the
+/// results keep the calls' order.
+async fn call_all(tctx: &ToolContext, calls: &[ToolCall]) -> Result<Vec<Value>, PhaseError> {
+    let tools = Registry::standard();
+    let futures: Vec<BoxFuture<'_, Result<Value, PhaseError>>> = calls
+        .iter()
+        .map(|c| Box::pin(tools.call(tctx, &c.tool, c.parameters.clone())) as _)
+        .collect();
+    stream::iter(futures)
+        .buffered(MAX_CONCURRENT_TOOLS)
+        .try_collect()
+        .await
+}
+
+/// Rates the tool results of every workload (pure).
+fn rate(triage: &TriageOutput, days: i64, calls: Vec<ToolCall>, results: Vec<Value>) -> DataOutput {
+    let catalog = results.last().cloned().unwrap_or(Value::Null);
+    let mut out = Vec::new();
+    let mut missing = Vec::new();
+    let mut caveats = Vec::new();
+    for (w, chunk) in triage
+        .workload_ids
+        .iter()
+        .zip(results.chunks(WORKLOAD_TOOLS.len()))
+    {
+        let [metrics, cost, perf] = chunk else {
+            continue;
+        };
+        let (m, c) = assess(w, metrics, cost, &triage.constraints);
+        let has_data = m.is_empty();
+        missing.extend(m);
+        caveats.extend(c);
+        if has_data {
+            out.push(WorkloadData {
+                workload_id: w.clone(),
+                metrics: metrics.clone(),
+                cost: cost.clone(),
+                performance: perf.clone(),
+            });
+        }
+    }
+    let sufficiency = if !missing.is_empty() {
+        Sufficiency::Insufficient
+    } else if !caveats.is_empty() {
+        Sufficiency::Partial
+    } else {
+        Sufficiency::Sufficient
+    };
+    DataOutput {
+        sufficiency,
+        missing,
+        caveats,
+        window_days: days,
+        workloads: out,
+        catalog: Some(catalog),
+        tools_called: Some(calls),
     }
 }
 
@@ -183,20 +199,24 @@ mod tests {
     #[test]
     fn sufficiency_names_missing_data_and_gaps() {
         let none = json!({"requests": 0});
-        let (m, c) = assess("w-1", &none, &json!({}), &json!({}));
+        let (m, c) = assess("w-1", &none, &json!({}), &Constraints::default());
         assert_eq!(m.len(), 1);
         assert!(m[0].contains("request telemetry for workload w-1"));
         assert!(c.is_empty());
         let thin = json!({"requests": 40, "span_hours": 3.0, "latency_ms": {"samples": 0}, "error_rate": 0.1});
         let cost = json!({"models": [{"model": "my-model", "cost_basis": "unknown"}]});
-        let (m, c) = assess("w-1", &thin, &cost, &json!({"latency_slo_ms": 2000.0}));
+        let slo = Constraints {
+            latency_slo_ms: Some(2000.0),
+            ..Constraints::default()
+        };
+        let (m, c) = assess("w-1", &thin, &cost, &slo);
         assert!(m.is_empty());
         assert_eq!(c.len(), 5, "{c:?}");
         assert!(c[2].contains("SLO"));
         assert!(c[4].contains("my-model"));
         let good = json!({"requests": 5000, "span_hours": 48.0, "latency_ms": {"samples": 5000}, "error_rate": 0.01});
         assert_eq!(
-            assess("w", &good, &json!({"models": []}), &json!({})),
+            assess("w", &good, &json!({"models": []}), &Constraints::default()),
             (vec![], vec![])
         );
     }

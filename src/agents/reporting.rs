@@ -11,9 +11,16 @@ use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 
 use crate::{
-    agents::{optimization::monthly_factor, round2},
+    agents::{
+        optimization::monthly_factor,
+        outputs::{
+            ActionsOutput, Category, DataOutput, OptimizationOutput, ReportOutput, Sufficiency,
+            TriageOutput,
+        },
+        round2,
+    },
     error::PhaseError,
-    pipeline::agent::{Agent, AgentContext, PhaseInput},
+    pipeline::agent::{parse_output, AgentContext, PhaseInput, PhaseOutput, TypedAgent},
 };
 
 /// The reporting agent.
@@ -27,14 +34,6 @@ fn money(v: &Value) -> String {
 fn num(v: &Value, digits: usize) -> String {
     v.as_f64()
         .map_or_else(|| "n/a".to_string(), |x| format!("{x:.digits$}"))
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m.as_str().map(str::to_string))
-        .collect()
 }
 
 /// Short answers to the questions netra recognises without data (by the
@@ -53,16 +52,14 @@ fn answer(topic: &str) -> &'static str {
 }
 
 /// The per-workload metrics shown in the report (raw, unrounded figures).
-fn metrics(data: &Value) -> Vec<Value> {
-    data["workloads"]
-        .as_array()
-        .into_iter()
-        .flatten()
+fn metrics(data: &DataOutput) -> Vec<Value> {
+    data.workloads
+        .iter()
         .map(|w| {
-            let m = &w["metrics"];
+            let m = &w.metrics;
             let factor = monthly_factor(m["span_hours"].as_f64().unwrap_or(0.0));
             json!({
-                "workload_id": w["workload_id"],
+                "workload_id": w.workload_id,
                 "requests": m["requests"], "errors": m["errors"], "error_rate": m["error_rate"],
                 "input_tokens": m["tokens"]["input_total"], "output_tokens": m["tokens"]["output_total"],
                 "span_hours": m["span_hours"], "monthly_factor": factor,
@@ -70,300 +67,386 @@ fn metrics(data: &Value) -> Vec<Value> {
                 "output_tokens_p95": m["tokens"]["output"]["p95"],
                 "peak_per_hour": m["rate"]["peak_per_hour"], "avg_per_hour": m["rate"]["avg_per_hour"],
                 "peak_to_average": m["rate"]["peak_to_average"],
-                "window_cost_usd": w["cost"]["total_cost_usd"],
-                "monthly_cost_usd": w["cost"]["total_cost_usd"].as_f64().map(|c| round2(c * factor)),
-                "models": w["cost"]["models"],
+                "window_cost_usd": w.cost["total_cost_usd"],
+                "monthly_cost_usd": w.cost["total_cost_usd"].as_f64().map(|c| round2(c * factor)),
+                "models": w.cost["models"],
             })
         })
         .collect()
 }
 
+/// The outputs a report is built from: those of the phases that ran.
+#[derive(Debug, Clone, Default)]
+pub struct Upstream {
+    /// Triage (always ran; the default reads as an analysis).
+    pub triage: TriageOutput,
+    /// Data (the default is neither sufficient nor insufficient).
+    pub data: DataOutput,
+    /// Optimization, when the run is one.
+    pub optimization: Option<OptimizationOutput>,
+    /// Actions, when the run is an optimization.
+    pub actions: Option<ActionsOutput>,
+}
+
+impl Upstream {
+    /// The typed outputs of a phase input.
+    pub fn of(input: &PhaseInput) -> Result<Self, PhaseError> {
+        Ok(Upstream {
+            triage: input.output_if_ran()?.unwrap_or_default(),
+            data: input.output_if_ran()?.unwrap_or_default(),
+            optimization: input.output_if_ran()?,
+            actions: input.output_if_ran()?,
+        })
+    }
+
+    /// The typed outputs of stored outputs by phase name.
+    pub fn from_outputs(outputs: &BTreeMap<String, Value>) -> Result<Self, PhaseError> {
+        fn get<T: PhaseOutput>(outputs: &BTreeMap<String, Value>) -> Result<Option<T>, PhaseError> {
+            outputs
+                .get(T::PHASE.as_str())
+                .map(parse_output::<T>)
+                .transpose()
+        }
+        Ok(Upstream {
+            triage: get(outputs)?.unwrap_or_default(),
+            data: get(outputs)?.unwrap_or_default(),
+            optimization: get(outputs)?,
+            actions: get(outputs)?,
+        })
+    }
+}
+
+/// The parts of a report as it is assembled.
+struct Draft {
+    md: String,
+    summary: String,
+    next_steps: Vec<String>,
+    caveats: Vec<String>,
+    metrics: Vec<Value>,
+}
+
 /// Builds the report from the upstream outputs (pure, for tests).
-pub fn build(request: &Value, outputs: &BTreeMap<String, Value>) -> Value {
-    let null = Value::Null;
-    let triage = outputs.get("triage").unwrap_or(&null);
-    let data = outputs.get("data").unwrap_or(&null);
-    let opt = outputs.get("optimization").unwrap_or(&null);
-    let actions = outputs.get("actions").unwrap_or(&null);
+pub fn build(request: &Value, up: &Upstream) -> ReportOutput {
     let question = request["message"].as_str().unwrap_or("");
-    let needs_input = data["sufficiency"] == "insufficient";
-    let mut md = String::new();
-    let _ = writeln!(md, "# netra report\n\n> {question}\n");
-    let summary;
-    let mut next_steps: Vec<String> = Vec::new();
-    let mut caveats = strings(&data["caveats"]);
-    caveats.extend(strings(&triage["unclear"]));
-    let metrics = metrics(data);
+    let needs_input = up.data.sufficiency == Sufficiency::Insufficient;
+    let mut caveats = up.data.caveats.clone();
+    caveats.extend(up.triage.unclear.iter().cloned());
+    let mut d = Draft {
+        md: format!("# netra report\n\n> {question}\n\n"),
+        summary: String::new(),
+        next_steps: Vec::new(),
+        caveats,
+        metrics: metrics(&up.data),
+    };
     if needs_input {
-        let missing = strings(&data["missing"]);
-        summary = format!(
-            "More data is needed before this can be answered: {}.",
-            missing.join("; ")
+        needs_input_section(&mut d, &up.data);
+    } else if up.triage.category == Category::Question {
+        question_section(&mut d, &up.triage);
+    } else {
+        analysis_sections(&mut d, up);
+    }
+    if !d.next_steps.is_empty() {
+        let _ = writeln!(d.md, "## Next steps\n");
+        for s in &d.next_steps {
+            let _ = writeln!(d.md, "- {s}");
+        }
+    }
+    let opt = up.optimization.as_ref();
+    let actions = up.actions.as_ref();
+    ReportOutput {
+        executive_summary: d.summary,
+        recommendations: opt.map(|o| o.recommendations.clone()),
+        action_plan: actions.map(|a| a.plan.clone()),
+        metrics: d.metrics,
+        next_steps: d.next_steps,
+        needs_input,
+        clarifying_question: up.triage.clarifying_question.clone(),
+        caveats: d.caveats,
+        current_monthly_cost_usd: opt.map(|o| o.current_monthly_cost_usd),
+        total_monthly_savings_usd: opt.map(|o| o.total_monthly_savings_usd),
+        supply_configuration: actions.map(|a| a.supply_configuration.clone()),
+        validation: actions.map(|a| a.validation.clone()),
+        markdown: d.md,
+    }
+}
+
+/// The data was insufficient: say exactly what is missing.
+fn needs_input_section(d: &mut Draft, data: &DataOutput) {
+    d.summary = format!(
+        "More data is needed before this can be answered: {}.",
+        data.missing.join("; ")
+    );
+    let _ = writeln!(d.md, "## Needs input\n\n{}\n", d.summary);
+    d.next_steps = data.missing.clone();
+}
+
+/// A question: the clarifying question triage asked, or the answer.
+fn question_section(d: &mut Draft, triage: &TriageOutput) {
+    if let Some(q) = &triage.clarifying_question {
+        d.summary = format!("The request is ambiguous, so nothing was guessed. {q}");
+        let _ = writeln!(d.md, "## Clarification needed\n\n{}\n", d.summary);
+        d.next_steps.push(q.clone());
+    } else {
+        d.summary = answer(triage.topic.as_deref().unwrap_or("")).to_string();
+        let _ = writeln!(d.md, "## Answer\n\n{}\n", d.summary);
+        d.next_steps.push(
+            "Name a workload and a goal to get an analysis computed from its telemetry".to_string(),
         );
-        let _ = writeln!(md, "## Needs input\n\n{summary}\n");
-        next_steps = missing;
-    } else if triage["category"] == "question" {
-        if let Some(q) = triage["clarifying_question"].as_str() {
-            summary = format!("The request is ambiguous, so nothing was guessed. {q}");
-            let _ = writeln!(md, "## Clarification needed\n\n{summary}\n");
-            next_steps.push(q.to_string());
-        } else {
-            summary = answer(triage["topic"].as_str().unwrap_or("")).to_string();
-            let _ = writeln!(md, "## Answer\n\n{summary}\n");
-            next_steps.push(
-                "Name a workload and a goal to get an analysis computed from its telemetry"
-                    .to_string(),
+    }
+}
+
+/// An analysis or an optimization: summary, metrics, recommendations,
+/// action plan, caveats and next steps.
+fn analysis_sections(d: &mut Draft, up: &Upstream) {
+    d.summary = summary(d, up);
+    let _ = writeln!(d.md, "## Executive summary\n\n{}\n", d.summary);
+    metrics_tables(&mut d.md, &d.metrics, &up.data);
+    if let Some(opt) = &up.optimization {
+        recommendations_section(&mut d.md, opt);
+    }
+    if let Some(actions) = &up.actions {
+        action_plan_section(&mut d.md, actions);
+    }
+    if !d.caveats.is_empty() {
+        let _ = writeln!(d.md, "## Caveats\n");
+        for c in &d.caveats {
+            let _ = writeln!(d.md, "- {c}");
+        }
+        let _ = writeln!(d.md);
+    }
+    let actions = up.actions.as_ref();
+    if actions.is_some_and(|a| a.validation["valid"] == false) {
+        d.next_steps.push(
+            "Resolve the failed checks of the supply configuration before rolling out".to_string(),
+        );
+    }
+    for p in actions.into_iter().flat_map(|a| a.plan.iter()).take(3) {
+        if let Some(first) = p.steps.first() {
+            d.next_steps.push(first.clone());
+        }
+    }
+    for c in &d.caveats {
+        d.next_steps.push(format!("Close the data gap: {c}"));
+    }
+    d.next_steps
+        .push("Re-run this analysis after the changes have been live for a week".to_string());
+}
+
+/// The executive summary of an analysis or an optimization.
+fn summary(d: &Draft, up: &Upstream) -> String {
+    let mut s = String::new();
+    if let Some(opt) = &up.optimization {
+        let _ = write!(
+            s,
+            "Current spend is {} per month; the {} recommendations save {} per month ({}%), to {}.",
+            money(&json!(opt.current_monthly_cost_usd)),
+            opt.recommendations.len(),
+            money(&json!(opt.total_monthly_savings_usd)),
+            num(&json!(opt.savings_pct), 2),
+            money(&json!(opt.projected_monthly_cost_usd)),
+        );
+        if let Some(t) = opt.target_reduction_pct {
+            let met = if opt.meets_target == Some(true) {
+                ""
+            } else {
+                "NOT "
+            };
+            let _ = write!(s, " The {t}% target is {met}met.");
+        }
+        if let Some(valid) = up
+            .actions
+            .as_ref()
+            .and_then(|a| a.validation["valid"].as_bool())
+        {
+            let _ = write!(
+                s,
+                " The supply configuration {} the hard constraints.",
+                if valid { "meets" } else { "does NOT meet" }
             );
         }
     } else {
-        let mut s = String::new();
-        if let Some(cur) = opt["current_monthly_cost_usd"].as_f64() {
-            let _ = write!(
-                s,
-                "Current spend is {} per month; the {} recommendations save {} per month ({}%), to {}.",
-                money(&json!(cur)),
-                opt["recommendations"].as_array().map_or(0, Vec::len),
-                money(&opt["total_monthly_savings_usd"]),
-                num(&opt["savings_pct"], 2),
-                money(&opt["projected_monthly_cost_usd"]),
-            );
-            if let Some(t) = opt["target_reduction_pct"].as_f64() {
-                let _ = write!(
-                    s,
-                    " The {t}% target is {}met.",
-                    if opt["meets_target"] == true {
-                        ""
-                    } else {
-                        "NOT "
-                    }
-                );
-            }
-            if let Some(valid) = actions["validation"]["valid"].as_bool() {
-                let _ = write!(
-                    s,
-                    " The supply configuration {} the hard constraints.",
-                    if valid { "meets" } else { "does NOT meet" }
-                );
-            }
-        } else {
-            let total: f64 = metrics
+        let total: f64 = d
+            .metrics
+            .iter()
+            .filter_map(|m| m["monthly_cost_usd"].as_f64())
+            .sum();
+        let _ = write!(
+            s,
+            "{} workload(s) over the last {} days: {} requests, about {} per month.",
+            d.metrics.len(),
+            up.data.window_days,
+            d.metrics
                 .iter()
-                .filter_map(|m| m["monthly_cost_usd"].as_f64())
-                .sum();
-            let _ = write!(
-                s,
-                "{} workload(s) over the last {} days: {} requests, about {} per month.",
-                metrics.len(),
-                data["window_days"],
-                metrics
-                    .iter()
-                    .filter_map(|m| m["requests"].as_i64())
-                    .sum::<i64>(),
-                money(&json!(round2(total)))
-            );
-        }
-        if !caveats.is_empty() {
-            let _ = write!(
-                s,
-                " Data is {} ({} caveats below).",
-                data["sufficiency"].as_str().unwrap_or("partial"),
-                caveats.len()
-            );
-        }
-        summary = s;
-        let _ = writeln!(md, "## Executive summary\n\n{summary}\n");
-        let _ = writeln!(md, "## Metrics\n\n| workload | requests | input tokens | output tokens | p50 ms | p95 ms | p99 ms | error rate | peak/avg | monthly cost |\n|---|---|---|---|---|---|---|---|---|---|");
-        for m in &metrics {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} | {} | {} | {} | {}% | {} | {} |",
-                m["workload_id"].as_str().unwrap_or("?"),
-                m["requests"],
-                m["input_tokens"],
-                m["output_tokens"],
-                num(&m["latency_ms"]["p50"], 1),
-                num(&m["latency_ms"]["p95"], 1),
-                num(&m["latency_ms"]["p99"], 1),
-                num(&json!(m["error_rate"].as_f64().unwrap_or(0.0) * 100.0), 2),
-                num(&m["peak_to_average"], 2),
-                money(&m["monthly_cost_usd"]),
-            );
-        }
-        let _ = writeln!(md, "\n| model | requests | input tokens | output tokens | window cost | basis |\n|---|---|---|---|---|---|");
-        for m in &metrics {
-            for x in m["models"].as_array().into_iter().flatten() {
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {} | {} | {} | {} |",
-                    x["model"].as_str().unwrap_or("?"),
-                    x["requests"],
-                    x["input_tokens"],
-                    x["output_tokens"],
-                    money(&x["cost_usd"]),
-                    x["cost_basis"].as_str().unwrap_or("")
-                );
-            }
-        }
-        let _ = writeln!(md, "\n| model | p50 ms | p95 ms | TTFT p95 ms | error rate | p95 output tokens | tokens above it |\n|---|---|---|---|---|---|---|");
-        for w in data["workloads"].as_array().into_iter().flatten() {
-            for p in w["performance"]["models"].as_array().into_iter().flatten() {
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {} | {} | {}% | {} | {} |",
-                    p["model"].as_str().unwrap_or("?"),
-                    num(&p["latency_ms"]["p50"], 1),
-                    num(&p["latency_ms"]["p95"], 1),
-                    num(&p["ttft_p95_ms"], 1),
-                    num(&json!(p["error_rate"].as_f64().unwrap_or(0.0) * 100.0), 2),
-                    p["output_cap"],
-                    p["output_tokens_above_cap"]
-                );
-            }
-        }
-        if let Some(recs) = opt["recommendations"].as_array() {
-            let _ = writeln!(md, "\n## Recommendations\n");
-            if recs.is_empty() {
-                let _ = writeln!(
-                    md,
-                    "No option beats the current setup within the constraints.\n"
-                );
-            } else {
-                let _ = writeln!(md, "| # | recommendation | monthly savings | latency impact | risk | confidence |\n|---|---|---|---|---|---|");
-                for (i, r) in recs.iter().enumerate() {
-                    let _ = writeln!(
-                        md,
-                        "| {} | {} | {} | {} ms | {} | {} |",
-                        i + 1,
-                        r["title"].as_str().unwrap_or(""),
-                        money(&r["monthly_savings_usd"]),
-                        num(&r["latency_impact_ms"], 2),
-                        r["risk"].as_str().unwrap_or(""),
-                        r["confidence"].as_str().unwrap_or("")
-                    );
-                }
-                let _ = writeln!(md, "\nHow each figure was computed:\n");
-                for (i, r) in recs.iter().enumerate() {
-                    let _ = writeln!(md, "{}. {}", i + 1, r["basis"].as_str().unwrap_or(""));
-                }
-            }
-            let excluded: Vec<&Value> = opt["excluded"].as_array().into_iter().flatten().collect();
-            if !excluded.is_empty() {
-                let _ = writeln!(md, "\nLeft out:\n");
-                for e in excluded {
-                    let _ = writeln!(
-                        md,
-                        "- {} ({} on {}): {}",
-                        e["kind"].as_str().unwrap_or("?"),
-                        e["model"].as_str().unwrap_or("?"),
-                        e["workload_id"].as_str().unwrap_or("?"),
-                        e["reason"].as_str().unwrap_or("")
-                    );
-                }
-            }
-            let _ = writeln!(md, "\nAssumptions:\n");
-            for a in strings(&opt["assumptions"]) {
-                let _ = writeln!(md, "- {a}");
-            }
-        }
-        if let Some(plan) = actions["plan"].as_array() {
-            let _ = writeln!(md, "\n## Action plan\n");
-            for p in plan {
-                let _ = writeln!(md, "**{}**\n", p["recommendation"].as_str().unwrap_or(""));
-                for s in p["steps"].as_array().into_iter().flatten() {
-                    let _ = writeln!(md, "1. {}", s.as_str().unwrap_or(""));
-                }
-                let _ = writeln!(md);
-            }
-            if let Some(checks) = actions["validation"]["checks"].as_array() {
-                let _ = writeln!(
-                    md,
-                    "### Supply configuration\n\n```json\n{}\n```\n",
-                    serde_json::to_string_pretty(&actions["supply_configuration"])
-                        .unwrap_or_default()
-                );
-                let _ = writeln!(
-                    md,
-                    "| check | subject | limit | expected | ok |\n|---|---|---|---|---|"
-                );
-                for c in checks {
-                    let _ = writeln!(
-                        md,
-                        "| {} ({}) | {} | {} | {} | {} |",
-                        c["check"].as_str().unwrap_or(""),
-                        c["severity"].as_str().unwrap_or(""),
-                        c["subject"].as_str().unwrap_or(""),
-                        c["limit"],
-                        c["expected"],
-                        if c["ok"] == true { "yes" } else { "NO" }
-                    );
-                }
-                let _ = writeln!(md);
-            }
-        }
-        if !caveats.is_empty() {
-            let _ = writeln!(md, "## Caveats\n");
-            for c in &caveats {
-                let _ = writeln!(md, "- {c}");
-            }
-            let _ = writeln!(md);
-        }
-        if actions["validation"]["valid"] == false {
-            next_steps.push(
-                "Resolve the failed checks of the supply configuration before rolling out"
-                    .to_string(),
-            );
-        }
-        for p in actions["plan"].as_array().into_iter().flatten().take(3) {
-            if let Some(first) = p["steps"].get(0).and_then(Value::as_str) {
-                next_steps.push(first.to_string());
-            }
-        }
-        for c in &caveats {
-            next_steps.push(format!("Close the data gap: {c}"));
-        }
-        next_steps
-            .push("Re-run this analysis after the changes have been live for a week".to_string());
+                .filter_map(|m| m["requests"].as_i64())
+                .sum::<i64>(),
+            money(&json!(round2(total)))
+        );
     }
-    if !next_steps.is_empty() {
-        let _ = writeln!(md, "## Next steps\n");
-        for s in &next_steps {
-            let _ = writeln!(md, "- {s}");
-        }
+    if !d.caveats.is_empty() {
+        let _ = write!(
+            s,
+            " Data is {} ({} caveats below).",
+            up.data.sufficiency.as_str(),
+            d.caveats.len()
+        );
     }
-    json!({
-        "executive_summary": summary,
-        "recommendations": opt["recommendations"].clone(),
-        "action_plan": actions["plan"].clone(),
-        "metrics": metrics,
-        "next_steps": next_steps,
-        "needs_input": needs_input,
-        "clarifying_question": triage["clarifying_question"].clone(),
-        "caveats": caveats,
-        "current_monthly_cost_usd": opt["current_monthly_cost_usd"].clone(),
-        "total_monthly_savings_usd": opt["total_monthly_savings_usd"].clone(),
-        "supply_configuration": actions["supply_configuration"].clone(),
-        "validation": actions["validation"].clone(),
-        "markdown": md,
-    })
+    s
 }
 
-impl Agent for Reporting {
-    fn phase(&self) -> &'static str {
-        "reporting"
+/// The metrics tables: per workload, per model's cost, per model's
+/// performance.
+fn metrics_tables(md: &mut String, metrics: &[Value], data: &DataOutput) {
+    let _ = writeln!(md, "## Metrics\n\n| workload | requests | input tokens | output tokens | p50 ms | p95 ms | p99 ms | error rate | peak/avg | monthly cost |\n|---|---|---|---|---|---|---|---|---|---|");
+    for m in metrics {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {}% | {} | {} |",
+            m["workload_id"].as_str().unwrap_or("?"),
+            m["requests"],
+            m["input_tokens"],
+            m["output_tokens"],
+            num(&m["latency_ms"]["p50"], 1),
+            num(&m["latency_ms"]["p95"], 1),
+            num(&m["latency_ms"]["p99"], 1),
+            num(&json!(m["error_rate"].as_f64().unwrap_or(0.0) * 100.0), 2),
+            num(&m["peak_to_average"], 2),
+            money(&m["monthly_cost_usd"]),
+        );
     }
+    let _ = writeln!(md, "\n| model | requests | input tokens | output tokens | window cost | basis |\n|---|---|---|---|---|---|");
+    for m in metrics {
+        for x in m["models"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} |",
+                x["model"].as_str().unwrap_or("?"),
+                x["requests"],
+                x["input_tokens"],
+                x["output_tokens"],
+                money(&x["cost_usd"]),
+                x["cost_basis"].as_str().unwrap_or("")
+            );
+        }
+    }
+    let _ = writeln!(md, "\n| model | p50 ms | p95 ms | TTFT p95 ms | error rate | p95 output tokens | tokens above it |\n|---|---|---|---|---|---|---|");
+    for w in &data.workloads {
+        for p in w.performance["models"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {}% | {} | {} |",
+                p["model"].as_str().unwrap_or("?"),
+                num(&p["latency_ms"]["p50"], 1),
+                num(&p["latency_ms"]["p95"], 1),
+                num(&p["ttft_p95_ms"], 1),
+                num(&json!(p["error_rate"].as_f64().unwrap_or(0.0) * 100.0), 2),
+                p["output_cap"],
+                p["output_tokens_above_cap"]
+            );
+        }
+    }
+}
+
+/// The recommendations, how each figure was computed, what was left out
+/// and the assumptions.
+fn recommendations_section(md: &mut String, opt: &OptimizationOutput) {
+    let recs = &opt.recommendations;
+    let _ = writeln!(md, "\n## Recommendations\n");
+    if recs.is_empty() {
+        let _ = writeln!(
+            md,
+            "No option beats the current setup within the constraints.\n"
+        );
+    } else {
+        let _ = writeln!(md, "| # | recommendation | monthly savings | latency impact | risk | confidence |\n|---|---|---|---|---|---|");
+        for (i, r) in recs.iter().enumerate() {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} ms | {} | {} |",
+                i + 1,
+                r.title,
+                money(&json!(r.monthly_savings_usd)),
+                num(&json!(r.latency_impact_ms), 2),
+                r.risk,
+                r.confidence
+            );
+        }
+        let _ = writeln!(md, "\nHow each figure was computed:\n");
+        for (i, r) in recs.iter().enumerate() {
+            let _ = writeln!(md, "{}. {}", i + 1, r.basis);
+        }
+    }
+    if !opt.excluded.is_empty() {
+        let _ = writeln!(md, "\nLeft out:\n");
+        for e in &opt.excluded {
+            let _ = writeln!(
+                md,
+                "- {} ({} on {}): {}",
+                e.kind, e.model, e.workload_id, e.reason
+            );
+        }
+    }
+    let _ = writeln!(md, "\nAssumptions:\n");
+    for a in &opt.assumptions {
+        let _ = writeln!(md, "- {a}");
+    }
+}
+
+/// The steps per recommendation, the supply configuration and its checks.
+fn action_plan_section(md: &mut String, actions: &ActionsOutput) {
+    let _ = writeln!(md, "\n## Action plan\n");
+    for p in &actions.plan {
+        let _ = writeln!(md, "**{}**\n", p.recommendation);
+        for s in &p.steps {
+            let _ = writeln!(md, "1. {s}");
+        }
+        let _ = writeln!(md);
+    }
+    let Some(checks) = actions.validation["checks"].as_array() else {
+        return;
+    };
+    let _ = writeln!(
+        md,
+        "### Supply configuration\n\n```json\n{}\n```\n",
+        serde_json::to_string_pretty(&actions.supply_configuration).unwrap_or_default()
+    );
+    let _ = writeln!(
+        md,
+        "| check | subject | limit | expected | ok |\n|---|---|---|---|---|"
+    );
+    for c in checks {
+        let _ = writeln!(
+            md,
+            "| {} ({}) | {} | {} | {} | {} |",
+            c["check"].as_str().unwrap_or(""),
+            c["severity"].as_str().unwrap_or(""),
+            c["subject"].as_str().unwrap_or(""),
+            c["limit"],
+            c["expected"],
+            if c["ok"] == true { "yes" } else { "NO" }
+        );
+    }
+    let _ = writeln!(md);
+}
+
+impl TypedAgent for Reporting {
+    type Output = ReportOutput;
 
     fn run<'a>(
         &'a self,
         _ctx: &'a AgentContext,
         input: &'a PhaseInput,
-    ) -> BoxFuture<'a, Result<Value, PhaseError>> {
-        Box::pin(async move { Ok(build(&input.request, &input.outputs)) })
+    ) -> BoxFuture<'a, Result<ReportOutput, PhaseError>> {
+        Box::pin(async move { Ok(build(&input.request, &Upstream::of(input)?)) })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn report(request: &Value, outputs: &BTreeMap<String, Value>) -> Value {
+        serde_json::to_value(build(request, &Upstream::from_outputs(outputs).unwrap())).unwrap()
+    }
 
     #[test]
     fn needs_input_and_clarification_are_explicit() {
@@ -373,7 +456,7 @@ mod tests {
             "data".to_string(),
             json!({"sufficiency": "insufficient", "missing": ["request telemetry for workload x"]}),
         );
-        let r = build(&json!({"message": "cut cost of workload x"}), &o);
+        let r = report(&json!({"message": "cut cost of workload x"}), &o);
         assert_eq!(r["needs_input"], true);
         assert!(r["markdown"]
             .as_str()
@@ -384,7 +467,7 @@ mod tests {
             "triage".to_string(),
             json!({"category": "question", "clarifying_question": "Which workload?"}),
         );
-        let r = build(&json!({"message": "hm"}), &q);
+        let r = report(&json!({"message": "hm"}), &q);
         assert_eq!(r["needs_input"], false);
         assert!(r["executive_summary"]
             .as_str()

@@ -2,11 +2,12 @@
 //! constraints, extracted deterministically from the request text and context.
 
 use futures_util::future::BoxFuture;
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use super::outputs::{Category, Constraints, Priority, TriageOutput};
 use crate::{
     error::PhaseError,
-    pipeline::agent::{Agent, AgentContext, PhaseInput},
+    pipeline::agent::{AgentContext, PhaseInput, TypedAgent},
 };
 
 /// The triage agent.
@@ -154,7 +155,7 @@ fn workloads_in(text: &str) -> Vec<String> {
 }
 
 /// The triage of one request text (pure, for tests).
-pub fn classify(message: &str, workload_hint: Option<&str>) -> Value {
+pub fn classify(message: &str, workload_hint: Option<&str>) -> TriageOutput {
     let text = message.to_lowercase();
     let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
     let optimize = has(OPTIMIZE_WORDS);
@@ -166,43 +167,67 @@ pub fn classify(message: &str, workload_hint: Option<&str>) -> Value {
         }
     }
     let category = if optimize {
-        "optimization"
+        Category::Optimization
     } else if analyse && !workloads.is_empty() {
-        "analysis"
+        Category::Analysis
     } else {
-        "question"
+        Category::Question
     };
+    let priorities = priorities(&text, category);
+    // Unknown or ambiguous requests are flagged with a clarifying question,
+    // never guessed.
+    let topic = TOPICS
+        .iter()
+        .find(|(k, _)| text.contains(k))
+        .map(|(k, _)| *k);
+    let clarifying = clarifying_question(category, &workloads, analyse || optimize, topic);
+    TriageOutput {
+        intent: intent(category, &priorities, &workloads),
+        category,
+        time_range_days: i64::from(range_days(&text).unwrap_or(30)),
+        constraints: constraints(&text),
+        data_needs: match category {
+            Category::Question => Vec::new(),
+            _ => vec!["request telemetry".to_string(), "model prices".to_string()],
+        },
+        topic: topic.map(str::to_string),
+        ambiguous: clarifying.is_some(),
+        clarifying_question: clarifying,
+        unclear: unclear(&text),
+        workload_ids: workloads,
+        priorities,
+    }
+}
+
+/// The goals the text names, in a fixed order; an optimization that names
+/// none is about cost.
+fn priorities(text: &str, category: Category) -> Vec<Priority> {
+    let any = |words: &[&str]| words.iter().any(|w| text.contains(w));
     let mut priorities = Vec::new();
-    if text.contains("cost")
-        || text.contains("spend")
-        || text.contains("cheap")
-        || text.contains("$")
-        || text.contains("bill")
-    {
-        priorities.push("cost");
+    if any(&["cost", "spend", "cheap", "$", "bill"]) {
+        priorities.push(Priority::Cost);
     }
-    if text.contains("latency")
-        || text.contains("p95")
-        || text.contains("p99")
-        || text.contains("fast")
-        || text.contains("slow")
-    {
-        priorities.push("latency");
+    if any(&["latency", "p95", "p99", "fast", "slow"]) {
+        priorities.push(Priority::Latency);
     }
-    if text.contains("quality") || text.contains("accuracy") {
-        priorities.push("quality");
+    if any(&["quality", "accuracy"]) {
+        priorities.push(Priority::Quality);
     }
-    if text.contains("throughput") || text.contains("rate limit") || text.contains("peak") {
-        priorities.push("throughput");
+    if any(&["throughput", "rate limit", "peak"]) {
+        priorities.push(Priority::Throughput);
     }
-    if priorities.is_empty() && category == "optimization" {
-        priorities.push("cost");
+    if priorities.is_empty() && category == Category::Optimization {
+        priorities.push(Priority::Cost);
     }
+    priorities
+}
+
+/// The hard limits the text states.
+fn constraints(text: &str) -> Constraints {
     let latency_slo_ms = ["p95", "p99", "latency"].iter().find_map(|k| {
         text.find(k)
-            .and_then(|i| latency_ms_after(&text, i + k.len()))
+            .and_then(|i| latency_ms_after(text, i + k.len()))
     });
-    let slo_percentile = if text.contains("p99") { "p99" } else { "p95" };
     let quality_floor = if text.contains("without losing quality")
         || text.contains("same quality")
         || text.contains("quality floor")
@@ -213,71 +238,71 @@ pub fn classify(message: &str, workload_hint: Option<&str>) -> Value {
     } else {
         None
     };
-    let intent = match category {
-        "optimization" => format!(
+    Constraints {
+        latency_slo_ms,
+        latency_percentile: if text.contains("p99") { "p99" } else { "p95" }.to_string(),
+        target_reduction_pct: percent(text),
+        monthly_budget_usd: dollars(text),
+        quality_floor,
+    }
+}
+
+/// What netra will do, in one line.
+fn intent(category: Category, priorities: &[Priority], workloads: &[String]) -> String {
+    match category {
+        Category::Optimization => format!(
             "optimize {} of {}",
-            priorities.join(" and "),
+            priorities
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(" and "),
             if workloads.is_empty() {
                 "an unnamed workload".to_string()
             } else {
                 workloads.join(", ")
             }
         ),
-        "analysis" => format!("analyse workload {}", workloads.join(", ")),
-        _ => "answer a question".to_string(),
-    };
-    // Unknown or ambiguous requests are flagged with a clarifying question,
-    // never guessed: a workload without a goal, an analysis without a
-    // workload, or text netra recognises nothing in.
-    let topic = TOPICS
-        .iter()
-        .find(|(k, _)| text.contains(k))
-        .map(|(k, _)| *k);
-    let clarifying = if category != "question" {
+        Category::Analysis => format!("analyse workload {}", workloads.join(", ")),
+        Category::Question => "answer a question".to_string(),
+    }
+}
+
+/// The question to ask instead of guessing: a workload without a goal, an
+/// analysis without a workload, or text netra recognises nothing in.
+fn clarifying_question(
+    category: Category,
+    workloads: &[String],
+    asks_for_work: bool,
+    topic: Option<&str>,
+) -> Option<String> {
+    if category != Category::Question {
         None
     } else if !workloads.is_empty() {
         Some(format!(
             "What should netra do with workload {}: cut its cost, reduce its latency, keep its quality, plan its throughput, or show a usage breakdown?",
             workloads.join(", ")
         ))
-    } else if analyse || optimize {
+    } else if asks_for_work {
         Some("Which workload do you mean? Name it as \"workload <id>\".".to_string())
     } else if topic.is_none() {
         Some("netra analyses the cost, latency, quality and throughput of LLM workloads it has telemetry for. Which workload, and which goal?".to_string())
     } else {
         None
-    };
-    let mut unclear = Vec::new();
-    for k in ["p95", "p99", "latency"] {
-        if let Some(n) = text
-            .find(k)
-            .and_then(|i| unitless_latency(&text, i + k.len()))
-        {
-            unclear.push(format!(
-                "latency limit `{n}` has no unit (ms or s); it was not applied"
-            ));
-            break;
-        }
     }
-    json!({
-        "intent": intent,
-        "category": category,
-        "workload_ids": workloads,
-        "time_range_days": range_days(&text).unwrap_or(30),
-        "priorities": priorities,
-        "constraints": {
-            "latency_slo_ms": latency_slo_ms,
-            "latency_percentile": slo_percentile,
-            "target_reduction_pct": percent(&text),
-            "monthly_budget_usd": dollars(&text),
-            "quality_floor": quality_floor,
-        },
-        "data_needs": if category == "question" { json!([]) } else { json!(["request telemetry", "model prices"]) },
-        "topic": topic,
-        "ambiguous": clarifying.is_some(),
-        "clarifying_question": clarifying,
-        "unclear": unclear,
-    })
+}
+
+/// Parts of the text that were read but not applied.
+fn unclear(text: &str) -> Vec<String> {
+    ["p95", "p99", "latency"]
+        .iter()
+        .find_map(|k| {
+            text.find(k)
+                .and_then(|i| unitless_latency(text, i + k.len()))
+        })
+        .map(|n| format!("latency limit `{n}` has no unit (ms or s); it was not applied"))
+        .into_iter()
+        .collect()
 }
 
 /// Questions netra answers without data, by keyword (the reporting agent
@@ -299,16 +324,14 @@ pub const TOPICS: &[(&str, &str)] = &[
     ("netra", "netra"),
 ];
 
-impl Agent for Triage {
-    fn phase(&self) -> &'static str {
-        "triage"
-    }
+impl TypedAgent for Triage {
+    type Output = TriageOutput;
 
     fn run<'a>(
         &'a self,
         _ctx: &'a AgentContext,
         input: &'a PhaseInput,
-    ) -> BoxFuture<'a, Result<Value, PhaseError>> {
+    ) -> BoxFuture<'a, Result<TriageOutput, PhaseError>> {
         Box::pin(async move {
             let message = input
                 .request
@@ -331,10 +354,15 @@ impl Agent for Triage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn classify_json(message: &str, workload_hint: Option<&str>) -> Value {
+        serde_json::to_value(classify(message, workload_hint)).unwrap()
+    }
 
     #[test]
     fn extracts_constraints_from_the_classic_request() {
-        let t = classify(
+        let t = classify_json(
             "Cut the cost of workload chat-prod by 30% without pushing p95 latency over 2 s",
             None,
         );
@@ -347,60 +375,61 @@ mod tests {
 
     #[test]
     fn ambiguous_requests_get_a_clarifying_question() {
-        let t = classify("what about workload chat-prod", None);
+        let t = classify_json("what about workload chat-prod", None);
         assert_eq!(t["category"], "question");
         assert_eq!(t["ambiguous"], true);
         assert!(t["clarifying_question"]
             .as_str()
             .unwrap()
             .contains("chat-prod"));
-        let t = classify("hello there", None);
+        let t = classify_json("hello there", None);
         assert_eq!(t["ambiguous"], true);
-        let t = classify("What is prompt caching?", None);
+        let t = classify_json("What is prompt caching?", None);
         assert_eq!(
             (t["ambiguous"].clone(), t["topic"].clone()),
             (json!(false), json!("prompt caching"))
         );
-        let t = classify("cut cost of workload w keeping p95 under 2000", None);
+        let t = classify_json("cut cost of workload w keeping p95 under 2000", None);
         assert_eq!(t["constraints"]["latency_slo_ms"], Value::Null);
         assert!(t["unclear"][0].as_str().unwrap().contains("2000"));
         // Deterministic: the same text gives the same triage.
         assert_eq!(
-            classify("reduce cost of workload a", None),
-            classify("reduce cost of workload a", None)
+            classify_json("reduce cost of workload a", None),
+            classify_json("reduce cost of workload a", None)
         );
     }
 
     #[test]
     fn analysis_needs_a_workload_and_questions_fall_through() {
         assert_eq!(
-            classify(
+            classify_json(
                 "Show the usage breakdown of workload w-1 for the last 7 days",
                 None
             )["category"],
             "analysis"
         );
         assert_eq!(
-            classify(
+            classify_json(
                 "Show the usage breakdown of workload w-1 for the last 7 days",
                 None
             )["time_range_days"],
             7
         );
         assert_eq!(
-            classify("What is prompt caching?", None)["category"],
+            classify_json("What is prompt caching?", None)["category"],
             "question"
         );
         assert_eq!(
-            classify("reduce spend", Some("w-9"))["workload_ids"],
+            classify_json("reduce spend", Some("w-9"))["workload_ids"],
             json!(["w-9"])
         );
         assert_eq!(
-            classify("keep p99 under 1500ms and lower cost", None)["constraints"]["latency_slo_ms"],
+            classify_json("keep p99 under 1500ms and lower cost", None)["constraints"]
+                ["latency_slo_ms"],
             json!(1500.0)
         );
         assert_eq!(
-            classify("budget $5,000 per month, cut cost", None)["constraints"]
+            classify_json("budget $5,000 per month, cut cost", None)["constraints"]
                 ["monthly_budget_usd"],
             json!(5000.0)
         );

@@ -6,6 +6,9 @@
 
 pub mod envelope;
 pub mod outbound;
+pub mod phase;
+
+pub use phase::Phase;
 
 use std::fmt;
 

@@ -201,7 +201,8 @@ pub async fn accept(
     new: &NewRun,
     actor: &str,
 ) -> Result<Accepted, IntakeError> {
-    let accepted = runs::create_run(&engine.pool, new, engine.supervisor.first, actor).await?;
+    let accepted =
+        runs::create_run(&engine.pool, new, engine.agents.router().first(), actor).await?;
     if accepted.run.status == crate::model::RunStatus::Queued {
         if let (Some(publisher), Some(env)) = (publisher, accepted.run.envelope()) {
             if let Err(e) = publisher

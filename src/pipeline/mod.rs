@@ -1,7 +1,8 @@
 //! The pipeline engine: consume, dedup, persist, publish, retry, dead-letter.
 //!
 //! It knows phases only by name and agents only through
-//! [`agent::Agent`]; the routing lives in [`crate::supervisor`].
+//! [`agent::Agent`]; the routing is the agent set's [`agent::Router`]
+//! (netra's is `crate::agents::supervisor`).
 //!
 //! - [`intake`] turns upstream requests into runs;
 //! - [`worker`] processes one phase message;
@@ -36,9 +37,7 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
-use crate::{
-    broker::topology::Names, cache::Cache, config::Config, metrics::Metrics, supervisor::Supervisor,
-};
+use crate::{broker::topology::Names, cache::Cache, config::Config, metrics::Metrics};
 
 /// Everything the engine's tasks share.
 #[derive(Clone)]
@@ -56,10 +55,8 @@ pub struct Engine {
     pub hot: PgPool,
     /// Queue names.
     pub names: Names,
-    /// The agents.
+    /// The agents, and the router between them.
     pub agents: agent::AgentSet,
-    /// The routing table.
-    pub supervisor: Arc<Supervisor>,
     /// Status cache and long-poll wake-ups (optional: Postgres is the truth).
     pub cache: Option<Cache>,
     /// Counters and histograms.
@@ -168,7 +165,7 @@ impl Engine {
         let names = Names::new(&config.namespace);
         let memo = Arc::new(crate::memo::Memo::new(config.memo_entries));
         let metrics = Arc::new(Metrics::default());
-        let supervisor = Arc::new(Supervisor::standard());
+        let first = agents.router().first();
         let batch = config.commit_batch.max(1);
         let Pools { main, marks, hot } = pools;
         Self {
@@ -178,7 +175,7 @@ impl Engine {
                 batch,
                 config.commit_concurrency,
             ),
-            creator: intake::creator(hot.clone(), supervisor.first, metrics.clone(), batch),
+            creator: intake::creator(hot.clone(), first, metrics.clone(), batch),
             starter: starter::Starter::start(
                 marks.clone(),
                 config.worker_id.clone(),
@@ -193,7 +190,6 @@ impl Engine {
             hot,
             names,
             agents,
-            supervisor,
             cache,
             metrics,
             link: Arc::new(BrokerLink::default()),

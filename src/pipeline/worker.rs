@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 
 use super::{
-    agent::{AgentContext, PhaseInput},
+    agent::{AgentContext, PhaseInput, Target},
     committer, dispatch,
     envelope::{Envelope, Poison},
     retry, Engine,
@@ -23,7 +23,6 @@ use crate::{
     error::{ErrorClass, InfraError, PhaseError},
     metrics::{AgentCall, Outcome},
     store::{self, dead_letters, runs},
-    supervisor::Target,
 };
 
 /// Handles a delivery from `<ns>.phase.<phase>` and acks or hands it back.
@@ -302,7 +301,7 @@ fn decide(
         Ok(output) => {
             let no_upstream = BTreeMap::new();
             let upstream = input.map_or(&no_upstream, |i| &i.outputs);
-            let next = match engine.supervisor.next(phase, &output, upstream) {
+            let next = match engine.agents.router().next(phase, &output, upstream) {
                 Ok(Target::Phase(p)) => runs::Next::Phase(p.to_string()),
                 Ok(Target::Finish(f)) => runs::Next::Finish(f.status()),
                 Err(e) => {

@@ -15,12 +15,20 @@
 use std::cmp::Ordering;
 
 use futures_util::future::BoxFuture;
-use serde_json::{json, Value};
+use serde::Deserialize;
+use serde_json::Value;
 
 use crate::{
-    agents::{catalog::Catalog, round2, upstream},
+    agents::{
+        catalog::Catalog,
+        outputs::{
+            Constraints, DataOutput, Excluded, OptimizationOutput, Priority, Recommendation,
+            TriageOutput, WorkloadData,
+        },
+        round2,
+    },
     error::PhaseError,
-    pipeline::agent::{Agent, AgentContext, PhaseInput},
+    pipeline::agent::{AgentContext, PhaseInput, TypedAgent},
 };
 
 /// The optimization agent.
@@ -31,9 +39,9 @@ pub mod options;
 pub use options::*;
 
 /// Builds the per-model inputs of one workload of the data output.
-fn model_uses<'a>(w: &'a Value, catalog: &'a Catalog) -> (Vec<ModelUse<'a>>, Vec<Value>) {
-    let wid = w["workload_id"].as_str().unwrap_or("?");
-    let m = &w["metrics"];
+fn model_uses<'a>(w: &'a WorkloadData, catalog: &'a Catalog) -> (Vec<ModelUse<'a>>, Vec<Excluded>) {
+    let wid = w.workload_id.as_str();
+    let m = &w.metrics;
     let span = m["span_hours"].as_f64().unwrap_or(0.0);
     let n = m["requests"].as_i64().unwrap_or(0);
     let factor = monthly_factor(span);
@@ -46,13 +54,18 @@ fn model_uses<'a>(w: &'a Value, catalog: &'a Catalog) -> (Vec<ModelUse<'a>>, Vec
     };
     let mut uses = Vec::new();
     let mut skipped = Vec::new();
-    for c in w["cost"]["models"].as_array().into_iter().flatten() {
+    for c in w.cost["models"].as_array().into_iter().flatten() {
         let id = c["model"].as_str().unwrap_or("");
         let Some(cur) = catalog.model(id) else {
-            skipped.push(json!({"kind": "all", "workload_id": wid, "model": id, "reason": "model not in the supply catalog"}));
+            skipped.push(Excluded {
+                kind: "all".to_string(),
+                workload_id: wid.to_string(),
+                model: id.to_string(),
+                reason: "model not in the supply catalog".to_string(),
+            });
             continue;
         };
-        let perf = w["performance"]["models"]
+        let perf = w.performance["models"]
             .as_array()
             .into_iter()
             .flatten()
@@ -89,18 +102,19 @@ fn model_uses<'a>(w: &'a Value, catalog: &'a Catalog) -> (Vec<ModelUse<'a>>, Vec
 }
 
 /// Recommendations for one workload of the data output: (kept, excluded).
-pub fn recommend(w: &Value, limits: &Limits, catalog: &Catalog) -> (Vec<Value>, Vec<Value>) {
+pub fn recommend(
+    w: &WorkloadData,
+    limits: &Limits,
+    catalog: &Catalog,
+) -> (Vec<Recommendation>, Vec<Excluded>) {
     let (uses, mut out) = model_uses(w, catalog);
     let mut recs = Vec::new();
     for u in &uses {
         // 1. The model change: the larger saving of right-sizing and self-hosting.
         let rs = ("model_right_sizing", right_sizing(u, catalog, limits));
         let sh = ("self_hosting", self_hosting(u, catalog, limits));
-        let savings = |r: &Result<Value, String>| {
-            r.as_ref()
-                .ok()
-                .and_then(|v| v["monthly_savings_usd"].as_f64())
-        };
+        let savings =
+            |r: &Result<Recommendation, String>| r.as_ref().ok().map(|v| v.monthly_savings_usd);
         let (chosen, other) = match (savings(&rs.1), savings(&sh.1)) {
             (Some(a), Some(b)) if b > a => (sh, rs),
             (None, Some(_)) => (sh, rs),
@@ -111,8 +125,8 @@ pub fn recommend(w: &Value, limits: &Limits, catalog: &Catalog) -> (Vec<Value>, 
         match chosen.1 {
             Ok(rec) => {
                 self_hosted = chosen.0 == "self_hosting";
-                serving = rec["to_model"]
-                    .as_str()
+                serving = rec
+                    .str_field("to_model")
                     .and_then(|id| catalog.model(id))
                     .unwrap_or(u.current);
                 if other.1.is_ok() {
@@ -163,16 +177,16 @@ pub fn recommend(w: &Value, limits: &Limits, catalog: &Catalog) -> (Vec<Value>, 
             Err(r) => out.push(excluded("batch_processing", u, r)),
         }
     }
-    if let Some(r) = peak_capacity(w["workload_id"].as_str().unwrap_or("?"), &w["metrics"]) {
+    if let Some(r) = peak_capacity(&w.workload_id, &w.metrics) {
         recs.push(r);
     }
     (recs, out)
 }
 
-fn risk_rank(v: &Value) -> u8 {
-    match v["risk"].as_str() {
-        Some("low") => 0,
-        Some("medium") => 1,
+fn risk_rank(v: &Recommendation) -> u8 {
+    match v.risk.as_str() {
+        "low" => 0,
+        "medium" => 1,
         _ => 2,
     }
 }
@@ -180,37 +194,32 @@ fn risk_rank(v: &Value) -> u8 {
 /// Orders recommendations by the request's priorities, in their order:
 /// cost (larger savings first), latency (smaller latency impact first),
 /// quality (lower risk first), throughput (capacity first); ties by kind.
-pub fn rank(recs: &mut [Value], priorities: &[String]) {
-    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+pub fn rank(recs: &mut [Recommendation], priorities: &[Priority]) {
+    let capacity = |v: &Recommendation| v.kind == "capacity_for_peaks";
     recs.sort_by(|a, b| {
         for p in priorities {
-            let o = match p.as_str() {
-                "cost" => f(b, "monthly_savings_usd").total_cmp(&f(a, "monthly_savings_usd")),
-                "latency" => f(a, "latency_impact_ms").total_cmp(&f(b, "latency_impact_ms")),
-                "quality" => risk_rank(a).cmp(&risk_rank(b)),
-                "throughput" => {
-                    (b["kind"] == "capacity_for_peaks").cmp(&(a["kind"] == "capacity_for_peaks"))
-                }
-                _ => Ordering::Equal,
+            let o = match p {
+                Priority::Cost => b.monthly_savings_usd.total_cmp(&a.monthly_savings_usd),
+                Priority::Latency => a.latency_impact_ms.total_cmp(&b.latency_impact_ms),
+                Priority::Quality => risk_rank(a).cmp(&risk_rank(b)),
+                Priority::Throughput => capacity(b).cmp(&capacity(a)),
             };
             if o != Ordering::Equal {
                 return o;
             }
         }
-        f(b, "monthly_savings_usd")
-            .total_cmp(&f(a, "monthly_savings_usd"))
-            .then_with(|| a["kind"].as_str().cmp(&b["kind"].as_str()))
+        b.monthly_savings_usd
+            .total_cmp(&a.monthly_savings_usd)
+            .then_with(|| a.kind.cmp(&b.kind))
     });
 }
 
 /// The limits of a request: triage constraints plus context overrides.
-pub fn limits(constraints: &Value, context: &Value) -> Limits {
+pub fn limits(constraints: &Constraints, context: &Value) -> Limits {
     let share = |k: &str| context[k].as_f64().filter(|x| (0.0..=1.0).contains(x));
     Limits {
-        latency_slo_ms: constraints["latency_slo_ms"].as_f64(),
-        quality_floor: constraints["quality_floor"]
-            .as_u64()
-            .and_then(|q| u8::try_from(q).ok()),
+        latency_slo_ms: constraints.latency_slo_ms,
+        quality_floor: constraints.quality_floor,
         cacheable_share: share("cacheable_input_share").unwrap_or(CACHEABLE_INPUT_SHARE),
         batch_share: share("batch_eligible_share").unwrap_or(BATCH_ELIGIBLE_SHARE),
         batch_share_declared: share("batch_eligible_share").is_some(),
@@ -218,91 +227,99 @@ pub fn limits(constraints: &Value, context: &Value) -> Limits {
 }
 
 /// The whole optimization output from the triage and data outputs (pure).
-pub fn optimize(triage: &Value, data: &Value, context: &Value, catalog: &Catalog) -> Value {
-    let limits = limits(&triage["constraints"], context);
+pub fn optimize(
+    triage: &TriageOutput,
+    data: &DataOutput,
+    context: &Value,
+    catalog: &Catalog,
+) -> OptimizationOutput {
+    let limits = limits(&triage.constraints, context);
     let mut recs = Vec::new();
     let mut left_out = Vec::new();
     let mut current = 0.0;
-    for w in data["workloads"].as_array().into_iter().flatten() {
-        let factor = monthly_factor(w["metrics"]["span_hours"].as_f64().unwrap_or(0.0));
-        current += w["cost"]["total_cost_usd"].as_f64().unwrap_or(0.0) * factor;
+    for w in &data.workloads {
+        let factor = monthly_factor(w.metrics["span_hours"].as_f64().unwrap_or(0.0));
+        current += w.cost["total_cost_usd"].as_f64().unwrap_or(0.0) * factor;
         let (kept, out) = recommend(w, &limits, catalog);
         recs.extend(kept);
         left_out.extend(out);
     }
-    let priorities: Vec<String> = triage["priorities"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p.as_str().map(str::to_string))
-        .collect();
-    rank(&mut recs, &priorities);
-    let total: f64 = recs
-        .iter()
-        .filter_map(|r| r["monthly_savings_usd"].as_f64())
-        .sum();
-    let target = triage["constraints"]["target_reduction_pct"].as_f64();
+    rank(&mut recs, &triage.priorities);
+    let total: f64 = recs.iter().map(|r| r.monthly_savings_usd).sum();
+    let c = &triage.constraints;
     let pct = if current > 0.0 {
         total.min(current) / current * 100.0
     } else {
         0.0
     };
-    let budget = triage["constraints"]["monthly_budget_usd"].as_f64();
     let projected = (current - total).max(0.0);
-    json!({
-        "strategy": if recs.iter().any(|r| r["monthly_savings_usd"].as_f64().unwrap_or(0.0) > 0.0) {
+    OptimizationOutput {
+        strategy: if recs.iter().any(|r| r.monthly_savings_usd > 0.0) {
             "per model: the cheaper of right-sizing and self-hosting within the constraints, then an output cap, prompt caching and batching on the model that serves"
         } else {
             "no change: no option beats the current setup within the constraints"
-        },
-        "priorities": priorities,
-        "current_monthly_cost_usd": round2(current),
-        "recommendations": recs,
-        "excluded": left_out,
-        "total_monthly_savings_usd": round2(total),
-        "projected_monthly_cost_usd": round2(projected),
-        "savings_pct": round2(pct),
-        "target_reduction_pct": target,
-        "meets_target": target.map(|t| pct >= t),
-        "monthly_budget_usd": budget,
-        "meets_budget": budget.map(|b| projected <= b),
-        "catalog_version": catalog.version,
-        "assumptions": [
-            format!("monthly figures scale the observed window to a {HOURS_PER_MONTH}-hour month (factor = 720 / window hours)"),
-            match limits.quality_floor {
-                Some(f) => format!("model changes keep quality tier >= {f} (from the request)"),
-                None => "without a stated quality floor, model changes may go one quality tier down (risk: medium)".to_string(),
-            },
-            "costs use catalog list prices for the window's token sums; savings of one model's options are chained (model change, then cap, caching, batching on the serving model), so they add up".to_string(),
-            format!("prompt caching assumes {}% of input tokens are a repeated prefix{}", round2(limits.cacheable_share * 100.0), if context["cacheable_input_share"].is_number() { " (from the request)" } else { "" }),
-            format!("batching assumes {}% of requests tolerate up to 24 h{}", round2(limits.batch_share * 100.0), if limits.batch_share_declared { " (from the request)" } else { "" }),
-            "latency impact of a model change = difference of catalog typical time to first token plus mean output tokens at catalog speed, added to the observed p95 (never below the new model's typical time to first token)".to_string(),
-            "self-hosting capacity: GPU tokens/s (catalog, input + output tokens) must cover the peak hour's tokens/s; GPUs billed 720 h/month".to_string(),
-        ],
-    })
+        }
+        .to_string(),
+        priorities: triage.priorities.clone(),
+        current_monthly_cost_usd: round2(current),
+        recommendations: recs,
+        excluded: left_out,
+        total_monthly_savings_usd: round2(total),
+        projected_monthly_cost_usd: round2(projected),
+        savings_pct: round2(pct),
+        target_reduction_pct: c.target_reduction_pct,
+        meets_target: c.target_reduction_pct.map(|t| pct >= t),
+        monthly_budget_usd: c.monthly_budget_usd,
+        meets_budget: c.monthly_budget_usd.map(|b| projected <= b),
+        catalog_version: catalog.version.clone(),
+        assumptions: assumptions(&limits, context),
+    }
 }
 
-impl Agent for Optimization {
-    fn phase(&self) -> &'static str {
-        "optimization"
-    }
+/// What the figures assume, in words.
+fn assumptions(limits: &Limits, context: &Value) -> Vec<String> {
+    vec![
+        format!("monthly figures scale the observed window to a {HOURS_PER_MONTH}-hour month (factor = 720 / window hours)"),
+        match limits.quality_floor {
+            Some(f) => format!("model changes keep quality tier >= {f} (from the request)"),
+            None => "without a stated quality floor, model changes may go one quality tier down (risk: medium)".to_string(),
+        },
+        "costs use catalog list prices for the window's token sums; savings of one model's options are chained (model change, then cap, caching, batching on the serving model), so they add up".to_string(),
+        format!("prompt caching assumes {}% of input tokens are a repeated prefix{}", round2(limits.cacheable_share * 100.0), if context["cacheable_input_share"].is_number() { " (from the request)" } else { "" }),
+        format!("batching assumes {}% of requests tolerate up to 24 h{}", round2(limits.batch_share * 100.0), if limits.batch_share_declared { " (from the request)" } else { "" }),
+        "latency impact of a model change = difference of catalog typical time to first token plus mean output tokens at catalog speed, added to the observed p95 (never below the new model's typical time to first token)".to_string(),
+        "self-hosting capacity: GPU tokens/s (catalog, input + output tokens) must cover the peak hour's tokens/s; GPUs billed 720 h/month".to_string(),
+    ]
+}
+
+impl TypedAgent for Optimization {
+    type Output = OptimizationOutput;
 
     fn run<'a>(
         &'a self,
         ctx: &'a AgentContext,
         input: &'a PhaseInput,
-    ) -> BoxFuture<'a, Result<Value, PhaseError>> {
+    ) -> BoxFuture<'a, Result<OptimizationOutput, PhaseError>> {
         Box::pin(async move {
-            let triage = upstream(input, "triage")?;
-            let data = upstream(input, "data")?;
+            let triage: TriageOutput = input.output()?;
+            let data: DataOutput = input.output()?;
             // The catalog the data phase read, so a replay computes the same figures.
-            let catalog = match serde_json::from_value::<Catalog>(data["catalog"].clone()) {
-                Ok(c) if !c.models.is_empty() => c,
+            let stored = data
+                .catalog
+                .as_ref()
+                .and_then(|c| Catalog::deserialize(c).ok());
+            let catalog = match stored {
+                Some(c) if !c.models.is_empty() => c,
                 _ => Catalog::from_db(&ctx.pool, ctx.data_version)
                     .await
                     .map_err(|e| crate::tools::db_err("catalog_lookup", e))?,
             };
-            Ok(optimize(triage, data, &input.request["context"], &catalog))
+            Ok(optimize(
+                &triage,
+                &data,
+                &input.request["context"],
+                &catalog,
+            ))
         })
     }
 }
@@ -310,16 +327,29 @@ impl Agent for Optimization {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
-    fn workload(p95: f64, avg_out: f64, above: i64, cap: i64) -> Value {
-        json!({
+    fn as_json<T: serde::Serialize>(items: &[T]) -> Vec<Value> {
+        items
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap())
+            .collect()
+    }
+
+    fn constraints(v: Value) -> Constraints {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn workload(p95: f64, avg_out: f64, above: i64, cap: i64) -> WorkloadData {
+        serde_json::from_value(json!({
             "workload_id": "w",
             "metrics": {"requests": 1000, "span_hours": 10.0, "latency_ms": {"p95": p95},
                         "tokens": {"total": 1_200_000, "input": {"max": 4000}},
                         "rate": {"peak_to_average": 1.5, "peak_per_hour": 150, "avg_per_hour": 100, "peak_tokens_per_hour": 180_000}},
             "cost": {"total_cost_usd": 4.5, "models": [{"model": "gpt-4o", "input_tokens": 1_000_000, "output_tokens": 200_000}]},
             "performance": {"models": [{"model": "gpt-4o", "avg_output_tokens": avg_out, "output_cap": cap, "output_tokens_above_cap": above, "requests_above_cap": 50}]},
-        })
+        }))
+        .unwrap()
     }
 
     fn find<'a>(recs: &'a [Value], kind: &str) -> &'a Value {
@@ -331,10 +361,11 @@ mod tests {
         // 10 h window, factor 720/10 = 72; 1M input + 0.2M output tokens on gpt-4o.
         let c = Catalog::embedded();
         let l = limits(
-            &json!({"latency_slo_ms": 2000.0}),
+            &constraints(json!({"latency_slo_ms": 2000.0})),
             &json!({"batch_eligible_share": 0.5}),
         );
         let (recs, _) = recommend(&workload(1500.0, 100.0, 20_000, 400), &l, c);
+        let recs = as_json(&recs);
         // Right-sizing: gpt-4o 1M*2.5/1M + 0.2M*10/1M = 4.5 USD; gpt-4o-mini
         // 0.15 + 0.2*0.6 = 0.27 USD (cheapest of tier >= 2); (4.5-0.27)*72 = 304.56.
         let rs = find(&recs, "model_right_sizing");
@@ -389,7 +420,7 @@ mod tests {
         assert!(err.contains("1031040000"), "{err}");
         // Ten times the volume (factor 10): API 4500 > 3866.40 -> saves 633.60.
         let big = ModelUse { factor: 10.0, ..u };
-        let rec = self_hosting(&big, c, &Limits::default()).unwrap();
+        let rec = serde_json::to_value(self_hosting(&big, c, &Limits::default()).unwrap()).unwrap();
         assert_eq!(rec["monthly_savings_usd"], json!(633.6));
         assert_eq!(rec["gpus"], json!(3.0));
     }
@@ -397,8 +428,9 @@ mod tests {
     #[test]
     fn tight_slo_filters_model_changes_and_undeclared_batching() {
         let c = Catalog::embedded();
-        let l = limits(&json!({"latency_slo_ms": 1.0}), &json!({}));
+        let l = limits(&constraints(json!({"latency_slo_ms": 1.0})), &json!({}));
         let (recs, out) = recommend(&workload(1000.0, 500.0, 0, 900), &l, c);
+        let (recs, out) = (as_json(&recs), as_json(&out));
         assert!(recs
             .iter()
             .all(|r| r["kind"] != "model_right_sizing" && r["kind"] != "self_hosting"));
@@ -418,7 +450,7 @@ mod tests {
     #[test]
     fn peak_capacity_and_ranking_follow_priorities() {
         let m = json!({"rate": {"peak_to_average": 3.0, "peak_per_hour": 600.0, "avg_per_hour": 200.0, "peak_tokens_per_hour": 900_000.0}});
-        let r = peak_capacity("w", &m).unwrap();
+        let r = serde_json::to_value(peak_capacity("w", &m).unwrap()).unwrap();
         // 600/60*1.2 = 12 rpm; 900,000/60*1.2 = 18,000 tpm.
         assert_eq!(
             (
@@ -428,16 +460,20 @@ mod tests {
             (json!(12), json!(18000))
         );
         assert!(peak_capacity("w", &json!({"rate": {"peak_to_average": 1.2, "peak_per_hour": 1.0, "avg_per_hour": 1.0, "peak_tokens_per_hour": 1.0}})).is_none());
-        let mut recs = vec![
+        let recs = vec![
             json!({"kind": "a", "monthly_savings_usd": 10.0, "latency_impact_ms": 50.0, "risk": "high"}),
             json!({"kind": "b", "monthly_savings_usd": 5.0, "latency_impact_ms": -10.0, "risk": "low"}),
             r,
         ];
-        rank(&mut recs, &["cost".into()]);
-        assert_eq!(recs[0]["kind"], "a");
-        rank(&mut recs, &["latency".into()]);
-        assert_eq!(recs[0]["kind"], "b");
-        rank(&mut recs, &["throughput".into(), "cost".into()]);
-        assert_eq!(recs[0]["kind"], "capacity_for_peaks");
+        let mut recs: Vec<Recommendation> = recs
+            .into_iter()
+            .map(|r| serde_json::from_value(r).unwrap())
+            .collect();
+        rank(&mut recs, &[Priority::Cost]);
+        assert_eq!(recs[0].kind, "a");
+        rank(&mut recs, &[Priority::Latency]);
+        assert_eq!(recs[0].kind, "b");
+        rank(&mut recs, &[Priority::Throughput, Priority::Cost]);
+        assert_eq!(recs[0].kind, "capacity_for_peaks");
     }
 }

@@ -5,10 +5,11 @@
 //! returns the recommendation, or why it does not apply; [`super`] chains
 //! them per model and ranks the result.
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::agents::{
     catalog::{Catalog, GpuOffer, ModelPrice},
+    outputs::{Excluded, Recommendation},
     round2,
 };
 
@@ -89,8 +90,21 @@ pub struct Limits {
 }
 
 /// An option left out, and why.
-pub(super) fn excluded(kind: &str, u: &ModelUse, reason: String) -> Value {
-    json!({"kind": kind, "workload_id": u.workload_id, "model": u.current.id, "reason": reason})
+pub(super) fn excluded(kind: &str, u: &ModelUse, reason: String) -> Excluded {
+    Excluded {
+        kind: kind.to_string(),
+        workload_id: u.workload_id.to_string(),
+        model: u.current.id.clone(),
+        reason,
+    }
+}
+
+/// The fields of a recommendation's kind, from a JSON object.
+fn detail(fields: Value) -> Map<String, Value> {
+    match fields {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
 }
 
 /// The expected p95 after a model change: observed p95 plus the estimated
@@ -114,7 +128,11 @@ fn slo_check(
 /// Right-sizing: the cheapest catalog model that keeps the quality floor
 /// (default: at most one tier down), fits the largest prompt and keeps the
 /// SLO; savings = (cost on current − cost on it) × factor for the same tokens.
-pub fn right_sizing(u: &ModelUse, catalog: &Catalog, limits: &Limits) -> Result<Value, String> {
+pub fn right_sizing(
+    u: &ModelUse,
+    catalog: &Catalog,
+    limits: &Limits,
+) -> Result<Recommendation, String> {
     let cur = u.current;
     let min_tier = limits
         .quality_floor
@@ -149,23 +167,22 @@ pub fn right_sizing(u: &ModelUse, catalog: &Catalog, limits: &Limits) -> Result<
         });
     };
     let savings = (cur_cost - alt_cost) * u.factor;
-    Ok(json!({
-        "kind": "model_right_sizing",
-        "workload_id": u.workload_id,
-        "title": format!("Route {} traffic of {} to {}", cur.id, u.workload_id, alt.id),
-        "from_model": cur.id, "to_model": alt.id,
-        "monthly_savings_usd": round2(savings),
-        "latency_impact_ms": round2(delta),
-        "expected_p95_ms": p95.map(round2),
-        "risk": if alt.quality_tier < cur.quality_tier { "medium" } else { "low" },
-        "confidence": u.confidence,
-        "figures": {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens, "window_cost_usd": cur_cost, "window_cost_after_usd": alt_cost, "factor": u.factor},
-        "basis": format!(
+    Ok(Recommendation {
+        kind: "model_right_sizing".to_string(),
+        workload_id: u.workload_id.to_string(),
+        title: format!("Route {} traffic of {} to {}", cur.id, u.workload_id, alt.id),
+        detail: detail(json!({"from_model": cur.id, "to_model": alt.id, "expected_p95_ms": p95.map(round2)})),
+        monthly_savings_usd: round2(savings),
+        latency_impact_ms: round2(delta),
+        risk: if alt.quality_tier < cur.quality_tier { "medium" } else { "low" }.to_string(),
+        confidence: u.confidence.to_string(),
+        figures: json!({"input_tokens": u.input_tokens, "output_tokens": u.output_tokens, "window_cost_usd": cur_cost, "window_cost_after_usd": alt_cost, "factor": u.factor}),
+        basis: format!(
             "{:.0} input + {:.0} output tokens cost {:.4} USD on {} ({}/{} USD per Mtok) vs {:.4} USD on {} ({}/{} USD per Mtok, {} {}); difference x{:.4} (720 h / window) = {:.2} USD/month; latency {:+.1} ms from catalog typical latency and speed at {:.1} mean output tokens",
             u.input_tokens, u.output_tokens, cur_cost, cur.id, cur.input_per_mtok, cur.output_per_mtok,
             alt_cost, alt.id, alt.input_per_mtok, alt.output_per_mtok, alt.source, alt.as_of, u.factor, savings, delta, u.avg_output_tokens
         ),
-    }))
+    })
 }
 
 /// Self-hosting break-even: the cheapest GPU offer able to serve the peak
@@ -173,7 +190,11 @@ pub fn right_sizing(u: &ModelUse, catalog: &Catalog, limits: &Limits) -> Result<
 /// ceil(peak tokens/s ÷ offer tokens/s for the model's size class);
 /// monthly GPU cost = GPUs × hourly price × 720; savings = API cost per month
 /// − GPU cost; break-even = the monthly tokens at which both cost the same.
-pub fn self_hosting(u: &ModelUse, catalog: &Catalog, limits: &Limits) -> Result<Value, String> {
+pub fn self_hosting(
+    u: &ModelUse,
+    catalog: &Catalog,
+    limits: &Limits,
+) -> Result<Recommendation, String> {
     let cur = u.current;
     if cur.provider == "self-hosted" {
         return Err("already self-hostable".into());
@@ -229,24 +250,28 @@ pub fn self_hosting(u: &ModelUse, catalog: &Catalog, limits: &Limits) -> Result<
     let delta = service_ms(m, u.avg_output_tokens) - service_ms(cur, u.avg_output_tokens);
     let p95 = slo_check(limits, u.p95_ms, delta, m.typical_latency_ms)
         .map_err(|r| format!("{}: {r}", m.id))?;
-    Ok(json!({
-        "kind": "self_hosting",
-        "workload_id": u.workload_id,
-        "title": format!("Self-host {} on {gpus} x {} for {} traffic of {}", m.id, g.gpu, cur.id, u.workload_id),
-        "from_model": cur.id, "to_model": m.id, "gpu_offer": g.id, "gpus": gpus,
-        "monthly_savings_usd": round2(savings),
-        "latency_impact_ms": round2(delta),
-        "expected_p95_ms": p95.map(round2),
-        "risk": "high",
-        "confidence": u.confidence,
-        "figures": figures,
-        "basis": basis,
-    }))
+    Ok(Recommendation {
+        kind: "self_hosting".to_string(),
+        workload_id: u.workload_id.to_string(),
+        title: format!(
+            "Self-host {} on {gpus} x {} for {} traffic of {}",
+            m.id, g.gpu, cur.id, u.workload_id
+        ),
+        detail: detail(
+            json!({"from_model": cur.id, "to_model": m.id, "gpu_offer": g.id, "gpus": gpus, "expected_p95_ms": p95.map(round2)}),
+        ),
+        monthly_savings_usd: round2(savings),
+        latency_impact_ms: round2(delta),
+        risk: "high".to_string(),
+        confidence: u.confidence.to_string(),
+        figures,
+        basis,
+    })
 }
 
 /// Output-token cap at the observed p95: the tokens above it are not
 /// generated; savings = tokens above cap × output price × factor.
-pub fn output_cap(u: &ModelUse, serving: &ModelPrice) -> Result<Value, String> {
+pub fn output_cap(u: &ModelUse, serving: &ModelPrice) -> Result<Recommendation, String> {
     let Some(cap) = u.output_cap else {
         return Err("no output-token distribution".into());
     };
@@ -255,21 +280,21 @@ pub fn output_cap(u: &ModelUse, serving: &ModelPrice) -> Result<Value, String> {
     }
     let window = u.tokens_above_cap * serving.output_per_mtok / 1e6;
     let savings = window * u.factor;
-    Ok(json!({
-        "kind": "max_output_tokens",
-        "workload_id": u.workload_id,
-        "title": format!("Cap max output tokens of {} on {} at {cap}", u.workload_id, serving.id),
-        "model": serving.id, "cap": cap,
-        "monthly_savings_usd": round2(savings),
-        "latency_impact_ms": 0.0,
-        "risk": "medium",
-        "confidence": u.confidence,
-        "figures": {"tokens_above_cap": u.tokens_above_cap, "requests_above_cap": u.requests_above_cap, "output_per_mtok": serving.output_per_mtok, "factor": u.factor},
-        "basis": format!(
+    Ok(Recommendation {
+        kind: "max_output_tokens".to_string(),
+        workload_id: u.workload_id.to_string(),
+        title: format!("Cap max output tokens of {} on {} at {cap}", u.workload_id, serving.id),
+        detail: detail(json!({"model": serving.id, "cap": cap})),
+        monthly_savings_usd: round2(savings),
+        latency_impact_ms: 0.0,
+        risk: "medium".to_string(),
+        confidence: u.confidence.to_string(),
+        figures: json!({"tokens_above_cap": u.tokens_above_cap, "requests_above_cap": u.requests_above_cap, "output_per_mtok": serving.output_per_mtok, "factor": u.factor}),
+        basis: format!(
             "{} requests exceed the p95 output length of {cap} tokens by {:.0} tokens in total; at {} USD per Mtok output on {} that is {:.4} USD in the window, x{:.4} = {:.2} USD/month; only those requests get shorter (truncated) answers",
             u.requests_above_cap, u.tokens_above_cap, serving.output_per_mtok, serving.id, window, u.factor, savings
         ),
-    }))
+    })
 }
 
 /// The input cost on the serving model that caching removes, per window.
@@ -284,27 +309,27 @@ pub fn prompt_caching(
     u: &ModelUse,
     serving: &ModelPrice,
     limits: &Limits,
-) -> Result<Value, String> {
+) -> Result<Recommendation, String> {
     if serving.cached_input_discount <= 0.0 || u.input_tokens <= 0.0 {
         return Err(format!("{} has no cached-input discount", serving.id));
     }
     let window = caching_window(u, serving, limits);
     let savings = window * u.factor;
-    Ok(json!({
-        "kind": "prompt_caching",
-        "workload_id": u.workload_id,
-        "title": format!("Enable prompt caching for {} on {}", serving.id, u.workload_id),
-        "model": serving.id,
-        "monthly_savings_usd": round2(savings),
-        "latency_impact_ms": 0.0,
-        "risk": "low",
-        "confidence": "medium",
-        "figures": {"input_tokens": u.input_tokens, "cacheable_share": limits.cacheable_share, "input_per_mtok": serving.input_per_mtok, "cached_input_discount": serving.cached_input_discount, "factor": u.factor},
-        "basis": format!(
+    Ok(Recommendation {
+        kind: "prompt_caching".to_string(),
+        workload_id: u.workload_id.to_string(),
+        title: format!("Enable prompt caching for {} on {}", serving.id, u.workload_id),
+        detail: detail(json!({"model": serving.id})),
+        monthly_savings_usd: round2(savings),
+        latency_impact_ms: 0.0,
+        risk: "low".to_string(),
+        confidence: "medium".to_string(),
+        figures: json!({"input_tokens": u.input_tokens, "cacheable_share": limits.cacheable_share, "input_per_mtok": serving.input_per_mtok, "cached_input_discount": serving.cached_input_discount, "factor": u.factor}),
+        basis: format!(
             "{:.0} input tokens x {} cacheable share x {} USD per Mtok x {} cached discount = {:.4} USD in the window, x{:.4} = {:.2} USD/month",
             u.input_tokens, limits.cacheable_share, serving.input_per_mtok, serving.cached_input_discount, window, u.factor, savings
         ),
-    }))
+    })
 }
 
 /// Batch processing of the latency-tolerant share: savings = share ×
@@ -317,7 +342,7 @@ pub fn batch(
     limits: &Limits,
     capped: bool,
     cached: bool,
-) -> Result<Value, String> {
+) -> Result<Recommendation, String> {
     if serving.batch_discount <= 0.0 {
         return Err(format!("{} has no batch discount", serving.id));
     }
@@ -333,26 +358,26 @@ pub fn batch(
         };
     let window = remaining * limits.batch_share * serving.batch_discount;
     let savings = window * u.factor;
-    Ok(json!({
-        "kind": "batch_processing",
-        "workload_id": u.workload_id,
-        "title": format!("Send the latency-tolerant {}% of {} to the {} batch API", round2(limits.batch_share * 100.0), u.workload_id, serving.id),
-        "model": serving.id, "share": limits.batch_share,
-        "monthly_savings_usd": round2(savings),
-        "latency_impact_ms": 0.0,
-        "risk": "low",
-        "confidence": if limits.batch_share_declared { "medium" } else { "low" },
-        "figures": {"remaining_window_cost_usd": remaining, "share": limits.batch_share, "batch_discount": serving.batch_discount, "factor": u.factor},
-        "basis": format!(
+    Ok(Recommendation {
+        kind: "batch_processing".to_string(),
+        workload_id: u.workload_id.to_string(),
+        title: format!("Send the latency-tolerant {}% of {} to the {} batch API", round2(limits.batch_share * 100.0), u.workload_id, serving.id),
+        detail: detail(json!({"model": serving.id, "share": limits.batch_share})),
+        monthly_savings_usd: round2(savings),
+        latency_impact_ms: 0.0,
+        risk: "low".to_string(),
+        confidence: if limits.batch_share_declared { "medium" } else { "low" }.to_string(),
+        figures: json!({"remaining_window_cost_usd": remaining, "share": limits.batch_share, "batch_discount": serving.batch_discount, "factor": u.factor}),
+        basis: format!(
             "{:.4} USD window cost on {} (after the cap and caching above) x {} share x {} batch discount = {:.4} USD, x{:.4} = {:.2} USD/month; batched requests complete within 24 h, outside the interactive latency",
             remaining, serving.id, limits.batch_share, serving.batch_discount, window, u.factor, savings
         ),
-    }))
+    })
 }
 
 /// Capacity for peaks: rate limits (or reserved throughput) sized for the
 /// peak hour with headroom. No savings; it protects latency under bursts.
-pub fn peak_capacity(workload: &str, metrics: &Value) -> Option<Value> {
+pub fn peak_capacity(workload: &str, metrics: &Value) -> Option<Recommendation> {
     let ratio = metrics["rate"]["peak_to_average"].as_f64()?;
     let peak = metrics["rate"]["peak_per_hour"].as_f64()?;
     let peak_tokens = metrics["rate"]["peak_tokens_per_hour"].as_f64()?;
@@ -362,18 +387,18 @@ pub fn peak_capacity(workload: &str, metrics: &Value) -> Option<Value> {
     }
     let rpm = (peak / 60.0 * PEAK_HEADROOM).ceil() as i64;
     let tpm = (peak_tokens / 60.0 * PEAK_HEADROOM).ceil() as i64;
-    Some(json!({
-        "kind": "capacity_for_peaks",
-        "workload_id": workload,
-        "title": format!("Provision {workload} for its peak: {rpm} requests/min, {tpm} tokens/min"),
-        "requests_per_minute": rpm, "tokens_per_minute": tpm,
-        "monthly_savings_usd": 0.0,
-        "latency_impact_ms": 0.0,
-        "risk": "low",
-        "confidence": "high",
-        "figures": {"peak_per_hour": peak, "avg_per_hour": avg, "peak_to_average": ratio, "peak_tokens_per_hour": peak_tokens, "headroom": PEAK_HEADROOM},
-        "basis": format!(
+    Some(Recommendation {
+        kind: "capacity_for_peaks".to_string(),
+        workload_id: workload.to_string(),
+        title: format!("Provision {workload} for its peak: {rpm} requests/min, {tpm} tokens/min"),
+        detail: detail(json!({"requests_per_minute": rpm, "tokens_per_minute": tpm})),
+        monthly_savings_usd: 0.0,
+        latency_impact_ms: 0.0,
+        risk: "low".to_string(),
+        confidence: "high".to_string(),
+        figures: json!({"peak_per_hour": peak, "avg_per_hour": avg, "peak_to_average": ratio, "peak_tokens_per_hour": peak_tokens, "headroom": PEAK_HEADROOM}),
+        basis: format!(
             "peak hour {peak:.0} requests vs {avg:.2} average per hour (peak-to-average {ratio:.2} >= {BURSTY_RATIO}); {peak:.0}/60 x {PEAK_HEADROOM} = {rpm} requests/min and {peak_tokens:.0}/60 x {PEAK_HEADROOM} = {tpm} tokens/min keep bursts from being throttled"
         ),
-    }))
+    })
 }
