@@ -21,6 +21,8 @@
 //!   metrics, cost, performance, catalog, supply-configuration validation).
 //! - [`api`]: the HTTP API. [`cli`]: the `netra` command line.
 //! - [`ratelimit`]: sliding-window rate limits, shared through Redis.
+//! - [`llm`]: language models: the OpenAI-compatible client, the call ledger,
+//!   rate limits, versioned prompts and the grounding checks.
 //! - [`memo`]: read results memoized by the version of the data they read.
 //! - [`model`]: shared vocabulary of the store and the pipeline (`RunStatus`, `Phase`).
 //! - [`error`]: the error policy (transient, permanent, infrastructure).
@@ -35,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod ingest;
+pub mod llm;
 pub mod memo;
 pub mod metrics;
 pub mod model;

@@ -43,10 +43,36 @@ local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return math.max(1, tonumber(oldest[2]) + window - now)
 ";
 
+/// Like [`SCRIPT`], but every call weighs ARGV[4] units (tokens, say): the
+/// units in the window are the sum of the weights (kept in the members'
+/// names), and a call is admitted while that sum plus its weight stays
+/// within the limit (a call heavier than the whole limit is admitted into an
+/// empty window, so it cannot wait forever).
+const WEIGHTED_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local weight = tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local used = 0
+for i = 1, #members, 2 do
+  used = used + tonumber(string.match(members[i], '([0-9]+)$'))
+end
+if used == 0 or used + weight <= limit then
+  redis.call('ZADD', KEYS[1], now, now .. '-' .. ARGV[3] .. '-' .. weight)
+  redis.call('PEXPIRE', KEYS[1], window)
+  return 0
+end
+return math.max(1, tonumber(members[2]) + window - now)
+";
+
 /// The limiter of one process.
 #[derive(Default)]
 pub struct RateLimiter {
     local: Mutex<HashMap<String, VecDeque<Instant>>>,
+    weighted: Mutex<HashMap<String, VecDeque<(Instant, u64)>>>,
 }
 
 impl RateLimiter {
@@ -88,6 +114,64 @@ impl RateLimiter {
             }
         }
         self.local(key, limit, Instant::now(), count)
+    }
+
+    /// Counts a call of `weight` units (tokens, say) of `key` against
+    /// `limit` units per window: `None` when admitted, otherwise the whole
+    /// seconds to wait. `limit` 0 admits everything.
+    pub async fn check_weighted(
+        &self,
+        cache: Option<&Cache>,
+        key: &str,
+        limit: u64,
+        weight: u64,
+    ) -> Option<u64> {
+        if limit == 0 {
+            return None;
+        }
+        if let Some(cache) = cache {
+            let nonce = uuid::Uuid::new_v4().simple().to_string();
+            let args = [
+                WINDOW.as_millis().to_string(),
+                limit.to_string(),
+                nonce,
+                weight.to_string(),
+            ];
+            if let Some(wait_ms) = cache
+                .eval::<u64>(WEIGHTED_SCRIPT, &[&format!("rlw:{key}")], &args)
+                .await
+            {
+                return (wait_ms > 0).then(|| wait_ms.div_ceil(1000).max(1));
+            }
+        }
+        self.weighted_local(key, limit, weight, Instant::now())
+    }
+
+    /// The per-process weighted window (used while Redis is away).
+    pub fn weighted_local(&self, key: &str, limit: u64, weight: u64, now: Instant) -> Option<u64> {
+        let mut map = self.weighted.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > LOCAL_KEYS {
+            map.retain(|_, calls| {
+                calls
+                    .back()
+                    .is_some_and(|(t, _)| now.duration_since(*t) < WINDOW)
+            });
+        }
+        let calls = map.entry(key.to_string()).or_default();
+        while calls
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) >= WINDOW)
+        {
+            calls.pop_front();
+        }
+        let used: u64 = calls.iter().map(|(_, w)| w).sum();
+        if used == 0 || used.saturating_add(weight) <= limit {
+            calls.push_back((now, weight));
+            return None;
+        }
+        let oldest = calls.front().map_or(now, |(t, _)| *t);
+        let wait = WINDOW.saturating_sub(now.duration_since(oldest));
+        Some(wait.as_secs_f64().ceil().max(1.0) as u64)
     }
 
     /// The per-process window (used while Redis is away): counts a call.
@@ -142,6 +226,24 @@ mod tests {
         assert_eq!(rl.check_local("b", 20, t0), None);
         // A full window later the calls have left it.
         assert_eq!(rl.check_local("a", 20, t0 + Duration::from_secs(60)), None);
+    }
+
+    #[test]
+    fn weighted_window_sums_the_weights() {
+        let rl = RateLimiter::new();
+        let t0 = Instant::now();
+        assert_eq!(rl.weighted_local("t", 1000, 600, t0), None);
+        assert_eq!(rl.weighted_local("t", 1000, 400, t0), None);
+        assert_eq!(
+            rl.weighted_local("t", 1000, 1, t0 + Duration::from_secs(30)),
+            Some(30)
+        );
+        // A call heavier than the limit gets an empty window.
+        assert_eq!(rl.weighted_local("u", 10, 50, t0), None);
+        assert_eq!(
+            rl.weighted_local("t", 1000, 900, t0 + Duration::from_secs(60)),
+            None
+        );
     }
 
     #[test]

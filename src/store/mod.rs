@@ -7,6 +7,7 @@ pub mod batch;
 pub mod dead_letters;
 pub mod effects;
 pub mod keys;
+pub mod ledger;
 pub mod requests;
 pub mod runs;
 pub mod starts;

@@ -1,0 +1,349 @@
+//! The model client the agents call: ledger first, then the rate limits,
+//! then the model, and every call recorded.
+//!
+//! A request is keyed by the SHA-256 of its rendered JSON and the prompt's
+//! version. An earlier attempt, redelivery or replay of the same phase of
+//! the same run that recorded an answer to the same key gets that answer
+//! back, and the reuse is recorded as a row of its own (`reused_from`, no
+//! tokens, no cost): the model is not called and nothing is paid twice. A
+//! replay whose patch changed what the prompt is rendered from renders a
+//! different request, so only that call is made again.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+use super::{
+    config::LlmConfig, prompts::Prompt, ChatAnswer, ChatMessage, ChatRequest, LanguageModel,
+    ModelError, OutputSchema,
+};
+use crate::{
+    cache::Cache,
+    ratelimit::RateLimiter,
+    store::ledger::{self, CallScope, NewCall},
+};
+
+/// Counters of the ledger and the calls, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct LedgerStats {
+    /// Requests answered from the ledger.
+    pub hits: AtomicU64,
+    /// Requests that called the model.
+    pub misses: AtomicU64,
+    /// Calls that failed.
+    pub failures: AtomicU64,
+    /// Prompt tokens paid for.
+    pub input_tokens: AtomicU64,
+    /// Answer tokens paid for.
+    pub output_tokens: AtomicU64,
+    /// Time spent waiting for the rate limits, ms.
+    pub rate_limited_ms: AtomicU64,
+}
+
+/// An answer, and where it came from.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    /// The answer.
+    pub answer: ChatAnswer,
+    /// Its ledger row.
+    pub ledger_id: i64,
+    /// True when it was reused from the ledger.
+    pub reused: bool,
+    /// Time the call took, ms (0 for a reuse).
+    pub latency_ms: f64,
+}
+
+/// The language model, as the agents use it.
+pub struct ModelClient {
+    model: Arc<dyn LanguageModel>,
+    config: LlmConfig,
+    pool: PgPool,
+    cache: Option<Cache>,
+    limiter: Arc<RateLimiter>,
+    /// The counters.
+    pub stats: Arc<LedgerStats>,
+}
+
+impl std::fmt::Debug for ModelClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelClient")
+            .field("provider", &self.model.provider())
+            .field("model", &self.config.model)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelClient {
+    /// A client of `model`, recording into `pool`'s ledger.
+    pub fn new(
+        model: Arc<dyn LanguageModel>,
+        config: LlmConfig,
+        pool: PgPool,
+        cache: Option<Cache>,
+        limiter: Arc<RateLimiter>,
+    ) -> Self {
+        ModelClient {
+            model,
+            config,
+            pool,
+            cache,
+            limiter,
+            stats: Arc::new(LedgerStats::default()),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &LlmConfig {
+        &self.config
+    }
+
+    /// Renders a request: the prompt as the system message, then `messages`.
+    pub fn request(
+        &self,
+        prompt: &Prompt,
+        messages: Vec<ChatMessage>,
+        schema: Option<OutputSchema>,
+    ) -> ChatRequest {
+        let mut all = vec![ChatMessage::new("system", prompt.text())];
+        all.extend(messages);
+        ChatRequest {
+            model: self.config.model.clone(),
+            messages: all,
+            schema,
+            max_tokens: self.config.max_tokens,
+            temperature: 0.0,
+            seed: self.config.seed,
+        }
+    }
+
+    /// Answers `request`: from the ledger when this phase of this run asked
+    /// the same before, otherwise from the model (within the rate limits,
+    /// with `retries` retries of transient failures); every outcome is a
+    /// ledger row.
+    pub async fn call(
+        &self,
+        scope: &CallScope,
+        purpose: &str,
+        prompt: &Prompt,
+        request: &ChatRequest,
+    ) -> Result<Answered, ModelError> {
+        let request_json = serde_json::to_value(request)
+            .map_err(|e| ModelError::permanent(format!("request: {e}")))?;
+        let hash = request_hash(prompt.version(), &request_json);
+        let row = |response, error, reused_from| NewCall {
+            scope,
+            purpose,
+            provider: self.model.provider(),
+            model: &request.model,
+            prompt_version: prompt.version(),
+            request_hash: &hash,
+            request: &request_json,
+            response,
+            error,
+            reused_from,
+            input_tokens: 0,
+            output_tokens: 0,
+            cached_tokens: 0,
+            latency_ms: 0.0,
+            cost_usd: None,
+            cost_basis: "reused",
+        };
+        let found = ledger::find_answer(&self.pool, scope, purpose, &hash)
+            .await
+            .map_err(ledger_error)?;
+        if let Some(rec) = found {
+            let id = ledger::record(&self.pool, &row(None, None, Some(rec.id)))
+                .await
+                .map_err(ledger_error)?;
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Answered {
+                answer: recorded_answer(&rec.response, rec.input_tokens, rec.output_tokens),
+                ledger_id: id,
+                reused: true,
+                latency_ms: 0.0,
+            });
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        self.wait_for_rate(request).await?;
+        let started = Instant::now();
+        let result = self.complete_with_retries(request).await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match result {
+            Ok(answer) => {
+                let (cost_usd, cost_basis) = cost(&request.model, &answer);
+                let response = json!({
+                    "content": answer.content,
+                    "finish_reason": answer.finish_reason,
+                    "model": answer.model,
+                });
+                let tokens = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+                let id = ledger::record(
+                    &self.pool,
+                    &NewCall {
+                        response: Some(&response),
+                        input_tokens: tokens(answer.input_tokens),
+                        output_tokens: tokens(answer.output_tokens),
+                        cached_tokens: tokens(answer.cached_tokens),
+                        latency_ms,
+                        cost_usd,
+                        cost_basis,
+                        ..row(None, None, None)
+                    },
+                )
+                .await
+                .map_err(ledger_error)?;
+                self.stats
+                    .input_tokens
+                    .fetch_add(u64::from(answer.input_tokens), Ordering::Relaxed);
+                self.stats
+                    .output_tokens
+                    .fetch_add(u64::from(answer.output_tokens), Ordering::Relaxed);
+                Ok(Answered {
+                    answer,
+                    ledger_id: id,
+                    reused: false,
+                    latency_ms,
+                })
+            }
+            Err(e) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                let message = e.to_string();
+                let failed = NewCall {
+                    latency_ms,
+                    cost_basis: "failed",
+                    ..row(None, Some(&message), None)
+                };
+                if let Err(le) = ledger::record(&self.pool, &failed).await {
+                    tracing::warn!(error = %le, "could not record a failed model call");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends the request, retrying transient failures after their
+    /// `Retry-After` (or a backoff of 0.5 s, 1 s, …), within the settings.
+    async fn complete_with_retries(&self, request: &ChatRequest) -> Result<ChatAnswer, ModelError> {
+        let mut tries = 0;
+        loop {
+            match self.model.complete(request).await {
+                Ok(mut answer) => {
+                    // Postgres refuses NUL in text; an answer never needs one.
+                    answer.content = answer.content.replace('\0', "");
+                    return Ok(answer);
+                }
+                Err(ModelError::Transient {
+                    message,
+                    retry_after,
+                }) if tries < self.config.retries => {
+                    let backoff = Duration::from_millis(500u64 << tries.min(6));
+                    let wait = retry_after
+                        .unwrap_or(backoff)
+                        .min(self.config.rate_limit_wait);
+                    tracing::info!(%message, ?wait, "model call failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    tries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits until the per-model limits admit the call (requests per minute,
+    /// and the prompt's estimated tokens plus the answer's budget per
+    /// minute), shared by all workers through Redis. A call that waited
+    /// longer than `rate_limit_wait` fails transiently.
+    async fn wait_for_rate(&self, request: &ChatRequest) -> Result<(), ModelError> {
+        let (rpm, tpm) = (
+            self.config.requests_per_minute,
+            self.config.tokens_per_minute,
+        );
+        if rpm == 0 && tpm == 0 {
+            return Ok(());
+        }
+        let chars: usize = request.messages.iter().map(|m| m.content.len()).sum();
+        let tokens = (chars / 4) as u64 + u64::from(request.max_tokens);
+        let deadline = Instant::now() + self.config.rate_limit_wait;
+        let cache = self.cache.as_ref();
+        let key = format!("llm:{}", request.model);
+        loop {
+            let wait = match self.limiter.check(cache, &format!("{key}:rpm"), rpm).await {
+                Some(w) => Some(w),
+                None => {
+                    self.limiter
+                        .check_weighted(cache, &format!("{key}:tpm"), u64::from(tpm), tokens)
+                        .await
+                }
+            };
+            let Some(secs) = wait else { return Ok(()) };
+            let pause = Duration::from_secs(secs);
+            if Instant::now() + pause > deadline {
+                return Err(ModelError::Transient {
+                    message: format!(
+                        "rate limited: model `{}` is at its limit of {rpm} requests or {tpm} tokens per minute",
+                        request.model
+                    ),
+                    retry_after: Some(pause),
+                });
+            }
+            self.stats.rate_limited_ms.fetch_add(
+                u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+/// The ledger key of a request.
+pub fn request_hash(prompt_version: &str, request: &Value) -> String {
+    let mut h = Sha256::new();
+    h.update(prompt_version.as_bytes());
+    h.update(b"\n");
+    h.update(request.to_string().as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An answer rebuilt from its ledger row.
+fn recorded_answer(response: &Value, input_tokens: i32, output_tokens: i32) -> ChatAnswer {
+    let tokens = |n: i32| u32::try_from(n).unwrap_or(0);
+    ChatAnswer {
+        content: response["content"].as_str().unwrap_or_default().to_string(),
+        input_tokens: tokens(input_tokens),
+        output_tokens: tokens(output_tokens),
+        cached_tokens: 0,
+        model: response["model"].as_str().unwrap_or_default().to_string(),
+        finish_reason: response["finish_reason"].as_str().map(str::to_string),
+    }
+}
+
+/// The cost of an answer at the catalog's prices: `(None, "self-hosted")`
+/// when the catalog has no price for the model.
+fn cost(model: &str, answer: &ChatAnswer) -> (Option<f64>, &'static str) {
+    match crate::catalog::Catalog::embedded().model(model) {
+        Some(p) => {
+            let cached = f64::from(answer.cached_tokens.min(answer.input_tokens));
+            let fresh = f64::from(answer.input_tokens) - cached;
+            let usd = (fresh * p.input_per_mtok
+                + cached * p.input_per_mtok * (1.0 - p.cached_input_discount)
+                + f64::from(answer.output_tokens) * p.output_per_mtok)
+                / 1e6;
+            (Some(usd), "catalog")
+        }
+        None => (None, "self-hosted"),
+    }
+}
+
+/// A ledger read or write failed: the database is the problem, so the
+/// attempt fails transiently (it is retried like any outage).
+fn ledger_error(e: sqlx::Error) -> ModelError {
+    ModelError::transient(format!("call ledger: {e}"))
+}

@@ -1,0 +1,152 @@
+//! Language models: the chat-completions interface the agents think with,
+//! and what keeps it safe to use from a queue worker.
+//!
+//! - [`LanguageModel`] is one chat-completions endpoint; [`openai`] is the
+//!   OpenAI-compatible client (OpenAI, vLLM, Ollama, llama.cpp's
+//!   `llama-server`, a LiteLLM proxy). The embedded analyst is not a
+//!   language model: it is the deterministic analysis each agent runs when
+//!   no model is configured, and what a model's answer falls back to.
+//! - [`ModelError`] classifies failures: transient (connect errors,
+//!   timeouts, 429 with its `Retry-After`, 5xx) or permanent (any other 4xx,
+//!   a model that does not exist, an answer that is not what was asked).
+//! - [`client::ModelClient`] is what agents call: it renders nothing itself,
+//!   but looks the request up in the call ledger first (a retry, redelivery
+//!   or replay whose request did not change reuses the recorded answer and
+//!   pays nothing), waits out the per-model rate limits (shared through
+//!   Redis), calls the model, and records the call with its tokens, latency
+//!   and cost.
+//! - [`prompts`]: the system prompts, versioned files under `prompts/`.
+//! - [`grounding`]: the checks that keep a model's inventions out of runs
+//!   (spans that must state the numbers taken from them, numbers in prose
+//!   that must come from the computed analysis).
+
+pub mod client;
+pub mod config;
+pub mod grounding;
+pub mod openai;
+pub mod prompts;
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One chat-completions request, as rendered for the model. Its JSON is
+/// what the ledger hashes and stores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    /// The model asked.
+    pub model: String,
+    /// System prompt, then the conversation.
+    pub messages: Vec<ChatMessage>,
+    /// The JSON schema the answer must follow (structured output), with its
+    /// name; `None` for free text.
+    pub schema: Option<OutputSchema>,
+    /// The answer's token budget.
+    pub max_tokens: u32,
+    /// Always 0: the same request should give the same answer.
+    pub temperature: f64,
+    /// Sent as `seed` where the server supports it, for the same reason.
+    pub seed: u64,
+}
+
+/// One message of a chat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A message of `role`.
+    pub fn new(role: &str, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: role.to_string(),
+            content: content.into(),
+        }
+    }
+}
+
+/// A JSON schema for structured output (`response_format: json_schema`,
+/// strict).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputSchema {
+    /// The schema's name, as the API wants one.
+    pub name: String,
+    /// The schema.
+    pub schema: Value,
+}
+
+/// What the model answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatAnswer {
+    /// The answer's text (JSON text for structured output).
+    pub content: String,
+    /// Tokens of the prompt.
+    pub input_tokens: u32,
+    /// Tokens of the answer.
+    pub output_tokens: u32,
+    /// Tokens of the prompt served from the provider's cache.
+    pub cached_tokens: u32,
+    /// The model that answered, as the server names it.
+    pub model: String,
+    /// Why the answer ended (`stop`, `length`, …), when the server says.
+    pub finish_reason: Option<String>,
+}
+
+/// Why a model call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelError {
+    /// Worth retrying: a connect error, a timeout, a 5xx, or a 429.
+    #[error("model call failed (transient): {message}")]
+    Transient {
+        /// What happened (never the API key).
+        message: String,
+        /// How long the server asked to wait (`Retry-After` of a 429 or 503).
+        retry_after: Option<Duration>,
+    },
+    /// Not worth retrying: another 4xx, an unknown model, a body that is
+    /// not a chat completion.
+    #[error("model call failed (permanent): {message}")]
+    Permanent {
+        /// What happened.
+        message: String,
+    },
+}
+
+impl ModelError {
+    /// A transient failure without a `Retry-After`.
+    pub fn transient(message: impl Into<String>) -> Self {
+        ModelError::Transient {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A permanent failure.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        ModelError::Permanent {
+            message: message.into(),
+        }
+    }
+
+    /// True for failures worth retrying.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ModelError::Transient { .. })
+    }
+}
+
+/// One chat-completions endpoint.
+pub trait LanguageModel: Send + Sync {
+    /// The provider's name in the ledger (`openai-compatible`).
+    fn provider(&self) -> &'static str;
+
+    /// Sends one request.
+    fn complete<'a>(
+        &'a self,
+        request: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<ChatAnswer, ModelError>>;
+}
