@@ -582,10 +582,17 @@ async fn replay_cmd(
             std::env::var("USER").unwrap_or_else(|_| "cli".into())
         ),
     };
+    let job = ReplayJob {
+        config: &config,
+        pool: &pool,
+        names: &names,
+        targets: &targets,
+        opts: &opts,
+    };
     if dry_run {
-        return replay_dry_run(&config, &pool, &names, &targets, &opts).await;
+        return job.dry_run().await;
     }
-    replay_and_drain(&config, &pool, &names, &targets, &opts).await
+    job.replay_and_drain().await
 }
 
 /// `--patch`: a JSON object keyed by phase name.
@@ -600,66 +607,74 @@ fn parse_patch(patch: Option<String>) -> anyhow::Result<Option<serde_json::Value
     Ok(patch)
 }
 
-/// Lists what a replay would do, and counts it; changes nothing.
-async fn replay_dry_run(
-    config: &Config,
-    pool: &sqlx::PgPool,
-    names: &Names,
-    targets: &[DeadLetter],
-    opts: &replay::Options,
-) -> anyhow::Result<()> {
-    for d in targets {
-        println!(
-            "would replay {}  run {}  phase {}  {}",
-            d.id,
-            run_or_dash(d.run_id),
-            d.phase,
-            d.error
-        );
-    }
-    let seal = Seal::load(config, pool).await?;
-    let r = replay::replay(pool, names, &seal, None, targets, opts, |_| {}).await?;
-    println!(
-        "dry run: {} would be replayed; nothing changed",
-        r.would_replay
-    );
-    Ok(())
+/// The dead letters `netra dlq replay` selected, and how to replay them.
+struct ReplayJob<'a> {
+    config: &'a Config,
+    pool: &'a sqlx::PgPool,
+    names: &'a Names,
+    targets: &'a [DeadLetter],
+    opts: &'a replay::Options,
 }
 
-/// Replays `targets` over a connection of its own, evicts the replayed runs'
-/// cached status, removes the replayed copies from the dead-letter queues of
-/// their phases and prints what it did.
-async fn replay_and_drain(
-    config: &Config,
-    pool: &sqlx::PgPool,
-    names: &Names,
-    targets: &[DeadLetter],
-    opts: &replay::Options,
-) -> anyhow::Result<()> {
-    let conn = crate::broker::connect(config, "netra dlq replay").await?;
-    let publisher = crate::broker::publisher::Publisher::open(&conn).await?;
-    let bar = replay_progress_bar(targets.len());
-    let seal = Seal::load(config, pool).await?;
-    let mut report = replay::replay(pool, names, &seal, Some(&publisher), targets, opts, |n| {
-        bar.set_position(n as u64)
-    })
-    .await?;
-    bar.finish_and_clear();
-    let cache = crate::cache::Cache::connect(config).await;
-    replay::evict_cached(cache.as_ref(), &report.runs).await;
-    let ch = conn.create_channel().await?;
-    let mut phases: Vec<&str> = targets.iter().map(|d| d.phase.as_str()).collect();
-    phases.sort_unstable();
-    phases.dedup();
-    for p in phases {
-        report.drained += replay::drain_replayed(pool, &ch, names, p).await?;
+impl ReplayJob<'_> {
+    /// Lists what a replay would do, and counts it; changes nothing.
+    async fn dry_run(&self) -> anyhow::Result<()> {
+        for d in self.targets {
+            println!(
+                "would replay {}  run {}  phase {}  {}",
+                d.id,
+                run_or_dash(d.run_id),
+                d.phase,
+                d.error
+            );
+        }
+        let r = self.replay(None, |_| {}).await?;
+        println!(
+            "dry run: {} would be replayed; nothing changed",
+            r.would_replay
+        );
+        Ok(())
     }
-    let _ = conn.close(200, "bye".into()).await;
-    println!(
-        "replayed {}, already replayed {}, not replayable {}, removed {} copies from the dead-letter queues",
-        report.replayed, report.skipped, report.not_replayable, report.drained
-    );
-    Ok(())
+
+    /// Replays the dead letters over a connection of its own, evicts the
+    /// replayed runs' cached status, removes the replayed copies from the
+    /// dead-letter queues of their phases and prints what it did.
+    async fn replay_and_drain(&self) -> anyhow::Result<()> {
+        let conn = crate::broker::connect(self.config, "netra dlq replay").await?;
+        let publisher = crate::broker::publisher::Publisher::open(&conn).await?;
+        let bar = replay_progress_bar(self.targets.len());
+        let mut report = self
+            .replay(Some(&publisher), |n| bar.set_position(n as u64))
+            .await?;
+        bar.finish_and_clear();
+        let cache = crate::cache::Cache::connect(self.config).await;
+        replay::evict_cached(cache.as_ref(), &report.runs).await;
+        let ch = conn.create_channel().await?;
+        let mut phases: Vec<&str> = self.targets.iter().map(|d| d.phase.as_str()).collect();
+        phases.sort_unstable();
+        phases.dedup();
+        for p in phases {
+            report.drained += replay::drain_replayed(self.pool, &ch, self.names, p).await?;
+        }
+        let _ = conn.close(200, "bye".into()).await;
+        println!(
+            "replayed {}, already replayed {}, not replayable {}, removed {} copies from the dead-letter queues",
+            report.replayed, report.skipped, report.not_replayable, report.drained
+        );
+        Ok(())
+    }
+
+    /// Replays (or, in a dry run, counts) the dead letters with the
+    /// deployment's seal, publishing through `publisher`.
+    async fn replay(
+        &self,
+        publisher: Option<&crate::broker::publisher::Publisher>,
+        progress: impl FnMut(usize),
+    ) -> anyhow::Result<replay::Report> {
+        let seal = Seal::load(self.config, self.pool).await?;
+        let (pool, names, targets, opts) = (self.pool, self.names, self.targets, self.opts);
+        Ok(replay::replay(pool, names, &seal, publisher, targets, opts, progress).await?)
+    }
 }
 
 /// The progress bar of a replay, hidden for fewer than two dead letters.
