@@ -254,29 +254,76 @@ pub fn validate_namespace(ns: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// `NETRA_CONCURRENCY_<PHASE>`: the concurrency of single phases, by the
+/// phase's name in lower case (at least 1).
+fn phase_concurrency() -> Result<BTreeMap<String, u16>, ConfigError> {
+    let mut concurrency = BTreeMap::new();
+    for (key, value) in std::env::vars() {
+        if let Some(phase) = key.strip_prefix("NETRA_CONCURRENCY_") {
+            let n: u16 = value.trim().parse().map_err(|_| ConfigError {
+                var: "NETRA_CONCURRENCY_<PHASE>",
+                reason: format!("{key} is not a whole number"),
+            })?;
+            concurrency.insert(phase.to_ascii_lowercase(), n.max(1));
+        }
+    }
+    Ok(concurrency)
+}
+
+/// `NETRA_MAX_ATTEMPTS`: at least 1.
+fn max_attempts() -> Result<u32, ConfigError> {
+    let max_attempts = parse("NETRA_MAX_ATTEMPTS", 5u32)?;
+    if max_attempts == 0 {
+        return Err(ConfigError {
+            var: "NETRA_MAX_ATTEMPTS",
+            reason: "must be at least 1".into(),
+        });
+    }
+    Ok(max_attempts)
+}
+
+/// `NETRA_AMQP_DEFAULT_TENANT`, checked when set.
+fn amqp_default_tenant() -> Result<Option<String>, ConfigError> {
+    let tenant = var("NETRA_AMQP_DEFAULT_TENANT");
+    if let Some(t) = &tenant {
+        validate_tenant_setting(t)?;
+    }
+    Ok(tenant)
+}
+
+/// `NETRA_ENVELOPE_KEY`: when set, at least 32 characters.
+fn envelope_key() -> Result<Option<SecretString>, ConfigError> {
+    match var("NETRA_ENVELOPE_KEY") {
+        Some(k) if k.len() < 32 => Err(ConfigError {
+            var: "NETRA_ENVELOPE_KEY",
+            reason: "use at least 32 characters (e.g. `openssl rand -hex 32`)".into(),
+        }),
+        k => Ok(k.map(SecretString::from)),
+    }
+}
+
+impl HttpLimits {
+    /// Reads the `NETRA_HTTP_*` bounds (at least one connection of each).
+    fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            max_connections: parse("NETRA_HTTP_MAX_CONNECTIONS", 1024usize)?.max(1),
+            max_connections_per_client: parse("NETRA_HTTP_MAX_CONNECTIONS_PER_CLIENT", 128usize)?
+                .max(1),
+            header_timeout: millis("NETRA_HTTP_HEADER_TIMEOUT_MS", 10_000)?,
+            body_timeout: millis("NETRA_HTTP_BODY_TIMEOUT_MS", 10_000)?,
+            request_timeout: millis("NETRA_HTTP_REQUEST_TIMEOUT_MS", 75_000)?,
+        })
+    }
+}
+
 impl Config {
     /// Reads the settings from the environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         let namespace = var("NETRA_NAMESPACE").unwrap_or_else(|| "netra".into());
         validate_namespace(&namespace)?;
         let default_concurrency = parse("NETRA_CONCURRENCY", DEFAULT_PHASE_CONCURRENCY)?;
-        let mut concurrency = BTreeMap::new();
-        for (key, value) in std::env::vars() {
-            if let Some(phase) = key.strip_prefix("NETRA_CONCURRENCY_") {
-                let n: u16 = value.trim().parse().map_err(|_| ConfigError {
-                    var: "NETRA_CONCURRENCY_<PHASE>",
-                    reason: format!("{key} is not a whole number"),
-                })?;
-                concurrency.insert(phase.to_ascii_lowercase(), n.max(1));
-            }
-        }
-        let max_attempts = parse("NETRA_MAX_ATTEMPTS", 5u32)?;
-        if max_attempts == 0 {
-            return Err(ConfigError {
-                var: "NETRA_MAX_ATTEMPTS",
-                reason: "must be at least 1".into(),
-            });
-        }
+        let concurrency = phase_concurrency()?;
+        let max_attempts = max_attempts()?;
         Ok(Self {
             amqp_url: url_setting("NETRA_AMQP_URL", "amqp://127.0.0.1:5682/%2f", UrlKind::Amqp)?,
             database_url: url_setting(
@@ -299,34 +346,10 @@ impl Config {
             phase_timeout: millis("NETRA_PHASE_TIMEOUT_MS", 30_000)?,
             shutdown_grace: millis("NETRA_SHUTDOWN_GRACE_MS", 20_000)?,
             max_message_bytes: parse("NETRA_MAX_MESSAGE_BYTES", 256 * 1024usize)?,
-            amqp_default_tenant: match var("NETRA_AMQP_DEFAULT_TENANT") {
-                Some(t) => {
-                    validate_tenant_setting(&t)?;
-                    Some(t)
-                }
-                None => None,
-            },
-            envelope_key: match var("NETRA_ENVELOPE_KEY") {
-                Some(k) if k.len() < 32 => {
-                    return Err(ConfigError {
-                        var: "NETRA_ENVELOPE_KEY",
-                        reason: "use at least 32 characters (e.g. `openssl rand -hex 32`)".into(),
-                    })
-                }
-                k => k.map(SecretString::from),
-            },
+            amqp_default_tenant: amqp_default_tenant()?,
+            envelope_key: envelope_key()?,
             redis_timeout: millis("NETRA_REDIS_TIMEOUT_MS", 250)?.max(Duration::from_millis(10)),
-            http: HttpLimits {
-                max_connections: parse("NETRA_HTTP_MAX_CONNECTIONS", 1024usize)?.max(1),
-                max_connections_per_client: parse(
-                    "NETRA_HTTP_MAX_CONNECTIONS_PER_CLIENT",
-                    128usize,
-                )?
-                .max(1),
-                header_timeout: millis("NETRA_HTTP_HEADER_TIMEOUT_MS", 10_000)?,
-                body_timeout: millis("NETRA_HTTP_BODY_TIMEOUT_MS", 10_000)?,
-                request_timeout: millis("NETRA_HTTP_REQUEST_TIMEOUT_MS", 75_000)?,
-            },
+            http: HttpLimits::from_env()?,
             auth_failures_per_min: parse("NETRA_AUTH_FAILURES_PER_MIN", 30u32)?,
             db_pool_size: parse("NETRA_DB_POOL", 20u32)?,
             worker_id: var("NETRA_WORKER_ID").unwrap_or_else(default_worker_id),

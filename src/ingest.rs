@@ -126,77 +126,85 @@ pub fn parse_row(
     fields: &[&str],
     model: Option<&str>,
 ) -> Result<RequestRecord, String> {
+    match format {
+        Format::Azure => parse_azure_row(fields, model),
+        Format::Csv => parse_csv_row(columns, fields),
+        Format::Jsonl => parse_jsonl_row(fields.first().copied().unwrap_or_default()),
+    }
+}
+
+/// A row of the Azure trace: timestamp, context and generated tokens, for
+/// the model given on the command line.
+fn parse_azure_row(fields: &[&str], model: Option<&str>) -> Result<RequestRecord, String> {
+    if fields.len() != 3 {
+        return Err(format!("expected 3 fields, found {}", fields.len()));
+    }
+    Ok(RequestRecord {
+        ts: parse_azure_ts(fields[0])?,
+        model: model.unwrap_or_default().to_string(),
+        input_tokens: tokens(fields[1], "ContextTokens")?,
+        output_tokens: tokens(fields[2], "GeneratedTokens")?,
+        latency_ms: None,
+        ttft_ms: None,
+        status: "ok".into(),
+        cost_usd: None,
+    })
+}
+
+/// A row of the generic CSV, its fields found by the header's names.
+fn parse_csv_row(columns: &[String], fields: &[&str]) -> Result<RequestRecord, String> {
     let col = |name: &str| {
         columns
             .iter()
             .position(|c| c.eq_ignore_ascii_case(name))
             .and_then(|i| fields.get(i).copied())
     };
-    match format {
-        Format::Azure => {
-            if fields.len() != 3 {
-                return Err(format!("expected 3 fields, found {}", fields.len()));
-            }
-            Ok(RequestRecord {
-                ts: parse_azure_ts(fields[0])?,
-                model: model.unwrap_or_default().to_string(),
-                input_tokens: tokens(fields[1], "ContextTokens")?,
-                output_tokens: tokens(fields[2], "GeneratedTokens")?,
-                latency_ms: None,
-                ttft_ms: None,
-                status: "ok".into(),
-                cost_usd: None,
-            })
-        }
-        Format::Csv => {
-            if fields.len() != columns.len() {
-                return Err(format!(
-                    "expected {} fields, found {}",
-                    columns.len(),
-                    fields.len()
-                ));
-            }
-            let model = col("model")
-                .map(str::trim)
-                .filter(|m| !m.is_empty())
-                .ok_or("empty model")?;
-            Ok(RequestRecord {
-                ts: parse_ts(col("timestamp").unwrap_or_default())?,
-                model: model.to_string(),
-                input_tokens: tokens(col("input_tokens").unwrap_or_default(), "input_tokens")?,
-                output_tokens: tokens(col("output_tokens").unwrap_or_default(), "output_tokens")?,
-                latency_ms: opt_f64(col("latency_ms"), "latency_ms")?,
-                ttft_ms: opt_f64(col("ttft_ms"), "ttft_ms")?,
-                status: col("status")
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or("ok")
-                    .to_string(),
-                cost_usd: opt_f64(col("cost_usd"), "cost_usd")?,
-            })
-        }
-        Format::Jsonl => {
-            let line = fields.first().copied().unwrap_or_default();
-            let r: JsonRow =
-                serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
-            Ok(RequestRecord {
-                ts: parse_ts(&r.timestamp)?,
-                model: r.model,
-                input_tokens: i32::try_from(r.input_tokens)
-                    .ok()
-                    .filter(|n| *n >= 0)
-                    .ok_or("bad input_tokens")?,
-                output_tokens: i32::try_from(r.output_tokens)
-                    .ok()
-                    .filter(|n| *n >= 0)
-                    .ok_or("bad output_tokens")?,
-                latency_ms: r.latency_ms,
-                ttft_ms: r.ttft_ms,
-                status: r.status.unwrap_or_else(|| "ok".into()),
-                cost_usd: r.cost_usd,
-            })
-        }
+    if fields.len() != columns.len() {
+        return Err(format!(
+            "expected {} fields, found {}",
+            columns.len(),
+            fields.len()
+        ));
     }
+    let model = col("model")
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .ok_or("empty model")?;
+    Ok(RequestRecord {
+        ts: parse_ts(col("timestamp").unwrap_or_default())?,
+        model: model.to_string(),
+        input_tokens: tokens(col("input_tokens").unwrap_or_default(), "input_tokens")?,
+        output_tokens: tokens(col("output_tokens").unwrap_or_default(), "output_tokens")?,
+        latency_ms: opt_f64(col("latency_ms"), "latency_ms")?,
+        ttft_ms: opt_f64(col("ttft_ms"), "ttft_ms")?,
+        status: col("status")
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .unwrap_or("ok")
+            .to_string(),
+        cost_usd: opt_f64(col("cost_usd"), "cost_usd")?,
+    })
+}
+
+/// A JSON line with the generic fields.
+fn parse_jsonl_row(line: &str) -> Result<RequestRecord, String> {
+    let r: JsonRow = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+    Ok(RequestRecord {
+        ts: parse_ts(&r.timestamp)?,
+        model: r.model,
+        input_tokens: i32::try_from(r.input_tokens)
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or("bad input_tokens")?,
+        output_tokens: i32::try_from(r.output_tokens)
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or("bad output_tokens")?,
+        latency_ms: r.latency_ms,
+        ttft_ms: r.ttft_ms,
+        status: r.status.unwrap_or_else(|| "ok".into()),
+        cost_usd: r.cost_usd,
+    })
 }
 
 fn check_header(format: Format, header: &[String]) -> Result<(), IngestError> {
@@ -250,24 +258,19 @@ pub async fn ingest<R: BufRead>(
     mut reader: R,
     mut progress: impl FnMut(u64),
 ) -> Result<Report, IngestError> {
-    let Target {
-        tenant,
-        workload,
-        format,
-        model,
-        max_errors,
-    } = *target;
-    if format == Format::Azure && model.is_none_or(|m| m.trim().is_empty()) {
+    if target.format == Format::Azure && target.model.is_none_or(|m| m.trim().is_empty()) {
         return Err(IngestError::ModelRequired);
     }
-    let mut tx = Some(pool.begin().await?);
-    if let Some(tx) = tx.as_mut() {
-        telemetry::ensure_workload(&mut **tx, tenant, workload).await?;
-    }
-    let mut report = Report::default();
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut header: Vec<String> = Vec::new();
-    let mut read = 0u64;
+    let mut tx = pool.begin().await?;
+    telemetry::ensure_workload(&mut *tx, target.tenant, target.workload).await?;
+    let mut load = Load {
+        target,
+        tx: Some(tx),
+        report: Report::default(),
+        batch: Vec::with_capacity(BATCH),
+        header: Vec::new(),
+        read: 0,
+    };
     let mut buf = Vec::new();
     let mut lineno = 0u64;
     loop {
@@ -276,74 +279,124 @@ pub async fn ingest<R: BufRead>(
             break;
         }
         lineno += 1;
-        let line = match std::str::from_utf8(&buf) {
+        load.line(lineno, &buf).await?;
+        if load.batch.len() >= BATCH {
+            load.flush().await?;
+            progress(load.read);
+        }
+    }
+    load.finish(pool).await?;
+    progress(load.read);
+    load.report.read = load.read;
+    Ok(load.report)
+}
+
+/// An ingest while it reads the file.
+struct Load<'t> {
+    target: &'t Target<'t>,
+    /// The transaction of every insert; `None` once aborted.
+    tx: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
+    report: Report,
+    /// Parsed rows not inserted yet.
+    batch: Vec<RequestRecord>,
+    /// The header's fields (none yet, or a JSONL file).
+    header: Vec<String>,
+    /// Data rows read.
+    read: u64,
+}
+
+impl Load<'_> {
+    /// Reads one line of the file: skipped when blank, the header when it is
+    /// the first of a CSV file, else a data row, parsed into the batch or
+    /// reported as bad (aborting past `max_errors`).
+    async fn line(&mut self, lineno: u64, buf: &[u8]) -> Result<(), IngestError> {
+        let format = self.target.format;
+        let line = match std::str::from_utf8(buf) {
             Ok(l) => l.trim_end_matches(['\n', '\r']),
-            Err(_) if header.is_empty() && format != Format::Jsonl => {
+            Err(_) if self.header.is_empty() && format != Format::Jsonl => {
                 return Err(IngestError::Header("not UTF-8 text".into()));
             }
             Err(_) => {
-                read += 1;
-                report.bad_rows += 1;
-                if report.bad.len() < MAX_REPORTED {
-                    report.bad.push(BadRow {
-                        line: lineno,
-                        reason: "not UTF-8 text".into(),
-                    });
-                }
-                continue;
+                self.read += 1;
+                self.report.reject(lineno, "not UTF-8 text".into());
+                return Ok(());
             }
         };
         if line.trim().is_empty() {
-            continue;
+            return Ok(());
         }
-        if format != Format::Jsonl && header.is_empty() {
-            header = line.split(',').map(|s| s.trim().to_string()).collect();
-            check_header(format, &header)?;
-            continue;
+        if format != Format::Jsonl && self.header.is_empty() {
+            self.header = line.split(',').map(|s| s.trim().to_string()).collect();
+            return check_header(format, &self.header);
         }
-        read += 1;
+        self.read += 1;
         let fields: Vec<&str> = if format == Format::Jsonl {
             vec![line]
         } else {
             line.split(',').collect()
         };
-        match parse_row(format, &header, &fields, model) {
-            Ok(rec) if tx.is_some() => batch.push(rec),
+        match parse_row(format, &self.header, &fields, self.target.model) {
+            Ok(rec) if self.tx.is_some() => self.batch.push(rec),
             Ok(_) => {}
             Err(reason) => {
-                report.bad_rows += 1;
-                if report.bad.len() < MAX_REPORTED {
-                    report.bad.push(BadRow {
-                        line: lineno,
-                        reason,
-                    });
-                }
-                if report.bad_rows > max_errors as u64 {
-                    if let Some(t) = tx.take() {
-                        t.rollback().await?;
-                        batch.clear();
-                        report.aborted = true;
-                        report.inserted = 0;
-                    }
+                self.report.reject(lineno, reason);
+                if self.report.bad_rows > self.target.max_errors as u64 {
+                    self.abort().await?;
                 }
             }
         }
-        if batch.len() >= BATCH {
-            if let Some(t) = tx.as_mut() {
-                report.inserted += telemetry::insert_batch(t, tenant, workload, &batch).await?;
-            }
-            batch.clear();
-            progress(read);
+        Ok(())
+    }
+
+    /// Rolls back everything inserted so far; the rest of the file is only
+    /// checked.
+    async fn abort(&mut self) -> Result<(), IngestError> {
+        if let Some(t) = self.tx.take() {
+            t.rollback().await?;
+            self.batch.clear();
+            self.report.aborted = true;
+            self.report.inserted = 0;
+        }
+        Ok(())
+    }
+
+    /// Inserts the batch (unless aborted) and empties it.
+    async fn flush(&mut self) -> Result<(), IngestError> {
+        if let Some(t) = self.tx.as_mut() {
+            let Target {
+                tenant, workload, ..
+            } = *self.target;
+            self.report.inserted +=
+                telemetry::insert_batch(t, tenant, workload, &self.batch).await?;
+        }
+        self.batch.clear();
+        Ok(())
+    }
+
+    /// Unless aborted: inserts the last batch, commits, and refreshes the
+    /// table's statistics.
+    async fn finish(&mut self, pool: &PgPool) -> Result<(), IngestError> {
+        if let Some(mut t) = self.tx.take() {
+            let Target {
+                tenant, workload, ..
+            } = *self.target;
+            self.report.inserted +=
+                telemetry::insert_batch(&mut t, tenant, workload, &self.batch).await?;
+            t.commit().await?;
+            telemetry::analyze(pool).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Report {
+    /// Counts a bad row, and keeps it while fewer than [`MAX_REPORTED`] are.
+    fn reject(&mut self, line: u64, reason: String) {
+        self.bad_rows += 1;
+        if self.bad.len() < MAX_REPORTED {
+            self.bad.push(BadRow { line, reason });
         }
     }
-    if let Some(mut t) = tx.take() {
-        report.inserted += telemetry::insert_batch(&mut t, tenant, workload, &batch).await?;
-        t.commit().await?;
-        telemetry::analyze(pool).await?;
-    }
-    progress(read);
-    report.read = read;
-    Ok(report)
 }
 
 /// Counts the bytes read through it, for the progress bar.
@@ -369,16 +422,8 @@ pub async fn run_cli(
     target: &Target<'_>,
     file: &std::path::Path,
 ) -> anyhow::Result<()> {
-    use anyhow::Context;
-    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
     let bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let (inner, total): (Box<dyn std::io::Read + Send>, Option<u64>) = if file.as_os_str() == "-" {
-        (Box::new(std::io::stdin()), None)
-    } else {
-        let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-        let len = f.metadata().ok().map(|m| m.len());
-        (Box::new(f), len)
-    };
+    let (inner, total) = open_input(file)?;
     let reader = std::io::BufReader::with_capacity(
         1 << 16,
         Counted {
@@ -386,13 +431,7 @@ pub async fn run_cli(
             bytes: bytes.clone(),
         },
     );
-    let bar = match total {
-        Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()).with_style(
-            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg} ({eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        ),
-        None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
-    };
+    let bar = progress_bar(total);
     let report = ingest(pool, target, reader, |n| {
         bar.set_position(bytes.load(std::sync::atomic::Ordering::Relaxed));
         bar.set_message(format!("{n} rows"));
@@ -400,12 +439,7 @@ pub async fn run_cli(
     .await;
     bar.finish_and_clear();
     let report = report?;
-    for b in report.bad.iter().take(50) {
-        eprintln!("line {}: {}", b.line, b.reason);
-    }
-    if report.bad_rows > 50 {
-        eprintln!("… {} more bad rows", report.bad_rows - 50);
-    }
+    print_bad_rows(&report);
     if report.aborted {
         anyhow::bail!(
             "{} bad rows exceed --max-errors {}; nothing was inserted",
@@ -418,6 +452,43 @@ pub async fn run_cli(
         report.inserted, report.read, target.workload, report.bad_rows
     );
     Ok(())
+}
+
+/// The input to read: standard input for `-`, else the file, with its
+/// length when known.
+fn open_input(
+    file: &std::path::Path,
+) -> anyhow::Result<(Box<dyn std::io::Read + Send>, Option<u64>)> {
+    use anyhow::Context;
+    if file.as_os_str() == "-" {
+        return Ok((Box::new(std::io::stdin()), None));
+    }
+    let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let len = f.metadata().ok().map(|m| m.len());
+    Ok((Box::new(f), len))
+}
+
+/// A progress bar on standard error: of the bytes read when the length is
+/// known, else a spinner.
+fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    match total {
+        Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()).with_style(
+            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg} ({eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ),
+        None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+    }
+}
+
+/// Prints the first 50 bad rows by line number, and how many more there were.
+fn print_bad_rows(report: &Report) {
+    for b in report.bad.iter().take(50) {
+        eprintln!("line {}: {}", b.line, b.reason);
+    }
+    if report.bad_rows > 50 {
+        eprintln!("… {} more bad rows", report.bad_rows - 50);
+    }
 }
 
 #[cfg(test)]

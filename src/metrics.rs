@@ -118,78 +118,114 @@ impl Metrics {
     pub fn render(&self, extra: &str) -> String {
         let map = self.phases.lock().map(|m| m.clone()).unwrap_or_default();
         let mut out = String::new();
-        for (name, help) in [
-            ("processed", "phase messages processed successfully"),
-            ("failed", "phase attempts that failed"),
-            ("retried", "failed attempts scheduled for retry"),
-            ("dead_lettered", "phase messages dead-lettered"),
-            ("duplicates", "duplicate deliveries skipped"),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP netra_phase_{name}_total {help}\n# TYPE netra_phase_{name}_total counter"
-            );
-            for (phase, s) in &map {
-                let v = match name {
-                    "processed" => s.processed,
-                    "failed" => s.failed,
-                    "retried" => s.retried,
-                    "dead_lettered" => s.dead_lettered,
-                    _ => s.duplicates,
-                };
-                let _ = writeln!(out, "netra_phase_{name}_total{{phase=\"{phase}\"}} {v}");
-            }
-        }
-        let _ = writeln!(out, "# HELP netra_phase_duration_seconds handler duration\n# TYPE netra_phase_duration_seconds histogram");
-        for (phase, s) in &map {
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "netra_phase_duration_seconds_bucket{{phase=\"{phase}\",le=\"{b}\"}} {}",
-                    s.buckets[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "netra_phase_duration_seconds_bucket{{phase=\"{phase}\",le=\"+Inf\"}} {}",
-                s.count
-            );
-            let _ = writeln!(
-                out,
-                "netra_phase_duration_seconds_sum{{phase=\"{phase}\"}} {}",
-                s.sum_s
-            );
-            let _ = writeln!(
-                out,
-                "netra_phase_duration_seconds_count{{phase=\"{phase}\"}} {}",
-                s.count
-            );
-        }
+        render_phase_counters(&mut out, &map);
+        render_phase_durations(&mut out, &map);
         let agents = self.agents.lock().map(|m| m.clone()).unwrap_or_default();
-        let _ = writeln!(out, "# HELP netra_agent_calls_total agent calls by result\n# TYPE netra_agent_calls_total counter");
-        for (phase, (ok, err, cached, _)) in &agents {
-            for (result, n) in [("ok", ok), ("error", err), ("cached", cached)] {
-                let _ = writeln!(
-                    out,
-                    "netra_agent_calls_total{{phase=\"{phase}\",result=\"{result}\"}} {n}"
-                );
-            }
-        }
-        let _ = writeln!(out, "# HELP netra_agent_seconds_total time spent in agents\n# TYPE netra_agent_seconds_total counter");
-        for (phase, (_, _, _, secs)) in &agents {
-            let _ = writeln!(out, "netra_agent_seconds_total{{phase=\"{phase}\"}} {secs}");
-        }
+        render_agents(&mut out, &agents);
         let batches = self.batches.lock().map(|m| m.clone()).unwrap_or_default();
-        let _ = writeln!(out, "# HELP netra_batches_total group-committed statements by kind\n# TYPE netra_batches_total counter");
-        for (kind, (n, _)) in &batches {
-            let _ = writeln!(out, "netra_batches_total{{kind=\"{kind}\"}} {n}");
-        }
-        let _ = writeln!(out, "# HELP netra_batch_items_total items those statements carried\n# TYPE netra_batch_items_total counter");
-        for (kind, (_, items)) in &batches {
-            let _ = writeln!(out, "netra_batch_items_total{{kind=\"{kind}\"}} {items}");
-        }
+        render_batches(&mut out, &batches);
         out.push_str(extra);
         out
+    }
+}
+
+/// The `# HELP` and `# TYPE` lines of a metric.
+fn describe(out: &mut String, metric: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} {kind}");
+}
+
+/// `netra_phase_<outcome>_total`, per phase.
+fn render_phase_counters(out: &mut String, map: &BTreeMap<String, PhaseStats>) {
+    for (name, help) in [
+        ("processed", "phase messages processed successfully"),
+        ("failed", "phase attempts that failed"),
+        ("retried", "failed attempts scheduled for retry"),
+        ("dead_lettered", "phase messages dead-lettered"),
+        ("duplicates", "duplicate deliveries skipped"),
+    ] {
+        describe(out, &format!("netra_phase_{name}_total"), help, "counter");
+        for (phase, s) in map {
+            let v = match name {
+                "processed" => s.processed,
+                "failed" => s.failed,
+                "retried" => s.retried,
+                "dead_lettered" => s.dead_lettered,
+                _ => s.duplicates,
+            };
+            let _ = writeln!(out, "netra_phase_{name}_total{{phase=\"{phase}\"}} {v}");
+        }
+    }
+}
+
+/// The histogram `netra_phase_duration_seconds`, per phase.
+fn render_phase_durations(out: &mut String, map: &BTreeMap<String, PhaseStats>) {
+    let metric = "netra_phase_duration_seconds";
+    describe(out, metric, "handler duration", "histogram");
+    for (phase, s) in map {
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{metric}_bucket{{phase=\"{phase}\",le=\"{b}\"}} {}",
+                s.buckets[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{metric}_bucket{{phase=\"{phase}\",le=\"+Inf\"}} {}",
+            s.count
+        );
+        let _ = writeln!(out, "{metric}_sum{{phase=\"{phase}\"}} {}", s.sum_s);
+        let _ = writeln!(out, "{metric}_count{{phase=\"{phase}\"}} {}", s.count);
+    }
+}
+
+/// `netra_agent_calls_total` by result and `netra_agent_seconds_total`, per
+/// agent.
+fn render_agents(out: &mut String, agents: &BTreeMap<String, (u64, u64, u64, f64)>) {
+    describe(
+        out,
+        "netra_agent_calls_total",
+        "agent calls by result",
+        "counter",
+    );
+    for (phase, (ok, err, cached, _)) in agents {
+        for (result, n) in [("ok", ok), ("error", err), ("cached", cached)] {
+            let _ = writeln!(
+                out,
+                "netra_agent_calls_total{{phase=\"{phase}\",result=\"{result}\"}} {n}"
+            );
+        }
+    }
+    describe(
+        out,
+        "netra_agent_seconds_total",
+        "time spent in agents",
+        "counter",
+    );
+    for (phase, (_, _, _, secs)) in agents {
+        let _ = writeln!(out, "netra_agent_seconds_total{{phase=\"{phase}\"}} {secs}");
+    }
+}
+
+/// `netra_batches_total` and `netra_batch_items_total`, per kind of batch.
+fn render_batches(out: &mut String, batches: &BTreeMap<&'static str, (u64, u64)>) {
+    describe(
+        out,
+        "netra_batches_total",
+        "group-committed statements by kind",
+        "counter",
+    );
+    for (kind, (n, _)) in batches {
+        let _ = writeln!(out, "netra_batches_total{{kind=\"{kind}\"}} {n}");
+    }
+    describe(
+        out,
+        "netra_batch_items_total",
+        "items those statements carried",
+        "counter",
+    );
+    for (kind, (_, items)) in batches {
+        let _ = writeln!(out, "netra_batch_items_total{{kind=\"{kind}\"}} {items}");
     }
 }
 

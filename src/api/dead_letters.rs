@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{auth::Tenant, error::ApiError};
 use crate::{
     pipeline::{replay, Engine},
-    store::dead_letters::{self, DeadLetterFilter},
+    store::dead_letters::{self, DeadLetter, DeadLetterFilter},
 };
 
 /// Query of `GET /v1/dead-letters`.
@@ -94,46 +94,8 @@ pub async fn replay(
     Tenant(tenant): Tenant,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let req: ReplayBody = serde_json::from_slice(&body).map_err(|e| ApiError::Invalid {
-        field: e
-            .to_string()
-            .split('`')
-            .nth(1)
-            .unwrap_or("body")
-            .to_string(),
-        message: e.to_string(),
-    })?;
-    if req.patch.as_ref().is_some_and(|p| !p.is_object()) {
-        return Err(ApiError::Invalid {
-            field: "patch".into(),
-            message: "must be an object keyed by phase".into(),
-        });
-    }
-    if req.ids.is_empty() && req.fingerprint.is_none() && req.phase.is_none() {
-        return Err(ApiError::Invalid {
-            field: "ids".into(),
-            message: "give ids, a fingerprint or a phase".into(),
-        });
-    }
-    let mut targets = Vec::new();
-    if req.ids.is_empty() {
-        let f = DeadLetterFilter {
-            tenant: Some(tenant.clone()),
-            phase: req.phase.clone(),
-            fingerprint: req.fingerprint.clone(),
-            limit: req.limit.unwrap_or(1000).clamp(1, 10_000),
-            ..Default::default()
-        };
-        targets = dead_letters::list(&engine.pool, &f).await?;
-    } else {
-        for id in &req.ids {
-            targets.push(
-                dead_letters::get(&engine.pool, *id, Some(&tenant))
-                    .await?
-                    .ok_or(ApiError::NotFound("dead letter"))?,
-            );
-        }
-    }
+    let req = ReplayBody::parse(&body)?;
+    let targets = replay_targets(&engine, &tenant, &req).await?;
     let publisher = if req.dry_run {
         None
     } else {
@@ -170,4 +132,61 @@ pub async fn replay(
         "would_replay": r.would_replay,
         "dry_run": req.dry_run,
     })))
+}
+
+impl ReplayBody {
+    /// Decodes a body that says what to replay (`ids`, a `fingerprint` or a
+    /// `phase`) with a `patch`, if any, keyed by phase.
+    fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        let req: ReplayBody = serde_json::from_slice(body).map_err(|e| ApiError::Invalid {
+            field: e
+                .to_string()
+                .split('`')
+                .nth(1)
+                .unwrap_or("body")
+                .to_string(),
+            message: e.to_string(),
+        })?;
+        if req.patch.as_ref().is_some_and(|p| !p.is_object()) {
+            return Err(ApiError::Invalid {
+                field: "patch".into(),
+                message: "must be an object keyed by phase".into(),
+            });
+        }
+        if req.ids.is_empty() && req.fingerprint.is_none() && req.phase.is_none() {
+            return Err(ApiError::Invalid {
+                field: "ids".into(),
+                message: "give ids, a fingerprint or a phase".into(),
+            });
+        }
+        Ok(req)
+    }
+}
+
+/// The tenant's dead letters a replay names: each of its `ids` (404 for one
+/// that is not the tenant's), else the pending ones of its group or phase.
+async fn replay_targets(
+    engine: &Engine,
+    tenant: &str,
+    req: &ReplayBody,
+) -> Result<Vec<DeadLetter>, ApiError> {
+    if req.ids.is_empty() {
+        let f = DeadLetterFilter {
+            tenant: Some(tenant.to_string()),
+            phase: req.phase.clone(),
+            fingerprint: req.fingerprint.clone(),
+            limit: req.limit.unwrap_or(1000).clamp(1, 10_000),
+            ..Default::default()
+        };
+        return Ok(dead_letters::list(&engine.pool, &f).await?);
+    }
+    let mut targets = Vec::new();
+    for id in &req.ids {
+        targets.push(
+            dead_letters::get(&engine.pool, *id, Some(tenant))
+                .await?
+                .ok_or(ApiError::NotFound("dead letter"))?,
+        );
+    }
+    Ok(targets)
 }

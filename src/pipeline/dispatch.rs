@@ -4,6 +4,8 @@
 //! deterministic `message_id`, so upstream can de-duplicate the rare second
 //! copy (replies are at least once).
 
+use chrono::{DateTime, Utc};
+
 use super::{envelope::Envelope, outbound::Outbound, seal::Seal, Engine};
 use crate::{
     broker::publisher::{HeaderValue, Outgoing, Published, Publisher},
@@ -76,25 +78,13 @@ pub async fn publish_all(
             } => {
                 let mut msg = phase_message(&engine.names, &engine.seal, envelope);
                 msg.exchange = engine.names.dlx();
-                msg.headers.extend([
-                    ("x-netra-error".into(), HeaderValue::Text(error.clone())),
-                    (
-                        "x-netra-error-class".into(),
-                        HeaderValue::Text(error_class.clone()),
-                    ),
-                    (
-                        "x-netra-attempts".into(),
-                        HeaderValue::Int(i64::from(*attempts)),
-                    ),
-                    (
-                        "x-netra-first-failure".into(),
-                        HeaderValue::Text(first_failed_at.to_rfc3339()),
-                    ),
-                    (
-                        "x-netra-last-failure".into(),
-                        HeaderValue::Text(last_failed_at.to_rfc3339()),
-                    ),
-                ]);
+                msg.headers.extend(failure_headers(
+                    error_class,
+                    error,
+                    *attempts,
+                    first_failed_at,
+                    last_failed_at,
+                ));
                 publisher.publish_routed(&msg).await?;
             }
             Outbound::Reply {
@@ -102,15 +92,7 @@ pub async fn publish_all(
                 correlation_id,
                 body,
             } => {
-                let msg = Outgoing {
-                    exchange: String::new(),
-                    routing_key: to.clone(),
-                    body: serde_json::to_vec(body).unwrap_or_default(),
-                    message_id: reply_message_id(body),
-                    correlation_id: Some(correlation_id.clone()),
-                    reply_to: None,
-                    headers: vec![],
-                };
+                let msg = reply_message(to, correlation_id, body);
                 // A vanished reply queue must not block the run: the outcome
                 // stays readable over HTTP.
                 if publisher.publish(&msg).await? == Published::Unroutable {
@@ -126,6 +108,48 @@ pub async fn publish_all(
         }
     }
     Ok(())
+}
+
+/// The headers that say why a phase message was dead-lettered.
+fn failure_headers(
+    error_class: &str,
+    error: &str,
+    attempts: u32,
+    first_failed_at: &DateTime<Utc>,
+    last_failed_at: &DateTime<Utc>,
+) -> [(String, HeaderValue); 5] {
+    [
+        ("x-netra-error".into(), HeaderValue::Text(error.to_string())),
+        (
+            "x-netra-error-class".into(),
+            HeaderValue::Text(error_class.to_string()),
+        ),
+        (
+            "x-netra-attempts".into(),
+            HeaderValue::Int(i64::from(attempts)),
+        ),
+        (
+            "x-netra-first-failure".into(),
+            HeaderValue::Text(first_failed_at.to_rfc3339()),
+        ),
+        (
+            "x-netra-last-failure".into(),
+            HeaderValue::Text(last_failed_at.to_rfc3339()),
+        ),
+    ]
+}
+
+/// A run's reply, through the default exchange to its `reply_to` queue.
+fn reply_message(to: &str, correlation_id: &str, body: &serde_json::Value) -> Outgoing {
+    Outgoing {
+        exchange: String::new(),
+        routing_key: to.to_string(),
+        body: serde_json::to_vec(body).unwrap_or_default(),
+        message_id: reply_message_id(body),
+        correlation_id: Some(correlation_id.to_string()),
+        reply_to: None,
+        headers: vec![],
+    }
 }
 
 #[cfg(test)]

@@ -279,87 +279,110 @@ fn reply_to_allowed(engine: &Engine, user: Option<&str>, reply_to: &str) -> bool
     }
 }
 
+/// Turns a request into a run and publishes its first phase message, or
+/// dead-letters the request when it is refused.
 async fn process(
     engine: &Engine,
     publisher: &Publisher,
     delivery: &Delivery,
 ) -> Result<(), InfraError> {
-    let poison = |p: Poison| async move {
-        worker::dead_letter_poison(engine, publisher, "requests", delivery, &p).await
+    let outcome = match admit(engine, delivery).await? {
+        Ok(new) => create(engine, new).await?,
+        Err(p) => Err(p),
     };
+    match outcome {
+        Ok(accepted) => publish_accepted(engine, publisher, &accepted).await,
+        Err(p) => worker::dead_letter_poison(engine, publisher, "requests", delivery, &p).await,
+    }
+}
+
+/// The run a delivery asks for, or why it is refused: its body, the
+/// sender's tenant and the properties it is addressed with.
+async fn admit(engine: &Engine, delivery: &Delivery) -> Result<Result<NewRun, Poison>, InfraError> {
     let body = match RequestBody::decode(&delivery.data, engine.config.max_message_bytes) {
         Ok(b) => b,
-        Err(p) => return poison(p).await,
+        Err(p) => return Ok(Err(p)),
     };
     let props = &delivery.properties;
     let user = props.user_id().as_ref().map(|u| u.as_str().to_string());
     let (tenant, mapped_user) = match request_tenant(engine, user.as_deref()).await? {
         Ok(t) => t,
-        Err(p) => return poison(p).await,
+        Err(p) => return Ok(Err(p)),
     };
-    let texts = (|| {
-        Ok::<_, Poison>((
-            text_property("correlation_id", props.correlation_id().as_ref())?,
-            text_property("message_id", props.message_id().as_ref())?,
-            text_property("reply_to", props.reply_to().as_ref())?,
-        ))
-    })();
-    let (correlation_id, key, reply_to) = match texts {
-        Ok(t) => t,
-        Err(p) => return poison(p).await,
-    };
+    let addressed = addressing(engine, props, mapped_user.as_deref());
+    Ok(addressed.map(|(correlation_id, key, reply_to)| {
+        body.into_new_run(tenant, correlation_id, key, reply_to)
+    }))
+}
+
+/// A request's correlation id (a new one when it has none), idempotency
+/// key and `reply_to`; refused when one holds NUL or the `reply_to` is not
+/// a queue its sender may name.
+fn addressing(
+    engine: &Engine,
+    props: &lapin::BasicProperties,
+    mapped_user: Option<&str>,
+) -> Result<(String, Option<String>, Option<String>), Poison> {
+    let correlation_id = text_property("correlation_id", props.correlation_id().as_ref())?;
+    let key = text_property("message_id", props.message_id().as_ref())?;
+    let reply_to = text_property("reply_to", props.reply_to().as_ref())?;
     if let Some(r) = &reply_to {
-        if !reply_to_allowed(engine, mapped_user.as_deref(), r) {
-            let p = Poison::new(
+        if !reply_to_allowed(engine, mapped_user, r) {
+            return Err(Poison::new(
                 "forbidden_reply_to",
                 format!(
                     "reply_to `{r}` is not a queue this request may name (use {}…)",
-                    engine
-                        .names
-                        .reply_prefix(mapped_user.as_deref().unwrap_or("<user>"))
+                    engine.names.reply_prefix(mapped_user.unwrap_or("<user>"))
                 ),
-            );
-            return poison(p).await;
+            ));
         }
     }
     let correlation_id = correlation_id.unwrap_or_else(|| Uuid::new_v4().to_string());
-    let new = body.into_new_run(tenant, correlation_id, key, reply_to);
+    Ok((correlation_id, key, reply_to))
+}
+
+/// Creates (or finds) the run through the intake batcher. A request the
+/// database refuses (an unknown thread, data it cannot store) is refused;
+/// an outage is an error, and the delivery comes back.
+async fn create(engine: &Engine, new: NewRun) -> Result<Result<Accepted, Poison>, InfraError> {
     let created = match engine.creator.call(new).await {
         Ok(Some(created)) => created,
         Ok(None) => Err(IntakeError::Db(sqlx::Error::WorkerCrashed)),
         Err(_) => Err(IntakeError::Db(sqlx::Error::PoolClosed)),
     };
     match created {
-        Ok(accepted) => {
-            if accepted.run.status == crate::model::RunStatus::Queued {
-                if let Some(env) = accepted.run.envelope() {
-                    publisher
-                        .publish_routed(&dispatch::phase_message(&engine.names, &engine.seal, &env))
-                        .await?;
-                }
-            }
-            tracing::info!(run_id = %accepted.run.id, created = accepted.created, "request accepted");
-            Ok(())
-        }
-        Err(IntakeError::UnknownThread(id)) => {
-            poison(Poison::new(
-                "unknown_thread",
-                format!("thread {id} does not exist for this tenant"),
-            ))
-            .await
-        }
-        Err(IntakeError::Db(e)) if crate::store::is_bad_data(&e) => {
-            poison(Poison::new(
-                "rejected_by_database",
-                format!(
-                    "the database refused the request's data (SQLSTATE {})",
-                    crate::store::sqlstate(&e).unwrap_or_default()
-                ),
-            ))
-            .await
-        }
+        Ok(accepted) => Ok(Ok(accepted)),
+        Err(IntakeError::UnknownThread(id)) => Ok(Err(Poison::new(
+            "unknown_thread",
+            format!("thread {id} does not exist for this tenant"),
+        ))),
+        Err(IntakeError::Db(e)) if crate::store::is_bad_data(&e) => Ok(Err(Poison::new(
+            "rejected_by_database",
+            format!(
+                "the database refused the request's data (SQLSTATE {})",
+                crate::store::sqlstate(&e).unwrap_or_default()
+            ),
+        ))),
         Err(IntakeError::Db(e)) => Err(InfraError::Database(e)),
     }
+}
+
+/// Publishes the first phase message of an accepted run that is queued (a
+/// repeated request's too: the phase consumer deduplicates it).
+async fn publish_accepted(
+    engine: &Engine,
+    publisher: &Publisher,
+    accepted: &Accepted,
+) -> Result<(), InfraError> {
+    if accepted.run.status == crate::model::RunStatus::Queued {
+        if let Some(env) = accepted.run.envelope() {
+            publisher
+                .publish_routed(&dispatch::phase_message(&engine.names, &engine.seal, &env))
+                .await?;
+        }
+    }
+    tracing::info!(run_id = %accepted.run.id, created = accepted.created, "request accepted");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 //! were in flight when the connection dropped come back from the broker and
 //! are deduplicated.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
+use lapin::{message::Delivery, Connection};
 use tokio::task::JoinSet;
 
 use super::{consumer, intake, shutdown, worker, Engine};
@@ -79,6 +80,8 @@ pub async fn run(
     }
 }
 
+/// Serves on one connection until `stop` fires (Ok) or a task fails (its
+/// error, after the others have stopped).
 async fn serve_once(
     engine: &Engine,
     opts: &ServeOptions,
@@ -86,6 +89,25 @@ async fn serve_once(
     phases: &[&'static str],
     mut stop: shutdown::Shutdown,
 ) -> Result<(), InfraError> {
+    let conn = connect(engine, all).await?;
+    tracing::info!(namespace = %engine.names.namespace(), ?phases, "connected; consuming");
+
+    // A per-connection signal: fired on global shutdown or when any task fails.
+    let (local_trigger, local) = shutdown::channel();
+    let tasks = start_tasks(engine, opts, phases, &conn, &local).await?;
+    let first_error = join_all(tasks, &mut stop, &local_trigger).await;
+    engine.link.set(None);
+    engine.link.set_probe(None);
+    drop(conn);
+    match first_error {
+        Some(e) if !stop.is_set() => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Connects, declares the topology of `all` phases, and gives the engine's
+/// link a publisher and a probe channel on the new connection.
+async fn connect(engine: &Engine, all: &[&'static str]) -> Result<Connection, InfraError> {
     let conn = broker::connect(
         &engine.config,
         &format!("netra {}", engine.config.worker_id),
@@ -96,72 +118,102 @@ async fn serve_once(
     let _ = ch.close(200, "declared".into()).await;
     engine.link.set(Some(Publisher::open(&conn).await?));
     engine.link.set_probe(Some(conn.create_channel().await?));
-    tracing::info!(namespace = %engine.names.namespace(), ?phases, "connected; consuming");
+    Ok(conn)
+}
 
-    // A per-connection signal: fired on global shutdown or when any task fails.
-    let (local_trigger, local) = shutdown::channel();
-    let local_trigger = Arc::new(local_trigger);
-    let grace = engine.config.shutdown_grace;
-    let mut tasks: JoinSet<Result<(), InfraError>> = JoinSet::new();
-
+/// Starts the consumers of `phases`, of the requests and of the crash-loop
+/// queue, and the retry scheduler, as `opts` says, each stopping when
+/// `local` fires.
+async fn start_tasks(
+    engine: &Engine,
+    opts: &ServeOptions,
+    phases: &[&'static str],
+    conn: &Connection,
+    local: &shutdown::Shutdown,
+) -> Result<Tasks, InfraError> {
+    let mut starter = Starter {
+        engine,
+        conn,
+        local,
+        tasks: JoinSet::new(),
+    };
     for &phase in phases {
-        let publisher = Publisher::open(&conn).await?;
-        let channel = conn.create_channel().await?;
-        let e = engine.clone();
-        let handler: consumer::Handler = Arc::new(move |d| {
-            let (e, p) = (e.clone(), publisher.clone());
-            Box::pin(worker::handle(e, p, phase, d))
-        });
-        tasks.spawn(consumer::run(
-            channel,
-            engine.names.phase_queue(phase),
-            engine.config.concurrency_for(phase),
-            handler,
-            local.clone(),
-            grace,
-        ));
+        let prefetch = engine.config.concurrency_for(phase);
+        starter
+            .consume(engine.names.phase_queue(phase), prefetch, move |e, p, d| {
+                worker::handle(e, p, phase, d)
+            })
+            .await?;
     }
     if opts.requests {
-        let publisher = Publisher::open(&conn).await?;
-        let channel = conn.create_channel().await?;
-        let e = engine.clone();
-        let handler: consumer::Handler = Arc::new(move |d| {
-            let (e, p) = (e.clone(), publisher.clone());
-            Box::pin(intake::handle(e, p, d))
-        });
-        tasks.spawn(consumer::run(
-            channel,
-            engine.names.requests(),
-            engine.config.concurrency_for("requests"),
-            handler,
-            local.clone(),
-            grace,
-        ));
+        let prefetch = engine.config.concurrency_for("requests");
+        starter
+            .consume(engine.names.requests(), prefetch, intake::handle)
+            .await?;
     }
     if opts.scheduler {
-        let publisher = Publisher::open(&conn).await?;
-        let channel = conn.create_channel().await?;
-        let e = engine.clone();
+        starter
+            .consume(engine.names.crashloop_queue(), 4, super::crashloop::handle)
+            .await?;
+        let publisher = Publisher::open(conn).await?;
+        let scheduler =
+            super::retry::run_scheduler(engine.clone(), publisher, starter.local.clone());
+        starter.tasks.spawn(scheduler);
+    }
+    Ok(starter.tasks)
+}
+
+/// The tasks serving one connection.
+type Tasks = JoinSet<Result<(), InfraError>>;
+
+/// Starts the tasks of one connection.
+struct Starter<'a> {
+    engine: &'a Engine,
+    conn: &'a Connection,
+    local: &'a shutdown::Shutdown,
+    tasks: Tasks,
+}
+
+impl Starter<'_> {
+    /// Consumes `queue` on a channel and a publisher of its own, `handle`
+    /// handling each delivery.
+    async fn consume<H, F>(
+        &mut self,
+        queue: String,
+        prefetch: u16,
+        handle: H,
+    ) -> Result<(), InfraError>
+    where
+        H: Fn(Engine, Publisher, Delivery) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let publisher = Publisher::open(self.conn).await?;
+        let channel = self.conn.create_channel().await?;
+        let e = self.engine.clone();
         let handler: consumer::Handler = Arc::new(move |d| {
             let (e, p) = (e.clone(), publisher.clone());
-            Box::pin(super::crashloop::handle(e, p, d))
+            Box::pin(handle(e, p, d))
         });
-        tasks.spawn(consumer::run(
+        self.tasks.spawn(consumer::run(
             channel,
-            engine.names.crashloop_queue(),
-            4,
+            queue,
+            prefetch,
             handler,
-            local.clone(),
-            grace,
+            self.local.clone(),
+            self.engine.config.shutdown_grace,
         ));
-        let publisher = Publisher::open(&conn).await?;
-        tasks.spawn(super::retry::run_scheduler(
-            engine.clone(),
-            publisher,
-            local.clone(),
-        ));
+        Ok(())
     }
+}
 
+/// Waits until every task has ended. On shutdown, and at the first task
+/// that fails, fires `local_trigger` so that the others stop too; returns
+/// the first failure.
+async fn join_all(
+    mut tasks: Tasks,
+    stop: &mut shutdown::Shutdown,
+    local_trigger: &shutdown::Trigger,
+) -> Option<InfraError> {
     let mut first_error = None;
     loop {
         tokio::select! {
@@ -169,29 +221,17 @@ async fn serve_once(
                 tracing::info!("shutdown requested; finishing in-flight work");
                 local_trigger.fire();
             }
-            joined = tasks.join_next() => match joined {
-                None => break,
-                Some(Ok(Ok(()))) => {}
-                Some(Ok(Err(e))) => {
-                    if first_error.is_none() {
-                        first_error = Some(e);
-                    }
-                    local_trigger.fire();
-                }
-                Some(Err(join)) => {
-                    if first_error.is_none() {
-                        first_error = Some(InfraError::Broker(format!("consumer task failed: {join}")));
-                    }
+            joined = tasks.join_next() => {
+                let Some(joined) = joined else { break };
+                let result = joined.unwrap_or_else(|join| {
+                    Err(InfraError::Broker(format!("consumer task failed: {join}")))
+                });
+                if let Err(e) = result {
+                    first_error.get_or_insert(e);
                     local_trigger.fire();
                 }
             }
         }
     }
-    engine.link.set(None);
-    engine.link.set_probe(None);
-    drop(conn);
-    match first_error {
-        Some(e) if !stop.is_set() => Err(e),
-        _ => Ok(()),
-    }
+    first_error
 }

@@ -85,105 +85,149 @@ pub fn validate(c: &Catalog, config: &Value, constraints: &Value, expected: &Val
         .flatten()
         .filter_map(Value::as_str)
     {
-        let Some(m) = c.model(id) else {
-            checks.push(check(
-                "catalog",
-                id,
-                json!("listed in the catalog"),
-                json!("missing"),
-                false,
-                "hard",
-            ));
-            continue;
-        };
-        if let Some(f) = floor {
-            checks.push(check(
-                "quality_floor",
-                id,
-                json!(f),
-                json!(m.quality_tier),
-                u64::from(m.quality_tier) >= f,
-                "hard",
-            ));
-        }
-        if let Some(mi) = max_input {
-            checks.push(check(
-                "context_window",
-                id,
-                json!(m.context_window),
-                json!(mi),
-                mi <= f64::from(m.context_window),
-                "hard",
-            ));
-        }
+        checks.extend(model_checks(c, id, floor, max_input));
     }
     for sh in config["compute"]["self_hosted"]
         .as_array()
         .into_iter()
         .flatten()
     {
-        let offer = sh["offer"].as_str().unwrap_or("");
-        let model = sh["model"].as_str().unwrap_or("");
-        let need = sh["required_tokens_per_s"].as_f64().unwrap_or(0.0);
-        let gpus = sh["gpus"].as_f64().unwrap_or(0.0);
-        let per_gpu = c
-            .gpus
-            .iter()
-            .find(|g| g.id == offer)
-            .zip(c.model(model).and_then(|m| m.size_class.clone()))
-            .and_then(|(g, class)| g.tokens_per_s.get(&class).copied());
-        let capacity = per_gpu.map(|t| t * gpus);
-        checks.push(check(
-            "gpu_capacity",
-            &format!("{offer} serving {model}"),
-            json!(need),
-            json!(capacity),
-            capacity.is_some_and(|cap| cap >= need),
-            "hard",
-        ));
+        checks.push(gpu_capacity_check(c, sh));
     }
-    if let Some(slo) = constraints["latency_slo_ms"].as_f64() {
-        let p95 = expected["p95_ms"].as_f64();
-        checks.push(check(
-            "latency_slo_ms",
-            "p95 latency",
-            json!(slo),
-            json!(p95),
-            p95.is_some_and(|p| p <= slo),
-            "hard",
-        ));
-    }
-    if let Some(budget) = constraints["monthly_budget_usd"].as_f64() {
-        let cost = expected["monthly_cost_usd"].as_f64();
-        checks.push(check(
-            "monthly_budget_usd",
-            "monthly cost",
-            json!(budget),
-            json!(cost),
-            cost.is_some_and(|x| x <= budget),
-            "hard",
-        ));
-    }
-    if let Some(target) = constraints["target_reduction_pct"].as_f64() {
-        let pct = expected["savings_pct"].as_f64();
-        checks.push(check(
-            "target_reduction_pct",
-            "savings",
-            json!(target),
-            json!(pct),
-            pct.is_some_and(|x| x >= target),
-            "goal",
-        ));
-    }
-    let valid = checks
-        .iter()
-        .filter(|c| c["severity"] == "hard")
-        .all(|c| c["ok"] == true);
-    let meets_goals = checks
-        .iter()
-        .filter(|c| c["severity"] == "goal")
-        .all(|c| c["ok"] == true);
+    checks.extend(constraint_checks(constraints, expected));
+    let valid = all_pass(&checks, "hard");
+    let meets_goals = all_pass(&checks, "goal");
     json!({"valid": valid, "meets_goals": meets_goals, "checks": checks})
+}
+
+/// The checks of one hosted model: listed in the catalog, then its quality
+/// tier against the floor and its context window against the longest input
+/// (each when given).
+fn model_checks(c: &Catalog, id: &str, floor: Option<u64>, max_input: Option<f64>) -> Vec<Value> {
+    let Some(m) = c.model(id) else {
+        return vec![check(
+            "catalog",
+            id,
+            json!("listed in the catalog"),
+            json!("missing"),
+            false,
+            "hard",
+        )];
+    };
+    let mut checks = Vec::new();
+    if let Some(f) = floor {
+        checks.push(check(
+            "quality_floor",
+            id,
+            json!(f),
+            json!(m.quality_tier),
+            u64::from(m.quality_tier) >= f,
+            "hard",
+        ));
+    }
+    if let Some(mi) = max_input {
+        checks.push(check(
+            "context_window",
+            id,
+            json!(m.context_window),
+            json!(mi),
+            mi <= f64::from(m.context_window),
+            "hard",
+        ));
+    }
+    checks
+}
+
+/// Whether a self-hosted deployment's GPUs serve the tokens per second it
+/// needs, at the catalog's rate for the model's size class.
+fn gpu_capacity_check(c: &Catalog, sh: &Value) -> Value {
+    let offer = sh["offer"].as_str().unwrap_or("");
+    let model = sh["model"].as_str().unwrap_or("");
+    let need = sh["required_tokens_per_s"].as_f64().unwrap_or(0.0);
+    let gpus = sh["gpus"].as_f64().unwrap_or(0.0);
+    let per_gpu = c
+        .gpus
+        .iter()
+        .find(|g| g.id == offer)
+        .zip(c.model(model).and_then(|m| m.size_class.clone()))
+        .and_then(|(g, class)| g.tokens_per_s.get(&class).copied());
+    let capacity = per_gpu.map(|t| t * gpus);
+    check(
+        "gpu_capacity",
+        &format!("{offer} serving {model}"),
+        json!(need),
+        json!(capacity),
+        capacity.is_some_and(|cap| cap >= need),
+        "hard",
+    )
+}
+
+/// A constraint of the request, checked against an expected figure.
+struct Limit {
+    /// The constraint (and the name of its check).
+    name: &'static str,
+    /// The expected figure it limits.
+    figure: &'static str,
+    /// What the check is about.
+    subject: &'static str,
+    /// The figure must reach the limit (else stay within it).
+    at_least: bool,
+    /// `hard` or `goal`.
+    severity: &'static str,
+}
+
+/// The latency SLO and the budget (hard limits), the savings target (a goal).
+const LIMITS: [Limit; 3] = [
+    Limit {
+        name: "latency_slo_ms",
+        figure: "p95_ms",
+        subject: "p95 latency",
+        at_least: false,
+        severity: "hard",
+    },
+    Limit {
+        name: "monthly_budget_usd",
+        figure: "monthly_cost_usd",
+        subject: "monthly cost",
+        at_least: false,
+        severity: "hard",
+    },
+    Limit {
+        name: "target_reduction_pct",
+        figure: "savings_pct",
+        subject: "savings",
+        at_least: true,
+        severity: "goal",
+    },
+];
+
+/// The checks of the [`LIMITS`] the request's constraints give, each
+/// against its expected figure.
+fn constraint_checks(constraints: &Value, expected: &Value) -> Vec<Value> {
+    let mut checks = Vec::new();
+    for l in &LIMITS {
+        if let Some(limit) = constraints[l.name].as_f64() {
+            let value = expected[l.figure].as_f64();
+            let ok = value.is_some_and(|x| if l.at_least { x >= limit } else { x <= limit });
+            checks.push(check(
+                l.name,
+                l.subject,
+                json!(limit),
+                json!(value),
+                ok,
+                l.severity,
+            ));
+        }
+    }
+    checks
+}
+
+/// True when every check of this severity passes.
+fn all_pass(checks: &[Value], severity: &str) -> bool {
+    checks
+        .iter()
+        .filter(|c| c["severity"] == severity)
+        .all(|c| c["ok"] == true)
 }
 
 #[cfg(test)]
