@@ -138,7 +138,7 @@ impl ModelClient {
         let request_json = serde_json::to_value(request)
             .map_err(|e| ModelError::permanent(format!("request: {e}")))?;
         let hash = request_hash(prompt.version(), &request_json);
-        let row = |response, error, reused_from| NewCall {
+        let row = NewCall {
             scope,
             purpose,
             provider: self.model.provider(),
@@ -146,9 +146,9 @@ impl ModelClient {
             prompt_version: prompt.version(),
             request_hash: &hash,
             request: &request_json,
-            response,
-            error,
-            reused_from,
+            response: None,
+            error: None,
+            reused_from: None,
             input_tokens: 0,
             output_tokens: 0,
             cached_tokens: 0,
@@ -156,20 +156,8 @@ impl ModelClient {
             cost_usd: None,
             cost_basis: "reused",
         };
-        let found = ledger::find_answer(&self.pool, scope, purpose, &hash)
-            .await
-            .map_err(ledger_error)?;
-        if let Some(rec) = found {
-            let id = ledger::record(&self.pool, &row(None, None, Some(rec.id)))
-                .await
-                .map_err(ledger_error)?;
-            self.stats.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(Answered {
-                answer: recorded_answer(&rec.response, rec.input_tokens, rec.output_tokens),
-                ledger_id: id,
-                reused: true,
-                latency_ms: 0.0,
-            });
+        if let Some(reused) = self.reuse(&row).await? {
+            return Ok(reused);
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         self.wait_for_rate(request).await?;
@@ -177,49 +165,15 @@ impl ModelClient {
         let result = self.complete_with_retries(request).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         match result {
-            Ok(answer) => {
-                let (cost_usd, cost_basis) = cost(&request.model, &answer);
-                let response = json!({
-                    "content": answer.content,
-                    "finish_reason": answer.finish_reason,
-                    "model": answer.model,
-                });
-                let tokens = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
-                let id = ledger::record(
-                    &self.pool,
-                    &NewCall {
-                        response: Some(&response),
-                        input_tokens: tokens(answer.input_tokens),
-                        output_tokens: tokens(answer.output_tokens),
-                        cached_tokens: tokens(answer.cached_tokens),
-                        latency_ms,
-                        cost_usd,
-                        cost_basis,
-                        ..row(None, None, None)
-                    },
-                )
-                .await
-                .map_err(ledger_error)?;
-                self.stats
-                    .input_tokens
-                    .fetch_add(u64::from(answer.input_tokens), Ordering::Relaxed);
-                self.stats
-                    .output_tokens
-                    .fetch_add(u64::from(answer.output_tokens), Ordering::Relaxed);
-                Ok(Answered {
-                    answer,
-                    ledger_id: id,
-                    reused: false,
-                    latency_ms,
-                })
-            }
+            Ok(answer) => self.record_answer(row, answer, latency_ms).await,
             Err(e) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
                 let message = e.to_string();
                 let failed = NewCall {
                     latency_ms,
+                    error: Some(&message),
                     cost_basis: "failed",
-                    ..row(None, Some(&message), None)
+                    ..row
                 };
                 if let Err(le) = ledger::record(&self.pool, &failed).await {
                     tracing::warn!(error = %le, "could not record a failed model call");
@@ -227,6 +181,74 @@ impl ModelClient {
                 Err(e)
             }
         }
+    }
+
+    /// The recorded answer to the same request, if there is one, recorded
+    /// again as a reuse.
+    async fn reuse(&self, row: &NewCall<'_>) -> Result<Option<Answered>, ModelError> {
+        let found = ledger::find_answer(&self.pool, row.scope, row.purpose, row.request_hash)
+            .await
+            .map_err(ledger_error)?;
+        let Some(rec) = found else {
+            return Ok(None);
+        };
+        let hit = NewCall {
+            reused_from: Some(rec.id),
+            ..row.clone()
+        };
+        let id = ledger::record(&self.pool, &hit)
+            .await
+            .map_err(ledger_error)?;
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(Answered {
+            answer: recorded_answer(&rec.response, rec.input_tokens, rec.output_tokens),
+            ledger_id: id,
+            reused: true,
+            latency_ms: 0.0,
+        }))
+    }
+
+    /// Records a model's answer with its tokens, latency and cost.
+    async fn record_answer(
+        &self,
+        row: NewCall<'_>,
+        answer: ChatAnswer,
+        latency_ms: f64,
+    ) -> Result<Answered, ModelError> {
+        let (cost_usd, cost_basis) = cost(row.model, &answer);
+        let response = json!({
+            "content": answer.content,
+            "finish_reason": answer.finish_reason,
+            "model": answer.model,
+        });
+        let tokens = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+        let id = ledger::record(
+            &self.pool,
+            &NewCall {
+                response: Some(&response),
+                input_tokens: tokens(answer.input_tokens),
+                output_tokens: tokens(answer.output_tokens),
+                cached_tokens: tokens(answer.cached_tokens),
+                latency_ms,
+                cost_usd,
+                cost_basis,
+                ..row
+            },
+        )
+        .await
+        .map_err(ledger_error)?;
+        self.stats
+            .input_tokens
+            .fetch_add(u64::from(answer.input_tokens), Ordering::Relaxed);
+        self.stats
+            .output_tokens
+            .fetch_add(u64::from(answer.output_tokens), Ordering::Relaxed);
+        Ok(Answered {
+            answer,
+            ledger_id: id,
+            reused: false,
+            latency_ms,
+        })
     }
 
     /// Sends the request, retrying transient failures after their

@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::{
     agents::{
-        catalog::Catalog,
+        catalog::{Catalog, ModelPrice},
         outputs::{
             Constraints, DataOutput, Excluded, OptimizationOutput, Priority, Recommendation,
             TriageOutput, WorkloadData,
@@ -110,77 +110,102 @@ pub fn recommend(
     let (uses, mut out) = model_uses(w, catalog);
     let mut recs = Vec::new();
     for u in &uses {
-        // 1. The model change: the larger saving of right-sizing and self-hosting.
-        let rs = ("model_right_sizing", right_sizing(u, catalog, limits));
-        let sh = ("self_hosting", self_hosting(u, catalog, limits));
-        let savings =
-            |r: &Result<Recommendation, String>| r.as_ref().ok().map(|v| v.monthly_savings_usd);
-        let (chosen, other) = match (savings(&rs.1), savings(&sh.1)) {
-            (Some(a), Some(b)) if b > a => (sh, rs),
-            (None, Some(_)) => (sh, rs),
-            _ => (rs, sh),
-        };
-        let mut serving = u.current;
-        let mut self_hosted = false;
-        match chosen.1 {
-            Ok(rec) => {
-                self_hosted = chosen.0 == "self_hosting";
-                serving = rec
-                    .str_field("to_model")
-                    .and_then(|id| catalog.model(id))
-                    .unwrap_or(u.current);
-                if other.1.is_ok() {
-                    out.push(excluded(
-                        other.0,
-                        u,
-                        format!("superseded by {} which saves more", chosen.0),
-                    ));
-                }
-                recs.push(rec);
-            }
-            Err(r) => out.push(excluded(chosen.0, u, r)),
-        }
-        if let Err(r) = other.1 {
-            out.push(excluded(other.0, u, r));
-        }
-        if self_hosted {
-            out.push(excluded(
+        match model_change(u, catalog, limits, &mut recs, &mut out) {
+            Some(serving) => token_options(u, serving, limits, &mut recs, &mut out),
+            None => out.push(excluded(
                 "token_options",
                 u,
                 "self-hosted GPUs are paid by the hour; token-priced options do not apply".into(),
-            ));
-            continue;
-        }
-        // 2-4. On the model that serves afterwards.
-        let capped = match output_cap(u, serving) {
-            Ok(r) => {
-                recs.push(r);
-                true
-            }
-            Err(r) => {
-                out.push(excluded("max_output_tokens", u, r));
-                false
-            }
-        };
-        let cached = match prompt_caching(u, serving, limits) {
-            Ok(r) => {
-                recs.push(r);
-                true
-            }
-            Err(r) => {
-                out.push(excluded("prompt_caching", u, r));
-                false
-            }
-        };
-        match batch(u, serving, limits, capped, cached) {
-            Ok(r) => recs.push(r),
-            Err(r) => out.push(excluded("batch_processing", u, r)),
+            )),
         }
     }
     if let Some(r) = peak_capacity(&w.workload_id, &w.metrics) {
         recs.push(r);
     }
     (recs, out)
+}
+
+/// The model change (step 1): the larger saving of right-sizing and
+/// self-hosting. Answers the model that serves afterwards, or `None` when
+/// it is self-hosted.
+fn model_change<'a>(
+    u: &ModelUse<'a>,
+    catalog: &'a Catalog,
+    limits: &Limits,
+    recs: &mut Vec<Recommendation>,
+    out: &mut Vec<Excluded>,
+) -> Option<&'a ModelPrice> {
+    let rs = ("model_right_sizing", right_sizing(u, catalog, limits));
+    let sh = ("self_hosting", self_hosting(u, catalog, limits));
+    let savings =
+        |r: &Result<Recommendation, String>| r.as_ref().ok().map(|v| v.monthly_savings_usd);
+    let (chosen, other) = match (savings(&rs.1), savings(&sh.1)) {
+        (Some(a), Some(b)) if b > a => (sh, rs),
+        (None, Some(_)) => (sh, rs),
+        _ => (rs, sh),
+    };
+    let mut serving = Some(u.current);
+    match chosen.1 {
+        Ok(rec) => {
+            serving = if chosen.0 == "self_hosting" {
+                None
+            } else {
+                Some(
+                    rec.str_field("to_model")
+                        .and_then(|id| catalog.model(id))
+                        .unwrap_or(u.current),
+                )
+            };
+            if other.1.is_ok() {
+                out.push(excluded(
+                    other.0,
+                    u,
+                    format!("superseded by {} which saves more", chosen.0),
+                ));
+            }
+            recs.push(rec);
+        }
+        Err(r) => out.push(excluded(chosen.0, u, r)),
+    }
+    if let Err(r) = other.1 {
+        out.push(excluded(other.0, u, r));
+    }
+    serving
+}
+
+/// Steps 2 to 4: the output cap, prompt caching and batching, on the model
+/// that serves after the model change.
+fn token_options(
+    u: &ModelUse<'_>,
+    serving: &ModelPrice,
+    limits: &Limits,
+    recs: &mut Vec<Recommendation>,
+    out: &mut Vec<Excluded>,
+) {
+    let capped = match output_cap(u, serving) {
+        Ok(r) => {
+            recs.push(r);
+            true
+        }
+        Err(r) => {
+            out.push(excluded("max_output_tokens", u, r));
+            false
+        }
+    };
+    let cached = match prompt_caching(u, serving, limits) {
+        Ok(r) => {
+            recs.push(r);
+            true
+        }
+        Err(r) => {
+            out.push(excluded("prompt_caching", u, r));
+            false
+        }
+    };
+    match batch(u, serving, limits, capped, cached) {
+        Ok(r) => recs.push(r),
+        Err(r) => out.push(excluded("batch_processing", u, r)),
+    }
 }
 
 fn risk_rank(v: &Recommendation) -> u8 {
