@@ -115,6 +115,9 @@ pub struct Config {
     /// 128 runs in flight: 4.2 ms of CPU per run with 1, 4.5 with 2, 5.5
     /// with 4).
     pub commit_concurrency: usize,
+    /// The language model the agents use, if any (`NETRA_LLM_*`; none: the
+    /// embedded analyst).
+    pub llm: crate::llm::config::LlmConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -135,6 +138,7 @@ impl std::fmt::Debug for Config {
             .field("worker_id", &self.worker_id)
             .field("amqp_default_tenant", &self.amqp_default_tenant)
             .field("http", &self.http)
+            .field("llm", &self.llm)
             .finish_non_exhaustive()
     }
 }
@@ -359,6 +363,7 @@ impl Config {
             memo_entries: parse("NETRA_MEMO_ENTRIES", 4096usize)?,
             commit_batch: parse("NETRA_COMMIT_BATCH", 32usize)?,
             commit_concurrency: parse("NETRA_COMMIT_CONCURRENCY", 1usize)?,
+            llm: crate::llm::config::LlmConfig::from_env()?,
         })
     }
 

@@ -110,6 +110,41 @@ pub struct TriageOutput {
     pub clarifying_question: Option<String>,
     /// Parts of the request that were read but not applied, and why.
     pub unclear: Vec<String>,
+    /// How the language model took part, when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelNote>,
+}
+
+/// How a language model took part in a phase: which model, what the call
+/// ledger did, and what the grounding rules dropped or replaced. Absent
+/// when no model is configured.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelNote {
+    /// The provider (`openai-compatible`).
+    pub provider: String,
+    /// The model asked.
+    pub model: String,
+    /// The system prompt's version.
+    pub prompt_version: String,
+    /// The ledger rows of the phase's calls.
+    pub calls: Vec<i64>,
+    /// True when every answer came from the ledger (nothing was paid).
+    pub reused: bool,
+    /// Prompt tokens of the answers used.
+    pub input_tokens: u32,
+    /// Answer tokens of the answers used.
+    pub output_tokens: u32,
+    /// Time the calls took, ms.
+    pub latency_ms: f64,
+    /// True when the model's answer is what the output holds.
+    pub used: bool,
+    /// Why the embedded analyst decided instead, when it did.
+    pub fallback: Option<String>,
+    /// What the grounding rules dropped from the model's answer, and why.
+    pub dropped: Vec<String>,
+    /// Workload ids the model wrote that were matched to known ones.
+    pub did_you_mean: Vec<String>,
 }
 
 impl Default for TriageOutput {
@@ -126,6 +161,7 @@ impl Default for TriageOutput {
             ambiguous: false,
             clarifying_question: None,
             unclear: Vec::new(),
+            model: None,
         }
     }
 }

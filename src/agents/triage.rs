@@ -196,6 +196,7 @@ pub fn classify(message: &str, workload_hint: Option<&str>) -> TriageOutput {
         unclear: unclear(&text),
         workload_ids: workloads,
         priorities,
+        model: None,
     }
 }
 
@@ -270,7 +271,7 @@ fn intent(category: Category, priorities: &[Priority], workloads: &[String]) -> 
 
 /// The question to ask instead of guessing: a workload without a goal, an
 /// analysis without a workload, or text netra recognises nothing in.
-fn clarifying_question(
+pub(crate) fn clarifying_question(
     category: Category,
     workloads: &[String],
     asks_for_work: bool,
@@ -329,7 +330,7 @@ impl TypedAgent for Triage {
 
     fn run<'a>(
         &'a self,
-        _ctx: &'a AgentContext,
+        ctx: &'a AgentContext,
         input: &'a PhaseInput,
     ) -> BoxFuture<'a, Result<TriageOutput, PhaseError>> {
         Box::pin(async move {
@@ -346,7 +347,13 @@ impl TypedAgent for Triage {
                 }
             }
             let hint = input.request.get("workload_id").and_then(Value::as_str);
-            Ok(classify(&text, hint))
+            let embedded = classify(&text, hint);
+            match &ctx.model {
+                None => Ok(embedded),
+                Some(model) => {
+                    super::model_triage::triage(ctx, model, input, &text, hint, embedded).await
+                }
+            }
         })
     }
 }

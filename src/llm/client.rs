@@ -308,12 +308,12 @@ impl ModelClient {
             let Some(secs) = wait else { return Ok(()) };
             let pause = Duration::from_secs(secs);
             if Instant::now() + pause > deadline {
-                return Err(ModelError::Transient {
+                return Err(ModelError::RateLimited {
                     message: format!(
-                        "rate limited: model `{}` is at its limit of {rpm} requests or {tpm} tokens per minute",
+                        "model `{}` is at its limit of {rpm} requests or {tpm} tokens per minute",
                         request.model
                     ),
-                    retry_after: Some(pause),
+                    retry_after: pause,
                 });
             }
             self.stats.rate_limited_ms.fetch_add(
@@ -367,5 +367,5 @@ fn cost(model: &str, answer: &ChatAnswer) -> (Option<f64>, &'static str) {
 /// A ledger read or write failed: the database is the problem, so the
 /// attempt fails transiently (it is retried like any outage).
 fn ledger_error(e: sqlx::Error) -> ModelError {
-    ModelError::transient(format!("call ledger: {e}"))
+    ModelError::Ledger(e.to_string())
 }

@@ -115,6 +115,19 @@ pub enum ModelError {
         /// What happened.
         message: String,
     },
+    /// The per-model rate limits did not admit the call in time: the phase
+    /// should run again later, without counting this as a failure.
+    #[error("model call rate limited: {message}")]
+    RateLimited {
+        /// Which limit.
+        message: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// The call ledger could not be read or written: the database is out,
+    /// which the phase treats like any outage.
+    #[error("call ledger: {0}")]
+    Ledger(String),
 }
 
 impl ModelError {
@@ -135,7 +148,7 @@ impl ModelError {
 
     /// True for failures worth retrying.
     pub fn is_transient(&self) -> bool {
-        matches!(self, ModelError::Transient { .. })
+        !matches!(self, ModelError::Permanent { .. })
     }
 }
 

@@ -44,6 +44,10 @@ pub struct PhaseInput {
     pub outputs: BTreeMap<String, Value>,
     /// The attempt number of this phase.
     pub attempt: u32,
+    /// The replay generation (for the call ledger; not part of what the
+    /// agent output cache keys on, so a replay can reuse a cached output).
+    #[serde(skip)]
+    pub replay: u32,
 }
 
 impl PhaseInput {
@@ -107,6 +111,9 @@ pub struct AgentContext {
     pub data_version: Option<i64>,
     /// Read results memoized by data version, shared by the process.
     pub memo: Arc<crate::memo::Memo>,
+    /// The language model, when one is configured (none: the agents run the
+    /// embedded analyst alone).
+    pub model: Option<Arc<crate::llm::client::ModelClient>>,
 }
 
 impl AgentContext {
@@ -116,6 +123,18 @@ impl AgentContext {
             pool,
             data_version: None,
             memo: Arc::new(crate::memo::Memo::default()),
+            model: None,
+        }
+    }
+
+    /// Where a model call of `input`'s phase attempt is recorded.
+    pub fn call_scope(&self, input: &PhaseInput, phase: Phase) -> crate::store::ledger::CallScope {
+        crate::store::ledger::CallScope {
+            tenant: input.tenant.clone(),
+            run_id: input.run_id,
+            phase: phase.as_str().to_string(),
+            attempt: i32::try_from(input.attempt).unwrap_or(i32::MAX),
+            replay: i32::try_from(input.replay).unwrap_or(i32::MAX),
         }
     }
 }

@@ -78,6 +78,8 @@ pub struct Engine {
     pub seal: Arc<seal::Seal>,
     /// Per-tenant and per-address rate limits.
     pub limiter: Arc<crate::ratelimit::RateLimiter>,
+    /// The language model the agents call, when one is configured.
+    pub model: Option<Arc<crate::llm::client::ModelClient>>,
 }
 
 /// The current broker connection state, for `/readyz` and the API's publishes.
@@ -164,10 +166,12 @@ impl Engine {
     ) -> Self {
         let names = Names::new(&config.namespace);
         let memo = Arc::new(crate::memo::Memo::new(config.memo_entries));
+        let limiter = Arc::new(crate::ratelimit::RateLimiter::new());
         let metrics = Arc::new(Metrics::default());
         let first = agents.router().first();
         let batch = config.commit_batch.max(1);
         let Pools { main, marks, hot } = pools;
+        let model = model_client(&config, &main, cache.as_ref(), &limiter);
         Self {
             committer: committer::Committer::start(
                 hot.clone(),
@@ -195,12 +199,45 @@ impl Engine {
             link: Arc::new(BrokerLink::default()),
             memo,
             seal: Arc::new(seal),
-            limiter: Arc::new(crate::ratelimit::RateLimiter::new()),
+            limiter,
+            model,
         }
+    }
+
+    /// The number of model calls answered from the ledger and made, when a
+    /// model is configured.
+    pub fn ledger_stats(&self) -> Option<&crate::llm::client::LedgerStats> {
+        self.model.as_deref().map(|m| &*m.stats)
     }
 
     /// True when `phase` is served by an agent.
     pub fn knows_phase(&self, phase: &str) -> bool {
         self.agents.get(phase).is_some()
+    }
+}
+
+/// The model client of the configured endpoint (none without one; a client
+/// that cannot be built is logged, and the agents run the embedded analyst).
+fn model_client(
+    config: &Config,
+    pool: &PgPool,
+    cache: Option<&Cache>,
+    limiter: &Arc<crate::ratelimit::RateLimiter>,
+) -> Option<Arc<crate::llm::client::ModelClient>> {
+    if !config.llm.enabled() {
+        return None;
+    }
+    match crate::llm::openai::OpenAiCompatible::new(&config.llm) {
+        Ok(endpoint) => Some(Arc::new(crate::llm::client::ModelClient::new(
+            Arc::new(endpoint),
+            config.llm.clone(),
+            pool.clone(),
+            cache.cloned(),
+            limiter.clone(),
+        ))),
+        Err(e) => {
+            tracing::error!(error = %e, "the language model is configured but unusable; using the embedded analyst");
+            None
+        }
     }
 }

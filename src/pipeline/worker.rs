@@ -271,6 +271,7 @@ fn prepare(engine: &Engine, env: &Envelope, run: runs::Run, inputs: runs::Inputs
         thread,
         outputs,
         attempt: env.attempt,
+        replay: env.replay,
     };
     Prepared {
         record,
@@ -496,6 +497,7 @@ async fn run_agent_guarded(
         pool: engine.pool.clone(),
         data_version: Some(data_version),
         memo: engine.memo.clone(),
+        model: engine.model.clone(),
     };
     let task = tokio::spawn(async move {
         let result = agent.run(&ctx, &input).await;

@@ -14,6 +14,7 @@ pub mod starts;
 pub mod telemetry;
 pub mod tenants;
 pub mod threads;
+pub mod workloads;
 
 use std::time::Duration;
 

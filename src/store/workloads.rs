@@ -1,0 +1,12 @@
+//! The workloads a tenant has telemetry for (`workloads`).
+
+use sqlx::PgPool;
+
+/// The ids of a tenant's workloads, in id order (at most `limit`).
+pub async fn ids(pool: &PgPool, tenant: &str, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM workloads WHERE tenant = $1 ORDER BY id LIMIT $2")
+        .bind(tenant)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+}
