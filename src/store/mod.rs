@@ -1,9 +1,12 @@
 //! The store: Postgres access, one file per table family.
 //!
 //! Postgres is the source of truth for runs, their history and their
-//! outputs. Every query is parameterized (`sqlx::query(..).bind(..)`).
+//! outputs. Every SQL statement of netra lives under this module (the
+//! catalog, the tools and the engine call its typed functions, which return
+//! rows), and every query is parameterized (`sqlx::query(..).bind(..)`).
 
 pub mod batch;
+pub mod catalog;
 pub mod dead_letters;
 pub mod effects;
 pub mod keys;
