@@ -100,7 +100,7 @@ impl Catalog {
     /// is reused only at that version, so it is exact; without it, for at
     /// most [`CACHE_TTL`] per database. A load through this process is seen
     /// at once either way.
-    pub async fn from_db(pool: &PgPool, version: Option<i64>) -> Result<Catalog, sqlx::Error> {
+    pub async fn from_db(pool: &PgPool, version: Option<i64>) -> Result<Catalog, store::Error> {
         let opts = pool.connect_options();
         let key = format!(
             "{}:{}/{}",
@@ -124,7 +124,7 @@ impl Catalog {
 
     /// The catalog as stored in Postgres; the embedded file when the tables
     /// are empty (a database that was never loaded).
-    pub async fn read_db(pool: &PgPool) -> Result<Catalog, sqlx::Error> {
+    pub async fn read_db(pool: &PgPool) -> Result<Catalog, store::Error> {
         let rows = store::catalog::models(pool).await?;
         if rows.is_empty() {
             return Ok(Catalog::embedded().clone());
@@ -281,7 +281,7 @@ pub struct CatalogLoad {
 /// Upserts the embedded `catalog/models.json` into `catalog_models` and
 /// `catalog_gpus` in one transaction, deleting rows the file no longer has.
 /// Idempotent: call it after migrations at every start and on `netra migrate`.
-pub async fn load_catalog(pool: &PgPool) -> Result<CatalogLoad, sqlx::Error> {
+pub async fn load_catalog(pool: &PgPool) -> Result<CatalogLoad, store::Error> {
     load_catalog_from(pool, Catalog::embedded()).await
 }
 
@@ -296,7 +296,7 @@ pub enum CatalogError {
     Parse(#[from] serde_json::Error),
     /// Postgres failed.
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] store::Error),
 }
 
 /// Loads a catalog file read at run time (prices changed without a
@@ -310,7 +310,7 @@ pub async fn load_catalog_file(
 }
 
 /// [`load_catalog`] for a given catalog (tests, or a file read at run time).
-pub async fn load_catalog_from(pool: &PgPool, c: &Catalog) -> Result<CatalogLoad, sqlx::Error> {
+pub async fn load_catalog_from(pool: &PgPool, c: &Catalog) -> Result<CatalogLoad, store::Error> {
     let models: Vec<_> = c.models.iter().map(|m| m.to_row(&c.version)).collect();
     let gpus: Vec<_> = c.gpus.iter().map(|g| g.to_row(&c.version)).collect();
     store::catalog::replace(pool, &models, &gpus).await?;

@@ -8,7 +8,8 @@
 //! - [`config`]: typed settings from `NETRA_*` variables; secrets redacted.
 //! - [`broker`]: RabbitMQ connection, topology, confirmed publishing.
 //! - [`store`]: Postgres, one file per table family; migrations in `migrations/`.
-//!   Every SQL statement lives here, as a typed function returning rows.
+//!   Every SQL statement lives here, as a typed function returning rows;
+//!   failures are [`store::Error`] (outage, refused data, missing row, …).
 //!   It imports no pipeline, agent or API module (their shared types are in [`model`]).
 //! - [`catalog`]: the supply catalog (`catalog/models.json`), loaded into
 //!   Postgres (through [`store::catalog`]) and read by the tools.

@@ -152,7 +152,9 @@ async fn process(
     if matches!(&result, Err(e) if e.class == ErrorClass::Transient)
         && !store::ping(&engine.pool).await
     {
-        return Err(InfraError::Database(sqlx::Error::PoolTimedOut));
+        return Err(InfraError::Database(store::Error::from(
+            sqlx::Error::PoolTimedOut,
+        )));
     }
     let (effect, outcome) = decide(engine, phase, &env, result, input.as_ref());
     let (committed, outcome) =

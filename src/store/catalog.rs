@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use super::Error;
 use sqlx::{types::Json, PgPool};
 
 /// One row of `catalog_models`, as stored.
@@ -64,34 +65,30 @@ pub struct GpuRow {
 }
 
 /// Every model row, by id.
-pub async fn models(pool: &PgPool) -> Result<Vec<ModelRow>, sqlx::Error> {
-    sqlx::query_as(
+pub async fn models(pool: &PgPool) -> Result<Vec<ModelRow>, Error> {
+    Ok(sqlx::query_as(
         "SELECT id, provider, input_per_mtok, output_per_mtok, cached_input_discount, batch_discount, \
          context_window, quality_tier, typical_latency_ms, output_tokens_per_s, source, as_of::text AS as_of, \
          size_class, catalog_version FROM catalog_models ORDER BY id",
     )
     .fetch_all(pool)
-    .await
+    .await?)
 }
 
 /// Every GPU row, by id.
-pub async fn gpus(pool: &PgPool) -> Result<Vec<GpuRow>, sqlx::Error> {
-    sqlx::query_as(
+pub async fn gpus(pool: &PgPool) -> Result<Vec<GpuRow>, Error> {
+    Ok(sqlx::query_as(
         "SELECT id, gpu, hourly_usd, memory_gb, tokens_per_s, source, as_of::text AS as_of, \
          catalog_version FROM catalog_gpus ORDER BY id",
     )
     .fetch_all(pool)
-    .await
+    .await?)
 }
 
 /// Makes the tables hold exactly these rows, in one transaction: each row
 /// is upserted by id (`loaded_at` set to now), and rows whose id is not
 /// among them are deleted.
-pub async fn replace(
-    pool: &PgPool,
-    models: &[ModelRow],
-    gpus: &[GpuRow],
-) -> Result<(), sqlx::Error> {
+pub async fn replace(pool: &PgPool, models: &[ModelRow], gpus: &[GpuRow]) -> Result<(), Error> {
     let mut tx = pool.begin().await?;
     for m in models {
         upsert_model(&mut tx, m).await?;
@@ -109,10 +106,10 @@ pub async fn replace(
         .bind(&gpu_ids)
         .execute(&mut *tx)
         .await?;
-    tx.commit().await
+    Ok(tx.commit().await?)
 }
 
-async fn upsert_model(conn: &mut sqlx::PgConnection, m: &ModelRow) -> Result<(), sqlx::Error> {
+async fn upsert_model(conn: &mut sqlx::PgConnection, m: &ModelRow) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO catalog_models (id, provider, input_per_mtok, output_per_mtok, cached_input_discount, \
          batch_discount, context_window, quality_tier, typical_latency_ms, output_tokens_per_s, source, as_of, \
@@ -144,7 +141,7 @@ async fn upsert_model(conn: &mut sqlx::PgConnection, m: &ModelRow) -> Result<(),
     Ok(())
 }
 
-async fn upsert_gpu(conn: &mut sqlx::PgConnection, g: &GpuRow) -> Result<(), sqlx::Error> {
+async fn upsert_gpu(conn: &mut sqlx::PgConnection, g: &GpuRow) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO catalog_gpus (id, gpu, hourly_usd, memory_gb, tokens_per_s, source, as_of, catalog_version, loaded_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7::date, $8, now()) \

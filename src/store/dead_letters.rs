@@ -2,6 +2,7 @@
 //! with its reason, so operators can list and group failures without
 //! draining the queues. The index is the source of truth for replays.
 
+use super::Error;
 use crate::model::RunStatus;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -49,7 +50,7 @@ pub async fn insert_for_run(
     error: &PhaseError,
     first_failed_at: DateTime<Utc>,
     last_failed_at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO dead_letters (id, run_id, tenant, phase, queue, message_id, error_class, error, \
          fingerprint, attempts, replay, first_failed_at, last_failed_at) \
@@ -81,7 +82,7 @@ pub async fn insert_poison(
     kind: &str,
     reason: &str,
     body: &[u8],
-) -> Result<Uuid, sqlx::Error> {
+) -> Result<Uuid, Error> {
     let id = Uuid::new_v4();
     let now = Utc::now();
     let kept = &body[..body.len().min(64 * 1024)];
@@ -158,8 +159,8 @@ pub struct DeadLetterFilter {
 }
 
 /// Lists dead letters, newest first.
-pub async fn list(pool: &PgPool, f: &DeadLetterFilter) -> Result<Vec<DeadLetter>, sqlx::Error> {
-    sqlx::query_as(
+pub async fn list(pool: &PgPool, f: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error> {
+    Ok(sqlx::query_as(
         "SELECT id, run_id, tenant, phase, queue, message_id, error_class, error, fingerprint, attempts, \
          replay, first_failed_at, last_failed_at, status, created_at FROM dead_letters \
          WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR phase = $2) \
@@ -175,7 +176,7 @@ pub async fn list(pool: &PgPool, f: &DeadLetterFilter) -> Result<Vec<DeadLetter>
     .bind(f.include_replayed)
     .bind(f.limit)
     .fetch_all(pool)
-    .await
+    .await?)
 }
 
 /// A group of pending dead letters with the same phase and fingerprint.
@@ -194,22 +195,22 @@ pub struct Group {
 }
 
 /// Pending dead letters grouped by phase and fingerprint.
-pub async fn groups(pool: &PgPool, tenant: Option<&str>) -> Result<Vec<Group>, sqlx::Error> {
-    sqlx::query_as(
+pub async fn groups(pool: &PgPool, tenant: Option<&str>) -> Result<Vec<Group>, Error> {
+    Ok(sqlx::query_as(
         "SELECT phase, fingerprint, count(*) AS count, min(created_at) AS first_at, max(created_at) AS last_at \
          FROM dead_letters WHERE status = 'pending' AND ($1::text IS NULL OR tenant = $1) \
          GROUP BY phase, fingerprint ORDER BY count(*) DESC, phase",
     )
     .bind(tenant)
     .fetch_all(pool)
-    .await
+    .await?)
 }
 
 /// Counts of pending dead letters per phase (metrics).
-pub async fn pending_by_phase(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT phase, count(*) FROM dead_letters WHERE status = 'pending' GROUP BY phase ORDER BY phase")
+pub async fn pending_by_phase(pool: &PgPool) -> Result<Vec<(String, i64)>, Error> {
+    Ok(sqlx::query_as("SELECT phase, count(*) FROM dead_letters WHERE status = 'pending' GROUP BY phase ORDER BY phase")
         .fetch_all(pool)
-        .await
+        .await?)
 }
 
 #[cfg(test)]
@@ -235,8 +236,8 @@ pub async fn get(
     pool: &PgPool,
     id: Uuid,
     tenant: Option<&str>,
-) -> Result<Option<DeadLetter>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Option<DeadLetter>, Error> {
+    Ok(sqlx::query_as(
         "SELECT id, run_id, tenant, phase, queue, message_id, error_class, error, fingerprint, attempts, \
          replay, first_failed_at, last_failed_at, status, created_at FROM dead_letters \
          WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)",
@@ -244,11 +245,11 @@ pub async fn get(
     .bind(id)
     .bind(tenant)
     .fetch_optional(pool)
-    .await
+    .await?)
 }
 
 /// How many earlier dead letters (replayed ones) the run's phase has had.
-pub async fn replays_of(pool: &PgPool, run_id: Uuid, phase: &str) -> Result<i64, sqlx::Error> {
+pub async fn replays_of(pool: &PgPool, run_id: Uuid, phase: &str) -> Result<i64, Error> {
     let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM dead_letters WHERE run_id = $1 AND phase = $2 AND status = 'replayed'")
         .bind(run_id)
         .bind(phase)
@@ -282,7 +283,7 @@ pub async fn mark_replayed(
     id: Uuid,
     actor: &str,
     patch: Option<&serde_json::Value>,
-) -> Result<Replayed, sqlx::Error> {
+) -> Result<Replayed, Error> {
     let mut tx = pool.begin().await?;
     let row: Option<(Option<Uuid>, String, i32, String)> = sqlx::query_as(
         "SELECT run_id, phase, replay, status FROM dead_letters WHERE id = $1 FOR UPDATE",
@@ -291,7 +292,7 @@ pub async fn mark_replayed(
     .fetch_optional(&mut *tx)
     .await?;
     let Some((run_id, phase, replay, status)) = row else {
-        return Err(sqlx::Error::RowNotFound);
+        return Err(Error::NotFound);
     };
     if status != "pending" {
         return Ok(Replayed::AlreadyDone);
@@ -348,7 +349,7 @@ pub async fn mark_replayed(
 /// True when a message has dead letters in the index and none of them is
 /// still pending (every one was replayed): its copy in the dead-letter
 /// queue may go.
-pub async fn all_replayed(pool: &PgPool, message_id: &str) -> Result<bool, sqlx::Error> {
+pub async fn all_replayed(pool: &PgPool, message_id: &str) -> Result<bool, Error> {
     let row: Option<(i64,)> = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE status = 'pending') FROM dead_letters \
          WHERE message_id = $1 HAVING count(*) > 0",

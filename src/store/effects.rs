@@ -3,6 +3,7 @@
 //! and the message's dedup record (with the follow-ups it leads to) commit
 //! together, or not at all (docs/DESIGN.md invariants 1 and 2).
 
+use super::Error;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -82,10 +83,12 @@ pub async fn commit_effect(
     pool: &PgPool,
     rec: &AttemptRecord,
     effect: &Effect,
-) -> Result<Committed, sqlx::Error> {
+) -> Result<Committed, Error> {
     let Effect::DeadLetter { error } = effect else {
         let mut done = commit_effects(pool, &[(rec, effect)]).await;
-        return done.pop().unwrap_or(Err(sqlx::Error::RowNotFound));
+        return done
+            .pop()
+            .unwrap_or_else(|| Err(Error::internal("the effect statement gave no answer")));
     };
     let env = &rec.envelope;
     let replay = i32::try_from(env.replay).unwrap_or(i32::MAX);
@@ -97,7 +100,7 @@ pub async fn commit_effect(
     .fetch_optional(&mut *tx)
     .await?;
     let Some(locked) = locked else {
-        return Err(sqlx::Error::RowNotFound);
+        return Err(Error::NotFound);
     };
     let mut follow_up = Vec::new();
     if locked.status != RunStatus::Cancelled {
@@ -172,16 +175,14 @@ pub async fn commit_effect(
 pub async fn commit_effects(
     pool: &PgPool,
     items: &[(&AttemptRecord, &Effect)],
-) -> Vec<Result<Committed, sqlx::Error>> {
-    let mut results: Vec<Option<Result<Committed, sqlx::Error>>> =
+) -> Vec<Result<Committed, Error>> {
+    let mut results: Vec<Option<Result<Committed, Error>>> =
         (0..items.len()).map(|_| None).collect();
     let mut planned: Vec<Option<Planned<'_>>> = Vec::with_capacity(items.len());
     for (k, (rec, effect)) in items.iter().enumerate() {
         let p = plan(rec, effect);
         if p.is_none() {
-            results[k] = Some(Err(super::batch::internal_error(
-                "a dead letter cannot be batched",
-            )));
+            results[k] = Some(Err(Error::internal("a dead letter cannot be batched")));
         }
         planned.push(p);
     }
@@ -219,7 +220,13 @@ pub async fn commit_effects(
     }
     results
         .into_iter()
-        .map(|r| r.unwrap_or(Err(sqlx::Error::RowNotFound)))
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(Error::internal(
+                    "a batch statement gave no answer for an item",
+                ))
+            })
+        })
         .collect()
 }
 
@@ -342,7 +349,7 @@ enum Applied {
 }
 
 /// The stored follow-ups of a duplicate.
-async fn duplicate(pool: &PgPool, message_id: &str) -> Result<Committed, sqlx::Error> {
+async fn duplicate(pool: &PgPool, message_id: &str) -> Result<Committed, Error> {
     let stored = processed_follow_up(pool, message_id)
         .await?
         .unwrap_or_default();
@@ -355,11 +362,11 @@ async fn duplicate(pool: &PgPool, message_id: &str) -> Result<Committed, sqlx::E
 /// attempt; and, unless that run was cancelled, the output, the run's new
 /// state, its history row and the report message. One round trip for the
 /// whole batch; the results are in the order of `items` (an attempt whose
-/// run does not exist gets `RowNotFound`, the others are written).
+/// run does not exist gets [`Error::NotFound`], the others are written).
 async fn apply_batch<'e, E: sqlx::PgExecutor<'e>>(
     ex: E,
     items: &[Planned<'_>],
-) -> Result<Vec<Result<Applied, sqlx::Error>>, sqlx::Error> {
+) -> Result<Vec<Result<Applied, Error>>, Error> {
     if items.is_empty() {
         return Ok(Vec::new());
     }
@@ -395,7 +402,7 @@ async fn apply_batch<'e, E: sqlx::PgExecutor<'e>>(
         .fetch_all(ex)
         .await?;
     if rows.len() != n {
-        return Err(super::batch::internal_error(format!(
+        return Err(Error::internal(format!(
             "effect statement answered {} rows for {n} attempts",
             rows.len()
         )));
@@ -403,7 +410,7 @@ async fn apply_batch<'e, E: sqlx::PgExecutor<'e>>(
     Ok(rows
         .into_iter()
         .map(|(_, found, inserted, live)| match (found, inserted, live) {
-            (false, _, _) => Err(sqlx::Error::RowNotFound),
+            (false, _, _) => Err(Error::NotFound),
             (_, false, _) => Ok(Applied::Duplicate),
             (_, _, false) => Ok(Applied::Discarded),
             _ => Ok(Applied::Done),

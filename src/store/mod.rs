@@ -9,6 +9,7 @@ pub mod batch;
 pub mod catalog;
 pub mod dead_letters;
 pub mod effects;
+pub mod error;
 pub mod keys;
 pub mod requests;
 pub mod runs;
@@ -27,23 +28,25 @@ use sqlx::{
 
 use crate::config::Config;
 
+pub use error::Error;
+
 /// The embedded migrations (`migrations/`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Opens a pool to the configured database. Statement logging is off, so
 /// neither queries nor connection strings reach the logs.
-pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
+pub async fn connect(config: &Config) -> Result<PgPool, Error> {
     connect_url(config.database_url.expose_secret(), config.db_pool_size).await
 }
 
 /// Opens a pool to a database URL.
-pub async fn connect_url(url: &str, size: u32) -> Result<PgPool, sqlx::Error> {
+pub async fn connect_url(url: &str, size: u32) -> Result<PgPool, Error> {
     let options: PgConnectOptions = url.parse::<PgConnectOptions>()?.disable_statement_logging();
-    PgPoolOptions::new()
+    Ok(PgPoolOptions::new()
         .max_connections(size)
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
-        .await
+        .await?)
 }
 
 /// The settings of the engine's pools: the few statements the engine runs
@@ -74,11 +77,11 @@ fn engine_pool_options() -> PgPoolOptions {
 
 /// Opens the pool of the engine's per-message statements: intake of AMQP
 /// requests and the effect transactions (durable commits).
-pub async fn connect_hot(config: &Config) -> Result<PgPool, sqlx::Error> {
-    engine_pool_options()
+pub async fn connect_hot(config: &Config) -> Result<PgPool, Error> {
+    Ok(engine_pool_options()
         .max_connections(config.db_pool_size)
         .connect_with(engine_options(config)?)
-        .await
+        .await?)
 }
 
 /// Opens a small pool whose commits do not wait for the WAL flush
@@ -87,66 +90,33 @@ pub async fn connect_hot(config: &Config) -> Result<PgPool, sqlx::Error> {
 /// Postgres crash changes nothing that matters, because the message is
 /// redelivered and the outcome of every attempt is committed durably on the
 /// main pool. It saves one fsync per phase.
-pub async fn connect_relaxed(config: &Config) -> Result<PgPool, sqlx::Error> {
-    engine_pool_options()
+pub async fn connect_relaxed(config: &Config) -> Result<PgPool, Error> {
+    Ok(engine_pool_options()
         .max_connections((config.db_pool_size / 2).max(2))
         .connect_with(engine_options(config)?.options([("synchronous_commit", "off")]))
-        .await
+        .await?)
 }
 
-/// Applies pending migrations.
-pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    MIGRATOR.run(pool).await
-}
-
-/// True when an error means the database is unreachable or restarting (not
-/// that a query is wrong). Such errors never burn a phase attempt.
-pub fn is_outage(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
-            // 08: connection exception; 57P01-03: admin shutdown, crash
-            // shutdown, cannot connect now; 53: insufficient resources.
-            c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")
-        }),
-        sqlx::Error::Protocol(_) => true,
-        _ => false,
-    }
-}
-
-/// True when Postgres refused the data itself (SQLSTATE class 22, data
-/// exception: a NUL in text, an untranslatable character, a value out of
-/// range; class 54, a program limit such as an over-long value). Such a
-/// statement fails the same way every time, so it is bad input, permanent,
-/// and never an outage to wait out.
-pub fn is_bad_data(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| c.starts_with("22") || c.starts_with("54")),
-        sqlx::Error::Encode(_) => true,
-        _ => false,
-    }
-}
-
-/// The SQLSTATE of a database error, for messages that name it.
-pub fn sqlstate(e: &sqlx::Error) -> Option<String> {
-    match e {
-        sqlx::Error::Database(db) => db.code().map(|c| c.to_string()),
-        _ => None,
-    }
+/// Applies pending migrations. A failing migration statement is classified
+/// like any statement (an outage stays an outage); a migration that cannot
+/// be applied at all (edited after it was applied, missing) is
+/// [`Error::Internal`]. The message is sqlx's.
+pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
+    MIGRATOR.run(pool).await.map_err(|e| {
+        let message = e.to_string();
+        match e {
+            sqlx::migrate::MigrateError::Execute(e) => Error::from(e).with_message(message),
+            _ => Error::Internal(message),
+        }
+    })
 }
 
 /// The data version: a counter that statement triggers bump on every write
 /// to telemetry, workloads or the catalog (see [`crate::memo`]).
-pub async fn data_version(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT version FROM data_version")
+pub async fn data_version(pool: &PgPool) -> Result<i64, Error> {
+    Ok(sqlx::query_scalar("SELECT version FROM data_version")
         .fetch_one(pool)
-        .await
+        .await?)
 }
 
 /// True when a single `SELECT 1` succeeds.

@@ -5,6 +5,7 @@
 
 use std::sync::OnceLock;
 
+use super::Error;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -43,7 +44,7 @@ pub enum IntakeError {
     UnknownThread(Uuid),
     /// The database failed.
     #[error(transparent)]
-    Db(#[from] sqlx::Error),
+    Db(#[from] Error),
 }
 
 /// Result of accepting a request.
@@ -65,7 +66,11 @@ pub async fn create_run(
     create_runs(pool, std::slice::from_ref(new), first_phase, actor)
         .await
         .pop()
-        .unwrap_or(Err(IntakeError::Db(sqlx::Error::RowNotFound)))
+        .unwrap_or_else(|| {
+            Err(IntakeError::Db(Error::internal(
+                "the intake statement gave no answer",
+            )))
+        })
 }
 
 /// The intake statement for a batch of requests with distinct idempotency
@@ -125,7 +130,7 @@ pub async fn create_runs(
             let n = &news[k];
             json!({"message": n.message, "workload_id": n.workload_id, "context": n.context})
         });
-        let rows: Result<Vec<CreatedRow>, sqlx::Error> = sqlx::query_as(statement())
+        let rows: Result<Vec<CreatedRow>, Error> = sqlx::query_as(statement())
             .bind(column(&round, |_| Uuid::new_v4()))
             .bind(column(&round, |k| news[k].tenant.as_str()))
             .bind(column(&round, |k| threads[k].0))
@@ -138,7 +143,8 @@ pub async fn create_runs(
             .bind(first_phase)
             .bind(actor)
             .fetch_all(pool)
-            .await;
+            .await
+            .map_err(Error::from);
         let rows = match rows {
             Ok(rows) => rows,
             Err(e) => {
@@ -178,20 +184,22 @@ pub async fn create_runs(
     }
     results
         .into_iter()
-        .map(|r| r.unwrap_or(Err(IntakeError::Db(sqlx::Error::RowNotFound))))
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(IntakeError::Db(Error::internal(
+                    "a batch statement gave no answer for an item",
+                )))
+            })
+        })
         .collect()
 }
 
-async fn find_by_request_id(
-    pool: &PgPool,
-    tenant: &str,
-    key: &str,
-) -> Result<Option<Run>, sqlx::Error> {
-    sqlx::query_as(&format!(
+async fn find_by_request_id(pool: &PgPool, tenant: &str, key: &str) -> Result<Option<Run>, Error> {
+    Ok(sqlx::query_as(&format!(
         "SELECT {RUN_COLUMNS} FROM runs WHERE tenant = $1 AND request_message_id = $2"
     ))
     .bind(tenant)
     .bind(key)
     .fetch_optional(pool)
-    .await
+    .await?)
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::Error;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -93,7 +94,7 @@ pub async fn insert_history(
     replay: i32,
     error: Option<&str>,
     detail: Option<Value>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO run_history (run_id, actor, from_status, to_status, phase, attempt, replay, error, detail) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -113,26 +114,24 @@ pub async fn insert_history(
 }
 
 /// A run by id, any tenant (for the engine).
-pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Run>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Run>, Error> {
+    Ok(
+        sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 /// A run by id, only if it belongs to `tenant`.
-pub async fn get_for_tenant(
-    pool: &PgPool,
-    tenant: &str,
-    id: Uuid,
-) -> Result<Option<Run>, sqlx::Error> {
-    sqlx::query_as(&format!(
+pub async fn get_for_tenant(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Run>, Error> {
+    Ok(sqlx::query_as(&format!(
         "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND tenant = $2"
     ))
     .bind(id)
     .bind(tenant)
     .fetch_optional(pool)
-    .await
+    .await?)
 }
 
 /// Filters for listing runs.
@@ -149,12 +148,12 @@ pub struct RunFilter {
 }
 
 /// A page of a tenant's runs, oldest first.
-pub async fn list(pool: &PgPool, tenant: &str, f: &RunFilter) -> Result<Vec<Run>, sqlx::Error> {
+pub async fn list(pool: &PgPool, tenant: &str, f: &RunFilter) -> Result<Vec<Run>, Error> {
     let (after_ts, after_id) = match f.after {
         Some((ts, id)) => (Some(ts), Some(id)),
         None => (None, None),
     };
-    sqlx::query_as(&format!(
+    Ok(sqlx::query_as(&format!(
         "SELECT {RUN_COLUMNS} FROM runs WHERE tenant = $1 \
          AND ($2::text IS NULL OR correlation_id = $2) \
          AND ($3::text IS NULL OR status = $3) \
@@ -168,7 +167,7 @@ pub async fn list(pool: &PgPool, tenant: &str, f: &RunFilter) -> Result<Vec<Run>
     .bind(after_id)
     .bind(f.limit)
     .fetch_all(pool)
-    .await
+    .await?)
 }
 
 /// One row of a run's transition history.
@@ -197,14 +196,14 @@ pub struct HistoryRow {
 }
 
 /// A run's transition history, oldest first.
-pub async fn history(pool: &PgPool, run_id: Uuid) -> Result<Vec<HistoryRow>, sqlx::Error> {
-    sqlx::query_as(
+pub async fn history(pool: &PgPool, run_id: Uuid) -> Result<Vec<HistoryRow>, Error> {
+    Ok(sqlx::query_as(
         "SELECT id, at, actor, from_status, to_status, phase, attempt, replay, error, detail \
          FROM run_history WHERE run_id = $1 ORDER BY id",
     )
     .bind(run_id)
     .fetch_all(pool)
-    .await
+    .await?)
 }
 
 /// One attempt of one phase.
@@ -231,14 +230,14 @@ pub struct AttemptRow {
 }
 
 /// Every phase attempt of a run, oldest first.
-pub async fn attempts(pool: &PgPool, run_id: Uuid) -> Result<Vec<AttemptRow>, sqlx::Error> {
-    sqlx::query_as(
+pub async fn attempts(pool: &PgPool, run_id: Uuid) -> Result<Vec<AttemptRow>, Error> {
+    Ok(sqlx::query_as(
         "SELECT phase, attempt, replay, outcome, error_class, error, worker_id, started_at, finished_at \
          FROM phase_attempts WHERE run_id = $1 ORDER BY id",
     )
     .bind(run_id)
     .fetch_all(pool)
-    .await
+    .await?)
 }
 
 /// The follow-ups stored with a processed message, to publish again for a
@@ -247,7 +246,7 @@ pub async fn attempts(pool: &PgPool, run_id: Uuid) -> Result<Vec<AttemptRow>, sq
 pub async fn processed_follow_up(
     pool: &PgPool,
     message_id: &str,
-) -> Result<Option<Vec<Outbound>>, sqlx::Error> {
+) -> Result<Option<Vec<Outbound>>, Error> {
     let row: Option<(Value, Option<Value>, bool)> = sqlx::query_as(
         "SELECT p.follow_up, r.result, p.dispatched FROM processed_messages p \
          LEFT JOIN runs r ON r.id = p.run_id WHERE p.message_id = $1",
@@ -290,7 +289,7 @@ pub use super::effects::{
 pub async fn load_inputs(
     pool: &PgPool,
     run: &Run,
-) -> Result<(BTreeMap<String, Value>, Vec<ThreadMessage>), sqlx::Error> {
+) -> Result<(BTreeMap<String, Value>, Vec<ThreadMessage>), Error> {
     let rows = sqlx::query("SELECT phase, output FROM phase_outputs WHERE run_id = $1")
         .bind(run.id)
         .fetch_all(pool)
@@ -319,30 +318,45 @@ pub async fn load_inputs(
                 content: r.try_get("content")?,
             })
         })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        .collect::<Result<Vec<_>, Error>>()?;
     Ok((outputs, thread))
 }
 
-/// Runs whose retry is due, locked for this transaction (other schedulers skip them).
-pub async fn due_retries(
-    tx: &mut Transaction<'_, Postgres>,
+/// Moves up to `limit` runs whose retry is due back to `queued(phase)`, in
+/// one transaction (other schedulers skip the runs it locked), and returns
+/// them as they were: the caller publishes their messages after the commit,
+/// so no row lock is held while the broker confirms.
+pub async fn requeue_due_retries(
+    pool: &PgPool,
     limit: i64,
-) -> Result<Vec<Run>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    actor: &str,
+) -> Result<Vec<Run>, Error> {
+    let mut tx = pool.begin().await?;
+    let due = due_retries(&mut tx, limit).await?;
+    for run in &due {
+        requeue_retry(&mut tx, run, actor).await?;
+    }
+    tx.commit().await?;
+    Ok(due)
+}
+
+/// Runs whose retry is due, locked for this transaction (other schedulers skip them).
+async fn due_retries(tx: &mut Transaction<'_, Postgres>, limit: i64) -> Result<Vec<Run>, Error> {
+    Ok(sqlx::query_as(&format!(
         "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'retrying' AND next_attempt_at <= now() \
          ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED"
     ))
     .bind(limit)
     .fetch_all(&mut **tx)
-    .await
+    .await?)
 }
 
 /// Moves a due retry back to `queued(phase)`.
-pub async fn requeue_retry(
+async fn requeue_retry(
     tx: &mut Transaction<'_, Postgres>,
     run: &Run,
     actor: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), Error> {
     sqlx::query(
         "UPDATE runs SET status = 'queued', next_attempt_at = NULL, updated_at = now() \
          WHERE id = $1 AND status = 'retrying' AND attempt = $2",
@@ -369,24 +383,20 @@ pub async fn requeue_retry(
 /// Runs that have sat `queued` for longer than `stale_secs`: their message may
 /// never have reached the broker (a crash or outage right after commit), so
 /// the sweeper publishes it again; dedup makes that harmless.
-pub async fn stale_queued(
-    pool: &PgPool,
-    stale_secs: f64,
-    limit: i64,
-) -> Result<Vec<Run>, sqlx::Error> {
-    sqlx::query_as(&format!(
+pub async fn stale_queued(pool: &PgPool, stale_secs: f64, limit: i64) -> Result<Vec<Run>, Error> {
+    Ok(sqlx::query_as(&format!(
         "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'queued' \
          AND updated_at < now() - make_interval(secs => $1) ORDER BY updated_at LIMIT $2"
     ))
     .bind(stale_secs)
     .bind(limit)
     .fetch_all(pool)
-    .await
+    .await?)
 }
 
 /// Marks a stale run as seen now, so the sweeper does not republish it on
 /// every tick.
-pub async fn touch(pool: &PgPool, run_id: Uuid) -> Result<(), sqlx::Error> {
+pub async fn touch(pool: &PgPool, run_id: Uuid) -> Result<(), Error> {
     sqlx::query("UPDATE runs SET updated_at = now() WHERE id = $1 AND status = 'queued'")
         .bind(run_id)
         .execute(pool)
@@ -400,7 +410,7 @@ pub async fn cancel(
     tenant: &str,
     id: Uuid,
     actor: &str,
-) -> Result<Option<(Run, bool)>, sqlx::Error> {
+) -> Result<Option<(Run, bool)>, Error> {
     let mut tx = pool.begin().await?;
     let run: Option<Run> = sqlx::query_as(&format!(
         "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND tenant = $2 FOR UPDATE"
@@ -441,15 +451,17 @@ pub async fn cancel(
 }
 
 /// Counts of runs by status (for metrics).
-pub async fn count_by_status(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT status, count(*) FROM runs GROUP BY status ORDER BY status")
-        .fetch_all(pool)
-        .await
+pub async fn count_by_status(pool: &PgPool) -> Result<Vec<(String, i64)>, Error> {
+    Ok(
+        sqlx::query_as("SELECT status, count(*) FROM runs GROUP BY status ORDER BY status")
+            .fetch_all(pool)
+            .await?,
+    )
 }
 
 /// Marks the follow-ups of processed messages as dispatched (every one was
 /// confirmed by the broker), so that their duplicates publish nothing again.
-pub async fn mark_dispatched(pool: &PgPool, message_ids: &[String]) -> Result<(), sqlx::Error> {
+pub async fn mark_dispatched(pool: &PgPool, message_ids: &[String]) -> Result<(), Error> {
     sqlx::query(
         "UPDATE processed_messages SET dispatched = true \
          WHERE message_id = ANY($1) AND NOT dispatched",

@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
+use super::Error;
+
 /// One LLM request of a workload.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RequestRecord {
@@ -29,6 +31,10 @@ pub struct RequestRecord {
 
 /// Creates the workload if it does not exist (on a pool or inside a
 /// transaction, so an aborted ingest leaves no empty workload behind).
+///
+/// This, [`insert_batch`] and [`analyze`] still answer [`sqlx::Error`]:
+/// `netra ingest` (`src/ingest.rs`) runs them in a transaction of its own
+/// and wraps sqlx's errors; they move to [`super::Error`] with it.
 pub async fn ensure_workload<'e, E: sqlx::PgExecutor<'e>>(
     pool: E,
     tenant: &str,
@@ -82,11 +88,7 @@ pub async fn insert_batch(
 }
 
 /// How many requests a workload has.
-pub async fn request_count(
-    pool: &PgPool,
-    tenant: &str,
-    workload: &str,
-) -> Result<i64, sqlx::Error> {
+pub async fn request_count(pool: &PgPool, tenant: &str, workload: &str) -> Result<i64, Error> {
     let (n,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM llm_requests WHERE tenant = $1 AND workload_id = $2")
             .bind(tenant)
@@ -174,8 +176,8 @@ pub struct WindowTotals {
 }
 
 /// The totals of a window.
-pub async fn window_totals(pool: &PgPool, w: Window<'_>) -> Result<WindowTotals, sqlx::Error> {
-    sqlx::query_as(&format!(
+pub async fn window_totals(pool: &PgPool, w: Window<'_>) -> Result<WindowTotals, Error> {
+    Ok(sqlx::query_as(&format!(
         "{WINDOW} SELECT count(*) AS n, count(*) FILTER (WHERE status <> 'ok') AS errors, \
            min(ts) AS first_ts, max(ts) AS last_ts, \
            extract(epoch FROM max(ts) - min(ts))::float8 AS span_s, \
@@ -198,7 +200,7 @@ pub async fn window_totals(pool: &PgPool, w: Window<'_>) -> Result<WindowTotals,
     .bind(w.workload)
     .bind(w.days)
     .fetch_one(pool)
-    .await
+    .await?)
 }
 
 /// The busiest clock hour of a window.
@@ -213,7 +215,7 @@ pub struct PeakHour {
 }
 
 /// The clock hour with the most requests (the earliest of a tie), if any.
-pub async fn peak_hour(pool: &PgPool, w: Window<'_>) -> Result<Option<PeakHour>, sqlx::Error> {
+pub async fn peak_hour(pool: &PgPool, w: Window<'_>) -> Result<Option<PeakHour>, Error> {
     let rows: Vec<PeakHour> = sqlx::query_as(&format!(
         "{WINDOW} SELECT date_trunc('hour', ts) AS hour, count(*) AS requests, \
            coalesce(sum(input_tokens + output_tokens), 0)::int8 AS tokens FROM w GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1"
@@ -227,18 +229,15 @@ pub async fn peak_hour(pool: &PgPool, w: Window<'_>) -> Result<Option<PeakHour>,
 }
 
 /// The most tokens (input and output) of any clock hour of a window.
-pub async fn peak_tokens_per_hour(
-    pool: &PgPool,
-    w: Window<'_>,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(&format!(
+pub async fn peak_tokens_per_hour(pool: &PgPool, w: Window<'_>) -> Result<Option<i64>, Error> {
+    Ok(sqlx::query_scalar(&format!(
         "{WINDOW} SELECT max(t)::int8 FROM (SELECT sum(input_tokens + output_tokens) AS t FROM w GROUP BY date_trunc('hour', ts)) h"
     ))
     .bind(w.tenant)
     .bind(w.workload)
     .bind(w.days)
     .fetch_one(pool)
-    .await
+    .await?)
 }
 
 /// Requests of one hour of the day (UTC).
@@ -254,8 +253,8 @@ pub struct HourOfDay {
 pub async fn requests_by_hour_of_day(
     pool: &PgPool,
     w: Window<'_>,
-) -> Result<Vec<HourOfDay>, sqlx::Error> {
-    sqlx::query_as(&format!(
+) -> Result<Vec<HourOfDay>, Error> {
+    Ok(sqlx::query_as(&format!(
         "{WINDOW} SELECT extract(hour FROM ts AT TIME ZONE 'UTC')::int4 AS hour, count(*) AS requests \
          FROM w GROUP BY 1 ORDER BY 1"
     ))
@@ -263,7 +262,7 @@ pub async fn requests_by_hour_of_day(
     .bind(w.workload)
     .bind(w.days)
     .fetch_all(pool)
-    .await
+    .await?)
 }
 
 /// Requests, tokens and recorded cost of one model in a window.
@@ -285,8 +284,8 @@ pub struct ModelUsage {
 }
 
 /// Usage per model of a window, by model.
-pub async fn usage_by_model(pool: &PgPool, w: Window<'_>) -> Result<Vec<ModelUsage>, sqlx::Error> {
-    sqlx::query_as(&format!(
+pub async fn usage_by_model(pool: &PgPool, w: Window<'_>) -> Result<Vec<ModelUsage>, Error> {
+    Ok(sqlx::query_as(&format!(
         "{WINDOW} SELECT model, count(*) AS requests, coalesce(sum(input_tokens), 0)::int8 AS input_tokens, \
            coalesce(sum(output_tokens), 0)::int8 AS output_tokens, \
            sum(cost_usd) AS recorded_cost_usd, count(cost_usd) AS with_cost FROM w GROUP BY model ORDER BY model"
@@ -295,7 +294,7 @@ pub async fn usage_by_model(pool: &PgPool, w: Window<'_>) -> Result<Vec<ModelUsa
     .bind(w.workload)
     .bind(w.days)
     .fetch_all(pool)
-    .await
+    .await?)
 }
 
 /// Performance of one model in a window, and its output-token cap.
@@ -329,8 +328,8 @@ pub struct ModelPerformance {
 pub async fn performance_by_model(
     pool: &PgPool,
     w: Window<'_>,
-) -> Result<Vec<ModelPerformance>, sqlx::Error> {
-    sqlx::query_as(&format!(
+) -> Result<Vec<ModelPerformance>, Error> {
+    Ok(sqlx::query_as(&format!(
         "{WINDOW}, caps AS (SELECT model, (percentile_disc(0.95) WITHIN GROUP (ORDER BY output_tokens))::int8 AS cap \
            FROM w GROUP BY model) \
          SELECT w.model, count(*) AS n, count(*) FILTER (WHERE status <> 'ok') AS errors, \
@@ -347,5 +346,5 @@ pub async fn performance_by_model(
     .bind(w.workload)
     .bind(w.days)
     .fetch_all(pool)
-    .await
+    .await?)
 }

@@ -4,6 +4,7 @@
 //! Lookup is by hash, so no comparison of secret bytes happens in Rust; the
 //! hash of a 256-bit random token leaks nothing through timing.
 
+use super::Error;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -39,7 +40,7 @@ pub enum TenantError {
     Missing(String),
     /// Database.
     #[error(transparent)]
-    Db(#[from] sqlx::Error),
+    Db(#[from] Error),
 }
 
 /// Creates a tenant and returns its token (the only time it is visible).
@@ -60,13 +61,15 @@ pub async fn create(
         .bind(hash_token(&token))
         .bind(amqp_user)
         .execute(pool)
-        .await?;
+        .await
+        .map_err(Error::from)?;
     if res.rows_affected() == 0 {
         let name_taken: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE name = $1)")
                 .bind(name)
                 .fetch_one(pool)
-                .await?;
+                .await
+                .map_err(Error::from)?;
         return Err(match (name_taken, amqp_user) {
             (false, Some(user)) => TenantError::AmqpUserTaken(user.to_string()),
             _ => TenantError::Exists(name.to_string()),
@@ -76,7 +79,7 @@ pub async fn create(
 }
 
 /// The tenant a bearer token belongs to.
-pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Option<String>, sqlx::Error> {
+pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Option<String>, Error> {
     let row: Option<(String,)> =
         sqlx::query_as("SELECT name FROM tenants WHERE token_hash = $1 AND deleted_at IS NULL")
             .bind(hash_token(token))
@@ -86,7 +89,7 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Option<String>, 
 }
 
 /// The tenant mapped to a broker user (validated `user_id` of AMQP requests).
-pub async fn by_amqp_user(pool: &PgPool, user: &str) -> Result<Option<String>, sqlx::Error> {
+pub async fn by_amqp_user(pool: &PgPool, user: &str) -> Result<Option<String>, Error> {
     let row: Option<(String,)> =
         sqlx::query_as("SELECT name FROM tenants WHERE amqp_user = $1 AND deleted_at IS NULL")
             .bind(user)
@@ -104,7 +107,8 @@ pub async fn rotate_token(pool: &PgPool, name: &str) -> Result<String, TenantErr
             .bind(name)
             .bind(hash_token(&token))
             .execute(pool)
-            .await?;
+            .await
+            .map_err(Error::from)?;
     if res.rows_affected() == 0 {
         return Err(TenantError::Missing(name.to_string()));
     }
@@ -123,7 +127,8 @@ pub async fn delete(pool: &PgPool, name: &str) -> Result<(), TenantError> {
     )
     .bind(name)
     .execute(pool)
-    .await?;
+    .await
+    .map_err(Error::from)?;
     if res.rows_affected() == 0 {
         return Err(TenantError::Missing(name.to_string()));
     }
@@ -131,7 +136,7 @@ pub async fn delete(pool: &PgPool, name: &str) -> Result<(), TenantError> {
 }
 
 /// All live tenant names.
-pub async fn list(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+pub async fn list(pool: &PgPool) -> Result<Vec<String>, Error> {
     let rows: Vec<(String,)> =
         sqlx::query_as("SELECT name FROM tenants WHERE deleted_at IS NULL ORDER BY name")
             .fetch_all(pool)

@@ -1,5 +1,6 @@
 //! Conversation threads and their messages (user messages, agent reports).
 
+use super::Error;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
@@ -32,20 +33,22 @@ pub struct Message {
 }
 
 /// A thread, only if it belongs to `tenant`.
-pub async fn get(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Thread>, sqlx::Error> {
-    sqlx::query_as("SELECT id, tenant, created_at FROM threads WHERE id = $1 AND tenant = $2")
-        .bind(id)
-        .bind(tenant)
-        .fetch_optional(pool)
-        .await
+pub async fn get(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Thread>, Error> {
+    Ok(
+        sqlx::query_as("SELECT id, tenant, created_at FROM threads WHERE id = $1 AND tenant = $2")
+            .bind(id)
+            .bind(tenant)
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 /// A thread's messages, oldest first.
-pub async fn messages(pool: &PgPool, thread_id: Uuid) -> Result<Vec<Message>, sqlx::Error> {
-    sqlx::query_as(
+pub async fn messages(pool: &PgPool, thread_id: Uuid) -> Result<Vec<Message>, Error> {
+    Ok(sqlx::query_as(
         "SELECT id, run_id, role, content, created_at FROM messages WHERE thread_id = $1 ORDER BY id",
     )
     .bind(thread_id)
     .fetch_all(pool)
-    .await
+    .await?)
 }

@@ -99,7 +99,7 @@ pub async fn workload_metrics(
     tenant: &str,
     workload: &str,
     days: i32,
-) -> Result<Value, sqlx::Error> {
+) -> Result<Value, crate::store::Error> {
     let w = Window {
         tenant,
         workload,
@@ -159,7 +159,7 @@ pub async fn cost_breakdown(
     workload: &str,
     days: i32,
     catalog: &Catalog,
-) -> Result<Value, sqlx::Error> {
+) -> Result<Value, crate::store::Error> {
     let usage = stored::usage_by_model(
         pool,
         Window {
@@ -203,7 +203,7 @@ pub async fn performance(
     tenant: &str,
     workload: &str,
     days: i32,
-) -> Result<Value, sqlx::Error> {
+) -> Result<Value, crate::store::Error> {
     let rows = stored::performance_by_model(
         pool,
         Window {

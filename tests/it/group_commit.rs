@@ -31,7 +31,7 @@ fn record(env: &Envelope, reply_to: Option<&str>) -> AttemptRecord {
     }
 }
 
-fn applied(outcome: &(Result<Committed, sqlx::Error>, Option<Effect>)) -> &[Outbound] {
+fn applied(outcome: &(Result<Committed, netra::store::Error>, Option<Effect>)) -> &[Outbound] {
     match &outcome.0 {
         Ok(Committed::Applied(f)) => f,
         other => panic!("expected an applied effect, got {other:?}"),
