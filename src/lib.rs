@@ -15,7 +15,9 @@
 //!   Postgres (through [`store::catalog`]) and read by the tools.
 //! - [`cache`]: Redis status cache and long-poll wake-ups (bounded calls).
 //! - [`pipeline`]: the generic engine (intake, worker, dispatch, retry,
-//!   consumer loop, reconnecting service). Knows no agent by name.
+//!   consumer loop, reconnecting service). Knows no agent by name. It
+//!   decides what an attempt's effect writes and publishes
+//!   ([`pipeline::effects`]); the store writes the rows it is given.
 //! - [`supervisor`]: the routing table between phases, as data.
 //! - [`agents`]: triage, data, optimization, actions, reporting.
 //! - [`tools`]: typed, schema-validated functions the agents call (telemetry

@@ -3,7 +3,7 @@
 //! Handlers hand their effect (a success or a retry) to the committer and
 //! wait for its outcome. The committer runs at most `concurrency` effect
 //! statements at a time; whatever arrives while they run is written by the
-//! next statement as one batch ([`store::effects::commit_effects`]), so
+//! next statement as one batch ([`effects::commit_effects`]), so
 //! under load many effects share a statement, a round trip and a commit,
 //! and alone an effect goes out at once. Each handler still acks only after
 //! its own effect is committed and its follow-ups are confirmed.
@@ -15,11 +15,11 @@
 
 use sqlx::PgPool;
 
-use super::batcher::Batcher;
-use crate::store::{
-    self,
+use super::{
+    batcher::Batcher,
     effects::{self, AttemptRecord, Committed, Effect},
 };
+use crate::store;
 
 /// The outcome of an effect, and the effect itself handed back (`None` only
 /// if the committer task died with it).

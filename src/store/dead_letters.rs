@@ -2,15 +2,13 @@
 //! with its reason, so operators can list and group failures without
 //! draining the queues. The index is the source of truth for replays.
 
-use super::Error;
-use crate::model::RunStatus;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::runs::Run;
-use crate::{error::PhaseError, model::envelope::Envelope};
+use super::{runs::Transition, Error};
+use crate::model::RunStatus;
 
 /// A normalized error: ids, numbers and timestamps stripped, so that the same
 /// failure of many runs falls into one group.
@@ -42,14 +40,35 @@ pub fn fingerprint(error: &str) -> String {
     out.chars().take(300).collect()
 }
 
-/// Indexes the dead letter of a run's phase (inside the effect transaction).
-pub async fn insert_for_run(
+/// The dead letter of a run's phase, as the effect transaction indexes it
+/// (see [`super::effects::write_dead_letter`]).
+#[derive(Debug, Clone)]
+pub struct PhaseDeadLetter<'a> {
+    /// The run.
+    pub run_id: Uuid,
+    /// The phase that failed.
+    pub phase: &'a str,
+    /// The failed message's id (a replay drains its copy by it).
+    pub message_id: &'a str,
+    /// `transient` or `permanent`.
+    pub error_class: &'a str,
+    /// The failure (its fingerprint groups it).
+    pub error: &'a str,
+    /// Attempts made.
+    pub attempts: i32,
+    /// Replay generation that failed (the first failure is looked up in it).
+    pub replay: i32,
+    /// This failure: the last one, and the first when none came before.
+    pub last_failed_at: DateTime<Utc>,
+}
+
+/// Indexes the dead letter of a run's phase (inside the effect transaction),
+/// for the run's tenant.
+pub(super) async fn insert_for_run(
     tx: &mut Transaction<'_, Postgres>,
-    run: &Run,
-    env: &Envelope,
-    error: &PhaseError,
+    tenant: &str,
+    dl: &PhaseDeadLetter<'_>,
     first_failed_at: DateTime<Utc>,
-    last_failed_at: DateTime<Utc>,
 ) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO dead_letters (id, run_id, tenant, phase, queue, message_id, error_class, error, \
@@ -57,17 +76,17 @@ pub async fn insert_for_run(
          VALUES ($1, $2, $3, $4, 'phase', $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(Uuid::new_v4())
-    .bind(run.id)
-    .bind(&run.tenant)
-    .bind(&env.phase)
-    .bind(env.message_id())
-    .bind(error.class.as_str())
-    .bind(&error.message)
-    .bind(fingerprint(&error.message))
-    .bind(i32::try_from(env.attempt).unwrap_or(i32::MAX))
-    .bind(i32::try_from(env.replay).unwrap_or(i32::MAX))
+    .bind(dl.run_id)
+    .bind(tenant)
+    .bind(dl.phase)
+    .bind(dl.message_id)
+    .bind(dl.error_class)
+    .bind(dl.error)
+    .bind(fingerprint(dl.error))
+    .bind(dl.attempts)
+    .bind(dl.replay)
     .bind(first_failed_at)
-    .bind(last_failed_at)
+    .bind(dl.last_failed_at)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -324,15 +343,19 @@ pub async fn mark_replayed(
     }
     super::runs::insert_history(
         &mut tx,
-        run_id,
-        actor,
-        Some(RunStatus::DeadLettered.as_str()),
-        RunStatus::Queued.as_str(),
-        Some(&phase),
-        Some(1),
-        generation,
-        None,
-        Some(serde_json::json!({ "replay_of": id, "generation": generation, "patch": patch })),
+        &Transition {
+            run_id,
+            actor,
+            from: Some(RunStatus::DeadLettered),
+            to: RunStatus::Queued,
+            phase: Some(&phase),
+            attempt: Some(1),
+            replay: generation,
+            error: None,
+            detail: Some(
+                serde_json::json!({ "replay_of": id, "generation": generation, "patch": patch }),
+            ),
+        },
     )
     .await?;
     sqlx::query("UPDATE dead_letters SET status = 'replayed' WHERE id = $1")

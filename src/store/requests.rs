@@ -126,25 +126,7 @@ pub async fn create_runs(
                 .as_deref()
                 .map(|key| (n.tenant.as_str(), key))
         });
-        let requests = column(&round, |k| {
-            let n = &news[k];
-            json!({"message": n.message, "workload_id": n.workload_id, "context": n.context})
-        });
-        let rows: Result<Vec<CreatedRow>, Error> = sqlx::query_as(statement())
-            .bind(column(&round, |_| Uuid::new_v4()))
-            .bind(column(&round, |k| news[k].tenant.as_str()))
-            .bind(column(&round, |k| threads[k].0))
-            .bind(column(&round, |k| news[k].correlation_id.as_str()))
-            .bind(column(&round, |k| news[k].request_message_id.as_deref()))
-            .bind(column(&round, |k| news[k].reply_to.as_deref()))
-            .bind(&requests)
-            .bind(column(&round, |k| threads[k].1))
-            .bind(column(&round, |k| news[k].message.as_str()))
-            .bind(first_phase)
-            .bind(actor)
-            .fetch_all(pool)
-            .await
-            .map_err(Error::from);
+        let rows = insert_round(pool, news, &threads, &round, first_phase, actor).await;
         let rows = match rows {
             Ok(rows) => rows,
             Err(e) => {
@@ -164,22 +146,9 @@ pub async fn create_runs(
         // Nothing was inserted: an earlier copy of the request made the run,
         // or the thread is not this tenant's.
         for &k in &round {
-            if results[k].is_some() {
-                continue;
+            if results[k].is_none() {
+                results[k] = Some(not_created(pool, &news[k], threads[k].0).await);
             }
-            let n = &news[k];
-            let found = match &n.request_message_id {
-                Some(key) => find_by_request_id(pool, &n.tenant, key).await,
-                None => Ok(None),
-            };
-            results[k] = Some(match found {
-                Ok(Some(run)) => Ok(Accepted {
-                    run,
-                    created: false,
-                }),
-                Ok(None) => Err(IntakeError::UnknownThread(threads[k].0)),
-                Err(e) => Err(IntakeError::Db(e)),
-            });
         }
     }
     results
@@ -192,6 +161,52 @@ pub async fn create_runs(
             })
         })
         .collect()
+}
+
+/// The intake statement for one round (requests with distinct keys): the
+/// rows of the runs it created, each with its position in the round.
+async fn insert_round(
+    pool: &PgPool,
+    news: &[NewRun],
+    threads: &[(Uuid, bool)],
+    round: &[usize],
+    first_phase: &str,
+    actor: &str,
+) -> Result<Vec<CreatedRow>, Error> {
+    let requests = column(round, |k| {
+        let n = &news[k];
+        json!({"message": n.message, "workload_id": n.workload_id, "context": n.context})
+    });
+    Ok(sqlx::query_as(statement())
+        .bind(column(round, |_| Uuid::new_v4()))
+        .bind(column(round, |k| news[k].tenant.as_str()))
+        .bind(column(round, |k| threads[k].0))
+        .bind(column(round, |k| news[k].correlation_id.as_str()))
+        .bind(column(round, |k| news[k].request_message_id.as_deref()))
+        .bind(column(round, |k| news[k].reply_to.as_deref()))
+        .bind(&requests)
+        .bind(column(round, |k| threads[k].1))
+        .bind(column(round, |k| news[k].message.as_str()))
+        .bind(first_phase)
+        .bind(actor)
+        .fetch_all(pool)
+        .await?)
+}
+
+/// A request the intake statement created no run for: the run an earlier
+/// copy of it created, or an unknown thread (`thread`, not the tenant's).
+async fn not_created(pool: &PgPool, n: &NewRun, thread: Uuid) -> Result<Accepted, IntakeError> {
+    let found = match &n.request_message_id {
+        Some(key) => find_by_request_id(pool, &n.tenant, key).await?,
+        None => None,
+    };
+    match found {
+        Some(run) => Ok(Accepted {
+            run,
+            created: false,
+        }),
+        None => Err(IntakeError::UnknownThread(thread)),
+    }
 }
 
 async fn find_by_request_id(pool: &PgPool, tenant: &str, key: &str) -> Result<Option<Run>, Error> {

@@ -1,6 +1,7 @@
 //! Runs: intake, reads, the start of a phase (with its inputs), retries,
-//! cancels and the transition history. The effect transaction of a phase
-//! attempt lives in [`super::effects`] and is re-exported here.
+//! cancels, the transition history and the dedup records of processed
+//! messages. The effect transaction of a phase attempt lives in
+//! [`super::effects`].
 
 use std::collections::BTreeMap;
 
@@ -11,7 +12,7 @@ use serde_json::Value;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use crate::model::{envelope::Envelope, outbound::Outbound, ThreadMessage};
+use crate::model::{envelope::Envelope, ThreadMessage};
 
 pub use crate::model::RunStatus;
 
@@ -81,33 +82,48 @@ pub(super) const RUN_COLUMNS: &str =
 
 pub use super::requests::{create_run, create_runs, Accepted, IntakeError, NewRun};
 
+/// One transition of a run: a row of its history, never overwritten
+/// (docs/DESIGN.md "Run states").
+#[derive(Debug, Clone)]
+pub struct Transition<'a> {
+    /// The run.
+    pub run_id: Uuid,
+    /// Who (worker id, `api`, `operator:<name>`, `scheduler`).
+    pub actor: &'a str,
+    /// The status it left (none for a run's first row).
+    pub from: Option<RunStatus>,
+    /// The status it reached.
+    pub to: RunStatus,
+    /// The phase it is at.
+    pub phase: Option<&'a str>,
+    /// The attempt of that phase.
+    pub attempt: Option<i32>,
+    /// The replay generation.
+    pub replay: i32,
+    /// The failure that caused it, if any.
+    pub error: Option<&'a str>,
+    /// Extra detail (next attempt time, the replayed dead letter and patch, …).
+    pub detail: Option<Value>,
+}
+
 /// Appends one transition to a run's history.
-#[allow(clippy::too_many_arguments)]
-pub async fn insert_history(
+pub(super) async fn insert_history(
     tx: &mut Transaction<'_, Postgres>,
-    run_id: Uuid,
-    actor: &str,
-    from: Option<&str>,
-    to: &str,
-    phase: Option<&str>,
-    attempt: Option<i32>,
-    replay: i32,
-    error: Option<&str>,
-    detail: Option<Value>,
+    t: &Transition<'_>,
 ) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO run_history (run_id, actor, from_status, to_status, phase, attempt, replay, error, detail) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
-    .bind(run_id)
-    .bind(actor)
-    .bind(from)
-    .bind(to)
-    .bind(phase)
-    .bind(attempt)
-    .bind(replay)
-    .bind(error)
-    .bind(detail)
+    .bind(t.run_id)
+    .bind(t.actor)
+    .bind(t.from.map(RunStatus::as_str))
+    .bind(t.to.as_str())
+    .bind(t.phase)
+    .bind(t.attempt)
+    .bind(t.replay)
+    .bind(t.error)
+    .bind(&t.detail)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -240,50 +256,32 @@ pub async fn attempts(pool: &PgPool, run_id: Uuid) -> Result<Vec<AttemptRow>, Er
     .await?)
 }
 
-/// The follow-ups stored with a processed message, to publish again for a
-/// duplicate: empty once they were dispatched (confirmed by the broker, see
-/// [`mark_dispatched`]); `None` when the message was never processed.
-pub async fn processed_follow_up(
-    pool: &PgPool,
-    message_id: &str,
-) -> Result<Option<Vec<Outbound>>, Error> {
-    let row: Option<(Value, Option<Value>, bool)> = sqlx::query_as(
+/// A processed message's dedup record, as stored.
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
+pub struct Processed {
+    /// The follow-ups the message led to, as stored (a reply without its
+    /// result, which is the run's: see `result`).
+    pub follow_up: Value,
+    /// The run's result now (`None` if it has none, or the run is gone).
+    pub result: Option<Value>,
+    /// True once every follow-up was confirmed by the broker (see
+    /// [`mark_dispatched`]): a duplicate then publishes nothing again.
+    pub dispatched: bool,
+}
+
+/// The dedup record of a processed message, with its run's result; `None`
+/// when the message was never processed.
+pub async fn processed(pool: &PgPool, message_id: &str) -> Result<Option<Processed>, Error> {
+    Ok(sqlx::query_as(
         "SELECT p.follow_up, r.result, p.dispatched FROM processed_messages p \
          LEFT JOIN runs r ON r.id = p.run_id WHERE p.message_id = $1",
     )
     .bind(message_id)
     .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|(v, result, dispatched)| {
-        if dispatched {
-            return Vec::new();
-        }
-        let mut follow_up: Vec<Outbound> = serde_json::from_value(v).unwrap_or_default();
-        for out in &mut follow_up {
-            if let Outbound::Reply { body, .. } = out {
-                // Only a reply of an outcome with a result had one (a
-                // dead-lettered run's reply has none, even if a replay
-                // completed the run later).
-                let had_result = body["status"]
-                    .as_str()
-                    .and_then(|s| s.parse::<RunStatus>().ok())
-                    .is_some_and(RunStatus::has_result);
-                if had_result && body["result"].is_null() {
-                    if let (Some(slot), Some(r)) = (body.get_mut("result"), &result) {
-                        *slot = r.clone();
-                    }
-                }
-            }
-        }
-        follow_up
-    }))
+    .await?)
 }
 
 pub use super::starts::{start_phase, start_phases, Inputs, Start};
-
-pub use super::effects::{
-    commit_effect, outcome_body, report_text, AttemptRecord, Committed, Effect, Next,
-};
 
 /// The persisted inputs of a phase: upstream outputs and the thread so far.
 pub async fn load_inputs(
@@ -367,15 +365,17 @@ async fn requeue_retry(
     .await?;
     insert_history(
         tx,
-        run.id,
-        actor,
-        Some(RunStatus::Retrying.as_str()),
-        RunStatus::Queued.as_str(),
-        run.phase.as_deref(),
-        Some(run.attempt),
-        run.replay,
-        None,
-        None,
+        &Transition {
+            run_id: run.id,
+            actor,
+            from: Some(RunStatus::Retrying),
+            to: RunStatus::Queued,
+            phase: run.phase.as_deref(),
+            attempt: Some(run.attempt),
+            replay: run.replay,
+            error: None,
+            detail: None,
+        },
     )
     .await
 }
@@ -434,15 +434,17 @@ pub async fn cancel(
     .await?;
     insert_history(
         &mut tx,
-        id,
-        actor,
-        Some(run.status.as_str()),
-        RunStatus::Cancelled.as_str(),
-        run.phase.as_deref(),
-        Some(run.attempt),
-        run.replay,
-        None,
-        None,
+        &Transition {
+            run_id: id,
+            actor,
+            from: Some(run.status),
+            to: RunStatus::Cancelled,
+            phase: run.phase.as_deref(),
+            attempt: Some(run.attempt),
+            replay: run.replay,
+            error: None,
+            detail: None,
+        },
     )
     .await?;
     tx.commit().await?;
