@@ -10,7 +10,7 @@ use super::Error;
 use sqlx::{types::Json, PgPool};
 
 /// One row of `catalog_models`, as stored.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelRow {
     /// Model id as it appears in telemetry (the primary key).
     pub id: String,
@@ -44,7 +44,7 @@ pub struct ModelRow {
 }
 
 /// One row of `catalog_gpus`, as stored.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GpuRow {
     /// Offer id (the primary key).
     pub id: String,
@@ -66,10 +66,11 @@ pub struct GpuRow {
 
 /// Every model row, by id.
 pub async fn models(pool: &PgPool) -> Result<Vec<ModelRow>, Error> {
-    Ok(sqlx::query_as(
-        "SELECT id, provider, input_per_mtok, output_per_mtok, cached_input_discount, batch_discount, \
-         context_window, quality_tier, typical_latency_ms, output_tokens_per_s, source, as_of::text AS as_of, \
-         size_class, catalog_version FROM catalog_models ORDER BY id",
+    Ok(sqlx::query_as!(
+        ModelRow,
+        r#"SELECT id, provider, input_per_mtok, output_per_mtok, cached_input_discount, batch_discount,
+         context_window, quality_tier, typical_latency_ms, output_tokens_per_s, source,
+         as_of::text AS "as_of!", size_class, catalog_version FROM catalog_models ORDER BY id"#
     )
     .fetch_all(pool)
     .await?)
@@ -77,9 +78,10 @@ pub async fn models(pool: &PgPool) -> Result<Vec<ModelRow>, Error> {
 
 /// Every GPU row, by id.
 pub async fn gpus(pool: &PgPool) -> Result<Vec<GpuRow>, Error> {
-    Ok(sqlx::query_as(
-        "SELECT id, gpu, hourly_usd, memory_gb, tokens_per_s, source, as_of::text AS as_of, \
-         catalog_version FROM catalog_gpus ORDER BY id",
+    Ok(sqlx::query_as!(
+        GpuRow,
+        r#"SELECT id, gpu, hourly_usd, memory_gb, tokens_per_s AS "tokens_per_s: Json<BTreeMap<String, f64>>",
+         source, as_of::text AS "as_of!", catalog_version FROM catalog_gpus ORDER BY id"#
     )
     .fetch_all(pool)
     .await?)
@@ -98,65 +100,69 @@ pub async fn replace(pool: &PgPool, models: &[ModelRow], gpus: &[GpuRow]) -> Res
     }
     let model_ids: Vec<&str> = models.iter().map(|m| m.id.as_str()).collect();
     let gpu_ids: Vec<&str> = gpus.iter().map(|g| g.id.as_str()).collect();
-    sqlx::query("DELETE FROM catalog_models WHERE NOT (id = ANY($1::text[]))")
-        .bind(&model_ids)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM catalog_gpus WHERE NOT (id = ANY($1::text[]))")
-        .bind(&gpu_ids)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM catalog_models WHERE NOT (id = ANY($1::text[]))",
+        &model_ids as &[&str],
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "DELETE FROM catalog_gpus WHERE NOT (id = ANY($1::text[]))",
+        &gpu_ids as &[&str],
+    )
+    .execute(&mut *tx)
+    .await?;
     Ok(tx.commit().await?)
 }
 
 async fn upsert_model(conn: &mut sqlx::PgConnection, m: &ModelRow) -> Result<(), Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO catalog_models (id, provider, input_per_mtok, output_per_mtok, cached_input_discount, \
          batch_discount, context_window, quality_tier, typical_latency_ms, output_tokens_per_s, source, as_of, \
          catalog_version, size_class, loaded_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::date, $13, $14, now()) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::text::date, $13, $14, now()) \
          ON CONFLICT (id) DO UPDATE SET provider = EXCLUDED.provider, input_per_mtok = EXCLUDED.input_per_mtok, \
          output_per_mtok = EXCLUDED.output_per_mtok, cached_input_discount = EXCLUDED.cached_input_discount, \
          batch_discount = EXCLUDED.batch_discount, context_window = EXCLUDED.context_window, \
          quality_tier = EXCLUDED.quality_tier, typical_latency_ms = EXCLUDED.typical_latency_ms, \
          output_tokens_per_s = EXCLUDED.output_tokens_per_s, source = EXCLUDED.source, as_of = EXCLUDED.as_of, \
          catalog_version = EXCLUDED.catalog_version, size_class = EXCLUDED.size_class, loaded_at = now()",
+        m.id,
+        m.provider,
+        m.input_per_mtok,
+        m.output_per_mtok,
+        m.cached_input_discount,
+        m.batch_discount,
+        m.context_window,
+        m.quality_tier,
+        m.typical_latency_ms,
+        m.output_tokens_per_s,
+        m.source,
+        m.as_of,
+        m.catalog_version,
+        m.size_class,
     )
-    .bind(&m.id)
-    .bind(&m.provider)
-    .bind(m.input_per_mtok)
-    .bind(m.output_per_mtok)
-    .bind(m.cached_input_discount)
-    .bind(m.batch_discount)
-    .bind(m.context_window)
-    .bind(m.quality_tier)
-    .bind(m.typical_latency_ms)
-    .bind(m.output_tokens_per_s)
-    .bind(&m.source)
-    .bind(&m.as_of)
-    .bind(&m.catalog_version)
-    .bind(&m.size_class)
     .execute(conn)
     .await?;
     Ok(())
 }
 
 async fn upsert_gpu(conn: &mut sqlx::PgConnection, g: &GpuRow) -> Result<(), Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO catalog_gpus (id, gpu, hourly_usd, memory_gb, tokens_per_s, source, as_of, catalog_version, loaded_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7::date, $8, now()) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7::text::date, $8, now()) \
          ON CONFLICT (id) DO UPDATE SET gpu = EXCLUDED.gpu, hourly_usd = EXCLUDED.hourly_usd, \
          memory_gb = EXCLUDED.memory_gb, tokens_per_s = EXCLUDED.tokens_per_s, source = EXCLUDED.source, \
          as_of = EXCLUDED.as_of, catalog_version = EXCLUDED.catalog_version, loaded_at = now()",
+        g.id,
+        g.gpu,
+        g.hourly_usd,
+        g.memory_gb,
+        &g.tokens_per_s as &Json<BTreeMap<String, f64>>,
+        g.source,
+        g.as_of,
+        g.catalog_version,
     )
-    .bind(&g.id)
-    .bind(&g.gpu)
-    .bind(g.hourly_usd)
-    .bind(g.memory_gb)
-    .bind(&g.tokens_per_s)
-    .bind(&g.source)
-    .bind(&g.as_of)
-    .bind(&g.catalog_version)
     .execute(conn)
     .await?;
     Ok(())

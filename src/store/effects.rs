@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::{
     batch::{fail_rest, split_round},
     dead_letters::{self, PhaseDeadLetter},
-    runs::{processed, Processed, Run, RunStatus, RUN_COLUMNS},
+    runs::{processed, select_runs, Processed, RunStatus},
     Error,
 };
 
@@ -179,27 +179,24 @@ pub async fn write_dead_letter<'a, T>(
     plan: impl FnOnce(DateTime<Utc>) -> (EffectRows<'a>, T),
 ) -> Result<(Written, T), Error> {
     let mut tx = pool.begin().await?;
-    let locked: Option<Run> = sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(entry.run_id)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let locked = select_runs!("WHERE id = $1 FOR UPDATE", entry.run_id)
+        .fetch_optional(&mut *tx)
+        .await?;
     let Some(locked) = locked else {
         return Err(Error::NotFound);
     };
     let live = locked.status != RunStatus::Cancelled;
     let first_failed_at = if live {
-        let first: Option<(Option<DateTime<Utc>>,)> = sqlx::query_as(
+        let first = sqlx::query_scalar!(
             "SELECT min(started_at) FROM phase_attempts WHERE run_id = $1 AND phase = $2 \
              AND replay = $3 AND outcome LIKE 'failed%'",
+            entry.run_id,
+            entry.phase,
+            entry.replay,
         )
-        .bind(entry.run_id)
-        .bind(entry.phase)
-        .bind(entry.replay)
         .fetch_optional(&mut *tx)
         .await?;
-        let first_failed_at = first.and_then(|(t,)| t).unwrap_or(entry.last_failed_at);
+        let first_failed_at = first.flatten().unwrap_or(entry.last_failed_at);
         dead_letters::insert_for_run(&mut tx, &locked.tenant, entry, first_failed_at).await?;
         first_failed_at
     } else {

@@ -9,16 +9,15 @@ use sqlx::PgPool;
 pub async fn shared_key(pool: &PgPool, name: &str) -> Result<Vec<u8>, Error> {
     let mut fresh = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut fresh);
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO shared_keys (name, key) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        name,
+        fresh.as_slice(),
     )
-    .bind(name)
-    .bind(fresh.as_slice())
     .execute(pool)
     .await?;
     Ok(
-        sqlx::query_scalar("SELECT key FROM shared_keys WHERE name = $1")
-            .bind(name)
+        sqlx::query_scalar!("SELECT key FROM shared_keys WHERE name = $1", name)
             .fetch_one(pool)
             .await?,
     )

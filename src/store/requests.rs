@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{
     batch::{column, fail_rest, split_round},
-    runs::{Run, RUN_COLUMNS},
+    runs::{select_runs, Run, RUN_COLUMNS},
 };
 
 /// A request accepted for processing.
@@ -77,7 +77,9 @@ pub async fn create_run(
 /// keys: each run whose thread is new or the tenant's, and whose key is new,
 /// is inserted with its user message and history row; a new thread only
 /// together with its run (the foreign key from the run is checked at the
-/// end of the statement). One round trip, no explicit transaction.
+/// end of the statement). One round trip, no explicit transaction. A
+/// runtime query: it binds one array per column and returns
+/// [`RUN_COLUMNS`], which are put in at run time.
 fn statement() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| include_str!("sql/create_runs.sql").replace("{returning}", RUN_COLUMNS))
@@ -210,11 +212,9 @@ async fn not_created(pool: &PgPool, n: &NewRun, thread: Uuid) -> Result<Accepted
 }
 
 async fn find_by_request_id(pool: &PgPool, tenant: &str, key: &str) -> Result<Option<Run>, Error> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE tenant = $1 AND request_message_id = $2"
-    ))
-    .bind(tenant)
-    .bind(key)
-    .fetch_optional(pool)
-    .await?)
+    Ok(
+        select_runs!("WHERE tenant = $1 AND request_message_id = $2", tenant, key,)
+            .fetch_optional(pool)
+            .await?,
+    )
 }

@@ -62,7 +62,9 @@ pub async fn start_phase(pool: &PgPool, env: &Envelope, actor: &str) -> Result<S
 /// The start statement for a batch of envelopes of distinct runs: it locks
 /// their runs in id order (as the effect statement does, so the two cannot
 /// deadlock), marks those that wait for exactly the envelope's step
-/// `running`, writes their history rows, and reads their inputs.
+/// `running`, writes their history rows, and reads their inputs. A runtime
+/// query: it binds one array per column and returns [`RUN_COLUMNS`], which
+/// are put in at run time.
 fn statement() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {

@@ -40,11 +40,13 @@ pub async fn ensure_workload<'e, E: sqlx::PgExecutor<'e>>(
     tenant: &str,
     workload: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO workloads (tenant, id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(tenant)
-        .bind(workload)
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO workloads (tenant, id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        tenant,
+        workload,
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -66,22 +68,24 @@ pub async fn insert_batch(
     let ttft: Vec<Option<f64>> = rows.iter().map(|r| r.ttft_ms).collect();
     let status: Vec<&str> = rows.iter().map(|r| r.status.as_str()).collect();
     let cost: Vec<Option<f64>> = rows.iter().map(|r| r.cost_usd).collect();
-    let res = sqlx::query(
+    // The nullable columns and the borrowed text are bound as they are
+    // (`as`: sqlx checks arrays of `String` and `f64` otherwise).
+    let res = sqlx::query!(
         "INSERT INTO llm_requests (tenant, workload_id, ts, model, input_tokens, output_tokens, latency_ms, \
          ttft_ms, status, cost_usd) \
          SELECT $1, $2, * FROM UNNEST($3::timestamptz[], $4::text[], $5::int[], $6::int[], \
          $7::float8[], $8::float8[], $9::text[], $10::float8[])",
+        tenant,
+        workload,
+        &ts,
+        &model as &[&str],
+        &input,
+        &output,
+        &latency as &[Option<f64>],
+        &ttft as &[Option<f64>],
+        &status as &[&str],
+        &cost as &[Option<f64>],
     )
-    .bind(tenant)
-    .bind(workload)
-    .bind(&ts)
-    .bind(&model)
-    .bind(&input)
-    .bind(&output)
-    .bind(&latency)
-    .bind(&ttft)
-    .bind(&status)
-    .bind(&cost)
     .execute(conn)
     .await?;
     Ok(res.rows_affected())
@@ -89,29 +93,53 @@ pub async fn insert_batch(
 
 /// How many requests a workload has.
 pub async fn request_count(pool: &PgPool, tenant: &str, workload: &str) -> Result<i64, Error> {
-    let (n,): (i64,) =
-        sqlx::query_as("SELECT count(*) FROM llm_requests WHERE tenant = $1 AND workload_id = $2")
-            .bind(tenant)
-            .bind(workload)
-            .fetch_one(pool)
-            .await?;
-    Ok(n)
+    Ok(sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM llm_requests WHERE tenant = $1 AND workload_id = $2"#,
+        tenant,
+        workload,
+    )
+    .fetch_one(pool)
+    .await?)
 }
 
 /// Refreshes the planner statistics of the telemetry table after a bulk
 /// load: until autovacuum gets to it, the agents' window queries plan as if
 /// the table were empty and run tens of times slower (measured by `netra bench`).
 pub async fn analyze(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query("ANALYZE llm_requests").execute(pool).await?;
+    sqlx::query!("ANALYZE llm_requests").execute(pool).await?;
     Ok(())
 }
 
-/// The rows of a workload's window: the last `$3` days before its newest
-/// request (inclusive), for tenant `$1` and workload `$2`. Every aggregate
-/// below reads `w`.
-pub const WINDOW: &str = "WITH bounds AS (SELECT max(ts) AS hi FROM llm_requests WHERE tenant = $1 AND workload_id = $2), \
-     w AS (SELECT r.* FROM llm_requests r, bounds WHERE r.tenant = $1 AND r.workload_id = $2 \
-           AND r.ts >= bounds.hi - make_interval(days => $3))";
+/// A compile-time checked `query_as!` (or, with `scalar`, `query_scalar!`)
+/// over a workload's window: the statement starts with the CTE `w`, the
+/// rows of the last `$3` days before the workload's newest request
+/// (inclusive), for tenant `$1` and workload `$2`; `$rest` (a string
+/// literal) reads `w`. Binds the [`Window`] `$w`.
+macro_rules! window_query {
+    (scalar, $w:expr, $rest:literal) => {
+        sqlx::query_scalar!(
+            "WITH bounds AS (SELECT max(ts) AS hi FROM llm_requests WHERE tenant = $1 AND workload_id = $2), \
+             w AS (SELECT r.* FROM llm_requests r, bounds WHERE r.tenant = $1 AND r.workload_id = $2 \
+             AND r.ts >= bounds.hi - make_interval(days => $3)) "
+                + $rest,
+            $w.tenant,
+            $w.workload,
+            $w.days,
+        )
+    };
+    ($out:ty, $w:expr, $rest:literal) => {
+        sqlx::query_as!(
+            $out,
+            "WITH bounds AS (SELECT max(ts) AS hi FROM llm_requests WHERE tenant = $1 AND workload_id = $2), \
+             w AS (SELECT r.* FROM llm_requests r, bounds WHERE r.tenant = $1 AND r.workload_id = $2 \
+             AND r.ts >= bounds.hi - make_interval(days => $3)) "
+                + $rest,
+            $w.tenant,
+            $w.workload,
+            $w.days,
+        )
+    };
+}
 
 /// Which window an aggregate reads.
 #[derive(Debug, Clone, Copy)]
@@ -127,7 +155,7 @@ pub struct Window<'a> {
 /// Volume, span, token and latency distributions of a window.
 /// Percentiles are `percentile_cont`; `clock_hours` counts every clock hour
 /// from the first to the last request (inclusive).
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct WindowTotals {
     /// Requests.
     pub n: i64,
@@ -177,34 +205,33 @@ pub struct WindowTotals {
 
 /// The totals of a window.
 pub async fn window_totals(pool: &PgPool, w: Window<'_>) -> Result<WindowTotals, Error> {
-    Ok(sqlx::query_as(&format!(
-        "{WINDOW} SELECT count(*) AS n, count(*) FILTER (WHERE status <> 'ok') AS errors, \
-           min(ts) AS first_ts, max(ts) AS last_ts, \
-           extract(epoch FROM max(ts) - min(ts))::float8 AS span_s, \
-           (extract(epoch FROM date_trunc('hour', max(ts)) - date_trunc('hour', min(ts))) / 3600 + 1)::float8 AS clock_hours, \
-           coalesce(sum(input_tokens), 0)::int8 AS in_sum, coalesce(sum(output_tokens), 0)::int8 AS out_sum, \
-           avg(input_tokens)::float8 AS in_avg, \
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY input_tokens) AS in_p50, \
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY input_tokens) AS in_p95, max(input_tokens) AS in_max, \
-           avg(output_tokens)::float8 AS out_avg, \
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY output_tokens) AS out_p50, \
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY output_tokens) AS out_p95, max(output_tokens) AS out_max, \
-           count(latency_ms) AS lat_n, \
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS lat_p50, \
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS lat_p95, \
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS lat_p99, \
-           count(ttft_ms) AS ttft_n, percentile_cont(0.95) WITHIN GROUP (ORDER BY ttft_ms) AS ttft_p95 \
-         FROM w"
-    ))
-    .bind(w.tenant)
-    .bind(w.workload)
-    .bind(w.days)
+    Ok(window_query!(
+        WindowTotals,
+        w,
+        r#"SELECT count(*) AS "n!", count(*) FILTER (WHERE status <> 'ok') AS "errors!",
+           min(ts) AS first_ts, max(ts) AS last_ts,
+           extract(epoch FROM max(ts) - min(ts))::float8 AS span_s,
+           (extract(epoch FROM date_trunc('hour', max(ts)) - date_trunc('hour', min(ts))) / 3600 + 1)::float8 AS clock_hours,
+           coalesce(sum(input_tokens), 0)::int8 AS "in_sum!", coalesce(sum(output_tokens), 0)::int8 AS "out_sum!",
+           avg(input_tokens)::float8 AS in_avg,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY input_tokens) AS in_p50,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY input_tokens) AS in_p95, max(input_tokens) AS in_max,
+           avg(output_tokens)::float8 AS out_avg,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY output_tokens) AS out_p50,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY output_tokens) AS out_p95, max(output_tokens) AS out_max,
+           count(latency_ms) AS "lat_n!",
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS lat_p50,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS lat_p95,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS lat_p99,
+           count(ttft_ms) AS "ttft_n!", percentile_cont(0.95) WITHIN GROUP (ORDER BY ttft_ms) AS ttft_p95
+         FROM w"#
+    )
     .fetch_one(pool)
     .await?)
 }
 
 /// The busiest clock hour of a window.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct PeakHour {
     /// The hour (truncated).
     pub hour: DateTime<Utc>,
@@ -216,32 +243,31 @@ pub struct PeakHour {
 
 /// The clock hour with the most requests (the earliest of a tie), if any.
 pub async fn peak_hour(pool: &PgPool, w: Window<'_>) -> Result<Option<PeakHour>, Error> {
-    let rows: Vec<PeakHour> = sqlx::query_as(&format!(
-        "{WINDOW} SELECT date_trunc('hour', ts) AS hour, count(*) AS requests, \
-           coalesce(sum(input_tokens + output_tokens), 0)::int8 AS tokens FROM w GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1"
-    ))
-    .bind(w.tenant)
-    .bind(w.workload)
-    .bind(w.days)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().next())
+    Ok(window_query!(
+        PeakHour,
+        w,
+        r#"SELECT date_trunc('hour', ts) AS "hour!", count(*) AS "requests!",
+           coalesce(sum(input_tokens + output_tokens), 0)::int8 AS "tokens!"
+         FROM w GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1"#
+    )
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// The most tokens (input and output) of any clock hour of a window.
 pub async fn peak_tokens_per_hour(pool: &PgPool, w: Window<'_>) -> Result<Option<i64>, Error> {
-    Ok(sqlx::query_scalar(&format!(
-        "{WINDOW} SELECT max(t)::int8 FROM (SELECT sum(input_tokens + output_tokens) AS t FROM w GROUP BY date_trunc('hour', ts)) h"
-    ))
-    .bind(w.tenant)
-    .bind(w.workload)
-    .bind(w.days)
+    Ok(window_query!(
+        scalar,
+        w,
+        "SELECT max(t)::int8 FROM (SELECT sum(input_tokens + output_tokens) AS t FROM w \
+         GROUP BY date_trunc('hour', ts)) h"
+    )
     .fetch_one(pool)
     .await?)
 }
 
 /// Requests of one hour of the day (UTC).
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct HourOfDay {
     /// 0 to 23.
     pub hour: i32,
@@ -254,19 +280,18 @@ pub async fn requests_by_hour_of_day(
     pool: &PgPool,
     w: Window<'_>,
 ) -> Result<Vec<HourOfDay>, Error> {
-    Ok(sqlx::query_as(&format!(
-        "{WINDOW} SELECT extract(hour FROM ts AT TIME ZONE 'UTC')::int4 AS hour, count(*) AS requests \
-         FROM w GROUP BY 1 ORDER BY 1"
-    ))
-    .bind(w.tenant)
-    .bind(w.workload)
-    .bind(w.days)
+    Ok(window_query!(
+        HourOfDay,
+        w,
+        r#"SELECT extract(hour FROM ts AT TIME ZONE 'UTC')::int4 AS "hour!", count(*) AS "requests!"
+         FROM w GROUP BY 1 ORDER BY 1"#
+    )
     .fetch_all(pool)
     .await?)
 }
 
 /// Requests, tokens and recorded cost of one model in a window.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ModelUsage {
     /// Model.
     pub model: String,
@@ -285,20 +310,21 @@ pub struct ModelUsage {
 
 /// Usage per model of a window, by model.
 pub async fn usage_by_model(pool: &PgPool, w: Window<'_>) -> Result<Vec<ModelUsage>, Error> {
-    Ok(sqlx::query_as(&format!(
-        "{WINDOW} SELECT model, count(*) AS requests, coalesce(sum(input_tokens), 0)::int8 AS input_tokens, \
-           coalesce(sum(output_tokens), 0)::int8 AS output_tokens, \
-           sum(cost_usd) AS recorded_cost_usd, count(cost_usd) AS with_cost FROM w GROUP BY model ORDER BY model"
-    ))
-    .bind(w.tenant)
-    .bind(w.workload)
-    .bind(w.days)
+    Ok(window_query!(
+        ModelUsage,
+        w,
+        r#"SELECT model AS "model!", count(*) AS "requests!",
+           coalesce(sum(input_tokens), 0)::int8 AS "input_tokens!",
+           coalesce(sum(output_tokens), 0)::int8 AS "output_tokens!",
+           sum(cost_usd) AS recorded_cost_usd, count(cost_usd) AS "with_cost!"
+         FROM w GROUP BY model ORDER BY model"#
+    )
     .fetch_all(pool)
     .await?)
 }
 
 /// Performance of one model in a window, and its output-token cap.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ModelPerformance {
     /// Model.
     pub model: String,
@@ -329,22 +355,21 @@ pub async fn performance_by_model(
     pool: &PgPool,
     w: Window<'_>,
 ) -> Result<Vec<ModelPerformance>, Error> {
-    Ok(sqlx::query_as(&format!(
-        "{WINDOW}, caps AS (SELECT model, (percentile_disc(0.95) WITHIN GROUP (ORDER BY output_tokens))::int8 AS cap \
-           FROM w GROUP BY model) \
-         SELECT w.model, count(*) AS n, count(*) FILTER (WHERE status <> 'ok') AS errors, \
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS lat_p50, \
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS lat_p95, \
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS lat_p99, \
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY ttft_ms) AS ttft_p95, \
-           avg(output_tokens)::float8 AS out_avg, caps.cap, \
-           coalesce(sum(greatest(w.output_tokens - caps.cap, 0)), 0)::int8 AS above, \
-           count(*) FILTER (WHERE w.output_tokens > caps.cap) AS n_above \
-         FROM w JOIN caps USING (model) GROUP BY w.model, caps.cap ORDER BY w.model"
-    ))
-    .bind(w.tenant)
-    .bind(w.workload)
-    .bind(w.days)
+    Ok(window_query!(
+        ModelPerformance,
+        w,
+        r#", caps AS (SELECT model, (percentile_disc(0.95) WITHIN GROUP (ORDER BY output_tokens))::int8 AS cap
+           FROM w GROUP BY model)
+         SELECT w.model AS "model!", count(*) AS "n!", count(*) FILTER (WHERE status <> 'ok') AS "errors!",
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS lat_p50,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS lat_p95,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS lat_p99,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY ttft_ms) AS ttft_p95,
+           avg(output_tokens)::float8 AS out_avg, caps.cap,
+           coalesce(sum(greatest(w.output_tokens - caps.cap, 0)), 0)::int8 AS "above!",
+           count(*) FILTER (WHERE w.output_tokens > caps.cap) AS "n_above!"
+         FROM w JOIN caps USING (model) GROUP BY w.model, caps.cap ORDER BY w.model"#
+    )
     .fetch_all(pool)
     .await?)
 }

@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 /// A thread.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Thread {
     /// Thread id.
     pub id: Uuid,
@@ -18,7 +18,7 @@ pub struct Thread {
 }
 
 /// One message of a thread.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Message {
     /// Sequence.
     pub id: i64,
@@ -34,21 +34,23 @@ pub struct Message {
 
 /// A thread, only if it belongs to `tenant`.
 pub async fn get(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Thread>, Error> {
-    Ok(
-        sqlx::query_as("SELECT id, tenant, created_at FROM threads WHERE id = $1 AND tenant = $2")
-            .bind(id)
-            .bind(tenant)
-            .fetch_optional(pool)
-            .await?,
+    Ok(sqlx::query_as!(
+        Thread,
+        "SELECT id, tenant, created_at FROM threads WHERE id = $1 AND tenant = $2",
+        id,
+        tenant,
     )
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// A thread's messages, oldest first.
 pub async fn messages(pool: &PgPool, thread_id: Uuid) -> Result<Vec<Message>, Error> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as!(
+        Message,
         "SELECT id, run_id, role, content, created_at FROM messages WHERE thread_id = $1 ORDER BY id",
+        thread_id,
     )
-    .bind(thread_id)
     .fetch_all(pool)
     .await?)
 }
