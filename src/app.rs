@@ -50,10 +50,10 @@ pub struct App {
 pub enum StartError {
     /// Postgres unreachable or refused.
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] store::Error),
     /// Migrations failed.
     #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(store::Error),
     /// The API address is in use or invalid.
     #[error("http: {0}")]
     Http(#[from] std::io::Error),
@@ -63,7 +63,7 @@ impl App {
     /// Migrates, connects and starts everything.
     pub async fn start(config: Config, opts: StartOptions) -> Result<Self, StartError> {
         let pool = store::connect(&config).await?;
-        store::migrate(&pool).await?;
+        store::migrate(&pool).await.map_err(StartError::Migrate)?;
         agents::catalog::load_catalog(&pool).await?;
         let cache = Cache::connect(&config).await;
         let http_addr_cfg = config.http_addr;

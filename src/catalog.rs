@@ -4,12 +4,16 @@
 //! source and date) is upserted into Postgres by [`load_catalog`] at start
 //! and on `netra migrate`; agents read the catalog from Postgres
 //! ([`Catalog::from_db`]) and fall back to the file embedded in the build
-//! only when the tables are empty. Editing prices is a data change.
+//! only when the tables are empty. Editing prices is a data change. The
+//! rows are read and written by [`crate::store::catalog`]; this module maps
+//! them to offers and keeps the read cache.
 
 use std::{collections::BTreeMap, sync::OnceLock};
 
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+
+use crate::store;
 
 /// One model offer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -96,7 +100,7 @@ impl Catalog {
     /// is reused only at that version, so it is exact; without it, for at
     /// most [`CACHE_TTL`] per database. A load through this process is seen
     /// at once either way.
-    pub async fn from_db(pool: &PgPool, version: Option<i64>) -> Result<Catalog, sqlx::Error> {
+    pub async fn from_db(pool: &PgPool, version: Option<i64>) -> Result<Catalog, store::Error> {
         let opts = pool.connect_options();
         let key = format!(
             "{}:{}/{}",
@@ -120,78 +124,21 @@ impl Catalog {
 
     /// The catalog as stored in Postgres; the embedded file when the tables
     /// are empty (a database that was never loaded).
-    pub async fn read_db(pool: &PgPool) -> Result<Catalog, sqlx::Error> {
-        type ModelRow = (
-            String,
-            String,
-            f64,
-            f64,
-            f64,
-            f64,
-            i32,
-            i32,
-            f64,
-            f64,
-            String,
-            String,
-            Option<String>,
-            String,
-        );
-        let rows: Vec<ModelRow> = sqlx::query_as(
-            "SELECT id, provider, input_per_mtok, output_per_mtok, cached_input_discount, batch_discount, \
-             context_window, quality_tier, typical_latency_ms, output_tokens_per_s, source, as_of::text, \
-             size_class, catalog_version FROM catalog_models ORDER BY id",
-        )
-        .fetch_all(pool)
-        .await?;
+    pub async fn read_db(pool: &PgPool) -> Result<Catalog, store::Error> {
+        let rows = store::catalog::models(pool).await?;
         if rows.is_empty() {
             return Ok(Catalog::embedded().clone());
         }
-        let version = rows.iter().map(|r| r.13.clone()).max().unwrap_or_default();
-        let models = rows
+        let version = rows
+            .iter()
+            .map(|r| r.catalog_version.clone())
+            .max()
+            .unwrap_or_default();
+        let models = rows.into_iter().map(ModelPrice::from_row).collect();
+        let gpus = store::catalog::gpus(pool)
+            .await?
             .into_iter()
-            .map(|r| ModelPrice {
-                id: r.0,
-                provider: r.1,
-                input_per_mtok: r.2,
-                output_per_mtok: r.3,
-                cached_input_discount: r.4,
-                batch_discount: r.5,
-                context_window: u32::try_from(r.6).unwrap_or(0),
-                quality_tier: u8::try_from(r.7).unwrap_or(0),
-                typical_latency_ms: r.8,
-                output_tokens_per_s: r.9,
-                source: r.10,
-                as_of: r.11,
-                size_class: r.12,
-            })
-            .collect();
-        type GpuRow = (
-            String,
-            String,
-            f64,
-            i32,
-            sqlx::types::Json<BTreeMap<String, f64>>,
-            String,
-            String,
-        );
-        let gpu_rows: Vec<GpuRow> =
-            sqlx::query_as(
-                "SELECT id, gpu, hourly_usd, memory_gb, tokens_per_s, source, as_of::text FROM catalog_gpus ORDER BY id",
-            )
-            .fetch_all(pool)
-            .await?;
-        let gpus = gpu_rows
-            .into_iter()
-            .map(|r| GpuOffer {
-                id: r.0,
-                gpu: r.1,
-                hourly_usd: r.2,
-                memory_gb: u32::try_from(r.3).unwrap_or(0),
-                tokens_per_s: r.4 .0,
-                source: r.5,
-                as_of: r.6,
-            })
+            .map(GpuOffer::from_row)
             .collect();
         Ok(Catalog {
             version,
@@ -210,6 +157,76 @@ impl ModelPrice {
     /// Cost in USD of `input_tokens` and `output_tokens` at list price.
     pub fn cost(&self, input_tokens: f64, output_tokens: f64) -> f64 {
         (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1_000_000.0
+    }
+}
+
+impl ModelPrice {
+    /// The offer of a stored row (a negative count reads as 0).
+    fn from_row(r: store::catalog::ModelRow) -> Self {
+        ModelPrice {
+            id: r.id,
+            provider: r.provider,
+            input_per_mtok: r.input_per_mtok,
+            output_per_mtok: r.output_per_mtok,
+            cached_input_discount: r.cached_input_discount,
+            batch_discount: r.batch_discount,
+            context_window: u32::try_from(r.context_window).unwrap_or(0),
+            quality_tier: u8::try_from(r.quality_tier).unwrap_or(0),
+            typical_latency_ms: r.typical_latency_ms,
+            output_tokens_per_s: r.output_tokens_per_s,
+            source: r.source,
+            as_of: r.as_of,
+            size_class: r.size_class,
+        }
+    }
+
+    /// The row that stores this offer, loaded from catalog `version`.
+    fn to_row(&self, version: &str) -> store::catalog::ModelRow {
+        store::catalog::ModelRow {
+            id: self.id.clone(),
+            provider: self.provider.clone(),
+            input_per_mtok: self.input_per_mtok,
+            output_per_mtok: self.output_per_mtok,
+            cached_input_discount: self.cached_input_discount,
+            batch_discount: self.batch_discount,
+            context_window: i32::try_from(self.context_window).unwrap_or(i32::MAX),
+            quality_tier: i32::from(self.quality_tier),
+            typical_latency_ms: self.typical_latency_ms,
+            output_tokens_per_s: self.output_tokens_per_s,
+            source: self.source.clone(),
+            as_of: self.as_of.clone(),
+            size_class: self.size_class.clone(),
+            catalog_version: version.to_string(),
+        }
+    }
+}
+
+impl GpuOffer {
+    /// The offer of a stored row (a negative size reads as 0).
+    fn from_row(r: store::catalog::GpuRow) -> Self {
+        GpuOffer {
+            id: r.id,
+            gpu: r.gpu,
+            hourly_usd: r.hourly_usd,
+            memory_gb: u32::try_from(r.memory_gb).unwrap_or(0),
+            tokens_per_s: r.tokens_per_s.0,
+            source: r.source,
+            as_of: r.as_of,
+        }
+    }
+
+    /// The row that stores this offer, loaded from catalog `version`.
+    fn to_row(&self, version: &str) -> store::catalog::GpuRow {
+        store::catalog::GpuRow {
+            id: self.id.clone(),
+            gpu: self.gpu.clone(),
+            hourly_usd: self.hourly_usd,
+            memory_gb: i32::try_from(self.memory_gb).unwrap_or(i32::MAX),
+            tokens_per_s: sqlx::types::Json(self.tokens_per_s.clone()),
+            source: self.source.clone(),
+            as_of: self.as_of.clone(),
+            catalog_version: version.to_string(),
+        }
     }
 }
 
@@ -264,7 +281,7 @@ pub struct CatalogLoad {
 /// Upserts the embedded `catalog/models.json` into `catalog_models` and
 /// `catalog_gpus` in one transaction, deleting rows the file no longer has.
 /// Idempotent: call it after migrations at every start and on `netra migrate`.
-pub async fn load_catalog(pool: &PgPool) -> Result<CatalogLoad, sqlx::Error> {
+pub async fn load_catalog(pool: &PgPool) -> Result<CatalogLoad, store::Error> {
     load_catalog_from(pool, Catalog::embedded()).await
 }
 
@@ -279,7 +296,7 @@ pub enum CatalogError {
     Parse(#[from] serde_json::Error),
     /// Postgres failed.
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] store::Error),
 }
 
 /// Loads a catalog file read at run time (prices changed without a
@@ -293,68 +310,10 @@ pub async fn load_catalog_file(
 }
 
 /// [`load_catalog`] for a given catalog (tests, or a file read at run time).
-pub async fn load_catalog_from(pool: &PgPool, c: &Catalog) -> Result<CatalogLoad, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    for m in &c.models {
-        sqlx::query(
-            "INSERT INTO catalog_models (id, provider, input_per_mtok, output_per_mtok, cached_input_discount, \
-             batch_discount, context_window, quality_tier, typical_latency_ms, output_tokens_per_s, source, as_of, \
-             catalog_version, size_class, loaded_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::date, $13, $14, now()) \
-             ON CONFLICT (id) DO UPDATE SET provider = EXCLUDED.provider, input_per_mtok = EXCLUDED.input_per_mtok, \
-             output_per_mtok = EXCLUDED.output_per_mtok, cached_input_discount = EXCLUDED.cached_input_discount, \
-             batch_discount = EXCLUDED.batch_discount, context_window = EXCLUDED.context_window, \
-             quality_tier = EXCLUDED.quality_tier, typical_latency_ms = EXCLUDED.typical_latency_ms, \
-             output_tokens_per_s = EXCLUDED.output_tokens_per_s, source = EXCLUDED.source, as_of = EXCLUDED.as_of, \
-             catalog_version = EXCLUDED.catalog_version, size_class = EXCLUDED.size_class, loaded_at = now()",
-        )
-        .bind(&m.id)
-        .bind(&m.provider)
-        .bind(m.input_per_mtok)
-        .bind(m.output_per_mtok)
-        .bind(m.cached_input_discount)
-        .bind(m.batch_discount)
-        .bind(i32::try_from(m.context_window).unwrap_or(i32::MAX))
-        .bind(i32::from(m.quality_tier))
-        .bind(m.typical_latency_ms)
-        .bind(m.output_tokens_per_s)
-        .bind(&m.source)
-        .bind(&m.as_of)
-        .bind(&c.version)
-        .bind(&m.size_class)
-        .execute(&mut *tx)
-        .await?;
-    }
-    for g in &c.gpus {
-        sqlx::query(
-            "INSERT INTO catalog_gpus (id, gpu, hourly_usd, memory_gb, tokens_per_s, source, as_of, catalog_version, loaded_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7::date, $8, now()) \
-             ON CONFLICT (id) DO UPDATE SET gpu = EXCLUDED.gpu, hourly_usd = EXCLUDED.hourly_usd, \
-             memory_gb = EXCLUDED.memory_gb, tokens_per_s = EXCLUDED.tokens_per_s, source = EXCLUDED.source, \
-             as_of = EXCLUDED.as_of, catalog_version = EXCLUDED.catalog_version, loaded_at = now()",
-        )
-        .bind(&g.id)
-        .bind(&g.gpu)
-        .bind(g.hourly_usd)
-        .bind(i32::try_from(g.memory_gb).unwrap_or(i32::MAX))
-        .bind(sqlx::types::Json(&g.tokens_per_s))
-        .bind(&g.source)
-        .bind(&g.as_of)
-        .bind(&c.version)
-        .execute(&mut *tx)
-        .await?;
-    }
-    let model_ids: Vec<&str> = c.models.iter().map(|m| m.id.as_str()).collect();
-    let gpu_ids: Vec<&str> = c.gpus.iter().map(|g| g.id.as_str()).collect();
-    sqlx::query("DELETE FROM catalog_models WHERE NOT (id = ANY($1::text[]))")
-        .bind(&model_ids)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM catalog_gpus WHERE NOT (id = ANY($1::text[]))")
-        .bind(&gpu_ids)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
+pub async fn load_catalog_from(pool: &PgPool, c: &Catalog) -> Result<CatalogLoad, store::Error> {
+    let models: Vec<_> = c.models.iter().map(|m| m.to_row(&c.version)).collect();
+    let gpus: Vec<_> = c.gpus.iter().map(|g| g.to_row(&c.version)).collect();
+    store::catalog::replace(pool, &models, &gpus).await?;
     cache_clear();
     Ok(CatalogLoad {
         version: c.version.clone(),

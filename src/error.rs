@@ -8,7 +8,9 @@
 //!
 //! Outages of netra's own infrastructure (Postgres, RabbitMQ) are not phase
 //! failures at all: they are [`InfraError`]s, which never burn an attempt. The
-//! delivery is handed back to the broker once the dependency is back.
+//! delivery is handed back to the broker once the dependency is back. The
+//! store answers [`crate::store::Error`], which already says whether a
+//! database failure is an outage, refused data or something else.
 //! `thiserror` enums live at each boundary; `anyhow` only in `main` and the CLI.
 
 use std::fmt;
@@ -82,9 +84,9 @@ fn storable(message: String) -> String {
 /// fault, so it never counts as an attempt.
 #[derive(Debug, thiserror::Error)]
 pub enum InfraError {
-    /// Postgres failed or is unreachable.
+    /// Postgres failed or is unreachable (the store's error says which).
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] crate::store::Error),
     /// RabbitMQ failed, is unreachable, or refused a publish.
     #[error("broker: {0}")]
     Broker(String),
@@ -104,7 +106,7 @@ impl InfraError {
     /// to a query that is wrong.
     pub fn is_database_outage(&self) -> bool {
         match self {
-            InfraError::Database(e) => crate::store::is_outage(e),
+            InfraError::Database(e) => e.is_outage(),
             _ => false,
         }
     }

@@ -8,12 +8,16 @@
 //! - [`config`]: typed settings from `NETRA_*` variables; secrets redacted.
 //! - [`broker`]: RabbitMQ connection, topology, confirmed publishing.
 //! - [`store`]: Postgres, one file per table family; migrations in `migrations/`.
+//!   Every SQL statement lives here, as a typed function returning rows;
+//!   failures are [`store::Error`] (outage, refused data, missing row, …).
 //!   It imports no pipeline, agent or API module (their shared types are in [`model`]).
 //! - [`catalog`]: the supply catalog (`catalog/models.json`), loaded into
-//!   Postgres and read by the tools.
+//!   Postgres (through [`store::catalog`]) and read by the tools.
 //! - [`cache`]: Redis status cache and long-poll wake-ups (bounded calls).
 //! - [`pipeline`]: the generic engine (intake, worker, dispatch, retry,
-//!   consumer loop, reconnecting service). Knows no agent by name.
+//!   consumer loop, reconnecting service). Knows no agent by name. It
+//!   decides what an attempt's effect writes and publishes
+//!   ([`pipeline::effects`]); the store writes the rows it is given.
 //! - [`agents`]: triage, data, optimization, actions, reporting, each with
 //!   a typed output ([`agents::outputs`]), and the supervisor that routes
 //!   between them ([`agents::supervisor`]).

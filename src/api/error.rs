@@ -40,9 +40,12 @@ pub enum ApiError {
     Internal(String),
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
-        if crate::store::is_outage(&e) {
+/// A store failure: an outage is `503` (try again), anything else `500`
+/// with the detail only in the log (a missing row the handler did not look
+/// up itself included: handlers answer `404` from the `Option`s they read).
+impl From<crate::store::Error> for ApiError {
+    fn from(e: crate::store::Error) -> Self {
+        if e.is_outage() {
             ApiError::Unavailable("database")
         } else {
             ApiError::Internal(e.to_string())

@@ -3,7 +3,7 @@
 //! Handlers hand their effect (a success or a retry) to the committer and
 //! wait for its outcome. The committer runs at most `concurrency` effect
 //! statements at a time; whatever arrives while they run is written by the
-//! next statement as one batch ([`store::effects::commit_effects`]), so
+//! next statement as one batch ([`effects::commit_effects`]), so
 //! under load many effects share a statement, a round trip and a commit,
 //! and alone an effect goes out at once. Each handler still acks only after
 //! its own effect is committed and its follow-ups are confirmed.
@@ -15,15 +15,15 @@
 
 use sqlx::PgPool;
 
-use super::batcher::Batcher;
-use crate::store::{
-    self,
+use super::{
+    batcher::Batcher,
     effects::{self, AttemptRecord, Committed, Effect},
 };
+use crate::store;
 
 /// The outcome of an effect, and the effect itself handed back (`None` only
 /// if the committer task died with it).
-pub type Outcome = (Result<Committed, sqlx::Error>, Option<Effect>);
+pub type Outcome = (Result<Committed, store::Error>, Option<Effect>);
 
 /// The handle handlers commit through; cheap to clone.
 #[derive(Clone)]
@@ -53,9 +53,12 @@ impl Committer {
         match self.batcher.call((record, effect)).await {
             Ok(Some(outcome)) => outcome,
             // The batch died (a panic): the delivery is handed back.
-            Ok(None) => (Err(sqlx::Error::WorkerCrashed), None),
+            Ok(None) => (Err(store::Error::batch_died("effects")), None),
             // The committer is gone (shutdown): the delivery goes back.
-            Err((_, effect)) => (Err(sqlx::Error::PoolClosed), Some(effect)),
+            Err((_, effect)) => (
+                Err(store::Error::batcher_gone("the effect committer")),
+                Some(effect),
+            ),
         }
     }
 }
@@ -73,11 +76,11 @@ pub async fn write_batch(pool: &PgPool, batch: Vec<(AttemptRecord, Effect)>) -> 
     let mut outcomes = Vec::with_capacity(batch.len());
     for ((record, effect), result) in batch.into_iter().zip(results) {
         outcomes.push(match result {
-            Err(e) if !alone && !store::is_outage(&e) => {
+            Err(e) if !alone && !e.is_outage() => {
                 tracing::debug!(error = %e, "batched effect failed; writing it alone");
                 commit_alone(pool, &record, effect).await
             }
-            Err(e) if store::is_bad_data(&e) => refused(pool, &record, &e).await,
+            Err(e) if e.is_bad_data() => refused(pool, &record, &e).await,
             other => (other, Some(effect)),
         });
     }
@@ -85,20 +88,20 @@ pub async fn write_batch(pool: &PgPool, batch: Vec<(AttemptRecord, Effect)>) -> 
 }
 
 /// Commits one effect alone. If the database refuses its data (a NUL in an
-/// output, say: see [`store::is_bad_data`]), that will happen on every
+/// output, say: see [`store::Error::BadData`]), that will happen on every
 /// attempt, so the phase is dead-lettered with the reason instead, and that
 /// effect is handed back.
 pub async fn commit_alone(pool: &PgPool, record: &AttemptRecord, effect: Effect) -> Outcome {
     match effects::commit_effect(pool, record, &effect).await {
-        Err(e) if store::is_bad_data(&e) => refused(pool, record, &e).await,
+        Err(e) if e.is_bad_data() => refused(pool, record, &e).await,
         other => (other, Some(effect)),
     }
 }
 
-async fn refused(pool: &PgPool, record: &AttemptRecord, e: &sqlx::Error) -> Outcome {
+async fn refused(pool: &PgPool, record: &AttemptRecord, e: &store::Error) -> Outcome {
     let error = crate::error::PhaseError::permanent(format!(
         "the database refused this phase's data (SQLSTATE {})",
-        store::sqlstate(e).unwrap_or_default()
+        e.sqlstate().unwrap_or_default()
     ));
     tracing::warn!(error = %error.message, "phase data refused; dead-lettering");
     let effect = Effect::DeadLetter { error };

@@ -13,7 +13,13 @@ use chrono::Utc;
 use lapin::{message::Delivery, types::AMQPValue};
 use serde_json::json;
 
-use super::{committer, envelope::Envelope, envelope::Poison, worker, Engine};
+use super::{
+    committer,
+    effects::{AttemptRecord, Committed, Effect},
+    envelope::Envelope,
+    envelope::Poison,
+    worker, Engine,
+};
 use crate::{
     broker::publisher::Publisher,
     error::{InfraError, PhaseError},
@@ -77,29 +83,29 @@ async fn process(
         return worker::dead_letter_poison(engine, publisher, phase, delivery, &p).await;
     };
     tracing::warn!(run_id = %run.id, phase, "delivery limit reached; dead-lettering the run");
-    let record = runs::AttemptRecord {
+    let record = AttemptRecord {
         envelope: env.clone(),
         input: json!({"crash_loop": true}),
         started_at: Utc::now(),
         worker_id: engine.config.worker_id.clone(),
         reply_to: run.reply_to.clone(),
     };
-    let effect = runs::Effect::DeadLetter {
+    let effect = Effect::DeadLetter {
         error: PhaseError::permanent(REASON),
     };
     match committer::commit_alone(&engine.hot, &record, effect)
         .await
         .0?
     {
-        runs::Committed::Applied(follow_up) => {
+        Committed::Applied(follow_up) => {
             worker::publish_and_mark(engine, publisher, &env, &follow_up).await
         }
         // Processed after all, but maybe never dispatched (its follow-ups
         // failed to publish until the limit): this is the last copy of the
         // message, so publish what it led to, if that is still pending.
-        runs::Committed::Duplicate(follow_up) if !follow_up.is_empty() => {
+        Committed::Duplicate(follow_up) if !follow_up.is_empty() => {
             worker::publish_and_mark(engine, publisher, &env, &follow_up).await
         }
-        runs::Committed::Duplicate(_) => Ok(()),
+        Committed::Duplicate(_) => Ok(()),
     }
 }

@@ -160,7 +160,7 @@ mod tests {
     fn reply_ids_differ_per_outcome_and_replay_generation() {
         let run = uuid::Uuid::new_v4();
         let body = |status: &str, replay: u32| {
-            crate::store::runs::outcome_body(run, replay, status, None, None)
+            crate::pipeline::effects::outcome_body(run, replay, status, None, None)
         };
         let first = reply_message_id(&body("dead_lettered", 0)).unwrap();
         assert_eq!(first, format!("{run}:reply:dead_lettered:0"));

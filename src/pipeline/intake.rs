@@ -41,7 +41,7 @@ pub fn creator(
             let mut out = Vec::with_capacity(news.len());
             for (new, result) in news.iter().zip(results) {
                 out.push(match result {
-                    Err(IntakeError::Db(e)) if !alone && !crate::store::is_outage(&e) => {
+                    Err(IntakeError::Db(e)) if !alone && !e.is_outage() => {
                         tracing::debug!(error = %e, "batched request failed; creating it alone");
                         runs::create_run(&pool, new, first_phase, "amqp").await
                     }
@@ -347,8 +347,12 @@ fn addressing(
 async fn create(engine: &Engine, new: NewRun) -> Result<Result<Accepted, Poison>, InfraError> {
     let created = match engine.creator.call(new).await {
         Ok(Some(created)) => created,
-        Ok(None) => Err(IntakeError::Db(sqlx::Error::WorkerCrashed)),
-        Err(_) => Err(IntakeError::Db(sqlx::Error::PoolClosed)),
+        // The batch died (a panic): the delivery is handed back.
+        Ok(None) => Err(IntakeError::Db(crate::store::Error::batch_died("requests"))),
+        // The intake batcher is gone (shutdown): the delivery goes back.
+        Err(_) => Err(IntakeError::Db(crate::store::Error::batcher_gone(
+            "the intake batcher",
+        ))),
     };
     match created {
         Ok(accepted) => Ok(Ok(accepted)),
@@ -356,11 +360,11 @@ async fn create(engine: &Engine, new: NewRun) -> Result<Result<Accepted, Poison>
             "unknown_thread",
             format!("thread {id} does not exist for this tenant"),
         ))),
-        Err(IntakeError::Db(e)) if crate::store::is_bad_data(&e) => Ok(Err(Poison::new(
+        Err(IntakeError::Db(e)) if e.is_bad_data() => Ok(Err(Poison::new(
             "rejected_by_database",
             format!(
                 "the database refused the request's data (SQLSTATE {})",
-                crate::store::sqlstate(&e).unwrap_or_default()
+                e.sqlstate().unwrap_or_default()
             ),
         ))),
         Err(IntakeError::Db(e)) => Err(InfraError::Database(e)),

@@ -6,6 +6,8 @@
 //!
 //! - [`intake`] turns upstream requests into runs;
 //! - [`worker`] processes one phase message;
+//! - [`effects`] works out what an attempt's effect writes and leads to
+//!   (the store writes it, [`committer`] batches it);
 //! - [`dispatch`] publishes the follow-ups of a committed effect;
 //! - [`crashloop`] indexes what RabbitMQ dead-letters by its delivery limit;
 //! - [`seal`] authenticates phase envelopes;
@@ -20,6 +22,7 @@ pub mod consumer;
 pub mod crashloop;
 pub mod dispatch;
 pub mod dispatched;
+pub mod effects;
 /// The phase message (lives in [`crate::model`], shared with the store).
 pub use crate::model::envelope;
 pub mod intake;

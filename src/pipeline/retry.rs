@@ -77,12 +77,7 @@ pub async fn run_scheduler(
 /// publish fails, the run sits `queued` until the stale-run sweep publishes
 /// its message again.
 pub async fn publish_due(engine: &Engine, publisher: &Publisher) -> Result<usize, InfraError> {
-    let mut tx = engine.pool.begin().await?;
-    let due = runs::due_retries(&mut tx, 100).await?;
-    for run in &due {
-        runs::requeue_retry(&mut tx, run, "scheduler").await?;
-    }
-    tx.commit().await?;
+    let due = runs::requeue_due_retries(&engine.pool, 100, "scheduler").await?;
     for run in &due {
         let Some(env) = run.envelope() else { continue };
         publisher

@@ -42,7 +42,7 @@ impl Seal {
     }
 
     /// The configured key, or the deployment's database-kept one.
-    pub async fn load(config: &Config, pool: &sqlx::PgPool) -> Result<Self, sqlx::Error> {
+    pub async fn load(config: &Config, pool: &sqlx::PgPool) -> Result<Self, crate::store::Error> {
         match &config.envelope_key {
             Some(k) => Ok(Self::new(k.expose_secret().as_bytes())),
             None => Ok(Self::new(

@@ -15,7 +15,7 @@ use crate::store::{
 /// The handle handlers start through; cheap to clone.
 #[derive(Clone)]
 pub struct Starter {
-    batcher: Batcher<Envelope, Result<Start, sqlx::Error>>,
+    batcher: Batcher<Envelope, Result<Start, store::Error>>,
 }
 
 impl Starter {
@@ -41,11 +41,13 @@ impl Starter {
     }
 
     /// Starts one phase attempt.
-    pub async fn start_phase(&self, env: &Envelope) -> Result<Start, sqlx::Error> {
+    pub async fn start_phase(&self, env: &Envelope) -> Result<Start, store::Error> {
         match self.batcher.call(env.clone()).await {
             Ok(Some(start)) => start,
-            Ok(None) => Err(sqlx::Error::WorkerCrashed),
-            Err(_) => Err(sqlx::Error::PoolClosed),
+            // The batch died (a panic): the delivery is handed back.
+            Ok(None) => Err(store::Error::batch_died("phase starts")),
+            // The starter is gone (shutdown): the delivery goes back.
+            Err(_) => Err(store::Error::batcher_gone("the phase starter")),
         }
     }
 }
@@ -56,13 +58,13 @@ pub async fn start_batch(
     pool: &PgPool,
     envs: &[Envelope],
     actor: &str,
-) -> Vec<Result<Start, sqlx::Error>> {
+) -> Vec<Result<Start, store::Error>> {
     let results = starts::start_phases(pool, envs, actor).await;
     let alone = envs.len() == 1;
     let mut out = Vec::with_capacity(envs.len());
     for (env, result) in envs.iter().zip(results) {
         out.push(match result {
-            Err(e) if !alone && !store::is_outage(&e) => {
+            Err(e) if !alone && !e.is_outage() => {
                 tracing::debug!(error = %e, "batched start failed; starting it alone");
                 starts::start_phase(pool, env, actor).await
             }

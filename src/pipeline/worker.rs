@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use super::{
     agent::{AgentContext, PhaseInput, Target},
-    committer, dispatch,
+    committer, dispatch, effects,
     envelope::{Envelope, Poison},
     retry, Engine,
 };
@@ -111,7 +111,7 @@ pub async fn wait_for_database(engine: &Engine) {
 /// A started attempt: its record, the agent's input, and the data version
 /// its tools read at.
 struct Prepared {
-    record: runs::AttemptRecord,
+    record: effects::AttemptRecord,
     input: PhaseInput,
     data_version: i64,
 }
@@ -151,17 +151,19 @@ async fn process(
     if matches!(&result, Err(e) if e.class == ErrorClass::Transient)
         && !store::ping(&engine.pool).await
     {
-        return Err(InfraError::Database(sqlx::Error::PoolTimedOut));
+        return Err(InfraError::Database(store::Error::from(
+            sqlx::Error::PoolTimedOut,
+        )));
     }
     let (effect, outcome) = decide(engine, phase, &env, result, input.as_ref());
     let (committed, outcome) =
         commit(engine, phase, record, effect, outcome, input.as_ref()).await?;
     match committed {
-        runs::Committed::Applied(follow_up) => {
+        effects::Committed::Applied(follow_up) => {
             engine.metrics.record(phase, outcome, t0.elapsed());
             publish_and_mark(engine, publisher, &env, &follow_up).await
         }
-        runs::Committed::Duplicate(follow_up) => {
+        effects::Committed::Duplicate(follow_up) => {
             engine
                 .metrics
                 .record(phase, Outcome::Duplicate, t0.elapsed());
@@ -220,7 +222,7 @@ async fn start(
     match start {
         runs::Start::Started(run, inputs) => Ok(Some(prepare(engine, env, *run, inputs))),
         runs::Start::NotRunnable(run) => {
-            match runs::processed_follow_up(&engine.hot, &env.message_id()).await? {
+            match effects::processed_follow_up(&engine.hot, &env.message_id()).await? {
                 Some(follow_up) => {
                     republish_for_duplicate(engine, publisher, delivery, env, &follow_up).await?;
                     engine
@@ -253,7 +255,7 @@ fn prepare(engine: &Engine, env: &Envelope, run: runs::Run, inputs: runs::Inputs
     if let Some(p) = &patch {
         merge_patch_outputs(&mut outputs, p);
     }
-    let record = runs::AttemptRecord {
+    let record = effects::AttemptRecord {
         envelope: env.clone(),
         input: json!({
             "upstream": outputs.keys().collect::<Vec<_>>(),
@@ -297,20 +299,23 @@ fn decide(
     env: &Envelope,
     result: Result<Value, PhaseError>,
     input: Option<&PhaseInput>,
-) -> (runs::Effect, Outcome) {
+) -> (effects::Effect, Outcome) {
     match result {
         Ok(output) => {
             let no_upstream = BTreeMap::new();
             let upstream = input.map_or(&no_upstream, |i| &i.outputs);
             let next = match engine.agents.router().next(phase, &output, upstream) {
-                Ok(Target::Phase(p)) => runs::Next::Phase(p.to_string()),
-                Ok(Target::Finish(f)) => runs::Next::Finish(f.status()),
+                Ok(Target::Phase(p)) => effects::Next::Phase(p.to_string()),
+                Ok(Target::Finish(f)) => effects::Next::Finish(f.status()),
                 Err(e) => {
                     let error = PhaseError::permanent(e.to_string());
-                    return (runs::Effect::DeadLetter { error }, Outcome::DeadLettered);
+                    return (effects::Effect::DeadLetter { error }, Outcome::DeadLettered);
                 }
             };
-            (runs::Effect::Succeeded { output, next }, Outcome::Processed)
+            (
+                effects::Effect::Succeeded { output, next },
+                Outcome::Processed,
+            )
         }
         Err(error)
             if error.class == ErrorClass::Transient && env.attempt < engine.config.max_attempts =>
@@ -320,7 +325,7 @@ fn decide(
                 + chrono::Duration::from_std(delay)
                     .unwrap_or_else(|_| chrono::Duration::seconds(60));
             tracing::info!(error = %error.message, ?delay, "transient failure; retry scheduled");
-            (runs::Effect::Retry { error, at }, Outcome::Retried)
+            (effects::Effect::Retry { error, at }, Outcome::Retried)
         }
         Err(mut error) => {
             if error.class == ErrorClass::Transient {
@@ -330,7 +335,7 @@ fn decide(
                 );
             }
             tracing::warn!(error = %error.message, class = %error.class, "phase failed; dead-lettering");
-            (runs::Effect::DeadLetter { error }, Outcome::DeadLettered)
+            (effects::Effect::DeadLetter { error }, Outcome::DeadLettered)
         }
     }
 }
@@ -342,20 +347,20 @@ fn decide(
 async fn commit(
     engine: &Engine,
     phase: &str,
-    record: runs::AttemptRecord,
-    effect: runs::Effect,
+    record: effects::AttemptRecord,
+    effect: effects::Effect,
     outcome: Outcome,
     input: Option<&PhaseInput>,
-) -> Result<(runs::Committed, Outcome), InfraError> {
+) -> Result<(effects::Committed, Outcome), InfraError> {
     let (committed, effect) = match effect {
         // A dead letter also indexes itself: it is written alone.
-        runs::Effect::DeadLetter { .. } => {
+        effects::Effect::DeadLetter { .. } => {
             committer::commit_alone(&engine.hot, &record, effect).await
         }
         _ => engine.committer.commit(record, effect).await,
     };
     let outcome = match &effect {
-        Some(runs::Effect::DeadLetter { .. }) => Outcome::DeadLettered,
+        Some(effects::Effect::DeadLetter { .. }) => Outcome::DeadLettered,
         _ => outcome,
     };
     match committed {
@@ -363,7 +368,7 @@ async fn commit(
         Err(e) => {
             // The agent's work is not lost with the commit: the redelivered
             // message finds it in the agent output cache.
-            if let (Some(runs::Effect::Succeeded { output, .. }), Some(cache), Some(input)) =
+            if let (Some(effects::Effect::Succeeded { output, .. }), Some(cache), Some(input)) =
                 (&effect, agent_cache(engine), input)
             {
                 cache

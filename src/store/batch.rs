@@ -1,11 +1,12 @@
 //! What the batched statements (intake, phase starts, effects) share: how a
 //! batch is split into rounds of distinct runs or keys, how a bind column is
 //! built, and how the error of a failed statement reaches every item it
-//! carried and every item still waiting.
+//! carried and every item still waiting (a [`super::Error`] is cloned for
+//! each).
 
 use std::{collections::HashSet, hash::Hash};
 
-use super::is_outage;
+use super::Error;
 
 /// Splits the waiting items into this round (at most one per key; items
 /// without a key always go) and the later ones.
@@ -25,42 +26,18 @@ pub fn column<T>(round: &[usize], f: impl Fn(usize) -> T) -> Vec<T> {
 }
 
 /// Gives the error of a failed statement to each of `waiting` (its round
-/// and the later ones): the last gets the error itself, the others a
-/// [`shared_error`] copy.
-pub fn fail_rest<T, E: From<sqlx::Error>>(
+/// and the later ones): an outage stays an outage, anything else stays not
+/// one.
+pub fn fail_rest<T, E: From<Error>>(
     results: &mut [Option<Result<T, E>>],
     waiting: impl IntoIterator<Item = usize>,
-    e: sqlx::Error,
+    e: Error,
 ) {
-    let waiting: Vec<usize> = waiting.into_iter().collect();
-    let Some((&last, rest)) = waiting.split_last() else {
-        return;
-    };
-    for &k in rest {
+    for k in waiting {
         if let Some(slot) = results.get_mut(k) {
-            *slot = Some(Err(E::from(shared_error(&e))));
+            *slot = Some(Err(E::from(e.clone())));
         }
     }
-    if let Some(slot) = results.get_mut(last) {
-        *slot = Some(Err(E::from(e)));
-    }
-}
-
-/// The error of a failed batch statement, for each item it carried (sqlx
-/// errors cannot be cloned): an outage stays an outage, anything else stays
-/// not one.
-pub fn shared_error(e: &sqlx::Error) -> sqlx::Error {
-    if is_outage(e) {
-        sqlx::Error::Io(std::io::Error::other(e.to_string()))
-    } else {
-        internal_error(e.to_string())
-    }
-}
-
-/// An error of netra's own store logic (not an outage: retrying as soon as
-/// the database answers would not help).
-pub fn internal_error(msg: impl Into<String>) -> sqlx::Error {
-    sqlx::Error::Configuration(msg.into().into())
 }
 
 #[cfg(test)]
@@ -79,20 +56,20 @@ mod tests {
 
     #[test]
     fn a_failed_statement_fails_every_waiting_item_and_keeps_outages_outages() {
-        let mut results: Vec<Option<Result<(), sqlx::Error>>> = vec![Some(Ok(())), None, None];
-        fail_rest(&mut results, [1, 2], sqlx::Error::PoolTimedOut);
+        let mut results: Vec<Option<Result<(), Error>>> = vec![Some(Ok(())), None, None];
+        fail_rest(&mut results, [1, 2], Error::from(sqlx::Error::PoolTimedOut));
         assert!(matches!(results[0], Some(Ok(()))));
         for r in &results[1..] {
             match r {
-                Some(Err(e)) => assert!(is_outage(e), "{e}"),
+                Some(Err(e)) => assert!(e.is_outage(), "{e}"),
                 other => panic!("{other:?}"),
             }
         }
-        let mut results: Vec<Option<Result<(), sqlx::Error>>> = vec![None, None];
-        fail_rest(&mut results, [0, 1], internal_error("bad"));
+        let mut results: Vec<Option<Result<(), Error>>> = vec![None, None];
+        fail_rest(&mut results, [0, 1], Error::internal("bad"));
         for r in &results {
             match r {
-                Some(Err(e)) => assert!(!is_outage(e) && e.to_string().contains("bad"), "{e}"),
+                Some(Err(e)) => assert!(!e.is_outage() && e.to_string().contains("bad"), "{e}"),
                 other => panic!("{other:?}"),
             }
         }

@@ -2,14 +2,13 @@
 //! with its reason, so operators can list and group failures without
 //! draining the queues. The index is the source of truth for replays.
 
-use crate::model::RunStatus;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::runs::Run;
-use crate::{error::PhaseError, model::envelope::Envelope};
+use super::{runs::Transition, Error};
+use crate::model::RunStatus;
 
 /// A normalized error: ids, numbers and timestamps stripped, so that the same
 /// failure of many runs falls into one group.
@@ -41,32 +40,53 @@ pub fn fingerprint(error: &str) -> String {
     out.chars().take(300).collect()
 }
 
-/// Indexes the dead letter of a run's phase (inside the effect transaction).
-pub async fn insert_for_run(
+/// The dead letter of a run's phase, as the effect transaction indexes it
+/// (see [`super::effects::write_dead_letter`]).
+#[derive(Debug, Clone)]
+pub struct PhaseDeadLetter<'a> {
+    /// The run.
+    pub run_id: Uuid,
+    /// The phase that failed.
+    pub phase: &'a str,
+    /// The failed message's id (a replay drains its copy by it).
+    pub message_id: &'a str,
+    /// `transient` or `permanent`.
+    pub error_class: &'a str,
+    /// The failure (its fingerprint groups it).
+    pub error: &'a str,
+    /// Attempts made.
+    pub attempts: i32,
+    /// Replay generation that failed (the first failure is looked up in it).
+    pub replay: i32,
+    /// This failure: the last one, and the first when none came before.
+    pub last_failed_at: DateTime<Utc>,
+}
+
+/// Indexes the dead letter of a run's phase (inside the effect transaction),
+/// for the run's tenant.
+pub(super) async fn insert_for_run(
     tx: &mut Transaction<'_, Postgres>,
-    run: &Run,
-    env: &Envelope,
-    error: &PhaseError,
+    tenant: &str,
+    dl: &PhaseDeadLetter<'_>,
     first_failed_at: DateTime<Utc>,
-    last_failed_at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), Error> {
+    sqlx::query!(
         "INSERT INTO dead_letters (id, run_id, tenant, phase, queue, message_id, error_class, error, \
          fingerprint, attempts, replay, first_failed_at, last_failed_at) \
          VALUES ($1, $2, $3, $4, 'phase', $5, $6, $7, $8, $9, $10, $11, $12)",
+        Uuid::new_v4(),
+        dl.run_id,
+        tenant,
+        dl.phase,
+        dl.message_id,
+        dl.error_class,
+        dl.error,
+        fingerprint(dl.error),
+        dl.attempts,
+        dl.replay,
+        first_failed_at,
+        dl.last_failed_at,
     )
-    .bind(Uuid::new_v4())
-    .bind(run.id)
-    .bind(&run.tenant)
-    .bind(&env.phase)
-    .bind(env.message_id())
-    .bind(error.class.as_str())
-    .bind(&error.message)
-    .bind(fingerprint(&error.message))
-    .bind(i32::try_from(env.attempt).unwrap_or(i32::MAX))
-    .bind(i32::try_from(env.replay).unwrap_or(i32::MAX))
-    .bind(first_failed_at)
-    .bind(last_failed_at)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -81,30 +101,30 @@ pub async fn insert_poison(
     kind: &str,
     reason: &str,
     body: &[u8],
-) -> Result<Uuid, sqlx::Error> {
+) -> Result<Uuid, Error> {
     let id = Uuid::new_v4();
     let now = Utc::now();
     let kept = &body[..body.len().min(64 * 1024)];
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO dead_letters (id, phase, queue, message_id, error_class, error, fingerprint, \
          attempts, first_failed_at, last_failed_at, body) \
          VALUES ($1, $2, $3, $4, 'permanent', $5, $6, 1, $7, $7, $8)",
+        id,
+        phase,
+        queue,
+        message_id,
+        format!("{kind}: {reason}"),
+        format!("{kind}: {}", fingerprint(reason)),
+        now,
+        kept,
     )
-    .bind(id)
-    .bind(phase)
-    .bind(queue)
-    .bind(message_id)
-    .bind(format!("{kind}: {reason}"))
-    .bind(format!("{kind}: {}", fingerprint(reason)))
-    .bind(now)
-    .bind(kept)
     .execute(pool)
     .await?;
     Ok(id)
 }
 
 /// One indexed dead letter.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter {
     /// Dead-letter id.
     pub id: Uuid,
@@ -158,28 +178,29 @@ pub struct DeadLetterFilter {
 }
 
 /// Lists dead letters, newest first.
-pub async fn list(pool: &PgPool, f: &DeadLetterFilter) -> Result<Vec<DeadLetter>, sqlx::Error> {
-    sqlx::query_as(
+pub async fn list(pool: &PgPool, f: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error> {
+    Ok(sqlx::query_as!(
+        DeadLetter,
         "SELECT id, run_id, tenant, phase, queue, message_id, error_class, error, fingerprint, attempts, \
          replay, first_failed_at, last_failed_at, status, created_at FROM dead_letters \
          WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR phase = $2) \
          AND ($3::text IS NULL OR strpos(error, $3) > 0) AND ($4::timestamptz IS NULL OR created_at >= $4) \
          AND ($5::text IS NULL OR fingerprint = $5) AND ($6 OR status = 'pending') \
          ORDER BY created_at DESC, id LIMIT $7",
+        f.tenant.as_deref(),
+        f.phase.as_deref(),
+        f.error_contains.as_deref(),
+        f.since,
+        f.fingerprint.as_deref(),
+        f.include_replayed,
+        f.limit,
     )
-    .bind(&f.tenant)
-    .bind(&f.phase)
-    .bind(&f.error_contains)
-    .bind(f.since)
-    .bind(&f.fingerprint)
-    .bind(f.include_replayed)
-    .bind(f.limit)
     .fetch_all(pool)
-    .await
+    .await?)
 }
 
 /// A group of pending dead letters with the same phase and fingerprint.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Group {
     /// Phase.
     pub phase: String,
@@ -194,40 +215,28 @@ pub struct Group {
 }
 
 /// Pending dead letters grouped by phase and fingerprint.
-pub async fn groups(pool: &PgPool, tenant: Option<&str>) -> Result<Vec<Group>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT phase, fingerprint, count(*) AS count, min(created_at) AS first_at, max(created_at) AS last_at \
-         FROM dead_letters WHERE status = 'pending' AND ($1::text IS NULL OR tenant = $1) \
-         GROUP BY phase, fingerprint ORDER BY count(*) DESC, phase",
+pub async fn groups(pool: &PgPool, tenant: Option<&str>) -> Result<Vec<Group>, Error> {
+    Ok(sqlx::query_as!(
+        Group,
+        r#"SELECT phase, fingerprint, count(*) AS "count!", min(created_at) AS "first_at!",
+         max(created_at) AS "last_at!"
+         FROM dead_letters WHERE status = 'pending' AND ($1::text IS NULL OR tenant = $1)
+         GROUP BY phase, fingerprint ORDER BY count(*) DESC, phase"#,
+        tenant,
     )
-    .bind(tenant)
     .fetch_all(pool)
-    .await
+    .await?)
 }
 
 /// Counts of pending dead letters per phase (metrics).
-pub async fn pending_by_phase(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT phase, count(*) FROM dead_letters WHERE status = 'pending' GROUP BY phase ORDER BY phase")
-        .fetch_all(pool)
-        .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::fingerprint;
-
-    #[test]
-    fn fingerprint_strips_ids_and_numbers() {
-        let a = fingerprint(
-            "run 6f1c2a9e-0000-4000-8000-000000000001 failed after 1234 ms at 2026-11-23T10:00:00Z",
-        );
-        let b = fingerprint(
-            "run 0a1b2c3d-1111-4000-8000-000000000002 failed after 99 ms at 2026-11-24T11:30:00Z",
-        );
-        assert_eq!(a, b);
-        assert!(a.contains("failed after # ms"));
-        assert_ne!(fingerprint("timeout"), fingerprint("bad input"));
-    }
+pub async fn pending_by_phase(pool: &PgPool) -> Result<Vec<(String, i64)>, Error> {
+    let rows = sqlx::query!(
+        r#"SELECT phase, count(*) AS "count!" FROM dead_letters WHERE status = 'pending'
+         GROUP BY phase ORDER BY phase"#
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.phase, r.count)).collect())
 }
 
 /// One dead letter by id (tenant-scoped when `tenant` is given).
@@ -235,26 +244,29 @@ pub async fn get(
     pool: &PgPool,
     id: Uuid,
     tenant: Option<&str>,
-) -> Result<Option<DeadLetter>, sqlx::Error> {
-    sqlx::query_as(
+) -> Result<Option<DeadLetter>, Error> {
+    Ok(sqlx::query_as!(
+        DeadLetter,
         "SELECT id, run_id, tenant, phase, queue, message_id, error_class, error, fingerprint, attempts, \
          replay, first_failed_at, last_failed_at, status, created_at FROM dead_letters \
          WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)",
+        id,
+        tenant,
     )
-    .bind(id)
-    .bind(tenant)
     .fetch_optional(pool)
-    .await
+    .await?)
 }
 
 /// How many earlier dead letters (replayed ones) the run's phase has had.
-pub async fn replays_of(pool: &PgPool, run_id: Uuid, phase: &str) -> Result<i64, sqlx::Error> {
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM dead_letters WHERE run_id = $1 AND phase = $2 AND status = 'replayed'")
-        .bind(run_id)
-        .bind(phase)
-        .fetch_one(pool)
-        .await?;
-    Ok(n)
+pub async fn replays_of(pool: &PgPool, run_id: Uuid, phase: &str) -> Result<i64, Error> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT count(*) AS "replays!" FROM dead_letters
+         WHERE run_id = $1 AND phase = $2 AND status = 'replayed'"#,
+        run_id,
+        phase,
+    )
+    .fetch_one(pool)
+    .await?)
 }
 
 /// Outcome of marking one dead letter replayed.
@@ -282,62 +294,70 @@ pub async fn mark_replayed(
     id: Uuid,
     actor: &str,
     patch: Option<&serde_json::Value>,
-) -> Result<Replayed, sqlx::Error> {
+) -> Result<Replayed, Error> {
     let mut tx = pool.begin().await?;
-    let row: Option<(Option<Uuid>, String, i32, String)> = sqlx::query_as(
+    let row = sqlx::query!(
         "SELECT run_id, phase, replay, status FROM dead_letters WHERE id = $1 FOR UPDATE",
+        id,
     )
-    .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((run_id, phase, replay, status)) = row else {
-        return Err(sqlx::Error::RowNotFound);
+    let Some(row) = row else {
+        return Err(Error::NotFound);
     };
-    if status != "pending" {
+    if row.status != "pending" {
         return Ok(Replayed::AlreadyDone);
     }
-    let Some(run_id) = run_id else {
+    let Some(run_id) = row.run_id else {
         return Ok(Replayed::NoRun);
     };
-    let generation = replay + 1;
-    let updated = sqlx::query(
+    let (phase, generation) = (row.phase, row.replay + 1);
+    let updated = sqlx::query!(
         "UPDATE runs SET status = 'queued', phase = $2, attempt = 1, replay = $3, error = NULL, \
          next_attempt_at = NULL, finished_at = NULL, updated_at = now() \
          WHERE id = $1 AND status = 'dead_lettered' AND phase = $2",
+        run_id,
+        phase,
+        generation,
     )
-    .bind(run_id)
-    .bind(&phase)
-    .bind(generation)
     .execute(&mut *tx)
     .await?
     .rows_affected();
     if updated == 0 {
         // The run moved on some other way (cancelled, replayed by id of an
         // older dead letter): retire this entry without touching the run.
-        sqlx::query("UPDATE dead_letters SET status = 'discarded' WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "UPDATE dead_letters SET status = 'discarded' WHERE id = $1",
+            id
+        )
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         return Ok(Replayed::AlreadyDone);
     }
     super::runs::insert_history(
         &mut tx,
-        run_id,
-        actor,
-        Some(RunStatus::DeadLettered.as_str()),
-        RunStatus::Queued.as_str(),
-        Some(&phase),
-        Some(1),
-        generation,
-        None,
-        Some(serde_json::json!({ "replay_of": id, "generation": generation, "patch": patch })),
+        &Transition {
+            run_id,
+            actor,
+            from: Some(RunStatus::DeadLettered),
+            to: RunStatus::Queued,
+            phase: Some(&phase),
+            attempt: Some(1),
+            replay: generation,
+            error: None,
+            detail: Some(
+                serde_json::json!({ "replay_of": id, "generation": generation, "patch": patch }),
+            ),
+        },
     )
     .await?;
-    sqlx::query("UPDATE dead_letters SET status = 'replayed' WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE dead_letters SET status = 'replayed' WHERE id = $1",
+        id
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(Replayed::Queued {
         run: run_id,
@@ -348,13 +368,31 @@ pub async fn mark_replayed(
 /// True when a message has dead letters in the index and none of them is
 /// still pending (every one was replayed): its copy in the dead-letter
 /// queue may go.
-pub async fn all_replayed(pool: &PgPool, message_id: &str) -> Result<bool, sqlx::Error> {
-    let row: Option<(i64,)> = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE status = 'pending') FROM dead_letters \
-         WHERE message_id = $1 HAVING count(*) > 0",
+pub async fn all_replayed(pool: &PgPool, message_id: &str) -> Result<bool, Error> {
+    let pending = sqlx::query_scalar!(
+        r#"SELECT count(*) FILTER (WHERE status = 'pending') AS "pending!" FROM dead_letters
+         WHERE message_id = $1 HAVING count(*) > 0"#,
+        message_id,
     )
-    .bind(message_id)
     .fetch_optional(pool)
     .await?;
-    Ok(matches!(row, Some((0,))))
+    Ok(pending == Some(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fingerprint;
+
+    #[test]
+    fn fingerprint_strips_ids_and_numbers() {
+        let a = fingerprint(
+            "run 6f1c2a9e-0000-4000-8000-000000000001 failed after 1234 ms at 2026-11-23T10:00:00Z",
+        );
+        let b = fingerprint(
+            "run 0a1b2c3d-1111-4000-8000-000000000002 failed after 99 ms at 2026-11-24T11:30:00Z",
+        );
+        assert_eq!(a, b);
+        assert!(a.contains("failed after # ms"));
+        assert_ne!(fingerprint("timeout"), fingerprint("bad input"));
+    }
 }

@@ -5,13 +5,14 @@
 
 use std::sync::OnceLock;
 
+use super::Error;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{
     batch::{column, fail_rest, split_round},
-    runs::{Run, RUN_COLUMNS},
+    runs::{select_runs, Run, RUN_COLUMNS},
 };
 
 /// A request accepted for processing.
@@ -43,7 +44,7 @@ pub enum IntakeError {
     UnknownThread(Uuid),
     /// The database failed.
     #[error(transparent)]
-    Db(#[from] sqlx::Error),
+    Db(#[from] Error),
 }
 
 /// Result of accepting a request.
@@ -65,14 +66,20 @@ pub async fn create_run(
     create_runs(pool, std::slice::from_ref(new), first_phase, actor)
         .await
         .pop()
-        .unwrap_or(Err(IntakeError::Db(sqlx::Error::RowNotFound)))
+        .unwrap_or_else(|| {
+            Err(IntakeError::Db(Error::internal(
+                "the intake statement gave no answer",
+            )))
+        })
 }
 
 /// The intake statement for a batch of requests with distinct idempotency
 /// keys: each run whose thread is new or the tenant's, and whose key is new,
 /// is inserted with its user message and history row; a new thread only
 /// together with its run (the foreign key from the run is checked at the
-/// end of the statement). One round trip, no explicit transaction.
+/// end of the statement). One round trip, no explicit transaction. A
+/// runtime query: it binds one array per column and returns
+/// [`RUN_COLUMNS`], which are put in at run time.
 fn statement() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| include_str!("sql/create_runs.sql").replace("{returning}", RUN_COLUMNS))
@@ -121,24 +128,7 @@ pub async fn create_runs(
                 .as_deref()
                 .map(|key| (n.tenant.as_str(), key))
         });
-        let requests = column(&round, |k| {
-            let n = &news[k];
-            json!({"message": n.message, "workload_id": n.workload_id, "context": n.context})
-        });
-        let rows: Result<Vec<CreatedRow>, sqlx::Error> = sqlx::query_as(statement())
-            .bind(column(&round, |_| Uuid::new_v4()))
-            .bind(column(&round, |k| news[k].tenant.as_str()))
-            .bind(column(&round, |k| threads[k].0))
-            .bind(column(&round, |k| news[k].correlation_id.as_str()))
-            .bind(column(&round, |k| news[k].request_message_id.as_deref()))
-            .bind(column(&round, |k| news[k].reply_to.as_deref()))
-            .bind(&requests)
-            .bind(column(&round, |k| threads[k].1))
-            .bind(column(&round, |k| news[k].message.as_str()))
-            .bind(first_phase)
-            .bind(actor)
-            .fetch_all(pool)
-            .await;
+        let rows = insert_round(pool, news, &threads, &round, first_phase, actor).await;
         let rows = match rows {
             Ok(rows) => rows,
             Err(e) => {
@@ -158,40 +148,73 @@ pub async fn create_runs(
         // Nothing was inserted: an earlier copy of the request made the run,
         // or the thread is not this tenant's.
         for &k in &round {
-            if results[k].is_some() {
-                continue;
+            if results[k].is_none() {
+                results[k] = Some(not_created(pool, &news[k], threads[k].0).await);
             }
-            let n = &news[k];
-            let found = match &n.request_message_id {
-                Some(key) => find_by_request_id(pool, &n.tenant, key).await,
-                None => Ok(None),
-            };
-            results[k] = Some(match found {
-                Ok(Some(run)) => Ok(Accepted {
-                    run,
-                    created: false,
-                }),
-                Ok(None) => Err(IntakeError::UnknownThread(threads[k].0)),
-                Err(e) => Err(IntakeError::Db(e)),
-            });
         }
     }
     results
         .into_iter()
-        .map(|r| r.unwrap_or(Err(IntakeError::Db(sqlx::Error::RowNotFound))))
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(IntakeError::Db(Error::internal(
+                    "a batch statement gave no answer for an item",
+                )))
+            })
+        })
         .collect()
 }
 
-async fn find_by_request_id(
+/// The intake statement for one round (requests with distinct keys): the
+/// rows of the runs it created, each with its position in the round.
+async fn insert_round(
     pool: &PgPool,
-    tenant: &str,
-    key: &str,
-) -> Result<Option<Run>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE tenant = $1 AND request_message_id = $2"
-    ))
-    .bind(tenant)
-    .bind(key)
-    .fetch_optional(pool)
-    .await
+    news: &[NewRun],
+    threads: &[(Uuid, bool)],
+    round: &[usize],
+    first_phase: &str,
+    actor: &str,
+) -> Result<Vec<CreatedRow>, Error> {
+    let requests = column(round, |k| {
+        let n = &news[k];
+        json!({"message": n.message, "workload_id": n.workload_id, "context": n.context})
+    });
+    Ok(sqlx::query_as(statement())
+        .bind(column(round, |_| Uuid::new_v4()))
+        .bind(column(round, |k| news[k].tenant.as_str()))
+        .bind(column(round, |k| threads[k].0))
+        .bind(column(round, |k| news[k].correlation_id.as_str()))
+        .bind(column(round, |k| news[k].request_message_id.as_deref()))
+        .bind(column(round, |k| news[k].reply_to.as_deref()))
+        .bind(&requests)
+        .bind(column(round, |k| threads[k].1))
+        .bind(column(round, |k| news[k].message.as_str()))
+        .bind(first_phase)
+        .bind(actor)
+        .fetch_all(pool)
+        .await?)
+}
+
+/// A request the intake statement created no run for: the run an earlier
+/// copy of it created, or an unknown thread (`thread`, not the tenant's).
+async fn not_created(pool: &PgPool, n: &NewRun, thread: Uuid) -> Result<Accepted, IntakeError> {
+    let found = match &n.request_message_id {
+        Some(key) => find_by_request_id(pool, &n.tenant, key).await?,
+        None => None,
+    };
+    match found {
+        Some(run) => Ok(Accepted {
+            run,
+            created: false,
+        }),
+        None => Err(IntakeError::UnknownThread(thread)),
+    }
+}
+
+async fn find_by_request_id(pool: &PgPool, tenant: &str, key: &str) -> Result<Option<Run>, Error> {
+    Ok(
+        select_runs!("WHERE tenant = $1 AND request_message_id = $2", tenant, key,)
+            .fetch_optional(pool)
+            .await?,
+    )
 }

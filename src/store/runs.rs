@@ -1,16 +1,18 @@
 //! Runs: intake, reads, the start of a phase (with its inputs), retries,
-//! cancels and the transition history. The effect transaction of a phase
-//! attempt lives in [`super::effects`] and is re-exported here.
+//! cancels, the transition history and the dedup records of processed
+//! messages. The effect transaction of a phase attempt lives in
+//! [`super::effects`].
 
 use std::collections::BTreeMap;
 
+use super::Error;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::model::{envelope::Envelope, outbound::Outbound, ThreadMessage};
+use crate::model::{envelope::Envelope, ThreadMessage};
 
 pub use crate::model::RunStatus;
 
@@ -73,66 +75,93 @@ impl Run {
     }
 }
 
+/// The columns of [`Run`], for the statements assembled at run time (the
+/// batch statements in `sql/*.sql` return them). A unit test checks the
+/// list against [`Run`]'s fields; [`select_runs!`] spells the same list out
+/// for the compile-time checked queries, which check it against [`Run`].
 pub(super) const RUN_COLUMNS: &str =
     "id, tenant, thread_id, correlation_id, request_message_id, reply_to, \
      request, status, phase, attempt, replay, next_attempt_at, result, error, created_at, \
      updated_at, finished_at";
 
+/// A compile-time checked `query_as!` of [`Run`] rows: `SELECT` the run
+/// columns `FROM runs`, then `$rest` (a string literal: conditions, order,
+/// locks) with its arguments.
+macro_rules! select_runs {
+    ($rest:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            $crate::store::runs::Run,
+            r#"SELECT id, tenant, thread_id, correlation_id, request_message_id, reply_to,
+             request, status AS "status: crate::model::RunStatus", phase, attempt, replay,
+             next_attempt_at, result, error, created_at, updated_at, finished_at FROM runs "#
+                + $rest
+            $(, $arg)*
+        )
+    };
+}
+pub(super) use select_runs;
+
 pub use super::requests::{create_run, create_runs, Accepted, IntakeError, NewRun};
 
+/// One transition of a run: a row of its history, never overwritten
+/// (docs/DESIGN.md "Run states").
+#[derive(Debug, Clone)]
+pub struct Transition<'a> {
+    /// The run.
+    pub run_id: Uuid,
+    /// Who (worker id, `api`, `operator:<name>`, `scheduler`).
+    pub actor: &'a str,
+    /// The status it left (none for a run's first row).
+    pub from: Option<RunStatus>,
+    /// The status it reached.
+    pub to: RunStatus,
+    /// The phase it is at.
+    pub phase: Option<&'a str>,
+    /// The attempt of that phase.
+    pub attempt: Option<i32>,
+    /// The replay generation.
+    pub replay: i32,
+    /// The failure that caused it, if any.
+    pub error: Option<&'a str>,
+    /// Extra detail (next attempt time, the replayed dead letter and patch, …).
+    pub detail: Option<Value>,
+}
+
 /// Appends one transition to a run's history.
-#[allow(clippy::too_many_arguments)]
-pub async fn insert_history(
+pub(super) async fn insert_history(
     tx: &mut Transaction<'_, Postgres>,
-    run_id: Uuid,
-    actor: &str,
-    from: Option<&str>,
-    to: &str,
-    phase: Option<&str>,
-    attempt: Option<i32>,
-    replay: i32,
-    error: Option<&str>,
-    detail: Option<Value>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    t: &Transition<'_>,
+) -> Result<(), Error> {
+    sqlx::query!(
         "INSERT INTO run_history (run_id, actor, from_status, to_status, phase, attempt, replay, error, detail) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        t.run_id,
+        t.actor,
+        t.from.map(RunStatus::as_str),
+        t.to.as_str(),
+        t.phase,
+        t.attempt,
+        t.replay,
+        t.error,
+        t.detail,
     )
-    .bind(run_id)
-    .bind(actor)
-    .bind(from)
-    .bind(to)
-    .bind(phase)
-    .bind(attempt)
-    .bind(replay)
-    .bind(error)
-    .bind(detail)
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
 /// A run by id, any tenant (for the engine).
-pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Run>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
-        .bind(id)
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Run>, Error> {
+    Ok(select_runs!("WHERE id = $1", id)
         .fetch_optional(pool)
-        .await
+        .await?)
 }
 
 /// A run by id, only if it belongs to `tenant`.
-pub async fn get_for_tenant(
-    pool: &PgPool,
-    tenant: &str,
-    id: Uuid,
-) -> Result<Option<Run>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND tenant = $2"
-    ))
-    .bind(id)
-    .bind(tenant)
-    .fetch_optional(pool)
-    .await
+pub async fn get_for_tenant(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Run>, Error> {
+    Ok(select_runs!("WHERE id = $1 AND tenant = $2", id, tenant)
+        .fetch_optional(pool)
+        .await?)
 }
 
 /// Filters for listing runs.
@@ -149,30 +178,30 @@ pub struct RunFilter {
 }
 
 /// A page of a tenant's runs, oldest first.
-pub async fn list(pool: &PgPool, tenant: &str, f: &RunFilter) -> Result<Vec<Run>, sqlx::Error> {
+pub async fn list(pool: &PgPool, tenant: &str, f: &RunFilter) -> Result<Vec<Run>, Error> {
     let (after_ts, after_id) = match f.after {
         Some((ts, id)) => (Some(ts), Some(id)),
         None => (None, None),
     };
-    sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE tenant = $1 \
+    Ok(select_runs!(
+        "WHERE tenant = $1 \
          AND ($2::text IS NULL OR correlation_id = $2) \
          AND ($3::text IS NULL OR status = $3) \
          AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5)) \
-         ORDER BY created_at, id LIMIT $6"
-    ))
-    .bind(tenant)
-    .bind(&f.correlation_id)
-    .bind(&f.status)
-    .bind(after_ts)
-    .bind(after_id)
-    .bind(f.limit)
+         ORDER BY created_at, id LIMIT $6",
+        tenant,
+        f.correlation_id.as_deref(),
+        f.status.as_deref(),
+        after_ts,
+        after_id as Option<Uuid>,
+        f.limit,
+    )
     .fetch_all(pool)
-    .await
+    .await?)
 }
 
 /// One row of a run's transition history.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct HistoryRow {
     /// Sequence.
     pub id: i64,
@@ -197,18 +226,19 @@ pub struct HistoryRow {
 }
 
 /// A run's transition history, oldest first.
-pub async fn history(pool: &PgPool, run_id: Uuid) -> Result<Vec<HistoryRow>, sqlx::Error> {
-    sqlx::query_as(
+pub async fn history(pool: &PgPool, run_id: Uuid) -> Result<Vec<HistoryRow>, Error> {
+    Ok(sqlx::query_as!(
+        HistoryRow,
         "SELECT id, at, actor, from_status, to_status, phase, attempt, replay, error, detail \
          FROM run_history WHERE run_id = $1 ORDER BY id",
+        run_id,
     )
-    .bind(run_id)
     .fetch_all(pool)
-    .await
+    .await?)
 }
 
 /// One attempt of one phase.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct AttemptRow {
     /// Phase.
     pub phase: String,
@@ -231,137 +261,128 @@ pub struct AttemptRow {
 }
 
 /// Every phase attempt of a run, oldest first.
-pub async fn attempts(pool: &PgPool, run_id: Uuid) -> Result<Vec<AttemptRow>, sqlx::Error> {
-    sqlx::query_as(
+pub async fn attempts(pool: &PgPool, run_id: Uuid) -> Result<Vec<AttemptRow>, Error> {
+    Ok(sqlx::query_as!(
+        AttemptRow,
         "SELECT phase, attempt, replay, outcome, error_class, error, worker_id, started_at, finished_at \
          FROM phase_attempts WHERE run_id = $1 ORDER BY id",
+        run_id,
     )
-    .bind(run_id)
     .fetch_all(pool)
-    .await
+    .await?)
 }
 
-/// The follow-ups stored with a processed message, to publish again for a
-/// duplicate: empty once they were dispatched (confirmed by the broker, see
-/// [`mark_dispatched`]); `None` when the message was never processed.
-pub async fn processed_follow_up(
-    pool: &PgPool,
-    message_id: &str,
-) -> Result<Option<Vec<Outbound>>, sqlx::Error> {
-    let row: Option<(Value, Option<Value>, bool)> = sqlx::query_as(
-        "SELECT p.follow_up, r.result, p.dispatched FROM processed_messages p \
-         LEFT JOIN runs r ON r.id = p.run_id WHERE p.message_id = $1",
+/// A processed message's dedup record, as stored.
+#[derive(Debug, Clone, Default)]
+pub struct Processed {
+    /// The follow-ups the message led to, as stored (a reply without its
+    /// result, which is the run's: see `result`).
+    pub follow_up: Value,
+    /// The run's result now (`None` if it has none, or the run is gone).
+    pub result: Option<Value>,
+    /// True once every follow-up was confirmed by the broker (see
+    /// [`mark_dispatched`]): a duplicate then publishes nothing again.
+    pub dispatched: bool,
+}
+
+/// The dedup record of a processed message, with its run's result; `None`
+/// when the message was never processed.
+pub async fn processed(pool: &PgPool, message_id: &str) -> Result<Option<Processed>, Error> {
+    Ok(sqlx::query_as!(
+        Processed,
+        r#"SELECT p.follow_up, r.result AS "result?", p.dispatched FROM processed_messages p
+         LEFT JOIN runs r ON r.id = p.run_id WHERE p.message_id = $1"#,
+        message_id,
     )
-    .bind(message_id)
     .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|(v, result, dispatched)| {
-        if dispatched {
-            return Vec::new();
-        }
-        let mut follow_up: Vec<Outbound> = serde_json::from_value(v).unwrap_or_default();
-        for out in &mut follow_up {
-            if let Outbound::Reply { body, .. } = out {
-                // Only a reply of an outcome with a result had one (a
-                // dead-lettered run's reply has none, even if a replay
-                // completed the run later).
-                let had_result = body["status"]
-                    .as_str()
-                    .and_then(|s| s.parse::<RunStatus>().ok())
-                    .is_some_and(RunStatus::has_result);
-                if had_result && body["result"].is_null() {
-                    if let (Some(slot), Some(r)) = (body.get_mut("result"), &result) {
-                        *slot = r.clone();
-                    }
-                }
-            }
-        }
-        follow_up
-    }))
+    .await?)
 }
 
 pub use super::starts::{start_phase, start_phases, Inputs, Start};
-
-pub use super::effects::{
-    commit_effect, outcome_body, report_text, AttemptRecord, Committed, Effect, Next,
-};
 
 /// The persisted inputs of a phase: upstream outputs and the thread so far.
 pub async fn load_inputs(
     pool: &PgPool,
     run: &Run,
-) -> Result<(BTreeMap<String, Value>, Vec<ThreadMessage>), sqlx::Error> {
-    let rows = sqlx::query("SELECT phase, output FROM phase_outputs WHERE run_id = $1")
-        .bind(run.id)
-        .fetch_all(pool)
-        .await?;
-    let mut outputs = BTreeMap::new();
-    for row in rows {
-        outputs.insert(
-            row.try_get::<String, _>("phase")?,
-            row.try_get::<Value, _>("output")?,
-        );
-    }
-    let msgs = sqlx::query(
-        "SELECT role, content FROM (SELECT id, role, content FROM messages \
-         WHERE thread_id = $1 AND (run_id IS NULL OR run_id <> $2) ORDER BY id DESC LIMIT 20) m \
-         ORDER BY id",
+) -> Result<(BTreeMap<String, Value>, Vec<ThreadMessage>), Error> {
+    let outputs = sqlx::query!(
+        "SELECT phase, output FROM phase_outputs WHERE run_id = $1",
+        run.id,
     )
-    .bind(run.thread_id)
-    .bind(run.id)
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|r| (r.phase, r.output))
+    .collect();
+    let thread = sqlx::query_as!(
+        ThreadMessage,
+        r#"SELECT role AS "role!", content AS "content!" FROM (SELECT id, role, content FROM messages
+         WHERE thread_id = $1 AND (run_id IS NULL OR run_id <> $2) ORDER BY id DESC LIMIT 20) m
+         ORDER BY id"#,
+        run.thread_id,
+        run.id,
+    )
     .fetch_all(pool)
     .await?;
-    let thread = msgs
-        .into_iter()
-        .map(|r| {
-            Ok(ThreadMessage {
-                role: r.try_get("role")?,
-                content: r.try_get("content")?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
     Ok((outputs, thread))
 }
 
-/// Runs whose retry is due, locked for this transaction (other schedulers skip them).
-pub async fn due_retries(
-    tx: &mut Transaction<'_, Postgres>,
+/// Moves up to `limit` runs whose retry is due back to `queued(phase)`, in
+/// one transaction (other schedulers skip the runs it locked), and returns
+/// them as they were: the caller publishes their messages after the commit,
+/// so no row lock is held while the broker confirms.
+pub async fn requeue_due_retries(
+    pool: &PgPool,
     limit: i64,
-) -> Result<Vec<Run>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'retrying' AND next_attempt_at <= now() \
-         ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED"
-    ))
-    .bind(limit)
+    actor: &str,
+) -> Result<Vec<Run>, Error> {
+    let mut tx = pool.begin().await?;
+    let due = due_retries(&mut tx, limit).await?;
+    for run in &due {
+        requeue_retry(&mut tx, run, actor).await?;
+    }
+    tx.commit().await?;
+    Ok(due)
+}
+
+/// Runs whose retry is due, locked for this transaction (other schedulers skip them).
+async fn due_retries(tx: &mut Transaction<'_, Postgres>, limit: i64) -> Result<Vec<Run>, Error> {
+    Ok(select_runs!(
+        "WHERE status = 'retrying' AND next_attempt_at <= now() \
+         ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit,
+    )
     .fetch_all(&mut **tx)
-    .await
+    .await?)
 }
 
 /// Moves a due retry back to `queued(phase)`.
-pub async fn requeue_retry(
+async fn requeue_retry(
     tx: &mut Transaction<'_, Postgres>,
     run: &Run,
     actor: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), Error> {
+    sqlx::query!(
         "UPDATE runs SET status = 'queued', next_attempt_at = NULL, updated_at = now() \
          WHERE id = $1 AND status = 'retrying' AND attempt = $2",
+        run.id,
+        run.attempt,
     )
-    .bind(run.id)
-    .bind(run.attempt)
     .execute(&mut **tx)
     .await?;
     insert_history(
         tx,
-        run.id,
-        actor,
-        Some(RunStatus::Retrying.as_str()),
-        RunStatus::Queued.as_str(),
-        run.phase.as_deref(),
-        Some(run.attempt),
-        run.replay,
-        None,
-        None,
+        &Transition {
+            run_id: run.id,
+            actor,
+            from: Some(RunStatus::Retrying),
+            to: RunStatus::Queued,
+            phase: run.phase.as_deref(),
+            attempt: Some(run.attempt),
+            replay: run.replay,
+            error: None,
+            detail: None,
+        },
     )
     .await
 }
@@ -369,28 +390,26 @@ pub async fn requeue_retry(
 /// Runs that have sat `queued` for longer than `stale_secs`: their message may
 /// never have reached the broker (a crash or outage right after commit), so
 /// the sweeper publishes it again; dedup makes that harmless.
-pub async fn stale_queued(
-    pool: &PgPool,
-    stale_secs: f64,
-    limit: i64,
-) -> Result<Vec<Run>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'queued' \
-         AND updated_at < now() - make_interval(secs => $1) ORDER BY updated_at LIMIT $2"
-    ))
-    .bind(stale_secs)
-    .bind(limit)
+pub async fn stale_queued(pool: &PgPool, stale_secs: f64, limit: i64) -> Result<Vec<Run>, Error> {
+    Ok(select_runs!(
+        "WHERE status = 'queued' \
+         AND updated_at < now() - make_interval(secs => $1) ORDER BY updated_at LIMIT $2",
+        stale_secs,
+        limit,
+    )
     .fetch_all(pool)
-    .await
+    .await?)
 }
 
 /// Marks a stale run as seen now, so the sweeper does not republish it on
 /// every tick.
-pub async fn touch(pool: &PgPool, run_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE runs SET updated_at = now() WHERE id = $1 AND status = 'queued'")
-        .bind(run_id)
-        .execute(pool)
-        .await?;
+pub async fn touch(pool: &PgPool, run_id: Uuid) -> Result<(), Error> {
+    sqlx::query!(
+        "UPDATE runs SET updated_at = now() WHERE id = $1 AND status = 'queued'",
+        run_id,
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -400,15 +419,11 @@ pub async fn cancel(
     tenant: &str,
     id: Uuid,
     actor: &str,
-) -> Result<Option<(Run, bool)>, sqlx::Error> {
+) -> Result<Option<(Run, bool)>, Error> {
     let mut tx = pool.begin().await?;
-    let run: Option<Run> = sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND tenant = $2 FOR UPDATE"
-    ))
-    .bind(id)
-    .bind(tenant)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let run = select_runs!("WHERE id = $1 AND tenant = $2 FOR UPDATE", id, tenant)
+        .fetch_optional(&mut *tx)
+        .await?;
     let Some(run) = run else {
         return Ok(None);
     };
@@ -416,23 +431,26 @@ pub async fn cancel(
         tx.commit().await?;
         return Ok(Some((run, false)));
     }
-    sqlx::query(
-        "UPDATE runs SET status = 'cancelled', next_attempt_at = NULL, updated_at = now(), finished_at = now() WHERE id = $1",
+    sqlx::query!(
+        "UPDATE runs SET status = 'cancelled', next_attempt_at = NULL, updated_at = now(), \
+         finished_at = now() WHERE id = $1",
+        id,
     )
-    .bind(id)
     .execute(&mut *tx)
     .await?;
     insert_history(
         &mut tx,
-        id,
-        actor,
-        Some(run.status.as_str()),
-        RunStatus::Cancelled.as_str(),
-        run.phase.as_deref(),
-        Some(run.attempt),
-        run.replay,
-        None,
-        None,
+        &Transition {
+            run_id: id,
+            actor,
+            from: Some(run.status),
+            to: RunStatus::Cancelled,
+            phase: run.phase.as_deref(),
+            attempt: Some(run.attempt),
+            replay: run.replay,
+            error: None,
+            detail: None,
+        },
     )
     .await?;
     tx.commit().await?;
@@ -441,21 +459,65 @@ pub async fn cancel(
 }
 
 /// Counts of runs by status (for metrics).
-pub async fn count_by_status(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT status, count(*) FROM runs GROUP BY status ORDER BY status")
-        .fetch_all(pool)
-        .await
+pub async fn count_by_status(pool: &PgPool) -> Result<Vec<(String, i64)>, Error> {
+    let rows = sqlx::query!(
+        r#"SELECT status, count(*) AS "count!" FROM runs GROUP BY status ORDER BY status"#
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.status, r.count)).collect())
 }
 
 /// Marks the follow-ups of processed messages as dispatched (every one was
 /// confirmed by the broker), so that their duplicates publish nothing again.
-pub async fn mark_dispatched(pool: &PgPool, message_ids: &[String]) -> Result<(), sqlx::Error> {
-    sqlx::query(
+pub async fn mark_dispatched(pool: &PgPool, message_ids: &[String]) -> Result<(), Error> {
+    sqlx::query!(
         "UPDATE processed_messages SET dispatched = true \
          WHERE message_id = ANY($1) AND NOT dispatched",
+        message_ids,
     )
-    .bind(message_ids)
     .execute(pool)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_columns_are_the_fields_of_run() {
+        let now = Utc::now();
+        let run = Run {
+            id: Uuid::nil(),
+            tenant: String::new(),
+            thread_id: Uuid::nil(),
+            correlation_id: String::new(),
+            request_message_id: None,
+            reply_to: None,
+            request: Value::Null,
+            status: RunStatus::Queued,
+            phase: None,
+            attempt: 1,
+            replay: 0,
+            next_attempt_at: None,
+            result: None,
+            error: None,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+        };
+        let fields: Vec<String> = match serde_json::to_value(&run) {
+            Ok(Value::Object(o)) => o.keys().cloned().collect(),
+            other => panic!("{other:?}"),
+        };
+        let mut columns: Vec<String> = RUN_COLUMNS
+            .split(',')
+            .map(|c| c.trim().to_string())
+            .collect();
+        columns.sort();
+        let mut fields = fields;
+        fields.sort();
+        assert_eq!(columns, fields);
+    }
 }

@@ -5,6 +5,7 @@
 
 use std::{collections::BTreeMap, sync::OnceLock};
 
+use super::Error;
 use serde_json::Value;
 use sqlx::PgPool;
 
@@ -51,17 +52,19 @@ struct StartedRow {
 }
 
 /// Starts one phase attempt: [`start_phases`] with one envelope.
-pub async fn start_phase(pool: &PgPool, env: &Envelope, actor: &str) -> Result<Start, sqlx::Error> {
+pub async fn start_phase(pool: &PgPool, env: &Envelope, actor: &str) -> Result<Start, Error> {
     start_phases(pool, std::slice::from_ref(env), actor)
         .await
         .pop()
-        .unwrap_or(Err(sqlx::Error::RowNotFound))
+        .unwrap_or_else(|| Err(Error::internal("the start statement gave no answer")))
 }
 
 /// The start statement for a batch of envelopes of distinct runs: it locks
 /// their runs in id order (as the effect statement does, so the two cannot
 /// deadlock), marks those that wait for exactly the envelope's step
-/// `running`, writes their history rows, and reads their inputs.
+/// `running`, writes their history rows, and reads their inputs. A runtime
+/// query: it binds one array per column and returns [`RUN_COLUMNS`], which
+/// are put in at run time.
 fn statement() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
@@ -82,13 +85,12 @@ pub async fn start_phases(
     pool: &PgPool,
     envs: &[Envelope],
     actor: &str,
-) -> Vec<Result<Start, sqlx::Error>> {
-    let mut results: Vec<Option<Result<Start, sqlx::Error>>> =
-        (0..envs.len()).map(|_| None).collect();
+) -> Vec<Result<Start, Error>> {
+    let mut results: Vec<Option<Result<Start, Error>>> = (0..envs.len()).map(|_| None).collect();
     let mut pending: Vec<usize> = (0..envs.len()).collect();
     while !pending.is_empty() {
         let (round, later) = split_round(pending, |k| Some(envs[k].run_id));
-        let rows: Result<Vec<StartedRow>, sqlx::Error> = sqlx::query_as(statement())
+        let rows: Result<Vec<StartedRow>, Error> = sqlx::query_as(statement())
             .bind(column(&round, |k| envs[k].run_id))
             .bind(column(&round, |k| envs[k].phase.as_str()))
             .bind(column(&round, |k| {
@@ -99,7 +101,8 @@ pub async fn start_phases(
             }))
             .bind(actor)
             .fetch_all(pool)
-            .await;
+            .await
+            .map_err(Error::from);
         let rows = match rows {
             Ok(rows) => rows,
             Err(e) => {
@@ -132,6 +135,12 @@ pub async fn start_phases(
     }
     results
         .into_iter()
-        .map(|r| r.unwrap_or(Err(sqlx::Error::RowNotFound)))
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(Error::internal(
+                    "a batch statement gave no answer for an item",
+                ))
+            })
+        })
         .collect()
 }

@@ -1,8 +1,12 @@
-//! Workloads and their LLM request telemetry.
+//! Workloads and their LLM request telemetry: the writes of `netra ingest`
+//! and the sample loader, and the window aggregates the telemetry tools
+//! read (plain SQL aggregates, returned as rows; the tools shape them).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+
+use super::Error;
 
 /// One LLM request of a workload.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -27,16 +31,22 @@ pub struct RequestRecord {
 
 /// Creates the workload if it does not exist (on a pool or inside a
 /// transaction, so an aborted ingest leaves no empty workload behind).
+///
+/// This, [`insert_batch`] and [`analyze`] still answer [`sqlx::Error`]:
+/// `netra ingest` (`src/ingest.rs`) runs them in a transaction of its own
+/// and wraps sqlx's errors; they move to [`super::Error`] with it.
 pub async fn ensure_workload<'e, E: sqlx::PgExecutor<'e>>(
     pool: E,
     tenant: &str,
     workload: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO workloads (tenant, id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(tenant)
-        .bind(workload)
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO workloads (tenant, id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        tenant,
+        workload,
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -58,46 +68,308 @@ pub async fn insert_batch(
     let ttft: Vec<Option<f64>> = rows.iter().map(|r| r.ttft_ms).collect();
     let status: Vec<&str> = rows.iter().map(|r| r.status.as_str()).collect();
     let cost: Vec<Option<f64>> = rows.iter().map(|r| r.cost_usd).collect();
-    let res = sqlx::query(
+    // The nullable columns and the borrowed text are bound as they are
+    // (`as`: sqlx checks arrays of `String` and `f64` otherwise).
+    let res = sqlx::query!(
         "INSERT INTO llm_requests (tenant, workload_id, ts, model, input_tokens, output_tokens, latency_ms, \
          ttft_ms, status, cost_usd) \
          SELECT $1, $2, * FROM UNNEST($3::timestamptz[], $4::text[], $5::int[], $6::int[], \
          $7::float8[], $8::float8[], $9::text[], $10::float8[])",
+        tenant,
+        workload,
+        &ts,
+        &model as &[&str],
+        &input,
+        &output,
+        &latency as &[Option<f64>],
+        &ttft as &[Option<f64>],
+        &status as &[&str],
+        &cost as &[Option<f64>],
     )
-    .bind(tenant)
-    .bind(workload)
-    .bind(&ts)
-    .bind(&model)
-    .bind(&input)
-    .bind(&output)
-    .bind(&latency)
-    .bind(&ttft)
-    .bind(&status)
-    .bind(&cost)
     .execute(conn)
     .await?;
     Ok(res.rows_affected())
 }
 
 /// How many requests a workload has.
-pub async fn request_count(
-    pool: &PgPool,
-    tenant: &str,
-    workload: &str,
-) -> Result<i64, sqlx::Error> {
-    let (n,): (i64,) =
-        sqlx::query_as("SELECT count(*) FROM llm_requests WHERE tenant = $1 AND workload_id = $2")
-            .bind(tenant)
-            .bind(workload)
-            .fetch_one(pool)
-            .await?;
-    Ok(n)
+pub async fn request_count(pool: &PgPool, tenant: &str, workload: &str) -> Result<i64, Error> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM llm_requests WHERE tenant = $1 AND workload_id = $2"#,
+        tenant,
+        workload,
+    )
+    .fetch_one(pool)
+    .await?)
 }
 
 /// Refreshes the planner statistics of the telemetry table after a bulk
 /// load: until autovacuum gets to it, the agents' window queries plan as if
 /// the table were empty and run tens of times slower (measured by `netra bench`).
 pub async fn analyze(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query("ANALYZE llm_requests").execute(pool).await?;
+    sqlx::query!("ANALYZE llm_requests").execute(pool).await?;
     Ok(())
+}
+
+/// A compile-time checked `query_as!` (or, with `scalar`, `query_scalar!`)
+/// over a workload's window: the statement starts with the CTE `w`, the
+/// rows of the last `$3` days before the workload's newest request
+/// (inclusive), for tenant `$1` and workload `$2`; `$rest` (a string
+/// literal) reads `w`. Binds the [`Window`] `$w`.
+macro_rules! window_query {
+    (scalar, $w:expr, $rest:literal) => {
+        sqlx::query_scalar!(
+            "WITH bounds AS (SELECT max(ts) AS hi FROM llm_requests WHERE tenant = $1 AND workload_id = $2), \
+             w AS (SELECT r.* FROM llm_requests r, bounds WHERE r.tenant = $1 AND r.workload_id = $2 \
+             AND r.ts >= bounds.hi - make_interval(days => $3)) "
+                + $rest,
+            $w.tenant,
+            $w.workload,
+            $w.days,
+        )
+    };
+    ($out:ty, $w:expr, $rest:literal) => {
+        sqlx::query_as!(
+            $out,
+            "WITH bounds AS (SELECT max(ts) AS hi FROM llm_requests WHERE tenant = $1 AND workload_id = $2), \
+             w AS (SELECT r.* FROM llm_requests r, bounds WHERE r.tenant = $1 AND r.workload_id = $2 \
+             AND r.ts >= bounds.hi - make_interval(days => $3)) "
+                + $rest,
+            $w.tenant,
+            $w.workload,
+            $w.days,
+        )
+    };
+}
+
+/// Which window an aggregate reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Window<'a> {
+    /// The run's tenant: no aggregate reads another tenant's rows.
+    pub tenant: &'a str,
+    /// The workload.
+    pub workload: &'a str,
+    /// Window length in days, ending at the workload's newest request.
+    pub days: i32,
+}
+
+/// Volume, span, token and latency distributions of a window.
+/// Percentiles are `percentile_cont`; `clock_hours` counts every clock hour
+/// from the first to the last request (inclusive).
+#[derive(Debug, Clone)]
+pub struct WindowTotals {
+    /// Requests.
+    pub n: i64,
+    /// Requests whose status is not `ok`.
+    pub errors: i64,
+    /// First request.
+    pub first_ts: Option<DateTime<Utc>>,
+    /// Last request.
+    pub last_ts: Option<DateTime<Utc>>,
+    /// Seconds from the first to the last request.
+    pub span_s: Option<f64>,
+    /// Clock hours from the first to the last request, both included.
+    pub clock_hours: Option<f64>,
+    /// Input tokens in all.
+    pub in_sum: i64,
+    /// Output tokens in all.
+    pub out_sum: i64,
+    /// Mean input tokens.
+    pub in_avg: Option<f64>,
+    /// Median input tokens.
+    pub in_p50: Option<f64>,
+    /// 95th percentile of input tokens.
+    pub in_p95: Option<f64>,
+    /// Largest input.
+    pub in_max: Option<i32>,
+    /// Mean output tokens.
+    pub out_avg: Option<f64>,
+    /// Median output tokens.
+    pub out_p50: Option<f64>,
+    /// 95th percentile of output tokens.
+    pub out_p95: Option<f64>,
+    /// Largest output.
+    pub out_max: Option<i32>,
+    /// Requests with a latency.
+    pub lat_n: i64,
+    /// Median latency, ms.
+    pub lat_p50: Option<f64>,
+    /// 95th percentile latency, ms.
+    pub lat_p95: Option<f64>,
+    /// 99th percentile latency, ms.
+    pub lat_p99: Option<f64>,
+    /// Requests with a time to first token.
+    pub ttft_n: i64,
+    /// 95th percentile time to first token, ms.
+    pub ttft_p95: Option<f64>,
+}
+
+/// The totals of a window.
+pub async fn window_totals(pool: &PgPool, w: Window<'_>) -> Result<WindowTotals, Error> {
+    Ok(window_query!(
+        WindowTotals,
+        w,
+        r#"SELECT count(*) AS "n!", count(*) FILTER (WHERE status <> 'ok') AS "errors!",
+           min(ts) AS first_ts, max(ts) AS last_ts,
+           extract(epoch FROM max(ts) - min(ts))::float8 AS span_s,
+           (extract(epoch FROM date_trunc('hour', max(ts)) - date_trunc('hour', min(ts))) / 3600 + 1)::float8 AS clock_hours,
+           coalesce(sum(input_tokens), 0)::int8 AS "in_sum!", coalesce(sum(output_tokens), 0)::int8 AS "out_sum!",
+           avg(input_tokens)::float8 AS in_avg,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY input_tokens) AS in_p50,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY input_tokens) AS in_p95, max(input_tokens) AS in_max,
+           avg(output_tokens)::float8 AS out_avg,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY output_tokens) AS out_p50,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY output_tokens) AS out_p95, max(output_tokens) AS out_max,
+           count(latency_ms) AS "lat_n!",
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS lat_p50,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS lat_p95,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS lat_p99,
+           count(ttft_ms) AS "ttft_n!", percentile_cont(0.95) WITHIN GROUP (ORDER BY ttft_ms) AS ttft_p95
+         FROM w"#
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+/// The busiest clock hour of a window.
+#[derive(Debug, Clone)]
+pub struct PeakHour {
+    /// The hour (truncated).
+    pub hour: DateTime<Utc>,
+    /// Requests in it.
+    pub requests: i64,
+    /// Input and output tokens in it.
+    pub tokens: i64,
+}
+
+/// The clock hour with the most requests (the earliest of a tie), if any.
+pub async fn peak_hour(pool: &PgPool, w: Window<'_>) -> Result<Option<PeakHour>, Error> {
+    Ok(window_query!(
+        PeakHour,
+        w,
+        r#"SELECT date_trunc('hour', ts) AS "hour!", count(*) AS "requests!",
+           coalesce(sum(input_tokens + output_tokens), 0)::int8 AS "tokens!"
+         FROM w GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1"#
+    )
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// The most tokens (input and output) of any clock hour of a window.
+pub async fn peak_tokens_per_hour(pool: &PgPool, w: Window<'_>) -> Result<Option<i64>, Error> {
+    Ok(window_query!(
+        scalar,
+        w,
+        "SELECT max(t)::int8 FROM (SELECT sum(input_tokens + output_tokens) AS t FROM w \
+         GROUP BY date_trunc('hour', ts)) h"
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Requests of one hour of the day (UTC).
+#[derive(Debug, Clone)]
+pub struct HourOfDay {
+    /// 0 to 23.
+    pub hour: i32,
+    /// Requests in that hour, over every day of the window.
+    pub requests: i64,
+}
+
+/// Requests by hour of the day (hours without any are left out).
+pub async fn requests_by_hour_of_day(
+    pool: &PgPool,
+    w: Window<'_>,
+) -> Result<Vec<HourOfDay>, Error> {
+    Ok(window_query!(
+        HourOfDay,
+        w,
+        r#"SELECT extract(hour FROM ts AT TIME ZONE 'UTC')::int4 AS "hour!", count(*) AS "requests!"
+         FROM w GROUP BY 1 ORDER BY 1"#
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Requests, tokens and recorded cost of one model in a window.
+#[derive(Debug, Clone)]
+pub struct ModelUsage {
+    /// Model.
+    pub model: String,
+    /// Requests.
+    pub requests: i64,
+    /// Input tokens.
+    pub input_tokens: i64,
+    /// Output tokens.
+    pub output_tokens: i64,
+    /// Sum of the recorded costs (rows without one left out).
+    pub recorded_cost_usd: Option<f64>,
+    /// Requests with a recorded cost: the recorded sum is the model's cost
+    /// only when every request has one.
+    pub with_cost: i64,
+}
+
+/// Usage per model of a window, by model.
+pub async fn usage_by_model(pool: &PgPool, w: Window<'_>) -> Result<Vec<ModelUsage>, Error> {
+    Ok(window_query!(
+        ModelUsage,
+        w,
+        r#"SELECT model AS "model!", count(*) AS "requests!",
+           coalesce(sum(input_tokens), 0)::int8 AS "input_tokens!",
+           coalesce(sum(output_tokens), 0)::int8 AS "output_tokens!",
+           sum(cost_usd) AS recorded_cost_usd, count(cost_usd) AS "with_cost!"
+         FROM w GROUP BY model ORDER BY model"#
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Performance of one model in a window, and its output-token cap.
+#[derive(Debug, Clone)]
+pub struct ModelPerformance {
+    /// Model.
+    pub model: String,
+    /// Requests.
+    pub n: i64,
+    /// Requests whose status is not `ok`.
+    pub errors: i64,
+    /// Median latency, ms.
+    pub lat_p50: Option<f64>,
+    /// 95th percentile latency, ms.
+    pub lat_p95: Option<f64>,
+    /// 99th percentile latency, ms.
+    pub lat_p99: Option<f64>,
+    /// 95th percentile time to first token, ms.
+    pub ttft_p95: Option<f64>,
+    /// Mean output tokens.
+    pub out_avg: Option<f64>,
+    /// The observed p95 of output tokens (`percentile_disc`: an actual value).
+    pub cap: Option<i64>,
+    /// `sum(max(output_tokens - cap, 0))`: what a limit at the cap would not generate.
+    pub above: i64,
+    /// Requests with more output tokens than the cap.
+    pub n_above: i64,
+}
+
+/// Performance per model of a window, by model.
+pub async fn performance_by_model(
+    pool: &PgPool,
+    w: Window<'_>,
+) -> Result<Vec<ModelPerformance>, Error> {
+    Ok(window_query!(
+        ModelPerformance,
+        w,
+        r#", caps AS (SELECT model, (percentile_disc(0.95) WITHIN GROUP (ORDER BY output_tokens))::int8 AS cap
+           FROM w GROUP BY model)
+         SELECT w.model AS "model!", count(*) AS "n!", count(*) FILTER (WHERE status <> 'ok') AS "errors!",
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS lat_p50,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS lat_p95,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS lat_p99,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY ttft_ms) AS ttft_p95,
+           avg(output_tokens)::float8 AS out_avg, caps.cap,
+           coalesce(sum(greatest(w.output_tokens - caps.cap, 0)), 0)::int8 AS "above!",
+           count(*) FILTER (WHERE w.output_tokens > caps.cap) AS "n_above!"
+         FROM w JOIN caps USING (model) GROUP BY w.model, caps.cap ORDER BY w.model"#
+    )
+    .fetch_all(pool)
+    .await?)
 }

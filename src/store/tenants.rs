@@ -4,6 +4,7 @@
 //! Lookup is by hash, so no comparison of secret bytes happens in Rust; the
 //! hash of a 256-bit random token leaks nothing through timing.
 
+use super::Error;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -39,7 +40,7 @@ pub enum TenantError {
     Missing(String),
     /// Database.
     #[error(transparent)]
-    Db(#[from] sqlx::Error),
+    Db(#[from] Error),
 }
 
 /// Creates a tenant and returns its token (the only time it is visible).
@@ -55,18 +56,23 @@ pub async fn create(
     if amqp_user.is_some_and(|u| crate::config::validate_namespace(u).is_err()) {
         return Err(TenantError::InvalidName);
     }
-    let res = sqlx::query("INSERT INTO tenants (name, token_hash, amqp_user) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-        .bind(name)
-        .bind(hash_token(&token))
-        .bind(amqp_user)
-        .execute(pool)
-        .await?;
+    let res = sqlx::query!(
+        "INSERT INTO tenants (name, token_hash, amqp_user) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        name,
+        hash_token(&token),
+        amqp_user,
+    )
+    .execute(pool)
+    .await
+    .map_err(Error::from)?;
     if res.rows_affected() == 0 {
-        let name_taken: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE name = $1)")
-                .bind(name)
-                .fetch_one(pool)
-                .await?;
+        let name_taken = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM tenants WHERE name = $1) AS "taken!""#,
+            name,
+        )
+        .fetch_one(pool)
+        .await
+        .map_err(Error::from)?;
         return Err(match (name_taken, amqp_user) {
             (false, Some(user)) => TenantError::AmqpUserTaken(user.to_string()),
             _ => TenantError::Exists(name.to_string()),
@@ -76,35 +82,37 @@ pub async fn create(
 }
 
 /// The tenant a bearer token belongs to.
-pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Option<String>, sqlx::Error> {
-    let row: Option<(String,)> =
-        sqlx::query_as("SELECT name FROM tenants WHERE token_hash = $1 AND deleted_at IS NULL")
-            .bind(hash_token(token))
-            .fetch_optional(pool)
-            .await?;
-    Ok(row.map(|(n,)| n))
+pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Option<String>, Error> {
+    Ok(sqlx::query_scalar!(
+        "SELECT name FROM tenants WHERE token_hash = $1 AND deleted_at IS NULL",
+        hash_token(token),
+    )
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// The tenant mapped to a broker user (validated `user_id` of AMQP requests).
-pub async fn by_amqp_user(pool: &PgPool, user: &str) -> Result<Option<String>, sqlx::Error> {
-    let row: Option<(String,)> =
-        sqlx::query_as("SELECT name FROM tenants WHERE amqp_user = $1 AND deleted_at IS NULL")
-            .bind(user)
-            .fetch_optional(pool)
-            .await?;
-    Ok(row.map(|(n,)| n))
+pub async fn by_amqp_user(pool: &PgPool, user: &str) -> Result<Option<String>, Error> {
+    Ok(sqlx::query_scalar!(
+        "SELECT name FROM tenants WHERE amqp_user = $1 AND deleted_at IS NULL",
+        user,
+    )
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// Gives a tenant a new token (the old one stops working at once) and
 /// returns it; shown only this once.
 pub async fn rotate_token(pool: &PgPool, name: &str) -> Result<String, TenantError> {
     let token = new_token();
-    let res =
-        sqlx::query("UPDATE tenants SET token_hash = $2 WHERE name = $1 AND deleted_at IS NULL")
-            .bind(name)
-            .bind(hash_token(&token))
-            .execute(pool)
-            .await?;
+    let res = sqlx::query!(
+        "UPDATE tenants SET token_hash = $2 WHERE name = $1 AND deleted_at IS NULL",
+        name,
+        hash_token(&token),
+    )
+    .execute(pool)
+    .await
+    .map_err(Error::from)?;
     if res.rows_affected() == 0 {
         return Err(TenantError::Missing(name.to_string()));
     }
@@ -117,13 +125,14 @@ pub async fn rotate_token(pool: &PgPool, name: &str) -> Result<String, TenantErr
 /// receive its in-flight replies). Its runs and
 /// telemetry stay for the record; no live tenant can read them.
 pub async fn delete(pool: &PgPool, name: &str) -> Result<(), TenantError> {
-    let res = sqlx::query(
+    let res = sqlx::query!(
         "UPDATE tenants SET deleted_at = now(), token_hash = NULL \
          WHERE name = $1 AND deleted_at IS NULL",
+        name,
     )
-    .bind(name)
     .execute(pool)
-    .await?;
+    .await
+    .map_err(Error::from)?;
     if res.rows_affected() == 0 {
         return Err(TenantError::Missing(name.to_string()));
     }
@@ -131,10 +140,10 @@ pub async fn delete(pool: &PgPool, name: &str) -> Result<(), TenantError> {
 }
 
 /// All live tenant names.
-pub async fn list(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
-    let rows: Vec<(String,)> =
-        sqlx::query_as("SELECT name FROM tenants WHERE deleted_at IS NULL ORDER BY name")
+pub async fn list(pool: &PgPool) -> Result<Vec<String>, Error> {
+    Ok(
+        sqlx::query_scalar!("SELECT name FROM tenants WHERE deleted_at IS NULL ORDER BY name")
             .fetch_all(pool)
-            .await?;
-    Ok(rows.into_iter().map(|(n,)| n).collect())
+            .await?,
+    )
 }

@@ -1,12 +1,13 @@
 //! Conversation threads and their messages (user messages, agent reports).
 
+use super::Error;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 /// A thread.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Thread {
     /// Thread id.
     pub id: Uuid,
@@ -17,7 +18,7 @@ pub struct Thread {
 }
 
 /// One message of a thread.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Message {
     /// Sequence.
     pub id: i64,
@@ -32,20 +33,24 @@ pub struct Message {
 }
 
 /// A thread, only if it belongs to `tenant`.
-pub async fn get(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Thread>, sqlx::Error> {
-    sqlx::query_as("SELECT id, tenant, created_at FROM threads WHERE id = $1 AND tenant = $2")
-        .bind(id)
-        .bind(tenant)
-        .fetch_optional(pool)
-        .await
+pub async fn get(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Thread>, Error> {
+    Ok(sqlx::query_as!(
+        Thread,
+        "SELECT id, tenant, created_at FROM threads WHERE id = $1 AND tenant = $2",
+        id,
+        tenant,
+    )
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// A thread's messages, oldest first.
-pub async fn messages(pool: &PgPool, thread_id: Uuid) -> Result<Vec<Message>, sqlx::Error> {
-    sqlx::query_as(
+pub async fn messages(pool: &PgPool, thread_id: Uuid) -> Result<Vec<Message>, Error> {
+    Ok(sqlx::query_as!(
+        Message,
         "SELECT id, run_id, role, content, created_at FROM messages WHERE thread_id = $1 ORDER BY id",
+        thread_id,
     )
-    .bind(thread_id)
     .fetch_all(pool)
-    .await
+    .await?)
 }

@@ -169,8 +169,8 @@ impl Registry {
 
 /// Maps a store error to a phase error: an outage is worth retrying, a
 /// failing query is not.
-pub(crate) fn db_err(tool: &str, e: sqlx::Error) -> PhaseError {
-    if crate::store::is_outage(&e) {
+pub(crate) fn db_err(tool: &str, e: crate::store::Error) -> PhaseError {
+    if e.is_outage() {
         PhaseError::transient(format!("tool `{tool}`: database unavailable ({e})"))
     } else {
         PhaseError::permanent(format!("tool `{tool}`: query failed: {e}"))

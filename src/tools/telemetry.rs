@@ -1,7 +1,8 @@
 //! Telemetry tools: workload metrics, cost breakdown by model, and per-model
 //! performance (including the output-token cap at the observed p95). All
 //! figures are plain SQL aggregates over the run's tenant's `llm_requests`
-//! rows in the window, returned unrounded so anyone can reproduce them.
+//! rows in the window (read by [`crate::store::telemetry`]), returned
+//! unrounded so anyone can reproduce them.
 
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
@@ -9,13 +10,11 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 
 use super::{db_err, params, Tool, ToolContext};
-use crate::{catalog::Catalog, error::PhaseError};
-
-/// The rows of a workload's window: the last `$3` days before its newest
-/// request (inclusive), for tenant `$1` and workload `$2`.
-pub const WINDOW: &str = "WITH bounds AS (SELECT max(ts) AS hi FROM llm_requests WHERE tenant = $1 AND workload_id = $2), \
-     w AS (SELECT r.* FROM llm_requests r, bounds WHERE r.tenant = $1 AND r.workload_id = $2 \
-           AND r.ts >= bounds.hi - make_interval(days => $3))";
+use crate::{
+    catalog::Catalog,
+    error::PhaseError,
+    store::telemetry::{self as stored, Window},
+};
 
 /// Parameters of the workload tools.
 #[derive(Debug, Deserialize)]
@@ -91,32 +90,6 @@ fn performance_tool(ctx: &ToolContext, p: Value) -> BoxFuture<'_, Result<Value, 
     })
 }
 
-#[derive(sqlx::FromRow)]
-struct MetricsRow {
-    n: i64,
-    errors: i64,
-    first_ts: Option<chrono::DateTime<chrono::Utc>>,
-    last_ts: Option<chrono::DateTime<chrono::Utc>>,
-    span_s: Option<f64>,
-    clock_hours: Option<f64>,
-    in_sum: i64,
-    out_sum: i64,
-    in_avg: Option<f64>,
-    in_p50: Option<f64>,
-    in_p95: Option<f64>,
-    in_max: Option<i32>,
-    out_avg: Option<f64>,
-    out_p50: Option<f64>,
-    out_p95: Option<f64>,
-    out_max: Option<i32>,
-    lat_n: i64,
-    lat_p50: Option<f64>,
-    lat_p95: Option<f64>,
-    lat_p99: Option<f64>,
-    ttft_n: i64,
-    ttft_p95: Option<f64>,
-}
-
 /// Volume, span, token distributions, latency percentiles, error rate and
 /// hourly rate of a workload's window. Percentiles are `percentile_cont`;
 /// the hourly average divides by every clock hour from the first to the
@@ -126,65 +99,27 @@ pub async fn workload_metrics(
     tenant: &str,
     workload: &str,
     days: i32,
-) -> Result<Value, sqlx::Error> {
-    let r: MetricsRow = sqlx::query_as(&format!(
-        "{WINDOW} SELECT count(*) AS n, count(*) FILTER (WHERE status <> 'ok') AS errors, \
-           min(ts) AS first_ts, max(ts) AS last_ts, \
-           extract(epoch FROM max(ts) - min(ts))::float8 AS span_s, \
-           (extract(epoch FROM date_trunc('hour', max(ts)) - date_trunc('hour', min(ts))) / 3600 + 1)::float8 AS clock_hours, \
-           coalesce(sum(input_tokens), 0)::int8 AS in_sum, coalesce(sum(output_tokens), 0)::int8 AS out_sum, \
-           avg(input_tokens)::float8 AS in_avg, \
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY input_tokens) AS in_p50, \
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY input_tokens) AS in_p95, max(input_tokens) AS in_max, \
-           avg(output_tokens)::float8 AS out_avg, \
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY output_tokens) AS out_p50, \
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY output_tokens) AS out_p95, max(output_tokens) AS out_max, \
-           count(latency_ms) AS lat_n, \
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS lat_p50, \
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS lat_p95, \
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS lat_p99, \
-           count(ttft_ms) AS ttft_n, percentile_cont(0.95) WITHIN GROUP (ORDER BY ttft_ms) AS ttft_p95 \
-         FROM w"
-    ))
-    .bind(tenant)
-    .bind(workload)
-    .bind(days)
-    .fetch_one(pool)
-    .await?;
-    let hourly: Vec<(chrono::DateTime<chrono::Utc>, i64, i64)> = sqlx::query_as(&format!(
-        "{WINDOW} SELECT date_trunc('hour', ts) AS hour, count(*), \
-           coalesce(sum(input_tokens + output_tokens), 0)::int8 FROM w GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1"
-    ))
-    .bind(tenant)
-    .bind(workload)
-    .bind(days)
-    .fetch_all(pool)
-    .await?;
-    let peak_tokens: Option<i64> = sqlx::query_scalar(&format!(
-        "{WINDOW} SELECT max(t)::int8 FROM (SELECT sum(input_tokens + output_tokens) AS t FROM w GROUP BY date_trunc('hour', ts)) h"
-    ))
-    .bind(tenant)
-    .bind(workload)
-    .bind(days)
-    .fetch_one(pool)
-    .await?;
-    let by_hour: Vec<(i32, i64)> = sqlx::query_as(&format!(
-        "{WINDOW} SELECT extract(hour FROM ts AT TIME ZONE 'UTC')::int4, count(*) FROM w GROUP BY 1 ORDER BY 1"
-    ))
-    .bind(tenant)
-    .bind(workload)
-    .bind(days)
-    .fetch_all(pool)
-    .await?;
+) -> Result<Value, crate::store::Error> {
+    let w = Window {
+        tenant,
+        workload,
+        days,
+    };
+    let r = stored::window_totals(pool, w).await?;
+    let peak = stored::peak_hour(pool, w).await?;
+    let peak_tokens = stored::peak_tokens_per_hour(pool, w).await?;
+    let by_hour = stored::requests_by_hour_of_day(pool, w).await?;
     let mut hour_of_day = [0i64; 24];
-    for (h, n) in by_hour {
-        if let Some(slot) = usize::try_from(h).ok().and_then(|h| hour_of_day.get_mut(h)) {
-            *slot = n;
+    for h in by_hour {
+        if let Some(slot) = usize::try_from(h.hour)
+            .ok()
+            .and_then(|h| hour_of_day.get_mut(h))
+        {
+            *slot = h.requests;
         }
     }
     let hours = r.clock_hours.unwrap_or(0.0);
     let avg_per_hour = (hours > 0.0).then(|| r.n as f64 / hours);
-    let peak = hourly.first();
     let tokens = r.in_sum + r.out_sum;
     Ok(json!({
         "workload_id": workload,
@@ -205,9 +140,9 @@ pub async fn workload_metrics(
         "rate": {
             "clock_hours": hours,
             "avg_per_hour": avg_per_hour,
-            "peak_per_hour": peak.map(|p| p.1),
-            "peak_hour": peak.map(|p| p.0),
-            "peak_to_average": match (avg_per_hour, peak) { (Some(a), Some(p)) if a > 0.0 => Some(p.1 as f64 / a), _ => None },
+            "peak_per_hour": peak.as_ref().map(|p| p.requests),
+            "peak_hour": peak.as_ref().map(|p| p.hour),
+            "peak_to_average": match (avg_per_hour, &peak) { (Some(a), Some(p)) if a > 0.0 => Some(p.requests as f64 / a), _ => None },
             "avg_tokens_per_hour": (hours > 0.0).then(|| tokens as f64 / hours),
             "peak_tokens_per_hour": peak_tokens,
             "by_hour_of_day": hour_of_day,
@@ -224,29 +159,30 @@ pub async fn cost_breakdown(
     workload: &str,
     days: i32,
     catalog: &Catalog,
-) -> Result<Value, sqlx::Error> {
-    let rows: Vec<(String, i64, i64, i64, Option<f64>, i64)> = sqlx::query_as(&format!(
-        "{WINDOW} SELECT model, count(*), coalesce(sum(input_tokens), 0)::int8, coalesce(sum(output_tokens), 0)::int8, \
-           sum(cost_usd), count(cost_usd) FROM w GROUP BY model ORDER BY model"
-    ))
-    .bind(tenant)
-    .bind(workload)
-    .bind(days)
-    .fetch_all(pool)
+) -> Result<Value, crate::store::Error> {
+    let usage = stored::usage_by_model(
+        pool,
+        Window {
+            tenant,
+            workload,
+            days,
+        },
+    )
     .await?;
-    let models: Vec<Value> = rows
+    let models: Vec<Value> = usage
         .into_iter()
-        .map(|(model, n, input, output, recorded, with_cost)| {
-            let price = catalog.model(&model);
-            let list = price.map(|p| p.cost(input as f64, output as f64));
-            let (cost, basis) = match (recorded, list) {
-                (Some(c), _) if with_cost == n => (Some(c), "recorded"),
+        .map(|u| {
+            let price = catalog.model(&u.model);
+            let list = price.map(|p| p.cost(u.input_tokens as f64, u.output_tokens as f64));
+            let (cost, basis) = match (u.recorded_cost_usd, list) {
+                (Some(c), _) if u.with_cost == u.requests => (Some(c), "recorded"),
                 (_, Some(c)) => (Some(c), "catalog"),
                 _ => (None, "unknown"),
             };
             json!({
-                "model": model, "requests": n, "input_tokens": input, "output_tokens": output,
-                "recorded_cost_usd": recorded, "list_cost_usd": list,
+                "model": u.model, "requests": u.requests, "input_tokens": u.input_tokens,
+                "output_tokens": u.output_tokens,
+                "recorded_cost_usd": u.recorded_cost_usd, "list_cost_usd": list,
                 "cost_usd": cost, "cost_basis": basis,
                 "price": price.map(|p| json!({"input_per_mtok": p.input_per_mtok, "output_per_mtok": p.output_per_mtok, "source": p.source, "as_of": p.as_of})),
             })
@@ -258,21 +194,6 @@ pub async fn cost_breakdown(
     )
 }
 
-#[derive(sqlx::FromRow)]
-struct PerfRow {
-    model: String,
-    n: i64,
-    errors: i64,
-    lat_p50: Option<f64>,
-    lat_p95: Option<f64>,
-    lat_p99: Option<f64>,
-    ttft_p95: Option<f64>,
-    out_avg: Option<f64>,
-    cap: Option<i64>,
-    above: i64,
-    n_above: i64,
-}
-
 /// Per-model performance and the output-token cap: `output_cap` is the
 /// observed p95 of output tokens (`percentile_disc`, an actual value), and
 /// `output_tokens_above_cap` is `sum(max(output_tokens - cap, 0))`, the
@@ -282,24 +203,15 @@ pub async fn performance(
     tenant: &str,
     workload: &str,
     days: i32,
-) -> Result<Value, sqlx::Error> {
-    let rows: Vec<PerfRow> = sqlx::query_as(&format!(
-        "{WINDOW}, caps AS (SELECT model, (percentile_disc(0.95) WITHIN GROUP (ORDER BY output_tokens))::int8 AS cap \
-           FROM w GROUP BY model) \
-         SELECT w.model, count(*) AS n, count(*) FILTER (WHERE status <> 'ok') AS errors, \
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS lat_p50, \
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS lat_p95, \
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS lat_p99, \
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY ttft_ms) AS ttft_p95, \
-           avg(output_tokens)::float8 AS out_avg, caps.cap, \
-           coalesce(sum(greatest(w.output_tokens - caps.cap, 0)), 0)::int8 AS above, \
-           count(*) FILTER (WHERE w.output_tokens > caps.cap) AS n_above \
-         FROM w JOIN caps USING (model) GROUP BY w.model, caps.cap ORDER BY w.model"
-    ))
-    .bind(tenant)
-    .bind(workload)
-    .bind(days)
-    .fetch_all(pool)
+) -> Result<Value, crate::store::Error> {
+    let rows = stored::performance_by_model(
+        pool,
+        Window {
+            tenant,
+            workload,
+            days,
+        },
+    )
     .await?;
     let models: Vec<Value> = rows
         .into_iter()

@@ -500,17 +500,17 @@ async fn tenant_cannot_list_or_replay_another_tenants_dead_letters() {
     let run = create_run(&t.pool, "dla", "c-dl", "x", "triage").await;
     // Simulate a permanent failure committed by the engine.
     let env = netra::pipeline::envelope::Envelope::new(run.id, "triage", 1, 0, "c-dl", "dla");
-    let rec = netra::store::runs::AttemptRecord {
+    let rec = netra::pipeline::effects::AttemptRecord {
         envelope: env,
         input: json!({}),
         started_at: chrono::Utc::now(),
         worker_id: "test".into(),
         reply_to: None,
     };
-    netra::store::runs::commit_effect(
+    netra::pipeline::effects::commit_effect(
         &t.pool,
         &rec,
-        &netra::store::runs::Effect::DeadLetter {
+        &netra::pipeline::effects::Effect::DeadLetter {
             error: netra::error::PhaseError::permanent("bad input"),
         },
     )

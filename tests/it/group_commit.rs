@@ -6,8 +6,13 @@
 use crate::common::*;
 use netra::{
     error::PhaseError,
-    pipeline::{committer::write_batch, envelope::Envelope, outbound::Outbound},
-    store::runs::{self, AttemptRecord, Committed, Effect, Next},
+    pipeline::{
+        committer::write_batch,
+        effects::{self, AttemptRecord, Committed, Effect, Next},
+        envelope::Envelope,
+        outbound::Outbound,
+    },
+    store::runs,
 };
 use serde_json::json;
 use sqlx::PgPool;
@@ -31,7 +36,7 @@ fn record(env: &Envelope, reply_to: Option<&str>) -> AttemptRecord {
     }
 }
 
-fn applied(outcome: &(Result<Committed, sqlx::Error>, Option<Effect>)) -> &[Outbound] {
+fn applied(outcome: &(Result<Committed, netra::store::Error>, Option<Effect>)) -> &[Outbound] {
     match &outcome.0 {
         Ok(Committed::Applied(f)) => f,
         other => panic!("expected an applied effect, got {other:?}"),
@@ -349,7 +354,7 @@ async fn a_late_copy_of_a_dead_letter_reply_does_not_carry_a_later_result() {
     // not get the result a replay produced later.
     let (config, db, pool) = fresh_db().await;
     let (run, env) = started(&pool, "c-dl", "triage").await;
-    let out = runs::commit_effect(
+    let out = effects::commit_effect(
         &pool,
         &record(&env, Some("reply-q")),
         &Effect::DeadLetter {
@@ -367,7 +372,7 @@ async fn a_late_copy_of_a_dead_letter_reply_does_not_carry_a_later_result() {
     .execute(&pool)
     .await
     .unwrap();
-    let again = runs::processed_follow_up(&pool, &env.message_id())
+    let again = effects::processed_follow_up(&pool, &env.message_id())
         .await
         .unwrap()
         .unwrap();

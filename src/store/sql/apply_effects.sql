@@ -63,7 +63,7 @@ run_updates AS (
   FROM new_attempts n WHERE runs.id = n.run_id AND n.live),
 history AS (
   INSERT INTO run_history (run_id, actor, from_status, to_status, phase, attempt, replay, error, detail)
-  SELECT run_id, worker_id, from_status, status, next_phase, next_attempt, next_replay, error, detail
+  SELECT run_id, worker_id, from_status, status, next_phase, next_attempt, next_replay, run_error, detail
   FROM new_attempts WHERE live ORDER BY idx),
 report_messages AS (
   INSERT INTO messages (thread_id, run_id, role, content)
