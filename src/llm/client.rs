@@ -366,6 +366,6 @@ fn cost(model: &str, answer: &ChatAnswer) -> (Option<f64>, &'static str) {
 
 /// A ledger read or write failed: the database is the problem, so the
 /// attempt fails transiently (it is retried like any outage).
-fn ledger_error(e: sqlx::Error) -> ModelError {
+fn ledger_error(e: crate::store::Error) -> ModelError {
     ModelError::Ledger(e.to_string())
 }

@@ -18,7 +18,7 @@ use super::{
     effects::{AttemptRecord, Committed, Effect},
     envelope::Envelope,
     envelope::Poison,
-    worker, Engine,
+    settle, worker, Engine,
 };
 use crate::{
     broker::publisher::Publisher,
@@ -32,7 +32,7 @@ pub const REASON: &str = "delivery limit reached (crash loop)";
 /// Handles one delivery from `<ns>.dlq.crashloop`.
 pub async fn handle(engine: Engine, publisher: Publisher, delivery: Delivery) {
     let result = process(&engine, &publisher, &delivery).await;
-    worker::settle(&engine, &delivery, result).await;
+    settle::settle(&engine, &delivery, result).await;
 }
 
 /// The queue a message was dead-lettered from (the newest `x-death` entry).
@@ -63,7 +63,7 @@ async fn process(
     let Some(phase) = phase else {
         // From `<ns>.requests` (or unknown): indexed as a poison request.
         let p = Poison::new("delivery_limit", REASON);
-        return worker::dead_letter_poison(engine, publisher, "requests", delivery, &p).await;
+        return settle::dead_letter_poison(engine, publisher, "requests", delivery, &p).await;
     };
     let env = worker::sealed_by_netra(engine, delivery)
         .then(|| {
@@ -80,7 +80,7 @@ async fn process(
     };
     let (Some(env), Some(run)) = (env, run) else {
         let p = Poison::new("delivery_limit", REASON);
-        return worker::dead_letter_poison(engine, publisher, phase, delivery, &p).await;
+        return settle::dead_letter_poison(engine, publisher, phase, delivery, &p).await;
     };
     tracing::warn!(run_id = %run.id, phase, "delivery limit reached; dead-lettering the run");
     let record = AttemptRecord {

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{batcher::Batcher, dispatch, envelope::Poison, worker, Engine};
+use super::{batcher::Batcher, dispatch, envelope::Poison, settle, Engine};
 use crate::{
     broker::publisher::Publisher,
     error::InfraError,
@@ -219,7 +219,7 @@ pub async fn accept(
 /// Handles one delivery from `<ns>.requests`.
 pub async fn handle(engine: Engine, publisher: Publisher, delivery: Delivery) {
     let result = process(&engine, &publisher, &delivery).await;
-    worker::settle(&engine, &delivery, result).await;
+    settle::settle(&engine, &delivery, result).await;
 }
 
 /// Reads an optional text property of a request; a value with NUL is
@@ -292,7 +292,7 @@ async fn process(
     };
     match outcome {
         Ok(accepted) => publish_accepted(engine, publisher, &accepted).await,
-        Err(p) => worker::dead_letter_poison(engine, publisher, "requests", delivery, &p).await,
+        Err(p) => settle::dead_letter_poison(engine, publisher, "requests", delivery, &p).await,
     }
 }
 

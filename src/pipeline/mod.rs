@@ -6,6 +6,7 @@
 //!
 //! - [`intake`] turns upstream requests into runs;
 //! - [`worker`] processes one phase message;
+//! - [`settle`] acks, hands back or dead-letters a delivery (every consumer);
 //! - [`effects`] works out what an attempt's effect writes and leads to
 //!   (the store writes it, [`committer`] batches it);
 //! - [`dispatch`] publishes the follow-ups of a committed effect;
@@ -32,6 +33,7 @@ pub mod replay;
 pub mod retry;
 pub mod seal;
 pub mod service;
+pub mod settle;
 pub mod shutdown;
 pub mod starter;
 pub mod worker;

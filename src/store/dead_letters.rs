@@ -313,12 +313,14 @@ pub async fn mark_replayed(
     };
     let (phase, generation) = (row.phase, row.replay + 1);
     let updated = sqlx::query!(
-        "UPDATE runs SET status = 'queued', phase = $2, attempt = 1, replay = $3, error = NULL, \
+        "UPDATE runs SET status = $4, phase = $2, attempt = 1, replay = $3, error = NULL, \
          next_attempt_at = NULL, finished_at = NULL, updated_at = now() \
-         WHERE id = $1 AND status = 'dead_lettered' AND phase = $2",
+         WHERE id = $1 AND status = $5 AND phase = $2",
         run_id,
         phase,
         generation,
+        RunStatus::Queued.as_str(),
+        RunStatus::DeadLettered.as_str(),
     )
     .execute(&mut *tx)
     .await?

@@ -6,6 +6,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::Error;
+
 /// Where a call was made: the phase attempt it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallScope {
@@ -59,7 +61,7 @@ pub struct NewCall<'a> {
 }
 
 /// A recorded answer found for a request.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Recorded {
     /// Its row.
     pub id: i64,
@@ -78,57 +80,63 @@ pub async fn find_answer(
     scope: &CallScope,
     purpose: &str,
     request_hash: &str,
-) -> Result<Option<Recorded>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, response, input_tokens, output_tokens FROM model_calls \
-         WHERE run_id = $1 AND phase = $2 AND purpose = $3 AND request_hash = $4 \
-           AND response IS NOT NULL AND reused_from IS NULL \
-         ORDER BY id LIMIT 1",
+) -> Result<Option<Recorded>, Error> {
+    let row = sqlx::query!(
+        r#"SELECT id, response AS "response!", input_tokens, output_tokens FROM model_calls
+           WHERE run_id = $1 AND phase = $2 AND purpose = $3 AND request_hash = $4
+             AND response IS NOT NULL AND reused_from IS NULL
+           ORDER BY id LIMIT 1"#,
+        scope.run_id,
+        scope.phase,
+        purpose,
+        request_hash
     )
-    .bind(scope.run_id)
-    .bind(&scope.phase)
-    .bind(purpose)
-    .bind(request_hash)
     .fetch_optional(pool)
-    .await
+    .await?;
+    Ok(row.map(|r| Recorded {
+        id: r.id,
+        response: r.response,
+        input_tokens: r.input_tokens,
+        output_tokens: r.output_tokens,
+    }))
 }
 
 /// Writes one row; answers its id.
-pub async fn record(pool: &PgPool, call: &NewCall<'_>) -> Result<i64, sqlx::Error> {
+pub async fn record(pool: &PgPool, call: &NewCall<'_>) -> Result<i64, Error> {
     let s = call.scope;
-    sqlx::query_scalar(
-        "INSERT INTO model_calls (tenant, run_id, phase, attempt, replay, purpose, provider, \
-           model, prompt_version, request_hash, request, response, error, reused_from, \
-           input_tokens, output_tokens, cached_tokens, latency_ms, cost_usd, cost_basis) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+    Ok(sqlx::query_scalar!(
+        "INSERT INTO model_calls (tenant, run_id, phase, attempt, replay, purpose, provider,
+           model, prompt_version, request_hash, request, response, error, reused_from,
+           input_tokens, output_tokens, cached_tokens, latency_ms, cost_usd, cost_basis)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
            $18, $19, $20) RETURNING id",
+        s.tenant,
+        s.run_id,
+        s.phase,
+        s.attempt,
+        s.replay,
+        call.purpose,
+        call.provider,
+        call.model,
+        call.prompt_version,
+        call.request_hash,
+        call.request,
+        call.response,
+        call.error,
+        call.reused_from,
+        call.input_tokens,
+        call.output_tokens,
+        call.cached_tokens,
+        call.latency_ms,
+        call.cost_usd,
+        call.cost_basis
     )
-    .bind(&s.tenant)
-    .bind(s.run_id)
-    .bind(&s.phase)
-    .bind(s.attempt)
-    .bind(s.replay)
-    .bind(call.purpose)
-    .bind(call.provider)
-    .bind(call.model)
-    .bind(call.prompt_version)
-    .bind(call.request_hash)
-    .bind(call.request)
-    .bind(call.response)
-    .bind(call.error)
-    .bind(call.reused_from)
-    .bind(call.input_tokens)
-    .bind(call.output_tokens)
-    .bind(call.cached_tokens)
-    .bind(call.latency_ms)
-    .bind(call.cost_usd)
-    .bind(call.cost_basis)
     .fetch_one(pool)
-    .await
+    .await?)
 }
 
 /// One row of a run's calls, for its status and history.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct CallRow {
     /// The row.
     pub id: i64,
@@ -161,13 +169,14 @@ pub struct CallRow {
 }
 
 /// The calls of a run, oldest first.
-pub async fn calls_of_run(pool: &PgPool, run_id: Uuid) -> Result<Vec<CallRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, phase, attempt, replay, purpose, model, prompt_version, reused_from, error, \
-           input_tokens, output_tokens, latency_ms, cost_usd, at \
+pub async fn calls_of_run(pool: &PgPool, run_id: Uuid) -> Result<Vec<CallRow>, Error> {
+    Ok(sqlx::query_as!(
+        CallRow,
+        "SELECT id, phase, attempt, replay, purpose, model, prompt_version, reused_from, error,
+           input_tokens, output_tokens, latency_ms, cost_usd, at
          FROM model_calls WHERE run_id = $1 ORDER BY id",
+        run_id
     )
-    .bind(run_id)
     .fetch_all(pool)
-    .await
+    .await?)
 }

@@ -347,6 +347,8 @@ pub async fn requeue_due_retries(
 
 /// Runs whose retry is due, locked for this transaction (other schedulers skip them).
 async fn due_retries(tx: &mut Transaction<'_, Postgres>, limit: i64) -> Result<Vec<Run>, Error> {
+    // The status is written out, not bound: the planner needs the literal
+    // to use the partial index runs_retry_due (migrations/0001_core.sql).
     Ok(select_runs!(
         "WHERE status = 'retrying' AND next_attempt_at <= now() \
          ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED",
@@ -363,10 +365,12 @@ async fn requeue_retry(
     actor: &str,
 ) -> Result<(), Error> {
     sqlx::query!(
-        "UPDATE runs SET status = 'queued', next_attempt_at = NULL, updated_at = now() \
-         WHERE id = $1 AND status = 'retrying' AND attempt = $2",
+        "UPDATE runs SET status = $3, next_attempt_at = NULL, updated_at = now() \
+         WHERE id = $1 AND status = $4 AND attempt = $2",
         run.id,
         run.attempt,
+        RunStatus::Queued.as_str(),
+        RunStatus::Retrying.as_str(),
     )
     .execute(&mut **tx)
     .await?;
@@ -392,10 +396,11 @@ async fn requeue_retry(
 /// the sweeper publishes it again; dedup makes that harmless.
 pub async fn stale_queued(pool: &PgPool, stale_secs: f64, limit: i64) -> Result<Vec<Run>, Error> {
     Ok(select_runs!(
-        "WHERE status = 'queued' \
+        "WHERE status = $3 \
          AND updated_at < now() - make_interval(secs => $1) ORDER BY updated_at LIMIT $2",
         stale_secs,
         limit,
+        RunStatus::Queued.as_str(),
     )
     .fetch_all(pool)
     .await?)
@@ -405,8 +410,9 @@ pub async fn stale_queued(pool: &PgPool, stale_secs: f64, limit: i64) -> Result<
 /// every tick.
 pub async fn touch(pool: &PgPool, run_id: Uuid) -> Result<(), Error> {
     sqlx::query!(
-        "UPDATE runs SET updated_at = now() WHERE id = $1 AND status = 'queued'",
+        "UPDATE runs SET updated_at = now() WHERE id = $1 AND status = $2",
         run_id,
+        RunStatus::Queued.as_str(),
     )
     .execute(pool)
     .await?;
@@ -432,9 +438,10 @@ pub async fn cancel(
         return Ok(Some((run, false)));
     }
     sqlx::query!(
-        "UPDATE runs SET status = 'cancelled', next_attempt_at = NULL, updated_at = now(), \
+        "UPDATE runs SET status = $2, next_attempt_at = NULL, updated_at = now(), \
          finished_at = now() WHERE id = $1",
         id,
+        RunStatus::Cancelled.as_str(),
     )
     .execute(&mut *tx)
     .await?;
