@@ -9,6 +9,7 @@ pub mod actions;
 /// The supply catalog (lives in [`crate::catalog`], shared with the tools).
 pub use crate::catalog;
 pub mod data;
+pub mod model_prose;
 pub mod model_triage;
 pub mod optimization;
 pub mod outputs;

@@ -72,6 +72,17 @@ enum ConstraintKind {
     QualityFloor,
 }
 
+impl ConstraintKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ConstraintKind::LatencySloMs => "latency_slo_ms",
+            ConstraintKind::TargetReductionPct => "target_reduction_pct",
+            ConstraintKind::MonthlyBudgetUsd => "monthly_budget_usd",
+            ConstraintKind::QualityFloor => "quality_floor",
+        }
+    }
+}
+
 /// The time window the request names (`days` 0: none).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,7 +93,10 @@ struct Window {
 
 /// The JSON schema of [`Answer`] (strict: every field required, nothing else).
 pub fn schema() -> OutputSchema {
-    let string = json!({"type": "string"});
+    // Bounded lengths and counts keep a weak model from rambling past its
+    // token budget inside a string (the answer would be cut short, and
+    // refused); llama.cpp's grammar honours them.
+    let text = |max: u32| json!({"type": "string", "maxLength": max});
     OutputSchema {
         name: "triage".into(),
         schema: json!({
@@ -90,25 +104,25 @@ pub fn schema() -> OutputSchema {
             "additionalProperties": false,
             "required": ["intent", "category", "workloads", "priorities", "constraints", "time_window"],
             "properties": {
-                "intent": string,
+                "intent": text(160),
                 "category": {"type": "string", "enum": ["optimization", "analysis", "question"]},
-                "workloads": {"type": "array", "items": string},
-                "priorities": {"type": "array", "items": {"type": "string", "enum": ["cost", "latency", "quality", "throughput"]}},
-                "constraints": {"type": "array", "items": {
+                "workloads": {"type": "array", "maxItems": 8, "items": text(64)},
+                "priorities": {"type": "array", "maxItems": 4, "items": {"type": "string", "enum": ["cost", "latency", "quality", "throughput"]}},
+                "constraints": {"type": "array", "maxItems": 4, "items": {
                     "type": "object",
                     "additionalProperties": false,
                     "required": ["kind", "value", "span"],
                     "properties": {
                         "kind": {"type": "string", "enum": ["latency_slo_ms", "target_reduction_pct", "monthly_budget_usd", "quality_floor"]},
                         "value": {"type": "number"},
-                        "span": string,
+                        "span": text(80),
                     },
                 }},
                 "time_window": {
                     "type": "object",
                     "additionalProperties": false,
                     "required": ["days", "span"],
-                    "properties": {"days": {"type": "number"}, "span": string},
+                    "properties": {"days": {"type": "number"}, "span": text(80)},
                 },
             },
         }),
@@ -278,7 +292,12 @@ fn dedup(mut v: Vec<Priority>) -> Vec<Priority> {
     v
 }
 
-/// A workload id as the tenant knows it.
+/// A workload id as the tenant knows it. The request must name it: the
+/// id itself (any case), or a word of the request spelled close to a known
+/// id (recorded as "did you mean"); the known ids are shown to the model to
+/// match spellings, not to pick from. An id the request names but the
+/// tenant has no telemetry for is kept (the data phase asks for it); any
+/// other id is invented, and the answer refused.
 fn known_workload(
     written: &str,
     text: &str,
@@ -286,30 +305,37 @@ fn known_workload(
     note: &mut ModelNote,
 ) -> Result<String, String> {
     let w = written.trim();
-    if let Some(k) = known.iter().find(|k| k.eq_ignore_ascii_case(w)) {
+    let lower_text = text.to_lowercase();
+    let named = |id: &str| !id.is_empty() && lower_text.contains(&id.to_lowercase());
+    if let Some(k) = known.iter().find(|k| k.eq_ignore_ascii_case(w) && named(k)) {
         return Ok(k.clone());
     }
+    let words: Vec<&str> = text
+        .split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_'))
+        .filter(|t| t.len() >= 3)
+        .collect();
     let close = known
         .iter()
-        .map(|k| {
-            (
-                strsim::normalized_levenshtein(&k.to_lowercase(), &w.to_lowercase()),
-                k,
-            )
+        .filter_map(|k| {
+            let best = words
+                .iter()
+                .map(|t| strsim::normalized_levenshtein(&k.to_lowercase(), &t.to_lowercase()))
+                .fold(0.0, f64::max);
+            let like_written = strsim::normalized_levenshtein(&k.to_lowercase(), &w.to_lowercase());
+            (best >= 0.75 && like_written >= 0.75).then_some((best, k))
         })
-        .filter(|(score, _)| *score >= 0.75)
         .max_by(|a, b| a.0.total_cmp(&b.0));
     if let Some((_, k)) = close {
-        note.did_you_mean
-            .push(format!("`{w}`: did you mean `{k}`?"));
+        if !k.eq_ignore_ascii_case(w) || !named(k) {
+            note.did_you_mean
+                .push(format!("`{w}`: did you mean `{k}`?"));
+        }
         return Ok(k.clone());
     }
-    if !w.is_empty() && text.to_lowercase().contains(&w.to_lowercase()) {
+    if named(w) {
         return Ok(w.to_string());
     }
-    Err(format!(
-        "workload `{w}` is neither one of the tenant's nor written in the request"
-    ))
+    Err(format!("workload `{w}` is not named in the request"))
 }
 
 /// The constraints whose spans state them; the others are dropped.
@@ -442,6 +468,12 @@ mod tests {
         assert_eq!(out.unwrap().workload_ids, vec!["new-svc"]);
         // Found nowhere: invented.
         assert!(check(&answer("ghost"), text, &["chat-prod"]).0.is_err());
+        // Known, but not what the request names: invented too.
+        assert!(
+            check(&answer("support-bot"), text, &["chat-prod", "support-bot"])
+                .0
+                .is_err()
+        );
         // Not the schema.
         assert!(check("{\"intent\": 1}", text, &[]).0.is_err());
         assert!(check("not json", text, &[]).0.is_err());

@@ -417,6 +417,13 @@ pub struct ReportOutput {
     pub validation: Option<Value>,
     /// The whole report as Markdown: what goes into the thread.
     pub markdown: String,
+    /// Why each recommendation is worth doing, in the model's words (only
+    /// when a model wrote them and every number in them is grounded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<Vec<String>>,
+    /// How the language model took part, when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelNote>,
 }
 
 impl PhaseOutput for ReportOutput {

@@ -167,6 +167,8 @@ pub fn build(request: &Value, up: &Upstream) -> ReportOutput {
         supply_configuration: actions.map(|a| a.supply_configuration.clone()),
         validation: actions.map(|a| a.validation.clone()),
         markdown: d.md,
+        why: None,
+        model: None,
     }
 }
 
@@ -433,10 +435,16 @@ impl TypedAgent for Reporting {
 
     fn run<'a>(
         &'a self,
-        _ctx: &'a AgentContext,
+        ctx: &'a AgentContext,
         input: &'a PhaseInput,
     ) -> BoxFuture<'a, Result<ReportOutput, PhaseError>> {
-        Box::pin(async move { Ok(build(&input.request, &Upstream::of(input)?)) })
+        Box::pin(async move {
+            let report = build(&input.request, &Upstream::of(input)?);
+            match &ctx.model {
+                None => Ok(report),
+                Some(model) => super::model_prose::rewrite(ctx, model, input, report).await,
+            }
+        })
     }
 }
 

@@ -60,6 +60,9 @@ pub async fn run() -> anyhow::Result<()> {
     }
 
     print_reports(&outcomes)?;
+    if config.llm.enabled() {
+        print_model_use(&pool, &outcomes).await?;
+    }
     let failed = count_failed(&outcomes);
     print_where_to_look_next();
     let _ = conn.close(200, ShortString::from("bye")).await;
@@ -292,6 +295,54 @@ fn print_reports(outcomes: &[Outcome]) -> anyhow::Result<()> {
         match body["result"]["markdown"].as_str() {
             Some(md) => println!("{md}"),
             None => println!("{}", serde_json::to_string_pretty(body)?),
+        }
+    }
+    Ok(())
+}
+
+/// With a model configured: which phases of each run used it, with tokens,
+/// latency and cost, from the call ledger.
+async fn print_model_use(pool: &PgPool, outcomes: &[Outcome]) -> anyhow::Result<()> {
+    println!("\n===================== the language model =====================");
+    for (label, body) in outcomes {
+        let Some(run_id) = body["run_id"].as_str().and_then(|s| s.parse::<Uuid>().ok()) else {
+            continue;
+        };
+        let calls = store::ledger::calls_of_run(pool, run_id).await?;
+        println!("{label}:");
+        if calls.is_empty() {
+            println!("  no model call (the embedded analyst answered every phase)");
+        }
+        for c in &calls {
+            let how = match (&c.error, c.reused_from) {
+                (Some(e), _) => format!("failed: {e}"),
+                (None, Some(from)) => format!("reused the answer of call {from}"),
+                (None, None) => format!(
+                    "{} + {} tokens, {:.0} ms, {}",
+                    c.input_tokens,
+                    c.output_tokens,
+                    c.latency_ms,
+                    c.cost_usd.map_or_else(
+                        || "self-hosted (no price)".to_string(),
+                        |u| format!("${u:.6}")
+                    )
+                ),
+            };
+            println!(
+                "  {} {} ({}, {}): {how}",
+                c.phase, c.purpose, c.model, c.prompt_version
+            );
+        }
+        let note = &body["result"]["model"];
+        if note.is_object() {
+            println!(
+                "  report prose: {}",
+                if note["used"] == true {
+                    "written by the model (every number grounded)"
+                } else {
+                    note["fallback"].as_str().unwrap_or("the template")
+                }
+            );
         }
     }
     Ok(())
