@@ -369,7 +369,7 @@ fn constraints(stated: &[Stated], text: &str, note: &mut ModelNote) -> Constrain
             }
         }) {
             note.dropped
-                .push(format!("{:?} {}: {why}", s.kind, s.value));
+                .push(format!("{} {}: {why}", s.kind.as_str(), s.value));
             continue;
         }
         match s.kind {
