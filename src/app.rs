@@ -109,6 +109,20 @@ impl App {
         })
     }
 
+    /// Waits until the worker is connected to the broker with its topology
+    /// declared (queues bound), so a publish right after start is routed;
+    /// `false` if that took longer than `timeout`.
+    pub async fn wait_connected(&self, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.engine.link.is_up() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     /// Signals shutdown and waits for in-flight work, at most the grace
     /// period plus a margin; whatever is still running then is aborted (its
     /// unacked deliveries return to the broker).

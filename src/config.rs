@@ -72,6 +72,13 @@ pub struct Config {
     /// Time one phase handler may take before the attempt counts as a
     /// transient failure (`NETRA_PHASE_TIMEOUT_MS`).
     pub phase_timeout: Duration,
+    /// The same for one phase (`NETRA_PHASE_TIMEOUT_<PHASE>_MS`): a phase
+    /// that waits for a language model may need minutes.
+    pub phase_timeouts: BTreeMap<String, Duration>,
+    /// RabbitMQ's consumer timeout (`NETRA_BROKER_CONSUMER_TIMEOUT_MS`,
+    /// RabbitMQ's default 1,800,000): a delivery held longer closes the
+    /// channel, so every phase timeout must stay below it.
+    pub broker_consumer_timeout: Duration,
     /// Time in-flight work gets to finish on SIGTERM (`NETRA_SHUTDOWN_GRACE_MS`).
     pub shutdown_grace: Duration,
     /// Largest accepted message body in bytes (`NETRA_MAX_MESSAGE_BYTES`).
@@ -274,6 +281,51 @@ fn phase_concurrency() -> Result<BTreeMap<String, u16>, ConfigError> {
     Ok(concurrency)
 }
 
+/// `NETRA_PHASE_TIMEOUT_<PHASE>_MS`, by lower-case phase name.
+fn phase_timeouts() -> Result<BTreeMap<String, Duration>, ConfigError> {
+    let mut timeouts = BTreeMap::new();
+    for (key, value) in std::env::vars() {
+        let Some(phase) = key
+            .strip_prefix("NETRA_PHASE_TIMEOUT_")
+            .and_then(|k| k.strip_suffix("_MS"))
+        else {
+            continue;
+        };
+        let ms: u64 = value.trim().parse().map_err(|_| ConfigError {
+            var: "NETRA_PHASE_TIMEOUT_<PHASE>_MS",
+            reason: format!("{key} is not a whole number of milliseconds"),
+        })?;
+        timeouts.insert(phase.to_ascii_lowercase(), Duration::from_millis(ms.max(1)));
+    }
+    Ok(timeouts)
+}
+
+/// Refuses phase timeouts that reach RabbitMQ's consumer timeout: the broker
+/// would close the channel under a handler that is still within its time.
+fn check_phase_timeouts(config: &Config) -> Result<(), ConfigError> {
+    let limit = config.broker_consumer_timeout;
+    let mut all = vec![("NETRA_PHASE_TIMEOUT_MS".to_string(), config.phase_timeout)];
+    all.extend(config.phase_timeouts.iter().map(|(p, t)| {
+        (
+            format!("NETRA_PHASE_TIMEOUT_{}_MS", p.to_ascii_uppercase()),
+            *t,
+        )
+    }));
+    for (var, t) in all {
+        if t >= limit {
+            return Err(ConfigError {
+                var: "NETRA_PHASE_TIMEOUT_MS",
+                reason: format!(
+                    "{var} is {} ms, not below RabbitMQ's consumer timeout of {} ms: lower {var}, or raise the broker's consumer_timeout and set NETRA_BROKER_CONSUMER_TIMEOUT_MS to it",
+                    t.as_millis(),
+                    limit.as_millis()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// `NETRA_MAX_ATTEMPTS`: at least 1.
 fn max_attempts() -> Result<u32, ConfigError> {
     let max_attempts = parse("NETRA_MAX_ATTEMPTS", 5u32)?;
@@ -328,7 +380,7 @@ impl Config {
         let default_concurrency = parse("NETRA_CONCURRENCY", DEFAULT_PHASE_CONCURRENCY)?;
         let concurrency = phase_concurrency()?;
         let max_attempts = max_attempts()?;
-        Ok(Self {
+        let config = Self {
             amqp_url: url_setting("NETRA_AMQP_URL", "amqp://127.0.0.1:5682/%2f", UrlKind::Amqp)?,
             database_url: url_setting(
                 "NETRA_DATABASE_URL",
@@ -348,6 +400,8 @@ impl Config {
             retry_initial: millis("NETRA_RETRY_INITIAL_MS", 500)?,
             retry_max: millis("NETRA_RETRY_MAX_MS", 60_000)?,
             phase_timeout: millis("NETRA_PHASE_TIMEOUT_MS", 30_000)?,
+            phase_timeouts: phase_timeouts()?,
+            broker_consumer_timeout: millis("NETRA_BROKER_CONSUMER_TIMEOUT_MS", 1_800_000)?,
             shutdown_grace: millis("NETRA_SHUTDOWN_GRACE_MS", 20_000)?,
             max_message_bytes: parse("NETRA_MAX_MESSAGE_BYTES", 256 * 1024usize)?,
             amqp_default_tenant: amqp_default_tenant()?,
@@ -364,7 +418,17 @@ impl Config {
             commit_batch: parse("NETRA_COMMIT_BATCH", 32usize)?,
             commit_concurrency: parse("NETRA_COMMIT_CONCURRENCY", 1usize)?,
             llm: crate::llm::config::LlmConfig::from_env()?,
-        })
+        };
+        check_phase_timeouts(&config)?;
+        Ok(config)
+    }
+
+    /// The handler timeout of one phase.
+    pub fn timeout_for(&self, phase: &str) -> Duration {
+        self.phase_timeouts
+            .get(phase)
+            .copied()
+            .unwrap_or(self.phase_timeout)
     }
 
     /// Concurrency (and prefetch) for one phase.
@@ -386,6 +450,20 @@ fn default_worker_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phase_timeouts_must_stay_below_the_consumer_timeout() {
+        let mut c = Config::from_env().unwrap();
+        c.broker_consumer_timeout = Duration::from_secs(60);
+        c.phase_timeout = Duration::from_secs(30);
+        assert!(check_phase_timeouts(&c).is_ok());
+        c.phase_timeouts
+            .insert("triage".into(), Duration::from_secs(60));
+        let e = check_phase_timeouts(&c).unwrap_err();
+        assert!(e.reason.contains("NETRA_PHASE_TIMEOUT_TRIAGE_MS"), "{e}");
+        assert_eq!(c.timeout_for("triage"), Duration::from_secs(60));
+        assert_eq!(c.timeout_for("data"), Duration::from_secs(30));
+    }
 
     #[test]
     fn redact_hides_password() {

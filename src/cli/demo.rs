@@ -40,6 +40,9 @@ pub async fn run() -> anyhow::Result<()> {
     let app = App::start(config.clone(), StartOptions::default())
         .await
         .context("starting netra (is the stack running?)")?;
+    if !app.wait_connected(Duration::from_secs(60)).await {
+        bail!("netra did not connect to RabbitMQ within 60 s (is the stack running?)");
+    }
     let pool = app.engine.pool.clone();
     println!(
         "netra demo: namespace {}, API on http://{}",

@@ -442,7 +442,8 @@ async fn run_agent_guarded(
     });
     let abort = task.abort_handle();
     let failed = |e| (Err(e), None);
-    match tokio::time::timeout(engine.config.phase_timeout, task).await {
+    let timeout = engine.config.timeout_for(phase);
+    match tokio::time::timeout(timeout, task).await {
         Ok(Ok((result, input))) => (result, Some(input)),
         Ok(Err(join)) if join.is_panic() => {
             let payload = join.into_panic();
@@ -458,7 +459,7 @@ async fn run_agent_guarded(
             abort.abort();
             failed(PhaseError::transient(format!(
                 "phase timed out after {} ms",
-                engine.config.phase_timeout.as_millis()
+                timeout.as_millis()
             )))
         }
     }
