@@ -49,6 +49,10 @@ pub struct PhaseError {
     pub class: ErrorClass,
     /// What went wrong, readable by an operator; never contains secrets.
     pub message: String,
+    /// Set when the attempt could not run yet (a language model's rate
+    /// limit): the phase runs again after this long, and the attempt does
+    /// not count.
+    pub defer: Option<std::time::Duration>,
 }
 
 impl PhaseError {
@@ -57,6 +61,7 @@ impl PhaseError {
         Self {
             class: ErrorClass::Transient,
             message: storable(message.into()),
+            defer: None,
         }
     }
 
@@ -65,6 +70,17 @@ impl PhaseError {
         Self {
             class: ErrorClass::Permanent,
             message: storable(message.into()),
+            defer: None,
+        }
+    }
+
+    /// The attempt could not run yet: run the phase again after `after`,
+    /// without counting this attempt (a rate limit, not a failure).
+    pub fn deferred(message: impl Into<String>, after: std::time::Duration) -> Self {
+        Self {
+            class: ErrorClass::Transient,
+            message: storable(message.into()),
+            defer: Some(after),
         }
     }
 }

@@ -110,9 +110,10 @@ pub async fn rewrite(
         .await
     {
         Ok(a) => a,
-        Err(e @ (ModelError::Ledger(_) | ModelError::RateLimited { .. })) => {
-            return Err(PhaseError::transient(e.to_string()))
+        Err(e @ ModelError::RateLimited { retry_after, .. }) => {
+            return Err(PhaseError::deferred(e.to_string(), retry_after))
         }
+        Err(e @ ModelError::Ledger(_)) => return Err(PhaseError::transient(e.to_string())),
         Err(e) => {
             note.fallback = Some(format!("the template is used: {e}"));
             report.model = Some(note);

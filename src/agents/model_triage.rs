@@ -216,9 +216,10 @@ fn fall_back(
     e: ModelError,
 ) -> Result<TriageOutput, PhaseError> {
     match (&e, model.config().fallback) {
-        (ModelError::Ledger(_) | ModelError::RateLimited { .. }, _) => {
-            Err(PhaseError::transient(e.to_string()))
+        (ModelError::RateLimited { retry_after, .. }, _) => {
+            Err(PhaseError::deferred(e.to_string(), *retry_after))
         }
+        (ModelError::Ledger(_), _) => Err(PhaseError::transient(e.to_string())),
         (_, Fallback::Embedded) => {
             note.reused = false;
             note.fallback = Some(e.to_string());

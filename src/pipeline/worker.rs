@@ -87,6 +87,14 @@ async fn process(
             sqlx::Error::PoolTimedOut,
         )));
     }
+    if let Err(PhaseError {
+        defer: Some(after),
+        message,
+        ..
+    }) = &result
+    {
+        return defer(engine, &env, *after, message, t0).await;
+    }
     let (effect, outcome) = decide(engine, phase, &env, result, input.as_ref());
     let (committed, outcome) =
         commit(engine, phase, record, effect, outcome, input.as_ref()).await?;
@@ -102,6 +110,25 @@ async fn process(
             republish_for_duplicate(engine, publisher, delivery, &env, &follow_up).await
         }
     }
+}
+
+/// An attempt that could not run yet (a rate limit): the run goes back to
+/// `retrying` at the same attempt, due after `after`, and the delivery is
+/// acked. Nothing is marked processed, so the retry scheduler's copy of the
+/// same step runs as if it were the first; the attempt is not spent.
+async fn defer(
+    engine: &Engine,
+    env: &Envelope,
+    after: std::time::Duration,
+    message: &str,
+    t0: Instant,
+) -> Result<(), InfraError> {
+    let at = Utc::now()
+        + chrono::Duration::from_std(after).unwrap_or_else(|_| chrono::Duration::seconds(60));
+    tracing::info!(%message, ?after, "attempt deferred; the phase runs again later");
+    runs::defer(&engine.pool, env, at, message, &engine.config.worker_id).await?;
+    engine.metrics.record(&env.phase, Outcome::Retried, t0.elapsed());
+    Ok(())
 }
 
 /// The envelope of a delivery, if netra sealed it and it is for this queue.

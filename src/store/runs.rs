@@ -419,6 +419,55 @@ pub async fn touch(pool: &PgPool, run_id: Uuid) -> Result<(), Error> {
     Ok(())
 }
 
+/// Puts a running attempt back to `retrying` at the same attempt, due at
+/// `at`, without marking its message processed (a deferral: the attempt did
+/// not count). Nothing changes unless the run is running exactly this step.
+pub async fn defer(
+    pool: &PgPool,
+    env: &Envelope,
+    at: DateTime<Utc>,
+    reason: &str,
+    actor: &str,
+) -> Result<bool, Error> {
+    let attempt = i32::try_from(env.attempt).unwrap_or(i32::MAX);
+    let replay = i32::try_from(env.replay).unwrap_or(i32::MAX);
+    let mut tx = pool.begin().await?;
+    let moved = sqlx::query!(
+        "UPDATE runs SET status = $5, next_attempt_at = $6, updated_at = now()
+         WHERE id = $1 AND phase = $2 AND attempt = $3 AND replay = $4 AND status = $7",
+        env.run_id,
+        env.phase,
+        attempt,
+        replay,
+        RunStatus::Retrying.as_str(),
+        at,
+        RunStatus::Running.as_str(),
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        > 0;
+    if moved {
+        insert_history(
+            &mut tx,
+            &Transition {
+                run_id: env.run_id,
+                actor,
+                from: Some(RunStatus::Running),
+                to: RunStatus::Retrying,
+                phase: Some(&env.phase),
+                attempt: Some(attempt),
+                replay,
+                error: Some(reason),
+                detail: Some(serde_json::json!({"deferred": true, "next_attempt_at": at})),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(moved)
+}
+
 /// Cancels a run unless it already ended. Returns the run after the call.
 pub async fn cancel(
     pool: &PgPool,
