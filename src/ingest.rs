@@ -70,6 +70,9 @@ pub enum IngestError {
     /// The Azure format needs `--model`.
     #[error("the azure format needs --model (the trace does not name the model)")]
     ModelRequired,
+    /// The workload is netra's own model calls, read from the call ledger.
+    #[error("workload `{0}` is netra's own language-model calls (the call ledger); ingest under another name")]
+    Reserved(&'static str),
 }
 
 /// Parses an Azure trace timestamp: `2023-11-16 18:15:46.6805900` (UTC).
@@ -260,6 +263,9 @@ pub async fn ingest<R: BufRead>(
 ) -> Result<Report, IngestError> {
     if target.format == Format::Azure && target.model.is_none_or(|m| m.trim().is_empty()) {
         return Err(IngestError::ModelRequired);
+    }
+    if target.workload == crate::store::ledger::WORKLOAD {
+        return Err(IngestError::Reserved(crate::store::ledger::WORKLOAD));
     }
     let mut tx = pool.begin().await?;
     telemetry::ensure_workload(&mut *tx, target.tenant, target.workload).await?;

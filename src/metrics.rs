@@ -229,9 +229,124 @@ fn render_batches(out: &mut String, batches: &BTreeMap<&'static str, (u64, u64)>
     }
 }
 
+/// The call ledger's counters of this process (`None`: no language model
+/// is configured, every counter is 0): `netra_llm_ledger_lookups_total` by
+/// result (`hit`: a recorded answer reused, `miss`: the model called),
+/// `netra_llm_call_failures_total`, `netra_llm_tokens_total` by kind
+/// (`input`, `output`), `netra_llm_rate_limit_wait_seconds_total`, and
+/// `netra_llm_model_tokens_total` per model, phase and kind.
+pub fn render_ledger(stats: Option<&crate::llm::client::LedgerStats>) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let get = |f: fn(&crate::llm::client::LedgerStats) -> &std::sync::atomic::AtomicU64| {
+        stats.map_or(0, |s| f(s).load(Relaxed))
+    };
+    let mut out = String::new();
+    describe(
+        &mut out,
+        "netra_llm_ledger_lookups_total",
+        "model requests answered from the call ledger (hit) or by calling the model (miss)",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "netra_llm_ledger_lookups_total{{result=\"hit\"}} {}\nnetra_llm_ledger_lookups_total{{result=\"miss\"}} {}",
+        get(|s| &s.hits),
+        get(|s| &s.misses)
+    );
+    describe(
+        &mut out,
+        "netra_llm_call_failures_total",
+        "model calls that failed",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "netra_llm_call_failures_total {}",
+        get(|s| &s.failures)
+    );
+    describe(
+        &mut out,
+        "netra_llm_tokens_total",
+        "tokens paid for, by kind",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "netra_llm_tokens_total{{kind=\"input\"}} {}\nnetra_llm_tokens_total{{kind=\"output\"}} {}",
+        get(|s| &s.input_tokens),
+        get(|s| &s.output_tokens)
+    );
+    describe(
+        &mut out,
+        "netra_llm_rate_limit_wait_seconds_total",
+        "time model calls waited for the per-model rate limits",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "netra_llm_rate_limit_wait_seconds_total {}",
+        get(|s| &s.rate_limited_ms) as f64 / 1000.0
+    );
+    describe(
+        &mut out,
+        "netra_llm_model_tokens_total",
+        "tokens paid for, per model, phase and kind",
+        "counter",
+    );
+    for ((model, phase), (input, output)) in
+        stats.map(|s| s.tokens_by_model_phase()).unwrap_or_default()
+    {
+        let (model, phase) = (label(&model), label(&phase));
+        for (kind, n) in [("input", input), ("output", output)] {
+            let _ = writeln!(
+                out,
+                "netra_llm_model_tokens_total{{model=\"{model}\",phase=\"{phase}\",kind=\"{kind}\"}} {n}"
+            );
+        }
+    }
+    out
+}
+
+/// A label value, escaped as the text format wants (`\`, `"`, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renders_the_ledger_counters_with_escaped_labels() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let off = render_ledger(None);
+        assert!(off.contains("netra_llm_ledger_lookups_total{result=\"hit\"} 0"));
+        assert!(off.contains("netra_llm_rate_limit_wait_seconds_total 0"));
+        let stats = crate::llm::client::LedgerStats::default();
+        stats.hits.store(2, Relaxed);
+        stats.misses.store(3, Relaxed);
+        stats.failures.store(1, Relaxed);
+        stats.input_tokens.store(120, Relaxed);
+        stats.output_tokens.store(30, Relaxed);
+        stats.rate_limited_ms.store(1500, Relaxed);
+        stats.add_tokens("m\"1", "triage", 100, 20);
+        stats.add_tokens("m\"1", "triage", 20, 10);
+        let text = render_ledger(Some(&stats));
+        for line in [
+            "netra_llm_ledger_lookups_total{result=\"hit\"} 2",
+            "netra_llm_ledger_lookups_total{result=\"miss\"} 3",
+            "netra_llm_call_failures_total 1",
+            "netra_llm_tokens_total{kind=\"input\"} 120",
+            "netra_llm_tokens_total{kind=\"output\"} 30",
+            "netra_llm_rate_limit_wait_seconds_total 1.5",
+            "netra_llm_model_tokens_total{model=\"m\\\"1\",phase=\"triage\",kind=\"input\"} 120",
+            "netra_llm_model_tokens_total{model=\"m\\\"1\",phase=\"triage\",kind=\"output\"} 30",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+    }
 
     #[test]
     fn renders_counters_and_cumulative_buckets() {

@@ -26,6 +26,14 @@ pub enum ApiError {
         /// What is wrong.
         message: String,
     },
+    /// 400 naming the query parameter (or other part of the request line).
+    #[error("{field}: {message}")]
+    BadQuery {
+        /// The parameter.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
     /// 409.
     #[error("{0}")]
     Conflict(String),
@@ -59,6 +67,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            ApiError::BadQuery { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -68,7 +77,7 @@ impl IntoResponse for ApiError {
             }
         };
         let mut body = json!({"error": {"code": code, "message": self.to_string()}});
-        if let ApiError::Invalid { field, .. } = &self {
+        if let ApiError::Invalid { field, .. } | ApiError::BadQuery { field, .. } = &self {
             body["error"]["field"] = json!(field);
         }
         let mut resp = (status, Json(body)).into_response();

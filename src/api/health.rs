@@ -77,6 +77,7 @@ pub async fn metrics(State(engine): State<Engine>) -> impl IntoResponse {
         "# HELP netra_memo_lookups_total tool results looked up in the memo\n# TYPE netra_memo_lookups_total counter\n\
          netra_memo_lookups_total{{result=\"hit\"}} {hits}\nnetra_memo_lookups_total{{result=\"miss\"}} {misses}\n"
     ));
+    extra.push_str(&crate::metrics::render_ledger(engine.ledger_stats()));
     let depths = engine.link.queue_depths(&queues).await;
     if !depths.is_empty() {
         extra.push_str("# HELP netra_queue_depth messages ready in each queue\n# TYPE netra_queue_depth gauge\n");

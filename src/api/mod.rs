@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod runs;
 pub mod server;
 pub mod threads;
+pub mod usage;
 
 use axum::{
     extract::DefaultBodyLimit,
@@ -89,6 +90,23 @@ const RUN_LIST: &[Param] = &[
     query("status", "string", "only runs in this status"),
     query("cursor", "string", "next_cursor of the previous page"),
     query("limit", "integer", "page size, 1-200 (default 50)"),
+];
+const USAGE: &[Param] = &[
+    query(
+        "from",
+        "string",
+        "RFC 3339 start of the range, inclusive (default: 30 days before `to`)",
+    ),
+    query(
+        "to",
+        "string",
+        "RFC 3339 end of the range, exclusive (default: now)",
+    ),
+    query(
+        "group_by",
+        "string",
+        "any of tenant, model, phase, comma-separated (default: totals only)",
+    ),
 ];
 const DLQ_LIST: &[Param] = &[
     query("phase", "string", "only this phase"),
@@ -238,6 +256,16 @@ pub fn routes() -> Vec<Route> {
             READ,
             get(dead_letters::show),
         ),
+        route(
+            "GET",
+            "/v1/usage",
+            "The tenant's language-model calls, tokens, cost and latency over a time range",
+            true,
+            None,
+            &[200, 400, 401, 429],
+            get(usage::get),
+        )
+        .with_params(USAGE),
         route(
             "GET",
             "/v1/openapi.json",

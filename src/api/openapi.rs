@@ -90,7 +90,7 @@ pub fn document() -> Value {
     }
     json!({
         "openapi": "3.1.0",
-        "info": {"title": "netra", "version": env!("CARGO_PKG_VERSION"), "description": "Enqueue, poll, cancel, threads, dead letters, metrics and health of netra."},
+        "info": {"title": "netra", "version": env!("CARGO_PKG_VERSION"), "description": "Enqueue, poll, cancel, threads, dead letters, language-model usage, metrics and health of netra."},
         "paths": paths,
         "components": {
             "schemas": schemas(),
@@ -141,6 +141,7 @@ mod tests {
         assert!(names("/v1/runs/{id}", "get").contains(&"wait".to_string()));
         assert!(names("/v1/runs", "post").contains(&"Idempotency-Key".to_string()));
         assert!(names("/v1/dead-letters", "get").contains(&"fingerprint".to_string()));
+        assert_eq!(names("/v1/usage", "get"), ["from", "to", "group_by"]);
         // Every $ref resolves.
         let text = doc.to_string();
         for name in ["RunRequest", "ReplayRequest", "Error"] {

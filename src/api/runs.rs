@@ -18,7 +18,10 @@ use super::{auth::Tenant, error::ApiError};
 use crate::{
     cache::Wakeup,
     pipeline::{intake, intake::RequestBody, Engine},
-    store::runs::{self, IntakeError, Run, RunFilter},
+    store::{
+        ledger,
+        runs::{self, IntakeError, Run, RunFilter},
+    },
 };
 
 /// Longest long-poll, seconds.
@@ -174,10 +177,40 @@ pub async fn create(
     enqueue(&engine, tenant, req, key).await
 }
 
-/// The JSON view of a run with its history.
+/// A run's language-model calls as its view shows them: each row with
+/// `ledger` `hit` (a recorded answer reused: `reused_from` names it) or
+/// `miss` (the model was called; `error` says if it failed).
+fn model_calls(calls: &[ledger::CallRow]) -> Vec<Value> {
+    calls
+        .iter()
+        .map(|c| {
+            let mut v = json!(c);
+            v["ledger"] = json!(if c.reused_from.is_some() {
+                "hit"
+            } else {
+                "miss"
+            });
+            v
+        })
+        .collect()
+}
+
+/// A run's usage: the totals of its calls, and per phase.
+fn usage(phases: &[ledger::PhaseUsage]) -> Value {
+    let total = phases
+        .iter()
+        .fold(ledger::Usage::default(), |acc, p| acc.merge(&p.usage));
+    let mut v = json!(total);
+    v["phases"] = json!(phases);
+    v
+}
+
+/// The JSON view of a run with its history, its model calls and their usage.
 pub async fn view(engine: &Engine, run: &Run) -> Result<Value, ApiError> {
     let history = runs::history(&engine.pool, run.id).await?;
     let attempts = runs::attempts(&engine.pool, run.id).await?;
+    let calls = ledger::calls_of_run(&engine.pool, run.id).await?;
+    let phases = ledger::usage_of_run(&engine.pool, run.id).await?;
     Ok(json!({
         "id": run.id,
         "tenant": run.tenant,
@@ -195,6 +228,8 @@ pub async fn view(engine: &Engine, run: &Run) -> Result<Value, ApiError> {
         "finished_at": run.finished_at,
         "history": history,
         "attempts": attempts,
+        "model_calls": model_calls(&calls),
+        "usage": usage(&phases),
     }))
 }
 

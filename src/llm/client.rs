@@ -10,9 +10,10 @@
 //! different request, so only that call is made again.
 
 use std::{
+    collections::BTreeMap,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::{Duration, Instant},
 };
@@ -46,6 +47,26 @@ pub struct LedgerStats {
     pub output_tokens: AtomicU64,
     /// Time spent waiting for the rate limits, ms.
     pub rate_limited_ms: AtomicU64,
+    /// Prompt and answer tokens paid for, per (model, phase).
+    pub tokens_by: Mutex<BTreeMap<(String, String), (u64, u64)>>,
+}
+
+impl LedgerStats {
+    /// Counts the tokens of one answer of `model` to `phase`.
+    pub fn add_tokens(&self, model: &str, phase: &str, input: u32, output: u32) {
+        if let Ok(mut by) = self.tokens_by.lock() {
+            let e = by
+                .entry((model.to_string(), phase.to_string()))
+                .or_default();
+            e.0 += u64::from(input);
+            e.1 += u64::from(output);
+        }
+    }
+
+    /// The tokens per (model, phase) so far.
+    pub fn tokens_by_model_phase(&self) -> BTreeMap<(String, String), (u64, u64)> {
+        self.tokens_by.lock().map(|m| m.clone()).unwrap_or_default()
+    }
 }
 
 /// An answer, and where it came from.
@@ -243,6 +264,12 @@ impl ModelClient {
         self.stats
             .output_tokens
             .fetch_add(u64::from(answer.output_tokens), Ordering::Relaxed);
+        self.stats.add_tokens(
+            row.model,
+            &row.scope.phase,
+            answer.input_tokens,
+            answer.output_tokens,
+        );
         Ok(Answered {
             answer,
             ledger_id: id,

@@ -127,7 +127,9 @@ async fn defer(
         + chrono::Duration::from_std(after).unwrap_or_else(|_| chrono::Duration::seconds(60));
     tracing::info!(%message, ?after, "attempt deferred; the phase runs again later");
     runs::defer(&engine.pool, env, at, message, &engine.config.worker_id).await?;
-    engine.metrics.record(&env.phase, Outcome::Retried, t0.elapsed());
+    engine
+        .metrics
+        .record(&env.phase, Outcome::Retried, t0.elapsed());
     Ok(())
 }
 

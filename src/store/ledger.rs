@@ -1,12 +1,25 @@
 //! The call ledger (`model_calls`): one row per language-model call, and one
 //! per reuse of a recorded answer. The store only writes and reads rows; the
 //! model client decides when to look up and what to record.
+//!
+//! It also answers what the calls add up to ([`Usage`]): per run and phase
+//! (`GET /v1/runs/{id}`) and per tenant over a time range, grouped by model
+//! and/or phase (`GET /v1/usage`). Every grouping is one of a fixed set of
+//! compile-time checked statements ([`usage_of_tenant`] picks one by the
+//! parsed [`GroupBy`]), so no SQL is ever built from what a caller sent.
 
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::Error;
+
+/// The workload netra's own model calls are telemetry of: every tenant whose
+/// runs called a model has it (the view `telemetry_requests`, migration
+/// 0010, names it too).
+pub const WORKLOAD: &str = "netra-llm";
 
 /// Where a call was made: the phase attempt it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,10 +173,14 @@ pub struct CallRow {
     pub input_tokens: i32,
     /// Answer tokens.
     pub output_tokens: i32,
+    /// Prompt tokens served from the provider's cache.
+    pub cached_tokens: i32,
     /// Milliseconds.
     pub latency_ms: f64,
     /// USD, when priced.
     pub cost_usd: Option<f64>,
+    /// `catalog`, `self-hosted` (no price), `reused` or `failed`.
+    pub cost_basis: String,
     /// When.
     pub at: chrono::DateTime<chrono::Utc>,
 }
@@ -173,10 +190,336 @@ pub async fn calls_of_run(pool: &PgPool, run_id: Uuid) -> Result<Vec<CallRow>, E
     Ok(sqlx::query_as!(
         CallRow,
         "SELECT id, phase, attempt, replay, purpose, model, prompt_version, reused_from, error,
-           input_tokens, output_tokens, latency_ms, cost_usd, at
+           input_tokens, output_tokens, cached_tokens, latency_ms, cost_usd, cost_basis, at
          FROM model_calls WHERE run_id = $1 ORDER BY id",
         run_id
     )
     .fetch_all(pool)
     .await?)
+}
+
+/// What a set of ledger rows adds up to.
+///
+/// `calls` are the model calls made (failed ones included); `ledger_hits`
+/// the answers reused instead, which called nothing and cost nothing. Tokens,
+/// cost and latency are those of the calls made. `cost_usd` is the sum of
+/// their catalog prices, `null` when one of them was to a model without a
+/// price (`unpriced_calls` of them; a failed call costs nothing).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Usage {
+    /// Model calls made.
+    pub calls: i64,
+    /// Recorded answers reused (a retry, redelivery or replay asked the same).
+    pub ledger_hits: i64,
+    /// Calls that failed.
+    pub failures: i64,
+    /// Prompt tokens.
+    pub input_tokens: i64,
+    /// Answer tokens.
+    pub output_tokens: i64,
+    /// Prompt tokens served from the provider's cache.
+    pub cached_tokens: i64,
+    /// USD at the catalog's prices; `None` when a call had no price.
+    pub cost_usd: Option<f64>,
+    /// Calls to a model the catalog has no price for.
+    pub unpriced_calls: i64,
+    /// Time the calls took, ms.
+    pub latency_ms_sum: f64,
+    /// `latency_ms_sum / calls`; `None` without calls.
+    pub latency_ms_mean: Option<f64>,
+}
+
+/// No calls: nothing paid.
+impl Default for Usage {
+    fn default() -> Self {
+        Usage {
+            calls: 0,
+            ledger_hits: 0,
+            failures: 0,
+            input_tokens: 0,
+            output_tokens: 0,
+            cached_tokens: 0,
+            cost_usd: Some(0.0),
+            unpriced_calls: 0,
+            latency_ms_sum: 0.0,
+            latency_ms_mean: None,
+        }
+    }
+}
+
+impl Usage {
+    /// The usage of `self` and `other` together.
+    pub fn merge(&self, other: &Usage) -> Usage {
+        let calls = self.calls + other.calls;
+        let latency_ms_sum = self.latency_ms_sum + other.latency_ms_sum;
+        Usage {
+            calls,
+            ledger_hits: self.ledger_hits + other.ledger_hits,
+            failures: self.failures + other.failures,
+            input_tokens: self.input_tokens + other.input_tokens,
+            output_tokens: self.output_tokens + other.output_tokens,
+            cached_tokens: self.cached_tokens + other.cached_tokens,
+            cost_usd: self.cost_usd.zip(other.cost_usd).map(|(a, b)| a + b),
+            unpriced_calls: self.unpriced_calls + other.unpriced_calls,
+            latency_ms_sum,
+            latency_ms_mean: mean(latency_ms_sum, calls),
+        }
+    }
+}
+
+fn mean(sum: f64, n: i64) -> Option<f64> {
+    (n > 0).then(|| sum / n as f64)
+}
+
+/// One group of rows, as the usage statements answer it; the key columns
+/// not grouped by are null.
+#[derive(Debug, Clone)]
+struct UsageRow {
+    model: Option<String>,
+    phase: Option<String>,
+    calls: i64,
+    ledger_hits: i64,
+    failures: i64,
+    input_tokens: i64,
+    output_tokens: i64,
+    cached_tokens: i64,
+    cost_sum: f64,
+    unpriced_calls: i64,
+    latency_ms_sum: f64,
+}
+
+impl UsageRow {
+    fn usage(&self) -> Usage {
+        Usage {
+            calls: self.calls,
+            ledger_hits: self.ledger_hits,
+            failures: self.failures,
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cached_tokens: self.cached_tokens,
+            cost_usd: (self.unpriced_calls == 0).then_some(self.cost_sum),
+            unpriced_calls: self.unpriced_calls,
+            latency_ms_sum: self.latency_ms_sum,
+            latency_ms_mean: mean(self.latency_ms_sum, self.calls),
+        }
+    }
+}
+
+/// A compile-time checked `query_as!` of [`UsageRow`]s: `$keys` selects the
+/// `model` and `phase` key columns (null where not grouped), `$rest` is
+/// the `WHERE` (and `GROUP BY`, `ORDER BY`) over `model_calls`. The
+/// aggregates are written once, here. Reuses carry no tokens, latency or
+/// cost (the client records them so); the filters say so anyway.
+macro_rules! usage_query {
+    ($keys:literal, $rest:literal, $($arg:expr),+ $(,)?) => {
+        sqlx::query_as!(
+            UsageRow,
+            "SELECT " + $keys + r#",
+               count(*) FILTER (WHERE reused_from IS NULL) AS "calls!",
+               count(*) FILTER (WHERE reused_from IS NOT NULL) AS "ledger_hits!",
+               count(*) FILTER (WHERE reused_from IS NULL AND error IS NOT NULL) AS "failures!",
+               coalesce(sum(input_tokens) FILTER (WHERE reused_from IS NULL), 0)::int8 AS "input_tokens!",
+               coalesce(sum(output_tokens) FILTER (WHERE reused_from IS NULL), 0)::int8 AS "output_tokens!",
+               coalesce(sum(cached_tokens) FILTER (WHERE reused_from IS NULL), 0)::int8 AS "cached_tokens!",
+               coalesce(sum(cost_usd) FILTER (WHERE reused_from IS NULL), 0)::float8 AS "cost_sum!",
+               count(*) FILTER (WHERE reused_from IS NULL AND cost_basis = 'self-hosted') AS "unpriced_calls!",
+               coalesce(sum(latency_ms) FILTER (WHERE reused_from IS NULL), 0)::float8 AS "latency_ms_sum!"
+             FROM model_calls "# + $rest,
+            $($arg),+
+        )
+    };
+}
+
+/// The usage of one phase of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseUsage {
+    /// The phase.
+    pub phase: String,
+    /// Its calls.
+    #[serde(flatten)]
+    pub usage: Usage,
+}
+
+/// A run's usage per phase, in the order the phases first called.
+pub async fn usage_of_run(pool: &PgPool, run_id: Uuid) -> Result<Vec<PhaseUsage>, Error> {
+    let rows = usage_query!(
+        r#"NULL::text AS "model?", phase AS "phase?""#,
+        "WHERE run_id = $1 GROUP BY phase ORDER BY min(id)",
+        run_id
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| PhaseUsage {
+            phase: r.phase.clone().unwrap_or_default(),
+            usage: r.usage(),
+        })
+        .collect())
+}
+
+/// A key `GET /v1/usage` groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupKey {
+    /// The tenant (the caller's: one group).
+    Tenant,
+    /// The model asked.
+    Model,
+    /// The phase that called.
+    Phase,
+}
+
+impl GroupKey {
+    /// Every key, by name.
+    pub const ALL: [GroupKey; 3] = [GroupKey::Tenant, GroupKey::Model, GroupKey::Phase];
+
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupKey::Tenant => "tenant",
+            GroupKey::Model => "model",
+            GroupKey::Phase => "phase",
+        }
+    }
+}
+
+/// What to group by: a set of [`GroupKey`]s.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupBy(Vec<GroupKey>);
+
+impl GroupBy {
+    /// Parses `tenant,model,phase` (any of them, each at most once; empty:
+    /// no grouping); the error says what is wrong.
+    pub fn parse(text: &str) -> Result<GroupBy, String> {
+        let mut keys = Vec::new();
+        for name in text.split(',').map(str::trim) {
+            if name.is_empty() {
+                continue;
+            }
+            let key = GroupKey::ALL
+                .into_iter()
+                .find(|k| k.as_str() == name)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown key `{name}`: use any of tenant, model, phase, comma-separated"
+                    )
+                })?;
+            if keys.contains(&key) {
+                return Err(format!("`{name}` is named twice"));
+            }
+            keys.push(key);
+        }
+        Ok(GroupBy(keys))
+    }
+
+    /// The keys, in the order given.
+    pub fn keys(&self) -> &[GroupKey] {
+        &self.0
+    }
+
+    fn has(&self, key: GroupKey) -> bool {
+        self.0.contains(&key)
+    }
+}
+
+/// One group of a tenant's usage: its keys (those grouped by) and usage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageGroup {
+    /// The tenant, when grouped by tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The model, when grouped by model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The phase, when grouped by phase.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// The group's calls.
+    #[serde(flatten)]
+    pub usage: Usage,
+}
+
+/// A tenant's usage in `[from, to)`: the totals, and the groups of
+/// `group_by` (none without keys), ordered by their keys. Only the tenant's
+/// rows are read, so grouping by tenant gives at most one group.
+pub async fn usage_of_tenant(
+    pool: &PgPool,
+    tenant: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    group_by: &GroupBy,
+) -> Result<(Usage, Vec<UsageGroup>), Error> {
+    let totals = usage_query!(
+        r#"NULL::text AS "model?", NULL::text AS "phase?""#,
+        "WHERE tenant = $1 AND at >= $2 AND at < $3",
+        tenant,
+        from,
+        to
+    )
+    .fetch_one(pool)
+    .await?
+    .usage();
+    if group_by.keys().is_empty() {
+        return Ok((totals, Vec::new()));
+    }
+    // One fixed statement per combination of the model and phase keys; the
+    // tenant key is the WHERE's tenant, so it needs no column of its own.
+    let tenant_key = group_by.has(GroupKey::Tenant).then(|| tenant.to_string());
+    let rows = match (group_by.has(GroupKey::Model), group_by.has(GroupKey::Phase)) {
+        (false, false) => {
+            // By tenant alone: the totals are its one group (none without rows).
+            let any = totals.calls + totals.ledger_hits > 0;
+            let group = any.then(|| UsageGroup {
+                tenant: tenant_key,
+                model: None,
+                phase: None,
+                usage: totals.clone(),
+            });
+            return Ok((totals, group.into_iter().collect()));
+        }
+        (true, false) => {
+            usage_query!(
+                r#"model AS "model?", NULL::text AS "phase?""#,
+                "WHERE tenant = $1 AND at >= $2 AND at < $3 GROUP BY model ORDER BY model",
+                tenant,
+                from,
+                to
+            )
+            .fetch_all(pool)
+            .await?
+        }
+        (false, true) => {
+            usage_query!(
+                r#"NULL::text AS "model?", phase AS "phase?""#,
+                "WHERE tenant = $1 AND at >= $2 AND at < $3 GROUP BY phase ORDER BY phase",
+                tenant,
+                from,
+                to
+            )
+            .fetch_all(pool)
+            .await?
+        }
+        (true, true) => {
+            usage_query!(
+                r#"model AS "model?", phase AS "phase?""#,
+                "WHERE tenant = $1 AND at >= $2 AND at < $3
+                 GROUP BY model, phase ORDER BY model, phase",
+                tenant,
+                from,
+                to
+            )
+            .fetch_all(pool)
+            .await?
+        }
+    };
+    let groups = rows
+        .iter()
+        .map(|r| UsageGroup {
+            tenant: tenant_key.clone(),
+            model: r.model.clone(),
+            phase: r.phase.clone(),
+            usage: r.usage(),
+        })
+        .collect();
+    Ok((totals, groups))
 }

@@ -1,6 +1,8 @@
 //! Workloads and their LLM request telemetry: the writes of `netra ingest`
 //! and the sample loader, and the window aggregates the telemetry tools
 //! read (plain SQL aggregates, returned as rows; the tools shape them).
+//! The aggregates also read netra's own model calls, as workload
+//! `netra-llm` (see `window_query!`).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -115,11 +117,16 @@ pub async fn analyze(pool: &PgPool) -> Result<(), sqlx::Error> {
 /// rows of the last `$3` days before the workload's newest request
 /// (inclusive), for tenant `$1` and workload `$2`; `$rest` (a string
 /// literal) reads `w`. Binds the [`Window`] `$w`.
+///
+/// The rows are those of the view `telemetry_requests` (migration 0010):
+/// the tenant's `llm_requests`, and its model calls as the requests of
+/// workload [`super::ledger::WORKLOAD`] (`netra-llm`), read from the ledger
+/// as it is when the statement runs.
 macro_rules! window_query {
     (scalar, $w:expr, $rest:literal) => {
         sqlx::query_scalar!(
-            "WITH bounds AS (SELECT max(ts) AS hi FROM llm_requests WHERE tenant = $1 AND workload_id = $2), \
-             w AS (SELECT r.* FROM llm_requests r, bounds WHERE r.tenant = $1 AND r.workload_id = $2 \
+            "WITH bounds AS (SELECT max(ts) AS hi FROM telemetry_requests WHERE tenant = $1 AND workload_id = $2), \
+             w AS (SELECT r.* FROM telemetry_requests r, bounds WHERE r.tenant = $1 AND r.workload_id = $2 \
              AND r.ts >= bounds.hi - make_interval(days => $3)) "
                 + $rest,
             $w.tenant,
@@ -130,8 +137,8 @@ macro_rules! window_query {
     ($out:ty, $w:expr, $rest:literal) => {
         sqlx::query_as!(
             $out,
-            "WITH bounds AS (SELECT max(ts) AS hi FROM llm_requests WHERE tenant = $1 AND workload_id = $2), \
-             w AS (SELECT r.* FROM llm_requests r, bounds WHERE r.tenant = $1 AND r.workload_id = $2 \
+            "WITH bounds AS (SELECT max(ts) AS hi FROM telemetry_requests WHERE tenant = $1 AND workload_id = $2), \
+             w AS (SELECT r.* FROM telemetry_requests r, bounds WHERE r.tenant = $1 AND r.workload_id = $2 \
              AND r.ts >= bounds.hi - make_interval(days => $3)) "
                 + $rest,
             $w.tenant,

@@ -120,7 +120,8 @@ impl Registry {
 
     /// Validates `params` against the tool's schema and runs it; a result
     /// computed at the same data version for the same tenant and parameters
-    /// is reused instead (tools only read, and only the versioned data).
+    /// is reused instead (tools only read, and only the versioned data),
+    /// except for the workload `netra-llm` ([`reads_ledger`]).
     pub async fn call(
         &self,
         ctx: &ToolContext,
@@ -145,7 +146,7 @@ impl Registry {
             ))
         })?;
         let version = match ctx.data_version {
-            Some(v) if ctx.memo.enabled() => v,
+            Some(v) if ctx.memo.enabled() && !reads_ledger(&params) => v,
             _ => return (tool.handler)(ctx, params).await,
         };
         if let Some(hit) = ctx
@@ -165,6 +166,18 @@ impl Registry {
         }
         Ok(result)
     }
+}
+
+/// True when a call reads workload `netra-llm`, netra's own model calls (the
+/// call ledger, [`crate::store::ledger::WORKLOAD`]). The ledger is not
+/// versioned data: a write to it does not bump the data version, since every
+/// model call would then update that one row (serializing the calls of all
+/// workers) and drop every tenant's memoized results. A result for
+/// `netra-llm` memoized at a version would therefore go on being served
+/// after later calls were recorded; so these are never memoized, and each
+/// call reads the ledger as it is then.
+pub fn reads_ledger(params: &Value) -> bool {
+    params.get("workload_id").and_then(Value::as_str) == Some(crate::store::ledger::WORKLOAD)
 }
 
 /// Maps a store error to a phase error: an outage is worth retrying, a

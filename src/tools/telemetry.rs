@@ -3,6 +3,12 @@
 //! figures are plain SQL aggregates over the run's tenant's `llm_requests`
 //! rows in the window (read by [`crate::store::telemetry`]), returned
 //! unrounded so anyone can reproduce them.
+//!
+//! The workload `netra-llm` is netra's own model calls, read from the call
+//! ledger (not copied): each call that was made (a reuse is none) is a
+//! request with its model, tokens, latency and cost at its time; a failed
+//! call has status `error` and costs nothing. Its results are not memoized
+//! ([`super::reads_ledger`]).
 
 use futures_util::future::BoxFuture;
 use serde::Deserialize;

@@ -14,3 +14,4 @@ mod hardening_api;
 mod hardening_broker;
 mod pipeline;
 mod secrets;
+mod usage;
