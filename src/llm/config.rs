@@ -46,7 +46,8 @@ pub struct LlmConfig {
     pub tokens_per_minute: u32,
     /// How long one call may wait for the rate limits before its phase is
     /// rescheduled without spending an attempt (`NETRA_LLM_RATE_WAIT_MS`,
-    /// default 30 s).
+    /// default 30 s); also the longest `Retry-After` a retry waits out (a
+    /// server that asks for longer is not called again by that call).
     pub rate_limit_wait: Duration,
     /// Transient failures retried within one attempt, with backoff, before
     /// the attempt fails (`NETRA_LLM_RETRIES`, default 2).
