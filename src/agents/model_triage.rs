@@ -137,6 +137,7 @@ pub async fn triage(
         ..ModelNote::default()
     };
     let mut messages = vec![ChatMessage::new("user", user_message(text, &known))];
+    let mut refused = String::new();
     for purpose in ["triage", "triage_retry"] {
         let request = model.request(&prompts::TRIAGE, messages.clone(), Some(schema()));
         let answered = match model
@@ -164,13 +165,20 @@ pub async fn triage(
                     "user",
                     format!("Your answer was refused: {why}. Answer again, following the schema and the rules."),
                 ));
-                note.fallback = Some(format!(
-                    "the model's answer was refused twice; the last time: {why}"
-                ));
+                refused = why;
             }
         }
     }
-    Ok(with_note(embedded, note))
+    let why = format!("the model's answer was refused twice; the last time: {refused}");
+    match model.config().fallback {
+        Fallback::Embedded => {
+            note.fallback = Some(why);
+            Ok(with_note(embedded, note))
+        }
+        // The same request gets the same answer (and a replay reuses it from
+        // the ledger): asking again in a later attempt would not help.
+        Fallback::Fail => Err(PhaseError::permanent(why)),
+    }
 }
 
 /// The request and the tenant's workloads, as the model reads them.
@@ -304,12 +312,26 @@ fn known_workload(
             .push(format!("`{w}`: did you mean `{k}`?"));
         return Ok(k.clone());
     }
-    if !w.is_empty() && text.to_lowercase().contains(&w.to_lowercase()) {
+    if written_in(text, w) {
         return Ok(w.to_string());
     }
     Err(format!(
         "workload `{w}` is neither one of the tenant's nor written in the request"
     ))
+}
+
+/// True when `id` is a whole word of `text` (not a piece of one: `chat` is
+/// not written in "workload chat-prod").
+fn written_in(text: &str, id: &str) -> bool {
+    let is_id = |c: char| c.is_alphanumeric() || c == '-' || c == '_' || c == ':';
+    !id.is_empty()
+        && text
+            .split(|c: char| !is_id(c))
+            .flat_map(|word| [word, word.trim_start_matches("workload:")])
+            .any(|word| {
+                word.trim_end_matches(['-', '_', ':'])
+                    .eq_ignore_ascii_case(id)
+            })
 }
 
 /// The constraints whose spans state them; the others are dropped.
@@ -442,6 +464,11 @@ mod tests {
         assert_eq!(out.unwrap().workload_ids, vec!["new-svc"]);
         // Found nowhere: invented.
         assert!(check(&answer("ghost"), text, &["chat-prod"]).0.is_err());
+        // A piece of a word of the request is not a workload written in it.
+        let (out, _) = check(&answer("new"), "cut cost of workload new-svc", &[]);
+        assert!(out.is_err());
+        let (out, _) = check(&answer("new-svc"), "cut cost of workload:new-svc.", &[]);
+        assert_eq!(out.unwrap().workload_ids, vec!["new-svc"]);
         // Not the schema.
         assert!(check("{\"intent\": 1}", text, &[]).0.is_err());
         assert!(check("not json", text, &[]).0.is_err());

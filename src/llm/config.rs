@@ -8,13 +8,17 @@ use secrecy::SecretString;
 
 use crate::config::ConfigError;
 
-/// What a phase does when its model call failed transiently on every
-/// attempt.
+/// What a phase does when the model cannot be used: its call failed (a
+/// transient failure on every try, or a permanent one), or its answer was
+/// refused twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fallback {
-    /// Use the embedded analyst's answer, and say so in the run's history.
+    /// Use the embedded analyst's answer, and say so in the output's model
+    /// note.
     Embedded,
-    /// Dead-letter the phase with the model's error.
+    /// Fail the phase with the model's error: a transient one is retried
+    /// as the phase's attempts allow, a permanent one or a twice-refused
+    /// answer dead-letters at once.
     Fail,
 }
 
@@ -35,8 +39,8 @@ pub struct LlmConfig {
     pub max_tokens: u32,
     /// Sent as `seed` (`NETRA_LLM_SEED`, default 7).
     pub seed: u64,
-    /// What a transient failure that outlasts its attempts leads to
-    /// (`NETRA_LLM_FALLBACK`: `embedded`, the default, or `fail`).
+    /// What a model that cannot be used leads to (`NETRA_LLM_FALLBACK`:
+    /// `embedded`, the default, or `fail`).
     pub fallback: Fallback,
     /// Calls per minute to the model, shared by all workers
     /// (`NETRA_LLM_RPM`, default 0: no limit).
