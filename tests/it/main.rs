@@ -12,5 +12,6 @@ mod dead_letters;
 mod group_commit;
 mod hardening_api;
 mod hardening_broker;
+mod llm;
 mod pipeline;
 mod secrets;
