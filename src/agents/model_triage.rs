@@ -151,6 +151,7 @@ pub async fn triage(
         ..ModelNote::default()
     };
     let mut messages = vec![ChatMessage::new("user", user_message(text, &known))];
+    let mut refused = String::new();
     for purpose in ["triage", "triage_retry"] {
         let request = model.request(&prompts::TRIAGE, messages.clone(), Some(schema()));
         let answered = match model
@@ -178,21 +179,38 @@ pub async fn triage(
                     "user",
                     format!("Your answer was refused: {why}. Answer again, following the schema and the rules."),
                 ));
-                note.fallback = Some(format!(
-                    "the model's answer was refused twice; the last time: {why}"
-                ));
+                refused = why;
             }
         }
     }
-    Ok(with_note(embedded, note))
+    let why = format!("the model's answer was refused twice; the last time: {refused}");
+    match model.config().fallback {
+        Fallback::Embedded => {
+            note.fallback = Some(why);
+            Ok(with_note(embedded, note))
+        }
+        // The same request gets the same answer (and a replay reuses it from
+        // the ledger): asking again in a later attempt would not help.
+        Fallback::Fail => Err(PhaseError::permanent(why)),
+    }
 }
 
 /// The request and the tenant's workloads, as the model reads them.
+///
+/// `netra-llm` (netra's own calls, a workload as soon as the tenant has
+/// one) is not listed: the list would change because of the very call it
+/// is in, and a replay's request would never match the ledger's. A request
+/// that names `netra-llm` still gets it (it is matched like any id).
 fn user_message(text: &str, known: &[String]) -> String {
-    let list = if known.is_empty() {
+    let shown: Vec<&str> = known
+        .iter()
+        .map(String::as_str)
+        .filter(|k| *k != crate::store::ledger::WORKLOAD)
+        .collect();
+    let list = if shown.is_empty() {
         "(none yet)".to_string()
     } else {
-        known.join(", ")
+        shown.join(", ")
     };
     format!("Request:\n{text}\n\nKnown workloads of this tenant: {list}")
 }
@@ -306,8 +324,7 @@ fn known_workload(
     note: &mut ModelNote,
 ) -> Result<String, String> {
     let w = written.trim();
-    let lower_text = text.to_lowercase();
-    let named = |id: &str| !id.is_empty() && lower_text.contains(&id.to_lowercase());
+    let named = |id: &str| written_in(text, id);
     if let Some(k) = known.iter().find(|k| k.eq_ignore_ascii_case(w) && named(k)) {
         return Ok(k.clone());
     }
@@ -333,10 +350,24 @@ fn known_workload(
         }
         return Ok(k.clone());
     }
-    if named(w) {
+    if written_in(text, w) {
         return Ok(w.to_string());
     }
     Err(format!("workload `{w}` is not named in the request"))
+}
+
+/// True when `id` is a whole word of `text` (not a piece of one: `chat` is
+/// not written in "workload chat-prod").
+fn written_in(text: &str, id: &str) -> bool {
+    let is_id = |c: char| c.is_alphanumeric() || c == '-' || c == '_' || c == ':';
+    !id.is_empty()
+        && text
+            .split(|c: char| !is_id(c))
+            .flat_map(|word| [word, word.trim_start_matches("workload:")])
+            .any(|word| {
+                word.trim_end_matches(['-', '_', ':'])
+                    .eq_ignore_ascii_case(id)
+            })
 }
 
 /// The constraints whose spans state them; the others are dropped.
@@ -475,6 +506,11 @@ mod tests {
                 .0
                 .is_err()
         );
+        // A piece of a word of the request is not a workload written in it.
+        let (out, _) = check(&answer("new"), "cut cost of workload new-svc", &[]);
+        assert!(out.is_err());
+        let (out, _) = check(&answer("new-svc"), "cut cost of workload:new-svc.", &[]);
+        assert_eq!(out.unwrap().workload_ids, vec!["new-svc"]);
         // Not the schema.
         assert!(check("{\"intent\": 1}", text, &[]).0.is_err());
         assert!(check("not json", text, &[]).0.is_err());

@@ -441,8 +441,10 @@ impl TypedAgent for Reporting {
         Box::pin(async move {
             let report = build(&input.request, &Upstream::of(input)?);
             match &ctx.model {
-                None => Ok(report),
-                Some(model) => super::model_prose::rewrite(ctx, model, input, report).await,
+                Some(model) if model.config().used_by(crate::model::Phase::Reporting) => {
+                    super::model_prose::rewrite(ctx, model, input, report).await
+                }
+                _ => Ok(report),
             }
         })
     }

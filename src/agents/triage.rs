@@ -349,10 +349,10 @@ impl TypedAgent for Triage {
             let hint = input.request.get("workload_id").and_then(Value::as_str);
             let embedded = classify(&text, hint);
             match &ctx.model {
-                None => Ok(embedded),
-                Some(model) => {
+                Some(model) if model.config().used_by(crate::model::Phase::Triage) => {
                     super::model_triage::triage(ctx, model, input, &text, hint, embedded).await
                 }
+                _ => Ok(embedded),
             }
         })
     }

@@ -147,8 +147,8 @@ impl ModelClient {
 
     /// Answers `request`: from the ledger when this phase of this run asked
     /// the same before, otherwise from the model (within the rate limits,
-    /// with `retries` retries of transient failures); every outcome is a
-    /// ledger row.
+    /// with `retries` retries of transient failures); every try is a ledger
+    /// row (a failed one with its error, then the answer).
     pub async fn call(
         &self,
         scope: &CallScope,
@@ -181,25 +181,68 @@ impl ModelClient {
             return Ok(reused);
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        self.wait_for_rate(request).await?;
-        let started = Instant::now();
-        let result = self.complete_with_retries(request).await;
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        match result {
-            Ok(answer) => self.record_answer(row, answer, latency_ms).await,
-            Err(e) => {
-                self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                let message = e.to_string();
-                let failed = NewCall {
-                    latency_ms,
-                    error: Some(&message),
-                    cost_basis: "failed",
-                    ..row
-                };
-                if let Err(le) = ledger::record(&self.pool, &failed).await {
-                    tracing::warn!(error = %le, "could not record a failed model call");
+        let mut tries = 0;
+        loop {
+            self.wait_for_rate(request).await?;
+            let started = Instant::now();
+            let result = self.model.complete(request).await;
+            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            match result {
+                Ok(mut answer) => {
+                    // Postgres refuses NUL in text; an answer never needs one.
+                    answer.content = answer.content.replace('\0', "");
+                    return self.record_answer(row, answer, latency_ms).await;
                 }
-                Err(e)
+                Err(e) => {
+                    // Every try is a row: a retried failure stays visible.
+                    self.record_failure(&row, &e, latency_ms).await;
+                    match self.retry_wait(&e, tries) {
+                        Some(wait) => {
+                            tracing::info!(error = %e, ?wait, "model call failed; retrying");
+                            tokio::time::sleep(wait).await;
+                            tries += 1;
+                        }
+                        None => {
+                            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records a failed try (best effort: the failure is what matters).
+    async fn record_failure(&self, row: &NewCall<'_>, e: &ModelError, latency_ms: f64) {
+        let message = e.to_string();
+        let failed = NewCall {
+            latency_ms,
+            error: Some(&message),
+            cost_basis: "failed",
+            ..row.clone()
+        };
+        if let Err(le) = ledger::record(&self.pool, &failed).await {
+            tracing::warn!(error = %le, "could not record a failed model call");
+        }
+    }
+
+    /// How long to wait before trying `e`'s request again (`None`: do not).
+    /// A transient failure is retried `retries` times, after the server's
+    /// `Retry-After` or a backoff of 0.5 s, 1 s, …; a `Retry-After` longer
+    /// than `rate_limit_wait` is not waited out in the phase, and the server
+    /// is not called again before it: the call fails.
+    fn retry_wait(&self, e: &ModelError, tries: u32) -> Option<Duration> {
+        let ModelError::Transient { retry_after, .. } = e else {
+            return None;
+        };
+        if tries >= self.config.retries {
+            return None;
+        }
+        match retry_after {
+            Some(asked) if *asked > self.config.rate_limit_wait => None,
+            Some(asked) => Some(*asked),
+            None => {
+                Some(Duration::from_millis(500u64 << tries.min(6)).min(self.config.rate_limit_wait))
             }
         }
     }
@@ -276,34 +319,6 @@ impl ModelClient {
             reused: false,
             latency_ms,
         })
-    }
-
-    /// Sends the request, retrying transient failures after their
-    /// `Retry-After` (or a backoff of 0.5 s, 1 s, …), within the settings.
-    async fn complete_with_retries(&self, request: &ChatRequest) -> Result<ChatAnswer, ModelError> {
-        let mut tries = 0;
-        loop {
-            match self.model.complete(request).await {
-                Ok(mut answer) => {
-                    // Postgres refuses NUL in text; an answer never needs one.
-                    answer.content = answer.content.replace('\0', "");
-                    return Ok(answer);
-                }
-                Err(ModelError::Transient {
-                    message,
-                    retry_after,
-                }) if tries < self.config.retries => {
-                    let backoff = Duration::from_millis(500u64 << tries.min(6));
-                    let wait = retry_after
-                        .unwrap_or(backoff)
-                        .min(self.config.rate_limit_wait);
-                    tracing::info!(%message, ?wait, "model call failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    tries += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
     }
 
     /// Waits until the per-model limits admit the call (requests per minute,

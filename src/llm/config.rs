@@ -6,15 +6,19 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::config::ConfigError;
+use crate::{config::ConfigError, model::Phase};
 
-/// What a phase does when its model call failed transiently on every
-/// attempt.
+/// What a phase does when the model cannot be used: its call failed (a
+/// transient failure on every try, or a permanent one), or its answer was
+/// refused twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fallback {
-    /// Use the embedded analyst's answer, and say so in the run's history.
+    /// Use the embedded analyst's answer, and say so in the output's model
+    /// note.
     Embedded,
-    /// Dead-letter the phase with the model's error.
+    /// Fail the phase with the model's error: a transient one is retried
+    /// as the phase's attempts allow, a permanent one or a twice-refused
+    /// answer dead-letters at once.
     Fail,
 }
 
@@ -35,8 +39,8 @@ pub struct LlmConfig {
     pub max_tokens: u32,
     /// Sent as `seed` (`NETRA_LLM_SEED`, default 7).
     pub seed: u64,
-    /// What a transient failure that outlasts its attempts leads to
-    /// (`NETRA_LLM_FALLBACK`: `embedded`, the default, or `fail`).
+    /// What a model that cannot be used leads to (`NETRA_LLM_FALLBACK`:
+    /// `embedded`, the default, or `fail`).
     pub fallback: Fallback,
     /// Calls per minute to the model, shared by all workers
     /// (`NETRA_LLM_RPM`, default 0: no limit).
@@ -46,11 +50,15 @@ pub struct LlmConfig {
     pub tokens_per_minute: u32,
     /// How long one call may wait for the rate limits before its phase is
     /// rescheduled without spending an attempt (`NETRA_LLM_RATE_WAIT_MS`,
-    /// default 30 s).
+    /// default 30 s); also the longest `Retry-After` a retry waits out (a
+    /// server that asks for longer is not called again by that call).
     pub rate_limit_wait: Duration,
     /// Transient failures retried within one attempt, with backoff, before
     /// the attempt fails (`NETRA_LLM_RETRIES`, default 2).
     pub retries: u32,
+    /// The phases that ask the model (`NETRA_LLM_PHASES`, comma-separated;
+    /// default `triage,reporting`, the two that have prompts).
+    pub phases: Vec<Phase>,
 }
 
 impl std::fmt::Debug for LlmConfig {
@@ -80,6 +88,7 @@ impl Default for LlmConfig {
             tokens_per_minute: 0,
             rate_limit_wait: Duration::from_secs(30),
             retries: 2,
+            phases: vec![Phase::Triage, Phase::Reporting],
         }
     }
 }
@@ -96,6 +105,20 @@ fn number<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, Con
             reason: format!("`{v}` is not a non-negative whole number"),
         }),
     }
+}
+
+/// `NETRA_LLM_PHASES`: phase names, comma-separated.
+fn phases(list: &str) -> Result<Vec<Phase>, ConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<Phase>().map_err(|e| ConfigError {
+                var: "NETRA_LLM_PHASES",
+                reason: e.to_string(),
+            })
+        })
+        .collect()
 }
 
 impl LlmConfig {
@@ -155,7 +178,16 @@ impl LlmConfig {
             tokens_per_minute: number("NETRA_LLM_TPM", d.tokens_per_minute)?,
             rate_limit_wait: ms("NETRA_LLM_RATE_WAIT_MS", d.rate_limit_wait)?,
             retries: number("NETRA_LLM_RETRIES", d.retries)?,
+            phases: match var("NETRA_LLM_PHASES") {
+                None => d.phases,
+                Some(list) => phases(&list)?,
+            },
         })
+    }
+
+    /// True when a model is configured and `phase` asks it.
+    pub fn used_by(&self, phase: Phase) -> bool {
+        self.enabled() && self.phases.contains(&phase)
     }
 
     /// True when a model is configured.

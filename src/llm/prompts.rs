@@ -64,7 +64,7 @@ mod tests {
     #[test]
     fn versions_name_the_file_and_its_content() {
         assert!(
-            TRIAGE.version().starts_with("triage/1+"),
+            TRIAGE.version().starts_with("triage/2+"),
             "{}",
             TRIAGE.version()
         );

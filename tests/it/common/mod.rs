@@ -3,6 +3,8 @@
 //! states with bounded deadlines (no fixed sleeps). A test app cleans up
 //! its database and namespace when dropped, also when its test panics.
 
+pub mod fake_llm;
+
 use std::{collections::BTreeMap, time::Duration};
 
 use futures_util::StreamExt;
@@ -91,6 +93,9 @@ pub async fn test_config() -> (Config, String) {
     // Most tests publish requests without user_id, as the local stack's
     // single tenant; the tenancy tests unset this.
     config.amqp_default_tenant = Some("default".into());
+    // No language model unless a test sets one (tests/it/llm.rs): the
+    // NETRA_LLM_* of the environment must not change what the others test.
+    config.llm = netra::llm::config::LlmConfig::default();
     (config, db)
 }
 
