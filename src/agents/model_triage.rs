@@ -39,6 +39,11 @@ use crate::{
     pipeline::agent::{AgentContext, PhaseInput},
 };
 
+/// The ledger purpose of the first ask.
+const TRIAGE_ASK: &str = "triage";
+/// The ledger purpose of the ask after a refused answer.
+const TRIAGE_ASK_AGAIN: &str = "triage_retry";
+
 /// Known workloads shown to the model (and matched against).
 const KNOWN_WORKLOADS: i64 = 200;
 
@@ -98,7 +103,7 @@ pub fn schema() -> OutputSchema {
     // refused); llama.cpp's grammar honours them.
     let text = |max: u32| json!({"type": "string", "maxLength": max});
     OutputSchema {
-        name: "triage".into(),
+        name: Phase::Triage.as_str().into(),
         schema: json!({
             "type": "object",
             "additionalProperties": false,
@@ -152,7 +157,8 @@ pub async fn triage(
     };
     let mut messages = vec![ChatMessage::new("user", user_message(text, &known))];
     let mut refused = String::new();
-    for purpose in ["triage", "triage_retry"] {
+    // The first ask, and the one after a refusal (their ledger purposes).
+    for purpose in [TRIAGE_ASK, TRIAGE_ASK_AGAIN] {
         let request = model.request(&prompts::TRIAGE, messages.clone(), Some(schema()));
         let answered = match model
             .call(&scope, purpose, &prompts::TRIAGE, &request)

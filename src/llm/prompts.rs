@@ -8,6 +8,8 @@ use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
 
+use crate::model::Phase;
+
 /// One system prompt.
 #[derive(Debug)]
 pub struct Prompt {
@@ -52,10 +54,16 @@ impl Prompt {
 }
 
 /// The triage agent's prompt.
-pub static TRIAGE: Prompt = Prompt::new("triage", include_str!("../../prompts/triage.md"));
+pub static TRIAGE: Prompt = Prompt::new(
+    Phase::Triage.as_str(),
+    include_str!("../../prompts/triage.md"),
+);
 
 /// The reporting agent's prompt.
-pub static REPORTING: Prompt = Prompt::new("reporting", include_str!("../../prompts/reporting.md"));
+pub static REPORTING: Prompt = Prompt::new(
+    Phase::Reporting.as_str(),
+    include_str!("../../prompts/reporting.md"),
+);
 
 #[cfg(test)]
 mod tests {

@@ -47,7 +47,7 @@ impl Phase {
     ];
 
     /// The phase's name: its queue, its key in a run's outputs.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Phase::Triage => "triage",
             Phase::Data => "data",

@@ -465,18 +465,42 @@ pub async fn usage_of_tenant(
     // One fixed statement per combination of the model and phase keys; the
     // tenant key is the WHERE's tenant, so it needs no column of its own.
     let tenant_key = group_by.has(GroupKey::Tenant).then(|| tenant.to_string());
-    let rows = match (group_by.has(GroupKey::Model), group_by.has(GroupKey::Phase)) {
-        (false, false) => {
-            // By tenant alone: the totals are its one group (none without rows).
-            let any = totals.calls + totals.ledger_hits > 0;
-            let group = any.then(|| UsageGroup {
-                tenant: tenant_key,
-                model: None,
-                phase: None,
-                usage: totals.clone(),
-            });
-            return Ok((totals, group.into_iter().collect()));
-        }
+    let (by_model, by_phase) = (group_by.has(GroupKey::Model), group_by.has(GroupKey::Phase));
+    if !by_model && !by_phase {
+        // By tenant alone: the totals are its one group (none without rows).
+        let any = totals.calls + totals.ledger_hits > 0;
+        let group = any.then(|| UsageGroup {
+            tenant: tenant_key,
+            model: None,
+            phase: None,
+            usage: totals.clone(),
+        });
+        return Ok((totals, group.into_iter().collect()));
+    }
+    let rows = grouped_usage(pool, tenant, from, to, by_model, by_phase).await?;
+    let groups = rows
+        .iter()
+        .map(|r| UsageGroup {
+            tenant: tenant_key.clone(),
+            model: r.model.clone(),
+            phase: r.phase.clone(),
+            usage: r.usage(),
+        })
+        .collect();
+    Ok((totals, groups))
+}
+
+/// A tenant's usage rows in `[from, to)` grouped by model, phase or both
+/// (one fixed statement per combination: no SQL is built from the request).
+async fn grouped_usage(
+    pool: &PgPool,
+    tenant: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    by_model: bool,
+    by_phase: bool,
+) -> Result<Vec<UsageRow>, Error> {
+    Ok(match (by_model, by_phase) {
         (true, false) => {
             usage_query!(
                 r#"model AS "model?", NULL::text AS "phase?""#,
@@ -499,7 +523,7 @@ pub async fn usage_of_tenant(
             .fetch_all(pool)
             .await?
         }
-        (true, true) => {
+        _ => {
             usage_query!(
                 r#"model AS "model?", phase AS "phase?""#,
                 "WHERE tenant = $1 AND at >= $2 AND at < $3
@@ -511,15 +535,5 @@ pub async fn usage_of_tenant(
             .fetch_all(pool)
             .await?
         }
-    };
-    let groups = rows
-        .iter()
-        .map(|r| UsageGroup {
-            tenant: tenant_key.clone(),
-            model: r.model.clone(),
-            phase: r.phase.clone(),
-            usage: r.usage(),
-        })
-        .collect();
-    Ok((totals, groups))
+    })
 }
