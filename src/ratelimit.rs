@@ -68,11 +68,33 @@ end
 return math.max(1, tonumber(members[2]) + window - now)
 ";
 
+/// Runs a window script in Redis (ARGV: window ms, limit, a unique member,
+/// `last`): `Some(None)` when admitted, `Some(Some(secs))` when over the
+/// limit, `None` when Redis did not answer (the caller uses its own window).
+async fn shared(
+    cache: Option<&Cache>,
+    script: &str,
+    key: &str,
+    limit: u64,
+    last: &str,
+) -> Option<Option<u64>> {
+    let cache = cache?;
+    let args = [
+        WINDOW.as_millis().to_string(),
+        limit.to_string(),
+        uuid::Uuid::new_v4().simple().to_string(),
+        last.to_string(),
+    ];
+    let wait_ms = cache.eval::<u64>(script, &[key], &args).await?;
+    Some((wait_ms > 0).then(|| wait_ms.div_ceil(1000).max(1)))
+}
+
 /// The limiter of one process.
 #[derive(Default)]
 pub struct RateLimiter {
-    local: Mutex<HashMap<String, VecDeque<Instant>>>,
-    weighted: Mutex<HashMap<String, VecDeque<(Instant, u64)>>>,
+    /// The per-process windows: each key's calls in the window, with their
+    /// weights (1 for a counted call).
+    local: Mutex<HashMap<String, VecDeque<(Instant, u64)>>>,
 }
 
 impl RateLimiter {
@@ -98,20 +120,11 @@ impl RateLimiter {
         if limit == 0 {
             return None;
         }
-        if let Some(cache) = cache {
-            let nonce = uuid::Uuid::new_v4().simple().to_string();
-            let args = [
-                WINDOW.as_millis().to_string(),
-                limit.to_string(),
-                nonce,
-                if count { "count" } else { "peek" }.to_string(),
-            ];
-            if let Some(wait_ms) = cache
-                .eval::<u64>(SCRIPT, &[&format!("rl:{key}")], &args)
-                .await
-            {
-                return (wait_ms > 0).then(|| wait_ms.div_ceil(1000).max(1));
-            }
+        let mode = if count { "count" } else { "peek" };
+        if let Some(wait) =
+            shared(cache, SCRIPT, &format!("rl:{key}"), u64::from(limit), mode).await
+        {
+            return wait;
         }
         self.local(key, limit, Instant::now(), count)
     }
@@ -129,27 +142,40 @@ impl RateLimiter {
         if limit == 0 {
             return None;
         }
-        if let Some(cache) = cache {
-            let nonce = uuid::Uuid::new_v4().simple().to_string();
-            let args = [
-                WINDOW.as_millis().to_string(),
-                limit.to_string(),
-                nonce,
-                weight.to_string(),
-            ];
-            if let Some(wait_ms) = cache
-                .eval::<u64>(WEIGHTED_SCRIPT, &[&format!("rlw:{key}")], &args)
-                .await
-            {
-                return (wait_ms > 0).then(|| wait_ms.div_ceil(1000).max(1));
-            }
+        let w = weight.to_string();
+        if let Some(wait) = shared(cache, WEIGHTED_SCRIPT, &format!("rlw:{key}"), limit, &w).await {
+            return wait;
         }
         self.weighted_local(key, limit, weight, Instant::now())
     }
 
     /// The per-process weighted window (used while Redis is away).
     pub fn weighted_local(&self, key: &str, limit: u64, weight: u64, now: Instant) -> Option<u64> {
-        let mut map = self.weighted.lock().unwrap_or_else(|p| p.into_inner());
+        self.window(&format!("w:{key}"), limit, weight, now, true)
+    }
+
+    /// The per-process window (used while Redis is away): counts a call.
+    pub fn check_local(&self, key: &str, limit: u32, now: Instant) -> Option<u64> {
+        self.local(key, limit, now, true)
+    }
+
+    fn local(&self, key: &str, limit: u32, now: Instant, count: bool) -> Option<u64> {
+        self.window(key, u64::from(limit), 1, now, count)
+    }
+
+    /// One per-process window: admits a call of `weight` while the weights
+    /// in the window plus it stay within `limit` (an empty window admits
+    /// any call), recording it when `record`; otherwise the whole seconds
+    /// until the oldest call leaves the window.
+    fn window(
+        &self,
+        key: &str,
+        limit: u64,
+        weight: u64,
+        now: Instant,
+        record: bool,
+    ) -> Option<u64> {
+        let mut map = self.local.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() > LOCAL_KEYS {
             map.retain(|_, calls| {
                 calls
@@ -166,42 +192,12 @@ impl RateLimiter {
         }
         let used: u64 = calls.iter().map(|(_, w)| w).sum();
         if used == 0 || used.saturating_add(weight) <= limit {
-            calls.push_back((now, weight));
-            return None;
-        }
-        let oldest = calls.front().map_or(now, |(t, _)| *t);
-        let wait = WINDOW.saturating_sub(now.duration_since(oldest));
-        Some(wait.as_secs_f64().ceil().max(1.0) as u64)
-    }
-
-    /// The per-process window (used while Redis is away): counts a call.
-    pub fn check_local(&self, key: &str, limit: u32, now: Instant) -> Option<u64> {
-        self.local(key, limit, now, true)
-    }
-
-    fn local(&self, key: &str, limit: u32, now: Instant, count: bool) -> Option<u64> {
-        let mut map = self.local.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() > LOCAL_KEYS {
-            map.retain(|_, calls| {
-                calls
-                    .back()
-                    .is_some_and(|t| now.duration_since(*t) < WINDOW)
-            });
-        }
-        let calls = map.entry(key.to_string()).or_default();
-        while calls
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= WINDOW)
-        {
-            calls.pop_front();
-        }
-        if calls.len() < limit as usize {
-            if count {
-                calls.push_back(now);
+            if record {
+                calls.push_back((now, weight));
             }
             return None;
         }
-        let oldest = calls.front().copied().unwrap_or(now);
+        let oldest = calls.front().map_or(now, |(t, _)| *t);
         let wait = WINDOW.saturating_sub(now.duration_since(oldest));
         Some(wait.as_secs_f64().ceil().max(1.0) as u64)
     }

@@ -4,13 +4,47 @@
 //! (docs/DESIGN.md "Run states"); the phase message ([`envelope`]); what a
 //! processed message leads to ([`outbound`]); a thread's messages.
 
+/// The by-name traits of an enum of names with `ALL` and `as_str`:
+/// `Display`, `FromStr` (refusing other names with `$err`), and comparison
+/// with `str`.
+macro_rules! names {
+    ($ty:ident, $err:ident) => {
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = $err;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $ty::ALL
+                    .into_iter()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| $err(s.to_string()))
+            }
+        }
+
+        impl PartialEq<str> for $ty {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+
+        impl PartialEq<&str> for $ty {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    };
+}
+
 pub mod envelope;
 pub mod outbound;
 pub mod phase;
 
 pub use phase::Phase;
-
-use std::fmt;
 
 /// One earlier message of the run's conversation thread.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -87,39 +121,12 @@ impl RunStatus {
     }
 }
 
-impl fmt::Display for RunStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// An unknown status name.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("unknown run status `{0}`")]
 pub struct UnknownStatus(pub String);
 
-impl std::str::FromStr for RunStatus {
-    type Err = UnknownStatus;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        RunStatus::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| UnknownStatus(s.to_string()))
-    }
-}
-
-impl PartialEq<str> for RunStatus {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl PartialEq<&str> for RunStatus {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
+names!(RunStatus, UnknownStatus);
 
 #[cfg(test)]
 mod tests {

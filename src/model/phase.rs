@@ -4,8 +4,6 @@
 //! means a particular phase name it through this enum, so a typo is a compile
 //! error.
 
-use std::fmt;
-
 /// One phase of the pipeline. Stored as its name in `runs.phase`,
 /// `phase_attempts.phase` and the envelope.
 #[derive(
@@ -58,39 +56,12 @@ impl Phase {
     }
 }
 
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// A name that is not a phase.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("unknown phase `{0}`")]
 pub struct UnknownPhase(pub String);
 
-impl std::str::FromStr for Phase {
-    type Err = UnknownPhase;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Phase::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| UnknownPhase(s.to_string()))
-    }
-}
-
-impl PartialEq<str> for Phase {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl PartialEq<&str> for Phase {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
+names!(Phase, UnknownPhase);
 
 #[cfg(test)]
 mod tests {
