@@ -424,6 +424,10 @@ pub struct ReportOutput {
     /// How the language model took part, when one is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelNote>,
+    /// The run's model calls per phase up to this report (calls, ledger
+    /// hits, tokens, cost), when a model is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_usage: Option<Value>,
 }
 
 impl PhaseOutput for ReportOutput {

@@ -169,6 +169,7 @@ pub fn build(request: &Value, up: &Upstream) -> ReportOutput {
         markdown: d.md,
         why: None,
         model: None,
+        model_usage: None,
     }
 }
 
@@ -440,14 +441,55 @@ impl TypedAgent for Reporting {
     ) -> BoxFuture<'a, Result<ReportOutput, PhaseError>> {
         Box::pin(async move {
             let report = build(&input.request, &Upstream::of(input)?);
-            match &ctx.model {
-                Some(model) if model.config().used_by(crate::model::Phase::Reporting) => {
-                    super::model_prose::rewrite(ctx, model, input, report).await
-                }
-                _ => Ok(report),
-            }
+            let Some(model) = &ctx.model else {
+                return Ok(report);
+            };
+            let report = if model.config().used_by(crate::model::Phase::Reporting) {
+                super::model_prose::rewrite(ctx, model, input, report).await?
+            } else {
+                report
+            };
+            with_model_usage(model, input, report).await
         })
     }
+}
+
+/// Adds the run's model calls so far to the report: a table in the
+/// Markdown and `model_usage` (per phase: calls, ledger hits, tokens, cost).
+async fn with_model_usage(
+    model: &crate::llm::client::ModelClient,
+    input: &PhaseInput,
+    mut report: ReportOutput,
+) -> Result<ReportOutput, PhaseError> {
+    let phases = model
+        .usage_of_run(input.run_id)
+        .await
+        .map_err(|e| PhaseError::transient(e.to_string()))?;
+    if phases.is_empty() {
+        return Ok(report);
+    }
+    let _ = writeln!(
+        report.markdown,
+        "\n## Model usage\n\n| phase | calls | from the ledger | input tokens | output tokens | cost |\n|---|---|---|---|---|---|"
+    );
+    for p in &phases {
+        let u = &p.usage;
+        let _ = writeln!(
+            report.markdown,
+            "| {} | {} | {} | {} | {} | {} |",
+            p.phase,
+            u.calls,
+            u.ledger_hits,
+            u.input_tokens,
+            u.output_tokens,
+            u.cost_usd.map_or_else(
+                || "self-hosted (no price)".to_string(),
+                |c| format!("${c:.6}")
+            )
+        );
+    }
+    report.model_usage = serde_json::to_value(&phases).ok();
+    Ok(report)
 }
 
 #[cfg(test)]

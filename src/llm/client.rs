@@ -126,6 +126,17 @@ impl ModelClient {
         &self.config
     }
 
+    /// What a run's phases have asked the model so far, per phase (from the
+    /// ledger).
+    pub async fn usage_of_run(
+        &self,
+        run_id: uuid::Uuid,
+    ) -> Result<Vec<ledger::PhaseUsage>, ModelError> {
+        ledger::usage_of_run(&self.pool, run_id)
+            .await
+            .map_err(ledger_error)
+    }
+
     /// Renders a request: the prompt as the system message, then `messages`.
     pub fn request(
         &self,

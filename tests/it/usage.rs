@@ -827,7 +827,19 @@ async fn model_calls_of_a_run_show_in_its_view_in_metrics_and_as_netra_llm() {
     // The data phase ran after triage's calls (and before reporting's):
     // triage's calls are netra-llm's requests.
     let before_data = calls.iter().filter(|c| c["phase"] == "triage").count() as u64;
-    let m = &run.result.unwrap()["metrics"][0];
+    let result = run.result.unwrap();
+    // The report states the run's model calls so far, per phase.
+    assert_eq!(result["model_usage"][0]["phase"], "triage", "{result}");
+    assert_eq!(
+        result["model_usage"][0]["calls"].as_u64(),
+        Some(before_data),
+        "{result}"
+    );
+    assert!(result["markdown"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("## Model usage"));
+    let m = &result["metrics"][0];
     assert_eq!(
         (m["workload_id"].as_str(), m["requests"].as_u64()),
         (Some("netra-llm"), Some(before_data))
