@@ -15,9 +15,14 @@ use uuid::Uuid;
 use super::{dispatch, Engine};
 use crate::{broker::publisher::Publisher, error::InfraError, store::leases};
 
-/// Renews an attempt's lease until dropped.
+/// Renews an attempt's lease until [`Heartbeat::stop`]ped. Dropped without
+/// that (the attempt's task was aborted: a shutdown or lost connection
+/// whose grace ran out), it also releases the lease, so that the delivery,
+/// which goes back to the queue, starts at once wherever it is redelivered.
 pub struct Heartbeat {
     task: tokio::task::JoinHandle<()>,
+    /// Set until stopped: what a drop releases.
+    release: Option<(sqlx::PgPool, Uuid, Uuid)>,
 }
 
 impl Heartbeat {
@@ -27,6 +32,7 @@ impl Heartbeat {
     /// heartbeat; the attempt's effect will be fenced.
     pub fn start(engine: &Engine, run_id: Uuid, token: Uuid) -> Self {
         let pool = engine.marks.clone();
+        let release = Some((pool.clone(), run_id, token));
         let lease = engine.config.lease;
         let every = lease / 3;
         let task = tokio::spawn(async move {
@@ -44,13 +50,29 @@ impl Heartbeat {
                 }
             }
         });
-        Heartbeat { task }
+        Heartbeat { task, release }
+    }
+
+    /// Stops renewing (the attempt ended; its effect or its hand-back
+    /// deals with the lease).
+    pub fn stop(mut self) {
+        self.release = None;
     }
 }
 
 impl Drop for Heartbeat {
     fn drop(&mut self) {
         self.task.abort();
+        let Some((pool, run_id, token)) = self.release.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = leases::release(&pool, run_id, token).await {
+                    tracing::debug!(%run_id, error = %e, "lease release failed; it will expire");
+                }
+            });
+        }
     }
 }
 

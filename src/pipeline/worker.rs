@@ -70,7 +70,7 @@ async fn process(
     let token = prepared.lease_token;
     let heartbeat = super::lease::Heartbeat::start(engine, env.run_id, token);
     let result = run_started(engine, publisher, phase, delivery, &env, prepared, t0).await;
-    drop(heartbeat);
+    heartbeat.stop();
     if let Err(e) = &result {
         // The delivery goes back: its redelivery must not find this
         // attempt's lease live (a committed effect released it already).
