@@ -180,6 +180,9 @@ async fn a_redelivery_while_the_lease_is_live_does_not_run_the_phase_again() {
     // The holder keeps calling the model after its connection is gone (the
     // grace bounds how long in-flight work may go on then).
     config.shutdown_grace = Duration::from_secs(60);
+    // The holder's follow-ups go out on its next connection, not by the
+    // stale-run sweep.
+    config.republish_after = Duration::from_secs(3600);
     let a = TestApp::start_with(config.clone(), db, Some(agents.clone())).await;
     let mut config_b = config.clone();
     config_b.worker_id = format!("lease-b-{}", &tag[..8]);
