@@ -107,6 +107,11 @@ pub struct Config {
     /// A run that sat `queued` this long has its message published again
     /// (`NETRA_REPUBLISH_AFTER_MS`).
     pub republish_after: Duration,
+    /// How long an attempt's lease on its run lasts without a heartbeat
+    /// (`NETRA_LEASE_MS`, default 30 s, at least 100 ms); the worker renews
+    /// it every third of that while the phase runs (see
+    /// [`crate::pipeline::lease`]).
+    pub lease: Duration,
     /// API requests per tenant per minute, 0 for no limit (`NETRA_RATE_LIMIT_PER_MIN`).
     pub rate_limit_per_min: u32,
     /// Lifetime of cached agent outputs (`NETRA_AGENT_CACHE_TTL_SECS`, 0 = off).
@@ -143,6 +148,7 @@ impl std::fmt::Debug for Config {
             .field("max_attempts", &self.max_attempts)
             .field("phase_timeout", &self.phase_timeout)
             .field("worker_id", &self.worker_id)
+            .field("lease", &self.lease)
             .field("amqp_default_tenant", &self.amqp_default_tenant)
             .field("http", &self.http)
             .field("llm", &self.llm)
@@ -412,6 +418,7 @@ impl Config {
             db_pool_size: parse("NETRA_DB_POOL", 20u32)?,
             worker_id: var("NETRA_WORKER_ID").unwrap_or_else(default_worker_id),
             republish_after: millis("NETRA_REPUBLISH_AFTER_MS", 30_000)?,
+            lease: millis("NETRA_LEASE_MS", 30_000)?.max(Duration::from_millis(100)),
             rate_limit_per_min: parse("NETRA_RATE_LIMIT_PER_MIN", 600u32)?,
             agent_cache_ttl_secs: parse("NETRA_AGENT_CACHE_TTL_SECS", 3600u64)?,
             memo_entries: parse("NETRA_MEMO_ENTRIES", 4096usize)?,

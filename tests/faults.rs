@@ -36,6 +36,8 @@ fn spawn_worker(config: &Config) -> Child {
         .env("NETRA_NAMESPACE", &config.namespace)
         .env("NETRA_RETRY_INITIAL_MS", "50")
         .env("NETRA_REPUBLISH_AFTER_MS", "5000")
+        // A killed worker's leases expire (and are swept) within seconds.
+        .env("NETRA_LEASE_MS", "3000")
         .env("NETRA_SHUTDOWN_GRACE_MS", "10000")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

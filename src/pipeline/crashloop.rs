@@ -89,6 +89,8 @@ async fn process(
         started_at: Utc::now(),
         worker_id: engine.config.worker_id.clone(),
         reply_to: run.reply_to.clone(),
+        // The crash loop ends the step whoever holds its lease.
+        lease_token: None,
     };
     let effect = Effect::DeadLetter {
         error: PhaseError::permanent(REASON),
@@ -106,6 +108,6 @@ async fn process(
         Committed::Duplicate(follow_up) if !follow_up.is_empty() => {
             worker::publish_and_mark(engine, publisher, &env, &follow_up).await
         }
-        Committed::Duplicate(_) => Ok(()),
+        Committed::Duplicate(_) | Committed::Fenced => Ok(()),
     }
 }

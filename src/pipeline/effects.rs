@@ -69,6 +69,11 @@ pub struct AttemptRecord {
     pub worker_id: String,
     /// The run's `reply_to`, for the reply of a final outcome.
     pub reply_to: Option<String>,
+    /// The token of the lease the attempt started with (see
+    /// [`super::lease`]): its effect is discarded if the run no longer holds
+    /// it. `None`: written whoever holds the lease (a crash loop's dead
+    /// letter).
+    pub lease_token: Option<Uuid>,
 }
 
 /// What the effect transaction ended with.
@@ -78,13 +83,18 @@ pub enum Committed {
     Applied(Vec<Outbound>),
     /// The message was processed before; publish its stored follow-ups again.
     Duplicate(Vec<Outbound>),
+    /// The attempt lost its lease (it expired and another attempt took the
+    /// step): its effect is discarded and nothing is published; the attempt
+    /// that holds the lease moves the run on.
+    Fenced,
 }
 
 /// Commits the effect of a phase attempt together with its dedup record.
 ///
 /// A success or a retry is one statement (one round trip, no explicit
 /// transaction): it locks the run, and applies nothing but an empty
-/// `discarded` attempt if the run was cancelled meanwhile. A dead letter also
+/// `discarded` attempt if the run was cancelled meanwhile, or if the attempt
+/// lost its lease (fenced: see [`Committed::Fenced`]). A dead letter also
 /// reads the phase's earlier failures (its follow-ups name the first) and
 /// indexes the dead letter, in one transaction with the same statement.
 pub async fn commit_effect(
@@ -110,11 +120,12 @@ pub async fn commit_effect(
         replay: db_int(env.replay),
         last_failed_at: rec.started_at,
     };
-    let (written, follow_up) = store::effects::write_dead_letter(pool, &entry, |first_failed_at| {
-        let planned = plan_dead_letter(rec, effect, error, first_failed_at);
-        (planned.rows, planned.follow_up)
-    })
-    .await?;
+    let (written, follow_up) =
+        store::effects::write_dead_letter(pool, &entry, rec.lease_token, |first_failed_at| {
+            let planned = plan_dead_letter(rec, effect, error, first_failed_at);
+            (planned.rows, planned.follow_up)
+        })
+        .await?;
     Ok(committed(written, follow_up))
 }
 
@@ -174,6 +185,7 @@ fn committed(written: Written, follow_up: Vec<Outbound>) -> Committed {
     match written {
         Written::Applied => Committed::Applied(follow_up),
         Written::Discarded => Committed::Applied(Vec::new()),
+        Written::Fenced => Committed::Fenced,
         Written::Duplicate(stored) => {
             Committed::Duplicate(stored.map(follow_up_of).unwrap_or_default())
         }
@@ -341,6 +353,7 @@ fn attempt_row<'a>(rec: &'a AttemptRecord, effect: &'a Effect) -> NewAttempt<'a>
         error: error.map(|e| e.message.as_str()),
         worker_id: &rec.worker_id,
         started_at: rec.started_at,
+        lease_token: rec.lease_token,
     }
 }
 

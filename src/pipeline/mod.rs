@@ -12,7 +12,9 @@
 //! - [`dispatch`] publishes the follow-ups of a committed effect;
 //! - [`crashloop`] indexes what RabbitMQ dead-letters by its delivery limit;
 //! - [`seal`] authenticates phase envelopes;
-//! - [`retry`] computes backoff and re-publishes due retries;
+//! - [`lease`] renews, releases and sweeps the leases of running attempts;
+//! - [`retry`] computes backoff and re-publishes due retries (and the steps
+//!   whose lease expired);
 //! - [`consumer`] is the generic consume loop (prefetch, concurrency, shutdown);
 //! - [`service`] owns the broker connection and restarts everything on loss.
 
@@ -27,6 +29,7 @@ pub mod effects;
 /// The phase message (lives in [`crate::model`], shared with the store).
 pub use crate::model::envelope;
 pub mod intake;
+pub mod lease;
 /// What a processed message leads to (lives in [`crate::model`]).
 pub use crate::model::outbound;
 pub mod replay;
@@ -188,6 +191,7 @@ impl Engine {
             starter: starter::Starter::start(
                 marks.clone(),
                 config.worker_id.clone(),
+                config.lease,
                 metrics.clone(),
                 batch,
                 config.commit_concurrency,

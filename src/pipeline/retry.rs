@@ -3,7 +3,9 @@
 //! scheduler publishes the next attempt when it is due. Pending retries thus
 //! survive a restart of every worker. The same loop sweeps runs that sat
 //! `queued` too long (their message may have been lost between commit and
-//! publish) and publishes them again; dedup makes that harmless.
+//! publish) and publishes them again; dedup makes that harmless. And it
+//! sweeps running runs whose lease expired (their worker died; see
+//! [`super::lease`]), publishing their step again at the same attempt.
 
 use std::time::Duration;
 
@@ -46,6 +48,8 @@ pub async fn run_scheduler(
 ) -> Result<(), InfraError> {
     let stale_secs = engine.config.republish_after.as_secs_f64();
     let mut last_sweep = tokio::time::Instant::now();
+    let mut last_lease_sweep = tokio::time::Instant::now();
+    let lease_every = super::lease::sweep_every(&engine);
     loop {
         tokio::select! {
             _ = shutdown.wait() => return Ok(()),
@@ -64,6 +68,14 @@ pub async fn run_scheduler(
                 Ok(_) => {}
                 Err(e @ InfraError::Broker(_)) => return Err(e),
                 Err(e) => tracing::warn!(error = %e, "stale-run sweep failed, will try again"),
+            }
+        }
+        if last_lease_sweep.elapsed() >= lease_every {
+            last_lease_sweep = tokio::time::Instant::now();
+            match super::lease::publish_expired(&engine, &publisher).await {
+                Ok(_) => {}
+                Err(e @ InfraError::Broker(_)) => return Err(e),
+                Err(e) => tracing::warn!(error = %e, "expired-lease sweep failed, will try again"),
             }
         }
     }

@@ -2,7 +2,10 @@
 //! deliveries share one statement ([`store::starts::start_phases`]), as
 //! their effects do (see [`super::committer`]). The starts of a failed
 //! statement are retried one at a time, so each delivery gets its own
-//! error (during an outage they all fail at once).
+//! error (during an outage they all fail at once). Each start takes its
+//! run's lease for `lease` (see [`super::lease`]).
+
+use std::time::Duration;
 
 use sqlx::PgPool;
 
@@ -19,10 +22,12 @@ pub struct Starter {
 }
 
 impl Starter {
-    /// Starts the batcher over `pool` (the marks pool), recording `actor`.
+    /// Starts the batcher over `pool` (the marks pool), recording `actor`
+    /// (also the holder of the leases it takes, for `lease`).
     pub fn start(
         pool: PgPool,
         actor: String,
+        lease: Duration,
         metrics: std::sync::Arc<crate::metrics::Metrics>,
         max_batch: usize,
         concurrency: usize,
@@ -34,7 +39,7 @@ impl Starter {
             concurrency,
             move |envs: Vec<Envelope>| {
                 let (pool, actor) = (pool.clone(), actor.clone());
-                async move { start_batch(&pool, &envs, &actor).await }
+                async move { start_batch(&pool, &envs, &actor, lease).await }
             },
         );
         Starter { batcher }
@@ -58,15 +63,16 @@ pub async fn start_batch(
     pool: &PgPool,
     envs: &[Envelope],
     actor: &str,
+    lease: Duration,
 ) -> Vec<Result<Start, store::Error>> {
-    let results = starts::start_phases(pool, envs, actor).await;
+    let results = starts::start_phases_leased(pool, envs, actor, lease).await;
     let alone = envs.len() == 1;
     let mut out = Vec::with_capacity(envs.len());
     for (env, result) in envs.iter().zip(results) {
         out.push(match result {
             Err(e) if !alone && !e.is_outage() => {
                 tracing::debug!(error = %e, "batched start failed; starting it alone");
-                starts::start_phase(pool, env, actor).await
+                starts::start_phase_leased(pool, env, actor, lease).await
             }
             other => other,
         });

@@ -1,6 +1,8 @@
 //! Processes one phase message: dedup, start, run the agent under a timeout
 //! with panics caught, commit the effect with its dedup record, publish the
 //! follow-ups with confirms, and only then ack (docs/DESIGN.md invariants 1-4, 9).
+//! A started attempt holds its run's lease while it runs and commits (see
+//! [`super::lease`]).
 
 use std::{collections::BTreeMap, time::Instant};
 
@@ -40,12 +42,13 @@ pub async fn handle(engine: Engine, publisher: Publisher, phase: &'static str, d
     settle(&engine, &delivery, result).instrument(span).await;
 }
 
-/// A started attempt: its record, the agent's input, and the data version
-/// its tools read at.
+/// A started attempt: its record, the agent's input, the data version its
+/// tools read at, and the token of its lease.
 struct Prepared {
     record: effects::AttemptRecord,
     input: PhaseInput,
     data_version: i64,
+    lease_token: uuid::Uuid,
 }
 
 /// One phase message: decode, start, run, decide, commit, publish.
@@ -61,14 +64,43 @@ async fn process(
         Err(p) => return dead_letter_poison(engine, publisher, phase, delivery, &p).await,
     };
     record_span(&env);
-    let Some(Prepared {
+    let Some(prepared) = start(engine, publisher, phase, delivery, &env, t0).await? else {
+        return Ok(());
+    };
+    let token = prepared.lease_token;
+    let heartbeat = super::lease::Heartbeat::start(engine, env.run_id, token);
+    let result = run_started(engine, publisher, phase, delivery, &env, prepared, t0).await;
+    heartbeat.stop();
+    if let Err(e) = &result {
+        // The delivery goes back: its redelivery must not find this
+        // attempt's lease live (a committed effect released it already).
+        // During an outage the release waits for the database, as the
+        // hand-back does anyway.
+        if e.is_database_outage() {
+            super::settle::wait_for_database(engine).await;
+        }
+        super::lease::release(engine, env.run_id, token).await;
+    }
+    result
+}
+
+/// Runs a started attempt, decides and commits its effect, and publishes
+/// what it leads to.
+async fn run_started(
+    engine: &Engine,
+    publisher: &Publisher,
+    phase: &'static str,
+    delivery: &Delivery,
+    env: &Envelope,
+    prepared: Prepared,
+    t0: Instant,
+) -> Result<(), InfraError> {
+    let Prepared {
         record,
         input,
         data_version,
-    }) = start(engine, publisher, phase, delivery, &env, t0).await?
-    else {
-        return Ok(());
-    };
+        lease_token,
+    } = prepared;
     // Only a redelivered message can find its output in the agent output
     // cache: an output is cached when its effect failed to commit, and the
     // delivery is then handed back (or lost with the worker) and redelivered.
@@ -93,23 +125,76 @@ async fn process(
         ..
     }) = &result
     {
-        return defer(engine, &env, *after, message, t0).await;
+        return defer(engine, env, *after, message, lease_token, t0).await;
     }
-    let (effect, outcome) = decide(engine, phase, &env, result, input.as_ref());
+    let (effect, outcome) = decide(engine, phase, env, result, input.as_ref());
     let (committed, outcome) =
         commit(engine, phase, record, effect, outcome, input.as_ref()).await?;
     match committed {
         effects::Committed::Applied(follow_up) => {
             engine.metrics.record(phase, outcome, t0.elapsed());
-            publish_and_mark(engine, publisher, &env, &follow_up).await
+            let published = publish_and_mark(engine, publisher, env, &follow_up).await;
+            if published.is_err() && !publisher.is_connected() {
+                publish_later(engine, env, follow_up);
+            }
+            published
         }
         effects::Committed::Duplicate(follow_up) => {
             engine
                 .metrics
                 .record(phase, Outcome::Duplicate, t0.elapsed());
-            republish_for_duplicate(engine, publisher, delivery, &env, &follow_up).await
+            republish_for_duplicate(engine, publisher, delivery, env, &follow_up).await
+        }
+        effects::Committed::Fenced => {
+            tracing::info!("the attempt lost its lease to another; its effect is discarded");
+            engine
+                .metrics
+                .record(phase, Outcome::Duplicate, t0.elapsed());
+            Ok(())
         }
     }
+}
+
+/// How long the follow-ups of a committed effect whose connection was lost
+/// wait for the next connection.
+const PUBLISH_LATER_WITHIN: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Publishes a committed effect's follow-ups on the process's next broker
+/// connection, once there is one (within [`PUBLISH_LATER_WITHIN`]). For an
+/// attempt whose connection was lost while its phase ran: its redelivery
+/// found the lease live and was acked without running, so no copy of the
+/// message is left to publish them (a phase message would still be
+/// published again by the stale-run sweep; a reply would not).
+fn publish_later(
+    engine: &Engine,
+    env: &Envelope,
+    follow_up: Vec<crate::pipeline::outbound::Outbound>,
+) {
+    if follow_up.is_empty() {
+        return;
+    }
+    let (engine, env) = (engine.clone(), env.clone());
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + PUBLISH_LATER_WITHIN;
+        loop {
+            if let Some(p) = engine.link.publisher() {
+                match publish_and_mark(&engine, &p, &env, &follow_up).await {
+                    Ok(()) => {
+                        tracing::info!(run_id = %env.run_id, "published the follow-ups on the new connection");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "publishing the follow-ups failed; will try again")
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(run_id = %env.run_id, "no broker connection to publish the follow-ups on; the stale-run sweep publishes a phase message again");
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
 }
 
 /// An attempt that could not run yet (a rate limit): the run goes back to
@@ -121,12 +206,21 @@ async fn defer(
     env: &Envelope,
     after: std::time::Duration,
     message: &str,
+    lease_token: uuid::Uuid,
     t0: Instant,
 ) -> Result<(), InfraError> {
     let at = Utc::now()
         + chrono::Duration::from_std(after).unwrap_or_else(|_| chrono::Duration::seconds(60));
     tracing::info!(%message, ?after, "attempt deferred; the phase runs again later");
-    runs::defer(&engine.pool, env, at, message, &engine.config.worker_id).await?;
+    runs::defer(
+        &engine.pool,
+        env,
+        at,
+        message,
+        &engine.config.worker_id,
+        Some(lease_token),
+    )
+    .await?;
     engine
         .metrics
         .record(&env.phase, Outcome::Retried, t0.elapsed());
@@ -166,7 +260,8 @@ fn record_span(env: &Envelope) {
 }
 
 /// Starts the attempt, or handles a message that cannot start (`None`): a
-/// duplicate, a run not waiting for this step, a run that does not exist.
+/// duplicate, a step another attempt holds the live lease of, a run not
+/// waiting for this step, a run that does not exist.
 ///
 /// A run is started only when it waits for exactly this step, and a step
 /// is marked processed in the same transaction that moves the run past it,
@@ -196,6 +291,19 @@ async fn start(
             }
             Ok(None)
         }
+        runs::Start::Held { owner } => {
+            // Another attempt is running this step (say, on a worker that
+            // lost its broker connection but not its phase): it commits
+            // the step; this copy holds no delivery while it works.
+            tracing::info!(
+                ?owner,
+                "the step's lease is held by a live attempt; acked without running"
+            );
+            engine
+                .metrics
+                .record(phase, Outcome::Duplicate, t0.elapsed());
+            Ok(None)
+        }
         runs::Start::Missing => {
             let p = Poison::new("unknown_run", format!("run {} does not exist", env.run_id));
             dead_letter_poison(engine, publisher, phase, delivery, &p).await?;
@@ -212,6 +320,7 @@ fn prepare(engine: &Engine, env: &Envelope, run: runs::Run, inputs: runs::Inputs
         thread,
         patch,
         data_version,
+        lease_token,
     } = inputs;
     if let Some(p) = &patch {
         merge_patch_outputs(&mut outputs, p);
@@ -225,6 +334,7 @@ fn prepare(engine: &Engine, env: &Envelope, run: runs::Run, inputs: runs::Inputs
         started_at: Utc::now(),
         worker_id: engine.config.worker_id.clone(),
         reply_to: run.reply_to.clone(),
+        lease_token: Some(lease_token),
     };
     let input = PhaseInput {
         run_id: run.id,
@@ -240,6 +350,7 @@ fn prepare(engine: &Engine, env: &Envelope, run: runs::Run, inputs: runs::Inputs
         record,
         input,
         data_version,
+        lease_token,
     }
 }
 

@@ -69,6 +69,10 @@ pub struct NewAttempt<'a> {
     pub worker_id: &'a str,
     /// Start of the handler.
     pub started_at: DateTime<Utc>,
+    /// The lease token the attempt started with: its effect is fenced
+    /// (discarded) unless the run still holds it. `None` writes the effect
+    /// whoever holds the lease (a crash loop's dead letter, tests).
+    pub lease_token: Option<Uuid>,
 }
 
 /// The run's new state after an attempt. Its history row is this change:
@@ -124,6 +128,10 @@ pub enum Written {
     /// The run was cancelled: only the attempt (as `discarded`) and an empty
     /// dedup record are committed.
     Discarded,
+    /// The attempt lost its lease (it expired and the step went to another
+    /// attempt): only the attempt, as `discarded`, is committed; no dedup
+    /// record, so the attempt holding the lease commits the step.
+    Fenced,
 }
 
 /// Writes the effects of several attempts with as few statements as
@@ -155,6 +163,7 @@ pub async fn write_effects(pool: &PgPool, items: &[EffectRows<'_>]) -> Vec<Resul
                     .await
                     .map(Written::Duplicate),
                 Ok(Applied::Discarded) => Ok(Written::Discarded),
+                Ok(Applied::Fenced) => Ok(Written::Fenced),
                 Ok(Applied::Done) => Ok(Written::Applied),
                 Err(e) => Err(e),
             });
@@ -173,9 +182,13 @@ pub async fn write_effects(pool: &PgPool, items: &[EffectRows<'_>]) -> Vec<Resul
 /// statement with the rows `plan` builds from that first failure time
 /// (their stored follow-ups name it). `plan`'s other result comes back
 /// with what was written. A duplicate rolls everything back.
+///
+/// With a `lease_token`, an attempt that lost its lease indexes nothing
+/// and writes only its `discarded` attempt ([`Written::Fenced`]).
 pub async fn write_dead_letter<'a, T>(
     pool: &PgPool,
     entry: &PhaseDeadLetter<'_>,
+    lease_token: Option<Uuid>,
     plan: impl FnOnce(DateTime<Utc>) -> (EffectRows<'a>, T),
 ) -> Result<(Written, T), Error> {
     let mut tx = pool.begin().await?;
@@ -185,7 +198,17 @@ pub async fn write_dead_letter<'a, T>(
     let Some(locked) = locked else {
         return Err(Error::NotFound);
     };
-    let live = locked.status != RunStatus::Cancelled;
+    let fenced = match lease_token {
+        Some(token) => {
+            let held =
+                sqlx::query_scalar!("SELECT lease_token FROM runs WHERE id = $1", entry.run_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            held != Some(token)
+        }
+        None => false,
+    };
+    let live = locked.status != RunStatus::Cancelled && !fenced;
     let first_failed_at = if live {
         let first = sqlx::query_scalar!(
             "SELECT min(started_at) FROM phase_attempts WHERE run_id = $1 AND phase = $2 \
@@ -213,6 +236,10 @@ pub async fn write_dead_letter<'a, T>(
             tx.commit().await?;
             Written::Discarded
         }
+        Some(Applied::Fenced) => {
+            tx.commit().await?;
+            Written::Fenced
+        }
         Some(Applied::Done) => {
             tx.commit().await?;
             Written::Applied
@@ -231,6 +258,8 @@ enum Applied {
     Duplicate,
     /// The run was cancelled: only the attempt, as `discarded`, and the dedup record.
     Discarded,
+    /// The attempt lost its lease: only the attempt, as `discarded`.
+    Fenced,
     /// The effect is applied.
     Done,
 }
@@ -239,7 +268,8 @@ enum Applied {
 /// messages: it locks their runs (in id order, so concurrent batches cannot
 /// deadlock), writes each dedup record and, only where it was new, the
 /// attempt; and, unless that run was cancelled, the output, the run's new
-/// state, its history row and the report message. One round trip for the
+/// state, its history row and the report message; and, for an attempt that
+/// lost its lease, only its `discarded` attempt. One round trip for the
 /// whole batch; the results are in the order of `items` (an attempt whose
 /// run does not exist gets [`Error::NotFound`], the others are written).
 async fn apply_batch<'e, E: sqlx::PgExecutor<'e>>(
@@ -254,7 +284,7 @@ async fn apply_batch<'e, E: sqlx::PgExecutor<'e>>(
     for rows in items {
         c.push(rows);
     }
-    let rows: Vec<(i64, bool, bool, bool)> = sqlx::query_as(APPLY_EFFECTS)
+    let rows: Vec<(i64, bool, bool, bool, bool, bool)> = sqlx::query_as(APPLY_EFFECTS)
         .bind(&c.message_id)
         .bind(&c.run_id)
         .bind(&c.phase)
@@ -278,6 +308,7 @@ async fn apply_batch<'e, E: sqlx::PgExecutor<'e>>(
         .bind(&c.final_status)
         .bind(&c.detail)
         .bind(&c.report)
+        .bind(&c.lease_token)
         .fetch_all(ex)
         .await?;
     if rows.len() != n {
@@ -288,11 +319,15 @@ async fn apply_batch<'e, E: sqlx::PgExecutor<'e>>(
     }
     Ok(rows
         .into_iter()
-        .map(|(_, found, inserted, live)| match (found, inserted, live) {
-            (false, _, _) => Err(Error::NotFound),
-            (_, false, _) => Ok(Applied::Duplicate),
-            (_, _, false) => Ok(Applied::Discarded),
-            _ => Ok(Applied::Done),
+        .map(|(_, found, inserted, live, fenced, processed_before)| {
+            match (found, fenced, processed_before, inserted, live) {
+                (false, ..) => Err(Error::NotFound),
+                (_, true, true, _, _) => Ok(Applied::Duplicate),
+                (_, true, false, _, _) => Ok(Applied::Fenced),
+                (_, _, _, false, _) => Ok(Applied::Duplicate),
+                (_, _, _, _, false) => Ok(Applied::Discarded),
+                _ => Ok(Applied::Done),
+            }
         })
         .collect())
 }
@@ -324,6 +359,7 @@ struct Columns<'a> {
     final_status: Vec<bool>,
     detail: Vec<Option<&'a Value>>,
     report: Vec<Option<&'a str>>,
+    lease_token: Vec<Option<Uuid>>,
 }
 
 impl<'a> Columns<'a> {
@@ -353,5 +389,6 @@ impl<'a> Columns<'a> {
         self.final_status.push(u.status.is_final());
         self.detail.push(u.detail.as_ref());
         self.report.push(rows.report.as_deref());
+        self.lease_token.push(a.lease_token);
     }
 }

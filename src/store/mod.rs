@@ -18,6 +18,7 @@ pub mod dead_letters;
 pub mod effects;
 pub mod error;
 pub mod keys;
+pub mod leases;
 pub mod ledger;
 pub mod requests;
 pub mod runs;

@@ -421,20 +421,24 @@ pub async fn touch(pool: &PgPool, run_id: Uuid) -> Result<(), Error> {
 
 /// Puts a running attempt back to `retrying` at the same attempt, due at
 /// `at`, without marking its message processed (a deferral: the attempt did
-/// not count). Nothing changes unless the run is running exactly this step.
+/// not count), and releases its lease. Nothing changes unless the run is
+/// running exactly this step and, given a `lease_token`, still holds it.
 pub async fn defer(
     pool: &PgPool,
     env: &Envelope,
     at: DateTime<Utc>,
     reason: &str,
     actor: &str,
+    lease_token: Option<Uuid>,
 ) -> Result<bool, Error> {
     let attempt = i32::try_from(env.attempt).unwrap_or(i32::MAX);
     let replay = i32::try_from(env.replay).unwrap_or(i32::MAX);
     let mut tx = pool.begin().await?;
     let moved = sqlx::query!(
-        "UPDATE runs SET status = $5, next_attempt_at = $6, updated_at = now()
-         WHERE id = $1 AND phase = $2 AND attempt = $3 AND replay = $4 AND status = $7",
+        "UPDATE runs SET status = $5, next_attempt_at = $6, updated_at = now(),
+           lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+         WHERE id = $1 AND phase = $2 AND attempt = $3 AND replay = $4 AND status = $7
+           AND ($8::uuid IS NULL OR lease_token = $8)",
         env.run_id,
         env.phase,
         attempt,
@@ -442,6 +446,7 @@ pub async fn defer(
         RunStatus::Retrying.as_str(),
         at,
         RunStatus::Running.as_str(),
+        lease_token,
     )
     .execute(&mut *tx)
     .await?

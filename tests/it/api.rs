@@ -506,6 +506,7 @@ async fn tenant_cannot_list_or_replay_another_tenants_dead_letters() {
         started_at: chrono::Utc::now(),
         worker_id: "test".into(),
         reply_to: None,
+        lease_token: None,
     };
     netra::pipeline::effects::commit_effect(
         &t.pool,

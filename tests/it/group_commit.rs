@@ -33,6 +33,7 @@ fn record(env: &Envelope, reply_to: Option<&str>) -> AttemptRecord {
         started_at: chrono::Utc::now(),
         worker_id: "test".into(),
         reply_to: reply_to.map(str::to_string),
+        lease_token: None,
     }
 }
 

@@ -165,6 +165,18 @@ impl TestApp {
         t
     }
 
+    /// A second netra on this app's database and broker namespace (another
+    /// worker of the same deployment), with its own `config` (say, another
+    /// worker id) and agents. It leaves the cleanup to this app: stop it
+    /// (`peer.app.take()` and `shutdown`) before this one finishes.
+    pub async fn start_peer(&self, mut config: Config, agents: Option<AgentSet>) -> TestApp {
+        config.database_url = self.config.database_url.clone();
+        config.namespace = self.config.namespace.clone();
+        let mut peer = Self::start_with(config, self.db.clone(), agents).await;
+        peer.cleaned = true;
+        peer
+    }
+
     fn app(&self) -> &App {
         self.app.as_ref().expect("running")
     }
