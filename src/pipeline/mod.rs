@@ -88,6 +88,8 @@ pub struct Engine {
     pub limiter: Arc<crate::ratelimit::RateLimiter>,
     /// The language model the agents call, when one is configured.
     pub model: Option<Arc<crate::llm::client::ModelClient>>,
+    /// The leases of the attempts this process runs, renewed together.
+    pub leases: Arc<lease::Keeper>,
 }
 
 /// The current broker connection state, for `/readyz` and the API's publishes.
@@ -197,6 +199,7 @@ impl Engine {
                 config.commit_concurrency,
             ),
             dispatched: dispatched::DispatchMarks::start(marks.clone()),
+            leases: lease::Keeper::start(marks.clone(), config.lease),
             config: Arc::new(config),
             pool: main,
             marks,

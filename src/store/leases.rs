@@ -14,26 +14,36 @@ use super::{
 };
 use sqlx::PgPool;
 
-/// Extends the lease `token` holds on run `run_id` to `lease` from now.
-/// False when the run no longer holds that token (the lease expired and
-/// was swept, or the attempt's effect committed): the attempt lost it.
-pub async fn renew(
+/// Extends each lease `tokens[i]` holds on run `runs[i]` to `lease` from
+/// now, in one statement, and returns how many were extended. A run that no
+/// longer holds its token (the lease expired and was swept, or the
+/// attempt's effect committed) is not; nor is one whose row is locked (its
+/// effect is committing now: the effect ends the lease, or a failed one
+/// leaves it for the next renewal, well within the lease), so that the
+/// renewal never waits on, or deadlocks with, an effect transaction.
+pub async fn renew_all(
     pool: &PgPool,
-    run_id: Uuid,
-    token: Uuid,
+    runs: &[Uuid],
+    tokens: &[Uuid],
     lease: Duration,
-) -> Result<bool, Error> {
-    Ok(sqlx::query!(
-        "UPDATE runs SET lease_expires_at = now() + make_interval(secs => $3) \
-         WHERE id = $1 AND lease_token = $2 AND status = 'running'",
-        run_id,
-        token,
+) -> Result<usize, Error> {
+    let renewed = sqlx::query!(
+        "WITH mine AS ( \
+           SELECT r.id FROM runs r \
+           JOIN unnest($1::uuid[], $2::uuid[]) AS h(id, token) \
+             ON r.id = h.id AND r.lease_token = h.token \
+           WHERE r.status = 'running' \
+           ORDER BY r.id FOR UPDATE OF r SKIP LOCKED) \
+         UPDATE runs SET lease_expires_at = now() + make_interval(secs => $3) \
+         FROM mine WHERE runs.id = mine.id",
+        runs,
+        tokens,
         lease.as_secs_f64(),
     )
     .execute(pool)
     .await?
-    .rows_affected()
-        > 0)
+    .rows_affected();
+    Ok(usize::try_from(renewed).unwrap_or(usize::MAX))
 }
 
 /// Gives up the lease `token` holds on run `run_id` (an attempt that hands

@@ -384,3 +384,79 @@ async fn the_effect_of_an_attempt_that_lost_its_lease_is_discarded() {
     assert_eq!(times_reached(&t.pool, run.id, "completed").await, 1);
     t.finish().await;
 }
+
+#[tokio::test]
+async fn a_slow_phase_keeps_its_lease_renewed_while_it_runs() {
+    let (agents, slow) = slow_triage();
+    let (mut config, db) = test_config().await;
+    // Renewed every 300 ms, swept every 450 ms: without the renewals the
+    // sweep would take the step from the slow attempt within a second.
+    config.lease = Duration::from_millis(900);
+    let t = TestApp::start_with(config, db, Some(agents)).await;
+    t.publish_request(
+        &json!({"message": "What is prompt caching?"}),
+        None,
+        None,
+        None,
+    )
+    .await;
+    let counted = &slow;
+    wait_until("the slow call started", move || async move {
+        counted.calls.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    let run = t.wait_all(1, &["running"]).await.remove(0);
+    let (_, token) = lease(&t.pool, run.id).await;
+    assert!(token.is_some());
+    let engine = &t.app.as_ref().expect("running").engine;
+    assert_eq!(engine.leases.len(), 1, "the attempt's lease is held");
+    // The expiry moves on, renewal after renewal, well past the lease
+    // length, and the attempt keeps its token throughout.
+    let pool = &t.pool;
+    let seen = std::sync::Mutex::new(Vec::<chrono::DateTime<chrono::Utc>>::new());
+    let seen_ref = &seen;
+    wait_until("the lease was renewed four times", move || async move {
+        let (expires, now_token): (Option<chrono::DateTime<chrono::Utc>>, Option<Uuid>) =
+            sqlx::query_as("SELECT lease_expires_at, lease_token FROM runs WHERE id = $1")
+                .bind(run.id)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert_eq!(now_token, token, "the slow attempt lost its lease");
+        let mut seen = seen_ref.lock().unwrap();
+        if let Some(e) = expires {
+            if seen.last().is_none_or(|last| e > *last) {
+                seen.push(e);
+            }
+        }
+        seen.len() >= 5
+    })
+    .await;
+    let seen = seen.into_inner().unwrap();
+    assert!(
+        *seen.last().unwrap() - seen[0] > chrono::Duration::milliseconds(900),
+        "the renewals outlasted one lease: {seen:?}"
+    );
+    assert_eq!(slow.calls.load(Ordering::SeqCst), 1);
+    slow.open.add_permits(100);
+    let done = t.wait_run(run.id, &["completed"]).await;
+    assert_eq!(done.status, "completed");
+    assert_eq!(slow.calls.load(Ordering::SeqCst), 1, "the agent ran once");
+    assert_eq!(
+        triage_rows(&t.pool, run.id).await,
+        vec![(1, "succeeded".to_string())]
+    );
+    let swept: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM run_history WHERE run_id = $1 AND detail ? 'lease_expired'",
+    )
+    .bind(run.id)
+    .fetch_one(&t.pool)
+    .await
+    .unwrap();
+    assert_eq!(swept, 0, "the sweep never took the step");
+    wait_until("no lease is held after the run", move || async move {
+        engine.leases.is_empty()
+    })
+    .await;
+    t.finish().await;
+}
