@@ -13,23 +13,20 @@
 //! starts the server and sets both; without them those tests skip, saying
 //! so.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use crate::common::{
     fake_llm::{FakeLlm, Reply},
+    wrapper::standard_with,
     *,
 };
-use futures_util::future::BoxFuture;
 use netra::{
     broker::{publisher::Publisher, topology::Names},
     config::Config,
     error::PhaseError,
     llm::config::{Fallback, LlmConfig},
     model::Phase,
-    pipeline::{
-        agent::{Agent, AgentContext, AgentSet, PhaseInput},
-        replay,
-    },
+    pipeline::{agent::AgentSet, replay},
     store::{
         dead_letters::{self, DeadLetterFilter},
         ledger::{self, CallRow},
@@ -601,41 +598,17 @@ async fn real_model_reports_the_embedded_analysts_figures() {
     without.finish().await;
 }
 
-/// Runs the real triage, then fails permanently in replay generation 0:
-/// the model call completed and was recorded, the phase dead-letters.
-struct FailsAfterTriage {
-    inner: Arc<dyn Agent>,
-}
-
-impl Agent for FailsAfterTriage {
-    fn phase(&self) -> &'static str {
-        self.inner.phase()
-    }
-    fn run<'a>(
-        &'a self,
-        ctx: &'a AgentContext,
-        input: &'a PhaseInput,
-    ) -> BoxFuture<'a, Result<Value, PhaseError>> {
-        Box::pin(async move {
-            let out = self.inner.run(ctx, input).await?;
-            if input.replay == 0 {
-                return Err(PhaseError::permanent("injected after the model call"));
-            }
-            Ok(out)
-        })
-    }
-}
-
 #[tokio::test]
 async fn real_model_a_replay_reuses_the_ledger_and_asks_nothing() {
     let Some((url, model)) = real_model("real_model_a_replay_reuses_the_ledger") else {
         return;
     };
     let proxy = FakeLlm::proxy(&url).await;
-    let base = netra::agents::standard();
-    let agents = base.clone().with(Arc::new(FailsAfterTriage {
-        inner: base.get("triage").unwrap(),
-    }));
+    // The real triage, then a permanent failure in replay generation 0: the
+    // model call completed and was recorded, the phase dead-letters.
+    let (agents, _) = standard_with("triage", |w| {
+        w.failing_after_in_replay_0(PhaseError::permanent("injected after the model call"))
+    });
     let (mut config, db) = test_config().await;
     config.llm = model_config(proxy.base_url(), &model);
     for_real_model(&mut config);
