@@ -603,15 +603,29 @@ async fn real_model_a_replay_reuses_the_ledger_and_asks_nothing() {
     let Some((url, model)) = real_model("real_model_a_replay_reuses_the_ledger") else {
         return;
     };
-    let proxy = FakeLlm::proxy(&url).await;
+    a_replay_reuses_the_ledger(FakeLlm::proxy(&url).await, &model, for_real_model).await;
+}
+
+/// The same with the fake model, which always answers well: the ledger
+/// hits are checked without a real model too.
+#[tokio::test]
+async fn a_replay_reuses_the_ledger_and_asks_nothing() {
+    let fake = FakeLlm::start(Vec::new(), Reply::json(&good_answer())).await;
+    a_replay_reuses_the_ledger(fake, "gpt-4o-mini", |_| {}).await;
+}
+
+/// A run triaged by the model at `proxy` (which counts the requests; the
+/// config tuned by `tune`) dead-letters after the model call; its replay
+/// reuses each recorded answer, as a row of its own, and asks nothing.
+async fn a_replay_reuses_the_ledger(proxy: FakeLlm, model: &str, tune: impl FnOnce(&mut Config)) {
     // The real triage, then a permanent failure in replay generation 0: the
     // model call completed and was recorded, the phase dead-letters.
     let (agents, _) = standard_with("triage", |w| {
         w.failing_after_in_replay_0(PhaseError::permanent("injected after the model call"))
     });
     let (mut config, db) = test_config().await;
-    config.llm = model_config(proxy.base_url(), &model);
-    for_real_model(&mut config);
+    config.llm = model_config(proxy.base_url(), model);
+    tune(&mut config);
     let t = start_loaded(config, db, Some(agents)).await;
     let run = submit(&t, REQUEST, &["dead_lettered", "completed"]).await;
     assert_eq!(run.status.as_str(), "dead_lettered");
