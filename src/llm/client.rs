@@ -264,24 +264,14 @@ impl ModelClient {
     }
 
     /// The recorded answer to the same request, if there is one, recorded
-    /// again as a reuse.
+    /// again as a reuse (one statement).
     async fn reuse(&self, row: &NewCall<'_>) -> Result<Option<Answered>, ModelError> {
-        let found = ledger::find_answer(&self.pool, row.scope, row.call.purpose, row.request_hash)
+        let found = ledger::reuse_answer(&self.pool, row)
             .await
             .map_err(ledger_error)?;
-        let Some(rec) = found else {
+        let Some((id, rec)) = found else {
             return Ok(None);
         };
-        let hit = NewCall {
-            call: Call {
-                reused_from: Some(rec.id),
-                ..row.call
-            },
-            ..row.clone()
-        };
-        let id = ledger::record(&self.pool, &hit)
-            .await
-            .map_err(ledger_error)?;
         self.stats.hits.fetch_add(1, Ordering::Relaxed);
         Ok(Some(Answered {
             answer: recorded_answer(&rec.response, rec.input_tokens, rec.output_tokens),

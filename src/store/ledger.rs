@@ -95,30 +95,62 @@ pub struct Recorded {
 }
 
 /// The answer recorded for the same request in an earlier attempt (or
-/// replay) of the same phase of the same run, if any.
-pub async fn find_answer(
+/// replay) of the same phase of the same run (`hit`'s scope, purpose and
+/// request hash), if any, and `hit` written as its reuse (with
+/// `reused_from` that answer's row, whatever `hit` says), in one statement;
+/// answers the new row's id and the answer. Nothing is written when there
+/// is no answer.
+pub async fn reuse_answer(
     pool: &PgPool,
-    scope: &CallScope,
-    purpose: &str,
-    request_hash: &str,
-) -> Result<Option<Recorded>, Error> {
+    hit: &NewCall<'_>,
+) -> Result<Option<(i64, Recorded)>, Error> {
+    let (s, call) = (hit.scope, &hit.call);
     let row = sqlx::query!(
-        r#"SELECT id, response AS "response!", input_tokens, output_tokens FROM model_calls
-           WHERE run_id = $1 AND phase = $2 AND purpose = $3 AND request_hash = $4
-             AND response IS NOT NULL AND reused_from IS NULL
-           ORDER BY id LIMIT 1"#,
-        scope.run_id,
-        scope.phase,
-        purpose,
-        request_hash
+        r#"WITH found AS (
+             SELECT id, response, input_tokens, output_tokens FROM model_calls
+             WHERE run_id = $2 AND phase = $3 AND purpose = $6 AND request_hash = $10
+               AND response IS NOT NULL AND reused_from IS NULL
+             ORDER BY id LIMIT 1),
+           hit AS (
+             INSERT INTO model_calls (tenant, run_id, phase, attempt, replay, purpose, provider,
+               model, prompt_version, request_hash, request, response, error, reused_from,
+               input_tokens, output_tokens, cached_tokens, latency_ms, cost_usd, cost_basis)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, found.id, $14, $15,
+               $16, $17, $18, $19
+             FROM found RETURNING id)
+         SELECT hit.id AS "hit_id!", found.id AS "id!", found.response AS "response!",
+           found.input_tokens AS "input_tokens!", found.output_tokens AS "output_tokens!"
+         FROM hit, found"#,
+        s.tenant,
+        s.run_id,
+        s.phase,
+        s.attempt,
+        s.replay,
+        call.purpose,
+        hit.provider,
+        call.model,
+        call.prompt_version,
+        hit.request_hash,
+        hit.request,
+        hit.response,
+        call.error,
+        call.input_tokens,
+        call.output_tokens,
+        call.cached_tokens,
+        call.latency_ms,
+        call.cost_usd,
+        call.cost_basis
     )
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|r| Recorded {
-        id: r.id,
-        response: r.response,
-        input_tokens: r.input_tokens,
-        output_tokens: r.output_tokens,
+    Ok(row.map(|r| {
+        let answer = Recorded {
+            id: r.id,
+            response: r.response,
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+        };
+        (r.hit_id, answer)
     }))
 }
 
