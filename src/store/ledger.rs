@@ -94,6 +94,48 @@ pub struct Recorded {
     pub output_tokens: i32,
 }
 
+/// A compile-time checked `query!` (or `query_scalar!`, `$query`) that
+/// writes the [`NewCall`] `$row` into `model_calls`: the statement is
+/// `$head`, `INSERT INTO model_calls` with its columns, then `$rest` (the
+/// `VALUES` or `SELECT` of the row, and what follows). The row's fields are
+/// bound in the columns' order, `reused_from` (the 14th) only when given in
+/// the brackets: without it, `$rest` writes its own. The columns and their
+/// binds are written once, here.
+macro_rules! insert_call {
+    ($query:ident, $row:expr, $head:literal, $rest:literal, [$($reused_from:expr)?]) => {{
+        let row: &NewCall<'_> = $row;
+        let (s, call) = (row.scope, &row.call);
+        sqlx::$query!(
+            $head
+                + "INSERT INTO model_calls (tenant, run_id, phase, attempt, replay, purpose, provider,
+           model, prompt_version, request_hash, request, response, error, reused_from,
+           input_tokens, output_tokens, cached_tokens, latency_ms, cost_usd, cost_basis)
+         "
+                + $rest,
+            s.tenant,
+            s.run_id,
+            s.phase,
+            s.attempt,
+            s.replay,
+            call.purpose,
+            row.provider,
+            call.model,
+            call.prompt_version,
+            row.request_hash,
+            row.request,
+            row.response,
+            call.error,
+            $($reused_from,)?
+            call.input_tokens,
+            call.output_tokens,
+            call.cached_tokens,
+            call.latency_ms,
+            call.cost_usd,
+            call.cost_basis
+        )
+    }};
+}
+
 /// The answer recorded for the same request in an earlier attempt (or
 /// replay) of the same phase of the same run (`hit`'s scope, purpose and
 /// request hash), if any, and `hit` written as its reuse (with
@@ -104,42 +146,22 @@ pub async fn reuse_answer(
     pool: &PgPool,
     hit: &NewCall<'_>,
 ) -> Result<Option<(i64, Recorded)>, Error> {
-    let (s, call) = (hit.scope, &hit.call);
-    let row = sqlx::query!(
-        r#"WITH found AS (
-             SELECT id, response, input_tokens, output_tokens FROM model_calls
-             WHERE run_id = $2 AND phase = $3 AND purpose = $6 AND request_hash = $10
-               AND response IS NOT NULL AND reused_from IS NULL
-             ORDER BY id LIMIT 1),
-           hit AS (
-             INSERT INTO model_calls (tenant, run_id, phase, attempt, replay, purpose, provider,
-               model, prompt_version, request_hash, request, response, error, reused_from,
-               input_tokens, output_tokens, cached_tokens, latency_ms, cost_usd, cost_basis)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, found.id, $14, $15,
-               $16, $17, $18, $19
-             FROM found RETURNING id)
+    let row = insert_call!(
+        query,
+        hit,
+        "WITH found AS (
+           SELECT id, response, input_tokens, output_tokens FROM model_calls
+           WHERE run_id = $2 AND phase = $3 AND purpose = $6 AND request_hash = $10
+             AND response IS NOT NULL AND reused_from IS NULL
+           ORDER BY id LIMIT 1),
+         hit AS (",
+        r#"SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, found.id, $14, $15,
+           $16, $17, $18, $19
+         FROM found RETURNING id)
          SELECT hit.id AS "hit_id!", found.id AS "id!", found.response AS "response!",
            found.input_tokens AS "input_tokens!", found.output_tokens AS "output_tokens!"
          FROM hit, found"#,
-        s.tenant,
-        s.run_id,
-        s.phase,
-        s.attempt,
-        s.replay,
-        call.purpose,
-        hit.provider,
-        call.model,
-        call.prompt_version,
-        hit.request_hash,
-        hit.request,
-        hit.response,
-        call.error,
-        call.input_tokens,
-        call.output_tokens,
-        call.cached_tokens,
-        call.latency_ms,
-        call.cost_usd,
-        call.cost_basis
+        []
     )
     .fetch_optional(pool)
     .await?;
@@ -156,33 +178,13 @@ pub async fn reuse_answer(
 
 /// Writes one row; answers its id.
 pub async fn record(pool: &PgPool, row: &NewCall<'_>) -> Result<i64, Error> {
-    let (s, call) = (row.scope, &row.call);
-    Ok(sqlx::query_scalar!(
-        "INSERT INTO model_calls (tenant, run_id, phase, attempt, replay, purpose, provider,
-           model, prompt_version, request_hash, request, response, error, reused_from,
-           input_tokens, output_tokens, cached_tokens, latency_ms, cost_usd, cost_basis)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+    Ok(insert_call!(
+        query_scalar,
+        row,
+        "",
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
            $18, $19, $20) RETURNING id",
-        s.tenant,
-        s.run_id,
-        s.phase,
-        s.attempt,
-        s.replay,
-        call.purpose,
-        row.provider,
-        call.model,
-        call.prompt_version,
-        row.request_hash,
-        row.request,
-        row.response,
-        call.error,
-        call.reused_from,
-        call.input_tokens,
-        call.output_tokens,
-        call.cached_tokens,
-        call.latency_ms,
-        call.cost_usd,
-        call.cost_basis
+        [row.call.reused_from]
     )
     .fetch_one(pool)
     .await?)
