@@ -17,7 +17,7 @@ use crate::{
     llm::{
         client::ModelClient,
         grounding::{numbers_of, ungrounded},
-        prompts, ChatMessage, ModelError, OutputSchema,
+        prompts, ChatMessage, OutputSchema,
     },
     model::Phase,
     pipeline::agent::{AgentContext, PhaseInput},
@@ -110,15 +110,14 @@ pub async fn rewrite(
         .await
     {
         Ok(a) => a,
-        Err(e @ ModelError::RateLimited { retry_after, .. }) => {
-            return Err(PhaseError::deferred(e.to_string(), retry_after))
-        }
-        Err(e @ ModelError::Ledger(_)) => return Err(PhaseError::transient(e.to_string())),
-        Err(e) => {
+        Err(e) if e.may_fall_back() => {
             note.fallback = Some(format!("the template is used: {e}"));
             report.model = Some(note);
             return Ok(report);
         }
+        // A rate limit or the ledger's database out: never a reason to
+        // keep the template.
+        Err(e) => return Err(e.into()),
     };
     note.calls.push(answered.ledger_id);
     note.reused = answered.reused;

@@ -232,25 +232,21 @@ fn account(note: &mut ModelNote, a: &Answered) {
 
 /// The model could not be used: the embedded analyst decides, or the phase
 /// fails, as `NETRA_LLM_FALLBACK` says. An outage of the ledger's database
-/// and a rate limit are never a reason to fall back.
+/// and a rate limit are never a reason to fall back
+/// ([`ModelError::may_fall_back`]).
 fn fall_back(
     model: &ModelClient,
     mut note: ModelNote,
     embedded: TriageOutput,
     e: ModelError,
 ) -> Result<TriageOutput, PhaseError> {
-    match (&e, model.config().fallback) {
-        (ModelError::RateLimited { retry_after, .. }, _) => {
-            Err(PhaseError::deferred(e.to_string(), *retry_after))
-        }
-        (ModelError::Ledger(_), _) => Err(PhaseError::transient(e.to_string())),
-        (_, Fallback::Embedded) => {
+    match model.config().fallback {
+        Fallback::Embedded if e.may_fall_back() => {
             note.reused = false;
             note.fallback = Some(e.to_string());
             Ok(with_note(embedded, note))
         }
-        (ModelError::Permanent { .. }, Fallback::Fail) => Err(PhaseError::permanent(e.to_string())),
-        (_, Fallback::Fail) => Err(PhaseError::transient(e.to_string())),
+        _ => Err(e.into()),
     }
 }
 

@@ -185,7 +185,7 @@ fn model_calls(calls: &[ledger::CallRow]) -> Vec<Value> {
         .iter()
         .map(|c| {
             let mut v = json!(c);
-            v["ledger"] = json!(if c.reused_from.is_some() {
+            v["ledger"] = json!(if c.call.reused_from.is_some() {
                 "hit"
             } else {
                 "miss"

@@ -317,15 +317,15 @@ async fn print_model_use(pool: &PgPool, outcomes: &[Outcome]) -> anyhow::Result<
             println!("  no model call (the embedded analyst answered every phase)");
         }
         for c in &calls {
-            let how = match (&c.error, c.reused_from) {
+            let how = match (&c.call.error, c.call.reused_from) {
                 (Some(e), _) => format!("failed: {e}"),
                 (None, Some(from)) => format!("reused the answer of call {from}"),
                 (None, None) => format!(
                     "{} + {} tokens, {:.0} ms, {}",
-                    c.input_tokens,
-                    c.output_tokens,
-                    c.latency_ms,
-                    c.cost_usd.map_or_else(
+                    c.call.input_tokens,
+                    c.call.output_tokens,
+                    c.call.latency_ms,
+                    c.call.cost_usd.map_or_else(
                         || "self-hosted (no price)".to_string(),
                         |u| format!("${u:.6}")
                     )
@@ -333,7 +333,7 @@ async fn print_model_use(pool: &PgPool, outcomes: &[Outcome]) -> anyhow::Result<
             };
             println!(
                 "  {} {} ({}, {}): {how}",
-                c.phase, c.purpose, c.model, c.prompt_version
+                c.phase, c.call.purpose, c.call.model, c.call.prompt_version
             );
         }
         let note = &body["result"]["model"];

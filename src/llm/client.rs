@@ -29,7 +29,7 @@ use super::{
 use crate::{
     cache::Cache,
     ratelimit::RateLimiter,
-    store::ledger::{self, CallScope, NewCall},
+    store::ledger::{self, Call, CallScope, NewCall},
 };
 
 /// Counters of the ledger and the calls, for `/metrics`.
@@ -172,21 +172,23 @@ impl ModelClient {
         let hash = request_hash(prompt.version(), &request_json);
         let row = NewCall {
             scope,
-            purpose,
             provider: self.model.provider(),
-            model: &request.model,
-            prompt_version: prompt.version(),
             request_hash: &hash,
             request: &request_json,
             response: None,
-            error: None,
-            reused_from: None,
-            input_tokens: 0,
-            output_tokens: 0,
-            cached_tokens: 0,
-            latency_ms: 0.0,
-            cost_usd: None,
-            cost_basis: "reused",
+            call: Call {
+                purpose,
+                model: &request.model,
+                prompt_version: prompt.version(),
+                reused_from: None,
+                error: None,
+                input_tokens: 0,
+                output_tokens: 0,
+                cached_tokens: 0,
+                latency_ms: 0.0,
+                cost_usd: None,
+                cost_basis: "reused",
+            },
         };
         if let Some(reused) = self.reuse(&row).await? {
             return Ok(reused);
@@ -227,9 +229,12 @@ impl ModelClient {
     async fn record_failure(&self, row: &NewCall<'_>, e: &ModelError, latency_ms: f64) {
         let message = e.to_string();
         let failed = NewCall {
-            latency_ms,
-            error: Some(&message),
-            cost_basis: "failed",
+            call: Call {
+                latency_ms,
+                error: Some(&message),
+                cost_basis: "failed",
+                ..row.call
+            },
             ..row.clone()
         };
         if let Err(le) = ledger::record(&self.pool, &failed).await {
@@ -259,21 +264,14 @@ impl ModelClient {
     }
 
     /// The recorded answer to the same request, if there is one, recorded
-    /// again as a reuse.
+    /// again as a reuse (one statement).
     async fn reuse(&self, row: &NewCall<'_>) -> Result<Option<Answered>, ModelError> {
-        let found = ledger::find_answer(&self.pool, row.scope, row.purpose, row.request_hash)
+        let found = ledger::reuse_answer(&self.pool, row)
             .await
             .map_err(ledger_error)?;
-        let Some(rec) = found else {
+        let Some((id, rec)) = found else {
             return Ok(None);
         };
-        let hit = NewCall {
-            reused_from: Some(rec.id),
-            ..row.clone()
-        };
-        let id = ledger::record(&self.pool, &hit)
-            .await
-            .map_err(ledger_error)?;
         self.stats.hits.fetch_add(1, Ordering::Relaxed);
         Ok(Some(Answered {
             answer: recorded_answer(&rec.response, rec.input_tokens, rec.output_tokens),
@@ -290,7 +288,7 @@ impl ModelClient {
         answer: ChatAnswer,
         latency_ms: f64,
     ) -> Result<Answered, ModelError> {
-        let (cost_usd, cost_basis) = cost(row.model, &answer);
+        let (cost_usd, cost_basis) = cost(row.call.model, &answer);
         let response = json!({
             "content": answer.content,
             "finish_reason": answer.finish_reason,
@@ -301,12 +299,15 @@ impl ModelClient {
             &self.pool,
             &NewCall {
                 response: Some(&response),
-                input_tokens: tokens(answer.input_tokens),
-                output_tokens: tokens(answer.output_tokens),
-                cached_tokens: tokens(answer.cached_tokens),
-                latency_ms,
-                cost_usd,
-                cost_basis,
+                call: Call {
+                    input_tokens: tokens(answer.input_tokens),
+                    output_tokens: tokens(answer.output_tokens),
+                    cached_tokens: tokens(answer.cached_tokens),
+                    latency_ms,
+                    cost_usd,
+                    cost_basis,
+                    ..row.call
+                },
                 ..row
             },
         )
@@ -319,7 +320,7 @@ impl ModelClient {
             .output_tokens
             .fetch_add(u64::from(answer.output_tokens), Ordering::Relaxed);
         self.stats.add_tokens(
-            row.model,
+            row.call.model,
             &row.scope.phase,
             answer.input_tokens,
             answer.output_tokens,

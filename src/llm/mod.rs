@@ -8,7 +8,9 @@
 //!   no model is configured, and what a model's answer falls back to.
 //! - [`ModelError`] classifies failures: transient (connect errors,
 //!   timeouts, 429 with its `Retry-After`, 5xx) or permanent (any other 4xx,
-//!   a model that does not exist, an answer that is not what was asked).
+//!   a model that does not exist, an answer that is not what was asked). It
+//!   also says which failures an agent may fall back from, and what the
+//!   others make of the phase (`From<ModelError> for PhaseError`).
 //! - [`client::ModelClient`] is what agents call: it renders nothing itself,
 //!   but looks the request up in the call ledger first (a retry, redelivery
 //!   or replay whose request did not change reuses the recorded answer and
@@ -31,6 +33,8 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::error::PhaseError;
 
 /// One chat-completions request, as rendered for the model. Its JSON is
 /// what the ledger hashes and stores.
@@ -150,6 +154,31 @@ impl ModelError {
     pub fn is_transient(&self) -> bool {
         !matches!(self, ModelError::Permanent { .. })
     }
+
+    /// False for the failures no fallback may hide: a rate limit (the phase
+    /// runs again when the limits admit the call) and an outage of the
+    /// ledger's database (treated like any outage). The others mean the
+    /// model could not be used, and an agent may go on without it.
+    pub fn may_fall_back(&self) -> bool {
+        !matches!(self, ModelError::RateLimited { .. } | ModelError::Ledger(_))
+    }
+}
+
+/// What a failed model call makes of the phase when the agent does not fall
+/// back: a rate limit defers the attempt by its `retry_after` (not counted
+/// as a failure), a permanent failure is permanent, and the others (a
+/// transient failure, the ledger's database out) are transient.
+impl From<ModelError> for PhaseError {
+    fn from(e: ModelError) -> Self {
+        let message = e.to_string();
+        match e {
+            ModelError::RateLimited { retry_after, .. } => {
+                PhaseError::deferred(message, retry_after)
+            }
+            ModelError::Permanent { .. } => PhaseError::permanent(message),
+            ModelError::Transient { .. } | ModelError::Ledger(_) => PhaseError::transient(message),
+        }
+    }
 }
 
 /// One chat-completions endpoint.
@@ -162,4 +191,53 @@ pub trait LanguageModel: Send + Sync {
         &'a self,
         request: &'a ChatRequest,
     ) -> BoxFuture<'a, Result<ChatAnswer, ModelError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorClass;
+
+    #[test]
+    fn failures_the_agents_do_not_fall_back_from_become_phase_errors() {
+        let wait = Duration::from_secs(7);
+        let cases = [
+            (
+                ModelError::RateLimited {
+                    message: "rpm".into(),
+                    retry_after: wait,
+                },
+                false,
+                ErrorClass::Transient,
+                Some(wait),
+            ),
+            (
+                ModelError::Ledger("db down".into()),
+                false,
+                ErrorClass::Transient,
+                None,
+            ),
+            (
+                ModelError::Transient {
+                    message: "503".into(),
+                    retry_after: Some(wait),
+                },
+                true,
+                ErrorClass::Transient,
+                None,
+            ),
+            (
+                ModelError::permanent("400"),
+                true,
+                ErrorClass::Permanent,
+                None,
+            ),
+        ];
+        for (e, may, class, defer) in cases {
+            assert_eq!(e.may_fall_back(), may, "{e}");
+            let message = e.to_string();
+            let p = PhaseError::from(e);
+            assert_eq!((p.class, p.defer, p.message), (class, defer, message));
+        }
+    }
 }

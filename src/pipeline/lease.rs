@@ -18,7 +18,7 @@ use std::{
 
 use uuid::Uuid;
 
-use super::{dispatch, Engine};
+use super::{retry, Engine};
 use crate::{broker::publisher::Publisher, error::InfraError, store::leases};
 
 /// The most leases one renewal statement carries.
@@ -173,17 +173,11 @@ pub fn sweep_every(engine: &Engine) -> Duration {
 pub async fn publish_expired(engine: &Engine, publisher: &Publisher) -> Result<usize, InfraError> {
     let expired =
         leases::requeue_expired(&engine.pool, engine.config.lease, 100, "scheduler").await?;
-    let mut n = 0;
-    for run in &expired {
-        if !engine.knows_phase(run.phase.as_deref().unwrap_or_default()) {
-            continue;
-        }
-        let Some(env) = run.envelope() else { continue };
-        publisher
-            .publish_routed(&dispatch::phase_message(&engine.names, &engine.seal, &env))
-            .await?;
-        n += 1;
-    }
+    let served: Vec<_> = expired
+        .iter()
+        .filter(|r| retry::serves(engine, r))
+        .collect();
+    let n = retry::publish_steps(engine, publisher, served).await?;
     if n > 0 {
         tracing::info!(count = n, "published again the steps whose lease expired");
     }

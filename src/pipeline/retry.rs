@@ -12,7 +12,12 @@ use std::time::Duration;
 use backoff::backoff::Backoff;
 
 use super::{dispatch, shutdown::Shutdown, Engine};
-use crate::{broker::publisher::Publisher, config::Config, error::InfraError, store::runs};
+use crate::{
+    broker::publisher::Publisher,
+    config::Config,
+    error::InfraError,
+    store::runs::{self, Run},
+};
 
 /// Randomization of each delay (±25%): with a multiplier of 2 the delays of
 /// successive attempts still strictly grow.
@@ -90,12 +95,7 @@ pub async fn run_scheduler(
 /// its message again.
 pub async fn publish_due(engine: &Engine, publisher: &Publisher) -> Result<usize, InfraError> {
     let due = runs::requeue_due_retries(&engine.pool, 100, "scheduler").await?;
-    for run in &due {
-        let Some(env) = run.envelope() else { continue };
-        publisher
-            .publish_routed(&dispatch::phase_message(&engine.names, &engine.seal, &env))
-            .await?;
-    }
+    publish_steps(engine, publisher, &due).await?;
     Ok(due.len())
 }
 
@@ -108,18 +108,53 @@ pub async fn sweep_stale(
     let stale = runs::stale_queued(&engine.pool, stale_secs, 200).await?;
     let mut n = 0;
     for run in &stale {
-        if !engine.knows_phase(run.phase.as_deref().unwrap_or_default()) {
-            continue;
+        if serves(engine, run) && publish_step(engine, publisher, run).await? {
+            runs::touch(&engine.pool, run.id).await?;
+            n += 1;
         }
-        let Some(env) = run.envelope() else { continue };
-        publisher
-            .publish_routed(&dispatch::phase_message(&engine.names, &engine.seal, &env))
-            .await?;
-        runs::touch(&engine.pool, run.id).await?;
-        n += 1;
     }
     if n > 0 {
         tracing::info!(count = n, "republished runs that sat queued");
+    }
+    Ok(n)
+}
+
+/// True when an agent serves the phase of `run` (one without a phase has
+/// none): the sweeps publish only those steps.
+pub(crate) fn serves(engine: &Engine, run: &Run) -> bool {
+    engine.knows_phase(run.phase.as_deref().unwrap_or_default())
+}
+
+/// Publishes the step of `run` (its phase, attempt and replay); false when
+/// it has none (no phase), and nothing is published.
+async fn publish_step(
+    engine: &Engine,
+    publisher: &Publisher,
+    run: &Run,
+) -> Result<bool, InfraError> {
+    let Some(env) = run.envelope() else {
+        return Ok(false);
+    };
+    publisher
+        .publish_routed(&dispatch::phase_message(&engine.names, &engine.seal, &env))
+        .await?;
+    Ok(true)
+}
+
+/// Publishes the step of each of `runs`, in order (skipping those without
+/// one), and stops at the first publish that fails; returns how many were
+/// published. The due retries, and the sweep of expired leases
+/// ([`super::lease::publish_expired`]), publish through it.
+pub(crate) async fn publish_steps<'r>(
+    engine: &Engine,
+    publisher: &Publisher,
+    runs: impl IntoIterator<Item = &'r Run>,
+) -> Result<usize, InfraError> {
+    let mut n = 0;
+    for run in runs {
+        if publish_step(engine, publisher, run).await? {
+            n += 1;
+        }
     }
     Ok(n)
 }

@@ -36,29 +36,20 @@ pub struct CallScope {
     pub replay: i32,
 }
 
-/// One row to write.
-#[derive(Debug, Clone)]
-pub struct NewCall<'a> {
-    /// The phase attempt.
-    pub scope: &'a CallScope,
+/// What a ledger row says of its call, as it is written ([`NewCall`],
+/// borrowing its text) and read back ([`CallRow`], owning it).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Call<S> {
     /// What the call was for within the phase.
-    pub purpose: &'a str,
-    /// `openai-compatible`.
-    pub provider: &'a str,
+    pub purpose: S,
     /// The model asked.
-    pub model: &'a str,
+    pub model: S,
     /// The system prompt's version.
-    pub prompt_version: &'a str,
-    /// The lookup key.
-    pub request_hash: &'a str,
-    /// The rendered request.
-    pub request: &'a Value,
-    /// The answer; `None` for a failed call.
-    pub response: Option<&'a Value>,
-    /// Why the call failed.
-    pub error: Option<&'a str>,
+    pub prompt_version: S,
     /// The row whose answer was reused (a ledger hit).
     pub reused_from: Option<i64>,
+    /// Why the call failed.
+    pub error: Option<S>,
     /// Prompt tokens (0 for a hit).
     pub input_tokens: i32,
     /// Answer tokens (0 for a hit).
@@ -69,8 +60,25 @@ pub struct NewCall<'a> {
     pub latency_ms: f64,
     /// Estimated cost, USD (`None`: no price).
     pub cost_usd: Option<f64>,
-    /// `catalog`, `self-hosted` or `reused`.
-    pub cost_basis: &'a str,
+    /// `catalog`, `self-hosted` (no price), `reused` or `failed`.
+    pub cost_basis: S,
+}
+
+/// One row to write.
+#[derive(Debug, Clone)]
+pub struct NewCall<'a> {
+    /// The phase attempt.
+    pub scope: &'a CallScope,
+    /// `openai-compatible`.
+    pub provider: &'a str,
+    /// The lookup key.
+    pub request_hash: &'a str,
+    /// The rendered request.
+    pub request: &'a Value,
+    /// The answer; `None` for a failed call.
+    pub response: Option<&'a Value>,
+    /// The call.
+    pub call: Call<&'a str>,
 }
 
 /// A recorded answer found for a request.
@@ -86,63 +94,97 @@ pub struct Recorded {
     pub output_tokens: i32,
 }
 
+/// A compile-time checked `query!` (or `query_scalar!`, `$query`) that
+/// writes the [`NewCall`] `$row` into `model_calls`: the statement is
+/// `$head`, `INSERT INTO model_calls` with its columns, then `$rest` (the
+/// `VALUES` or `SELECT` of the row, and what follows). The row's fields are
+/// bound in the columns' order, `reused_from` (the 14th) only when given in
+/// the brackets: without it, `$rest` writes its own. The columns and their
+/// binds are written once, here.
+macro_rules! insert_call {
+    ($query:ident, $row:expr, $head:literal, $rest:literal, [$($reused_from:expr)?]) => {{
+        let row: &NewCall<'_> = $row;
+        let (s, call) = (row.scope, &row.call);
+        sqlx::$query!(
+            $head
+                + "INSERT INTO model_calls (tenant, run_id, phase, attempt, replay, purpose, provider,
+           model, prompt_version, request_hash, request, response, error, reused_from,
+           input_tokens, output_tokens, cached_tokens, latency_ms, cost_usd, cost_basis)
+         "
+                + $rest,
+            s.tenant,
+            s.run_id,
+            s.phase,
+            s.attempt,
+            s.replay,
+            call.purpose,
+            row.provider,
+            call.model,
+            call.prompt_version,
+            row.request_hash,
+            row.request,
+            row.response,
+            call.error,
+            $($reused_from,)?
+            call.input_tokens,
+            call.output_tokens,
+            call.cached_tokens,
+            call.latency_ms,
+            call.cost_usd,
+            call.cost_basis
+        )
+    }};
+}
+
 /// The answer recorded for the same request in an earlier attempt (or
-/// replay) of the same phase of the same run, if any.
-pub async fn find_answer(
+/// replay) of the same phase of the same run (`hit`'s scope, purpose and
+/// request hash), if any, and `hit` written as its reuse (with
+/// `reused_from` that answer's row, whatever `hit` says), in one statement;
+/// answers the new row's id and the answer. Nothing is written when there
+/// is no answer.
+pub async fn reuse_answer(
     pool: &PgPool,
-    scope: &CallScope,
-    purpose: &str,
-    request_hash: &str,
-) -> Result<Option<Recorded>, Error> {
-    let row = sqlx::query!(
-        r#"SELECT id, response AS "response!", input_tokens, output_tokens FROM model_calls
-           WHERE run_id = $1 AND phase = $2 AND purpose = $3 AND request_hash = $4
+    hit: &NewCall<'_>,
+) -> Result<Option<(i64, Recorded)>, Error> {
+    let row = insert_call!(
+        query,
+        hit,
+        "WITH found AS (
+           SELECT id, response, input_tokens, output_tokens FROM model_calls
+           WHERE run_id = $2 AND phase = $3 AND purpose = $6 AND request_hash = $10
              AND response IS NOT NULL AND reused_from IS NULL
-           ORDER BY id LIMIT 1"#,
-        scope.run_id,
-        scope.phase,
-        purpose,
-        request_hash
+           ORDER BY id LIMIT 1),
+         hit AS (",
+        r#"SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, found.id, $14, $15,
+           $16, $17, $18, $19
+         FROM found RETURNING id)
+         SELECT hit.id AS "hit_id!", found.id AS "id!", found.response AS "response!",
+           found.input_tokens AS "input_tokens!", found.output_tokens AS "output_tokens!"
+         FROM hit, found"#,
+        []
     )
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|r| Recorded {
-        id: r.id,
-        response: r.response,
-        input_tokens: r.input_tokens,
-        output_tokens: r.output_tokens,
+    Ok(row.map(|r| {
+        let answer = Recorded {
+            id: r.id,
+            response: r.response,
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+        };
+        (r.hit_id, answer)
     }))
 }
 
 /// Writes one row; answers its id.
-pub async fn record(pool: &PgPool, call: &NewCall<'_>) -> Result<i64, Error> {
-    let s = call.scope;
-    Ok(sqlx::query_scalar!(
-        "INSERT INTO model_calls (tenant, run_id, phase, attempt, replay, purpose, provider,
-           model, prompt_version, request_hash, request, response, error, reused_from,
-           input_tokens, output_tokens, cached_tokens, latency_ms, cost_usd, cost_basis)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+pub async fn record(pool: &PgPool, row: &NewCall<'_>) -> Result<i64, Error> {
+    Ok(insert_call!(
+        query_scalar,
+        row,
+        "",
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
            $18, $19, $20) RETURNING id",
-        s.tenant,
-        s.run_id,
-        s.phase,
-        s.attempt,
-        s.replay,
-        call.purpose,
-        call.provider,
-        call.model,
-        call.prompt_version,
-        call.request_hash,
-        call.request,
-        call.response,
-        call.error,
-        call.reused_from,
-        call.input_tokens,
-        call.output_tokens,
-        call.cached_tokens,
-        call.latency_ms,
-        call.cost_usd,
-        call.cost_basis
+        [row.call.reused_from]
     )
     .fetch_one(pool)
     .await?)
@@ -159,43 +201,46 @@ pub struct CallRow {
     pub attempt: i32,
     /// The replay generation.
     pub replay: i32,
-    /// What it was for.
-    pub purpose: String,
-    /// The model asked.
-    pub model: String,
-    /// The prompt's version.
-    pub prompt_version: String,
-    /// The row whose answer was reused, for a ledger hit.
-    pub reused_from: Option<i64>,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// Prompt tokens.
-    pub input_tokens: i32,
-    /// Answer tokens.
-    pub output_tokens: i32,
-    /// Prompt tokens served from the provider's cache.
-    pub cached_tokens: i32,
-    /// Milliseconds.
-    pub latency_ms: f64,
-    /// USD, when priced.
-    pub cost_usd: Option<f64>,
-    /// `catalog`, `self-hosted` (no price), `reused` or `failed`.
-    pub cost_basis: String,
+    /// The call (its fields serialized in line with the row's).
+    #[serde(flatten)]
+    pub call: Call<String>,
     /// When.
     pub at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The calls of a run, oldest first.
 pub async fn calls_of_run(pool: &PgPool, run_id: Uuid) -> Result<Vec<CallRow>, Error> {
-    Ok(sqlx::query_as!(
-        CallRow,
+    let rows = sqlx::query!(
         "SELECT id, phase, attempt, replay, purpose, model, prompt_version, reused_from, error,
            input_tokens, output_tokens, cached_tokens, latency_ms, cost_usd, cost_basis, at
          FROM model_calls WHERE run_id = $1 ORDER BY id",
         run_id
     )
     .fetch_all(pool)
-    .await?)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| CallRow {
+            id: r.id,
+            phase: r.phase,
+            attempt: r.attempt,
+            replay: r.replay,
+            call: Call {
+                purpose: r.purpose,
+                model: r.model,
+                prompt_version: r.prompt_version,
+                reused_from: r.reused_from,
+                error: r.error,
+                input_tokens: r.input_tokens,
+                output_tokens: r.output_tokens,
+                cached_tokens: r.cached_tokens,
+                latency_ms: r.latency_ms,
+                cost_usd: r.cost_usd,
+                cost_basis: r.cost_basis,
+            },
+            at: r.at,
+        })
+        .collect())
 }
 
 /// What a set of ledger rows adds up to.

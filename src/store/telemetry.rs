@@ -118,33 +118,47 @@ pub async fn analyze(pool: &PgPool) -> Result<(), sqlx::Error> {
 /// (inclusive), for tenant `$1` and workload `$2`; `$rest` (a string
 /// literal) reads `w`. Binds the [`Window`] `$w`.
 ///
+/// With `$head, traffic, $tail`, `$rest` is `$head`, then the columns of the
+/// requests' outcome and speed, written once here (`n`, `errors`,
+/// `lat_p50`, `lat_p95`, `lat_p99`, `ttft_p95`, of the rows or of a group of
+/// them), then `$tail`.
+///
 /// The rows are those of the view `telemetry_requests` (migration 0010):
 /// the tenant's `llm_requests`, and its model calls as the requests of
 /// workload [`super::ledger::WORKLOAD`] (`netra-llm`), read from the ledger
 /// as it is when the statement runs.
 macro_rules! window_query {
-    (scalar, $w:expr, $rest:literal) => {
-        sqlx::query_scalar!(
+    (@run $mac:ident, ($($out:ty)?), $w:expr, $($rest:tt)+) => {
+        sqlx::$mac!(
+            $($out,)?
             "WITH bounds AS (SELECT max(ts) AS hi FROM telemetry_requests WHERE tenant = $1 AND workload_id = $2), \
              w AS (SELECT r.* FROM telemetry_requests r, bounds WHERE r.tenant = $1 AND r.workload_id = $2 \
              AND r.ts >= bounds.hi - make_interval(days => $3)) "
-                + $rest,
+                + $($rest)+,
             $w.tenant,
             $w.workload,
             $w.days,
         )
     };
-    ($out:ty, $w:expr, $rest:literal) => {
-        sqlx::query_as!(
-            $out,
-            "WITH bounds AS (SELECT max(ts) AS hi FROM telemetry_requests WHERE tenant = $1 AND workload_id = $2), \
-             w AS (SELECT r.* FROM telemetry_requests r, bounds WHERE r.tenant = $1 AND r.workload_id = $2 \
-             AND r.ts >= bounds.hi - make_interval(days => $3)) "
-                + $rest,
-            $w.tenant,
-            $w.workload,
-            $w.days,
+    ($out:ty, $w:expr, $head:literal, traffic, $tail:literal) => {
+        window_query!(
+            @run query_as,
+            ($out),
+            $w,
+            $head
+                + r#"count(*) AS "n!", count(*) FILTER (WHERE status <> 'ok') AS "errors!",
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS lat_p50,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS lat_p95,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS lat_p99,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY ttft_ms) AS ttft_p95"#
+                + $tail
         )
+    };
+    (scalar, $w:expr, $rest:literal) => {
+        window_query!(@run query_scalar, (), $w, $rest)
+    };
+    ($out:ty, $w:expr, $rest:literal) => {
+        window_query!(@run query_as, ($out), $w, $rest)
     };
 }
 
@@ -215,7 +229,9 @@ pub async fn window_totals(pool: &PgPool, w: Window<'_>) -> Result<WindowTotals,
     Ok(window_query!(
         WindowTotals,
         w,
-        r#"SELECT count(*) AS "n!", count(*) FILTER (WHERE status <> 'ok') AS "errors!",
+        "SELECT ",
+        traffic,
+        r#",
            min(ts) AS first_ts, max(ts) AS last_ts,
            extract(epoch FROM max(ts) - min(ts))::float8 AS span_s,
            (extract(epoch FROM date_trunc('hour', max(ts)) - date_trunc('hour', min(ts))) / 3600 + 1)::float8 AS clock_hours,
@@ -226,11 +242,7 @@ pub async fn window_totals(pool: &PgPool, w: Window<'_>) -> Result<WindowTotals,
            avg(output_tokens)::float8 AS out_avg,
            percentile_cont(0.5) WITHIN GROUP (ORDER BY output_tokens) AS out_p50,
            percentile_cont(0.95) WITHIN GROUP (ORDER BY output_tokens) AS out_p95, max(output_tokens) AS out_max,
-           count(latency_ms) AS "lat_n!",
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS lat_p50,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS lat_p95,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS lat_p99,
-           count(ttft_ms) AS "ttft_n!", percentile_cont(0.95) WITHIN GROUP (ORDER BY ttft_ms) AS ttft_p95
+           count(latency_ms) AS "lat_n!", count(ttft_ms) AS "ttft_n!"
          FROM w"#
     )
     .fetch_one(pool)
@@ -367,11 +379,9 @@ pub async fn performance_by_model(
         w,
         r#", caps AS (SELECT model, (percentile_disc(0.95) WITHIN GROUP (ORDER BY output_tokens))::int8 AS cap
            FROM w GROUP BY model)
-         SELECT w.model AS "model!", count(*) AS "n!", count(*) FILTER (WHERE status <> 'ok') AS "errors!",
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS lat_p50,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS lat_p95,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS lat_p99,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY ttft_ms) AS ttft_p95,
+         SELECT w.model AS "model!", "#,
+        traffic,
+        r#",
            avg(output_tokens)::float8 AS out_avg, caps.cap,
            coalesce(sum(greatest(w.output_tokens - caps.cap, 0)), 0)::int8 AS "above!",
            count(*) FILTER (WHERE w.output_tokens > caps.cap) AS "n_above!"

@@ -6,65 +6,24 @@
 
 use std::{
     future::Future,
-    sync::{
-        atomic::{AtomicU32, Ordering},
-        Arc,
-    },
+    sync::{atomic::Ordering, Arc},
     time::Duration,
 };
 
-use crate::common::*;
-use futures_util::future::BoxFuture;
-use netra::{
-    error::PhaseError,
-    pipeline::{
-        agent::{Agent, AgentContext, PhaseInput},
-        envelope::Envelope,
-    },
+use crate::common::{
+    wrapper::{standard_with, Wrapper},
+    *,
 };
+use netra::pipeline::envelope::Envelope;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// A slow agent: counts its calls, then waits until the test opens the
-/// gate (a model call that takes minutes), then delegates.
-struct Slow {
-    inner: Arc<dyn Agent>,
-    calls: AtomicU32,
-    open: Arc<tokio::sync::Semaphore>,
-}
-
-impl Agent for Slow {
-    fn phase(&self) -> &'static str {
-        self.inner.phase()
-    }
-    fn run<'a>(
-        &'a self,
-        ctx: &'a AgentContext,
-        input: &'a PhaseInput,
-    ) -> BoxFuture<'a, Result<Value, PhaseError>> {
-        Box::pin(async move {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            let _permit = self
-                .open
-                .acquire()
-                .await
-                .map_err(|_| PhaseError::transient("gate closed"))?;
-            self.inner.run(ctx, input).await
-        })
-    }
-}
-
-/// The standard agents with a slow triage; the slow agent, to count its
-/// calls and open its gate.
-fn slow_triage() -> (netra::pipeline::agent::AgentSet, Arc<Slow>) {
-    let base = netra::agents::standard();
-    let slow = Arc::new(Slow {
-        inner: base.get("triage").expect("triage"),
-        calls: AtomicU32::new(0),
-        open: Arc::new(tokio::sync::Semaphore::new(0)),
-    });
-    (base.with(slow.clone()), slow)
+/// The standard agents with a slow triage: it counts its calls, then
+/// waits until the test opens the gate (a model call that takes minutes),
+/// then delegates; the slow agent, to count its calls and open its gate.
+fn slow_triage() -> (netra::pipeline::agent::AgentSet, Arc<Wrapper>) {
+    standard_with("triage", Wrapper::gated)
 }
 
 /// Waits (bounded) until `check` says yes; `what` names it in the panic.
@@ -223,7 +182,7 @@ async fn a_redelivery_while_the_lease_is_live_does_not_run_the_phase_again() {
     assert_eq!(slow.calls.load(Ordering::SeqCst), 1);
 
     // The call ends; the holder's commit moves the run on.
-    slow.open.add_permits(100);
+    slow.open(100);
     let done = a.wait_run(run.id, &["completed"]).await;
     assert_eq!(done.status, "completed");
     let (cid, body) = replies.next().await;
@@ -337,7 +296,7 @@ async fn the_effect_of_an_attempt_that_lost_its_lease_is_discarded() {
     .await
     .unwrap();
     // The stale attempt ends: its effect is fenced.
-    slow.open.add_permits(100);
+    slow.open(100);
     let (pool, id) = (&t.pool, run.id);
     wait_until("the stale attempt was recorded", move || async move {
         !triage_rows(pool, id).await.is_empty()

@@ -13,23 +13,20 @@
 //! starts the server and sets both; without them those tests skip, saying
 //! so.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use crate::common::{
     fake_llm::{FakeLlm, Reply},
+    wrapper::standard_with,
     *,
 };
-use futures_util::future::BoxFuture;
 use netra::{
     broker::{publisher::Publisher, topology::Names},
     config::Config,
     error::PhaseError,
     llm::config::{Fallback, LlmConfig},
     model::Phase,
-    pipeline::{
-        agent::{Agent, AgentContext, AgentSet, PhaseInput},
-        replay,
-    },
+    pipeline::{agent::AgentSet, replay},
     store::{
         dead_letters::{self, DeadLetterFilter},
         ledger::{self, CallRow},
@@ -155,18 +152,18 @@ async fn transient_failures_are_retried_and_every_try_is_in_the_ledger() {
     let rows = calls(&t, run.id).await;
     let errors: Vec<String> = rows
         .iter()
-        .map(|r| r.error.clone().unwrap_or_default())
+        .map(|r| r.call.error.clone().unwrap_or_default())
         .collect();
     assert_eq!(rows.len(), 4, "{errors:?}");
     assert!(errors[0].contains("HTTP 500"), "{errors:?}");
     assert!(errors[1].contains("cut short"), "{errors:?}");
     assert!(errors[2].contains("timed out"), "{errors:?}");
     let answer = &rows[3];
-    assert!(answer.error.is_none());
-    assert!(answer.input_tokens > 0 && answer.output_tokens > 0);
+    assert!(answer.call.error.is_none());
+    assert!(answer.call.input_tokens > 0 && answer.call.output_tokens > 0);
     assert!(rows
         .iter()
-        .all(|r| r.purpose == "triage" && r.attempt == 1 && r.reused_from.is_none()));
+        .all(|r| r.call.purpose == "triage" && r.attempt == 1 && r.call.reused_from.is_none()));
     let triage = triage_output(&t, run.id).await;
     let note = &triage["model"];
     assert_eq!(note["used"], json!(true), "{note}");
@@ -190,14 +187,15 @@ async fn retry_after_is_honoured() {
     assert_eq!(rows.len(), 2);
     assert!(
         rows[0]
+            .call
             .error
             .as_deref()
             .unwrap_or_default()
             .contains("HTTP 429"),
         "{:?}",
-        rows[0].error
+        rows[0].call.error
     );
-    assert!(rows[1].error.is_none());
+    assert!(rows[1].call.error.is_none());
     assert_eq!(
         triage_output(&t, run.id).await["model"]["used"],
         json!(true)
@@ -260,7 +258,9 @@ async fn an_answer_off_the_schema_is_asked_again_with_the_error_then_the_embedde
     assert_eq!(second["response_format"]["type"], "json_schema");
     let rows = calls(&t, run.id).await;
     assert_eq!(
-        rows.iter().map(|r| r.purpose.as_str()).collect::<Vec<_>>(),
+        rows.iter()
+            .map(|r| r.call.purpose.as_str())
+            .collect::<Vec<_>>(),
         vec!["triage", "triage_retry"]
     );
     let triage = triage_output(&t, run.id).await;
@@ -354,7 +354,7 @@ async fn a_body_that_is_not_json_falls_back_at_once() {
     assert_eq!(without_note(triage), embedded(REQUEST));
     let rows = calls(&t, run.id).await;
     assert_eq!(rows.len(), 1);
-    assert!(rows[0].error.is_some());
+    assert!(rows[0].call.error.is_some());
     t.finish().await;
 }
 
@@ -486,16 +486,16 @@ async fn assert_recorded(t: &TestApp, run: Uuid) -> Value {
     assert!(!rows.is_empty(), "no ledger rows");
     for r in &rows {
         assert_eq!(r.phase, "triage");
-        assert!(r.prompt_version.starts_with("triage/"), "{r:?}");
-        assert!(r.reused_from.is_none(), "{r:?}");
-        if r.error.is_none() {
-            assert!(r.input_tokens > 0 && r.output_tokens > 0, "{r:?}");
-            assert!(r.latency_ms > 0.0, "{r:?}");
+        assert!(r.call.prompt_version.starts_with("triage/"), "{r:?}");
+        assert!(r.call.reused_from.is_none(), "{r:?}");
+        if r.call.error.is_none() {
+            assert!(r.call.input_tokens > 0 && r.call.output_tokens > 0, "{r:?}");
+            assert!(r.call.latency_ms > 0.0, "{r:?}");
         }
     }
     let answered: Vec<i64> = rows
         .iter()
-        .filter(|r| r.error.is_none())
+        .filter(|r| r.call.error.is_none())
         .map(|r| r.id)
         .collect();
     assert!(!answered.is_empty(), "the model never answered: {rows:?}");
@@ -598,44 +598,34 @@ async fn real_model_reports_the_embedded_analysts_figures() {
     without.finish().await;
 }
 
-/// Runs the real triage, then fails permanently in replay generation 0:
-/// the model call completed and was recorded, the phase dead-letters.
-struct FailsAfterTriage {
-    inner: Arc<dyn Agent>,
-}
-
-impl Agent for FailsAfterTriage {
-    fn phase(&self) -> &'static str {
-        self.inner.phase()
-    }
-    fn run<'a>(
-        &'a self,
-        ctx: &'a AgentContext,
-        input: &'a PhaseInput,
-    ) -> BoxFuture<'a, Result<Value, PhaseError>> {
-        Box::pin(async move {
-            let out = self.inner.run(ctx, input).await?;
-            if input.replay == 0 {
-                return Err(PhaseError::permanent("injected after the model call"));
-            }
-            Ok(out)
-        })
-    }
-}
-
 #[tokio::test]
 async fn real_model_a_replay_reuses_the_ledger_and_asks_nothing() {
     let Some((url, model)) = real_model("real_model_a_replay_reuses_the_ledger") else {
         return;
     };
-    let proxy = FakeLlm::proxy(&url).await;
-    let base = netra::agents::standard();
-    let agents = base.clone().with(Arc::new(FailsAfterTriage {
-        inner: base.get("triage").unwrap(),
-    }));
+    a_replay_reuses_the_ledger(FakeLlm::proxy(&url).await, &model, for_real_model).await;
+}
+
+/// The same with the fake model, which always answers well: the ledger
+/// hits are checked without a real model too.
+#[tokio::test]
+async fn a_replay_reuses_the_ledger_and_asks_nothing() {
+    let fake = FakeLlm::start(Vec::new(), Reply::json(&good_answer())).await;
+    a_replay_reuses_the_ledger(fake, "gpt-4o-mini", |_| {}).await;
+}
+
+/// A run triaged by the model at `proxy` (which counts the requests; the
+/// config tuned by `tune`) dead-letters after the model call; its replay
+/// reuses each recorded answer, as a row of its own, and asks nothing.
+async fn a_replay_reuses_the_ledger(proxy: FakeLlm, model: &str, tune: impl FnOnce(&mut Config)) {
+    // The real triage, then a permanent failure in replay generation 0: the
+    // model call completed and was recorded, the phase dead-letters.
+    let (agents, _) = standard_with("triage", |w| {
+        w.failing_after_in_replay_0(PhaseError::permanent("injected after the model call"))
+    });
     let (mut config, db) = test_config().await;
-    config.llm = model_config(proxy.base_url(), &model);
-    for_real_model(&mut config);
+    config.llm = model_config(proxy.base_url(), model);
+    tune(&mut config);
     let t = start_loaded(config, db, Some(agents)).await;
     let run = submit(&t, REQUEST, &["dead_lettered", "completed"]).await;
     assert_eq!(run.status.as_str(), "dead_lettered");
@@ -646,7 +636,7 @@ async fn real_model_a_replay_reuses_the_ledger_and_asks_nothing() {
     let asked = proxy.requests();
     let first = calls(&t, run.id).await;
     assert!(asked > 0 && first.len() == asked, "{asked} {first:?}");
-    assert!(first.iter().all(|r| r.error.is_none()), "{first:?}");
+    assert!(first.iter().all(|r| r.call.error.is_none()), "{first:?}");
 
     let f = DeadLetterFilter {
         phase: Some("triage".into()),
@@ -683,9 +673,9 @@ async fn real_model_a_replay_reuses_the_ledger_and_asks_nothing() {
     let reused: Vec<&CallRow> = all.iter().filter(|r| r.replay == 1).collect();
     assert_eq!(reused.len(), first.len(), "{all:?}");
     for (again, original) in reused.iter().zip(&first) {
-        assert_eq!(again.reused_from, Some(original.id));
-        assert_eq!((again.input_tokens, again.output_tokens), (0, 0));
-        assert_eq!(again.purpose, original.purpose);
+        assert_eq!(again.call.reused_from, Some(original.id));
+        assert_eq!((again.call.input_tokens, again.call.output_tokens), (0, 0));
+        assert_eq!(again.call.purpose, original.call.purpose);
     }
     let note = &triage_output(&t, run.id).await["model"];
     assert_eq!(note["reused"], json!(true), "{note}");

@@ -1,14 +1,14 @@
 //! End-to-end pipeline behaviour on the real RabbitMQ, Postgres and Redis.
 
 use std::{
-    sync::{
-        atomic::{AtomicU32, Ordering},
-        Arc,
-    },
+    sync::{atomic::Ordering, Arc},
     time::Duration,
 };
 
-use crate::common::*;
+use crate::common::{
+    wrapper::{standard_with, Wrapper},
+    *,
+};
 use futures_util::future::BoxFuture;
 use netra::{
     error::PhaseError,
@@ -266,48 +266,15 @@ async fn duplicate_delivery_changes_state_once() {
     t.finish().await;
 }
 
-/// A test agent: fails `fail_times` times with `class`, then delegates.
-struct Flaky {
-    phase: &'static str,
-    inner: Arc<dyn Agent>,
-    fail_times: u32,
-    permanent: bool,
-    calls: AtomicU32,
-}
-
-impl Agent for Flaky {
-    fn phase(&self) -> &'static str {
-        self.phase
-    }
-    fn run<'a>(
-        &'a self,
-        ctx: &'a AgentContext,
-        input: &'a PhaseInput,
-    ) -> BoxFuture<'a, Result<Value, PhaseError>> {
-        Box::pin(async move {
-            let n = self.calls.fetch_add(1, Ordering::SeqCst);
-            if n < self.fail_times {
-                return Err(if self.permanent {
-                    PhaseError::permanent("injected permanent failure")
-                } else {
-                    PhaseError::transient("injected 503 from dependency")
-                });
-            }
-            self.inner.run(ctx, input).await
-        })
-    }
-}
-
+/// The standard agents with the agent of `phase` failing its first
+/// `fail_times` calls (transient or permanent), then delegating.
 fn with_flaky(phase: &'static str, fail_times: u32, permanent: bool) -> AgentSet {
-    let base = netra::agents::standard();
-    let inner = base.get(phase).unwrap();
-    base.with(Arc::new(Flaky {
-        phase,
-        inner,
-        fail_times,
-        permanent,
-        calls: AtomicU32::new(0),
-    }))
+    let error = if permanent {
+        PhaseError::permanent("injected permanent failure")
+    } else {
+        PhaseError::transient("injected 503 from dependency")
+    };
+    standard_with(phase, |w| w.failing_first(fail_times, error)).0
 }
 
 #[tokio::test]
@@ -704,40 +671,10 @@ async fn pending_retry_survives_a_restart_of_every_worker() {
     t2.finish().await;
 }
 
-/// Blocks until released, then delegates: lets a test act while a phase runs.
-struct Gate {
-    inner: Arc<dyn Agent>,
-    open: Arc<tokio::sync::Semaphore>,
-}
-
-impl Agent for Gate {
-    fn phase(&self) -> &'static str {
-        self.inner.phase()
-    }
-    fn run<'a>(
-        &'a self,
-        ctx: &'a AgentContext,
-        input: &'a PhaseInput,
-    ) -> BoxFuture<'a, Result<Value, PhaseError>> {
-        Box::pin(async move {
-            let _permit = self
-                .open
-                .acquire()
-                .await
-                .map_err(|_| PhaseError::transient("gate closed"))?;
-            self.inner.run(ctx, input).await
-        })
-    }
-}
-
 #[tokio::test]
 async fn phase_result_arriving_after_cancel_is_discarded() {
-    let open = Arc::new(tokio::sync::Semaphore::new(0));
-    let base = netra::agents::standard();
-    let agents = base.clone().with(Arc::new(Gate {
-        inner: base.get("triage").unwrap(),
-        open: open.clone(),
-    }));
+    // Triage blocks until released, then delegates: the test acts while it runs.
+    let (agents, gate) = standard_with("triage", Wrapper::gated);
     let (config, db) = test_config().await;
     let t = TestApp::start_with(config, db, Some(agents)).await;
     t.publish_request(&json!({"message": "What is caching?"}), None, None, None)
@@ -746,7 +683,7 @@ async fn phase_result_arriving_after_cancel_is_discarded() {
     netra::store::runs::cancel(&t.pool, "default", run.id, "test")
         .await
         .unwrap();
-    open.add_permits(10);
+    gate.open(10);
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let rows = attempt_rows(&t, run.id).await;
@@ -787,12 +724,8 @@ async fn phase_result_arriving_after_cancel_is_discarded() {
 async fn concurrent_copies_of_one_message_apply_once() {
     // Both copies of the triage message are inside the agent at the same time
     // (held by the gate); only one effect may commit, and the run goes on.
-    let open = Arc::new(tokio::sync::Semaphore::new(0));
-    let base = netra::agents::standard();
-    let agents = base.clone().with(Arc::new(Gate {
-        inner: base.get("triage").unwrap(),
-        open: open.clone(),
-    }));
+    // Triage blocks until released, then delegates: the test acts while it runs.
+    let (agents, gate) = standard_with("triage", Wrapper::gated);
     let (config, db) = test_config().await;
     let t = TestApp::start_with(config, db, Some(agents)).await;
     t.publish_request(&json!({"message": "What is caching?"}), None, None, None)
@@ -810,7 +743,7 @@ async fn concurrent_copies_of_one_message_apply_once() {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    open.add_permits(10);
+    gate.open(10);
     t.wait_run(run.id, &["completed"]).await;
     let rows = attempt_rows(&t, run.id).await;
     assert_eq!(
@@ -829,15 +762,8 @@ async fn an_output_whose_commit_failed_is_reused_by_the_redelivery() {
     // and the delivery is handed back; the redelivered message must reuse it
     // instead of running the agent again.
     let (config, db) = test_config().await;
-    let base = netra::agents::standard();
-    let counted = Arc::new(Flaky {
-        phase: "triage",
-        inner: base.get("triage").unwrap(),
-        fail_times: 0,
-        permanent: false,
-        calls: AtomicU32::new(0),
-    });
-    let t = TestApp::start_with(config, db, Some(base.with(counted.clone()))).await;
+    let (agents, counted) = standard_with("triage", |w| w);
+    let t = TestApp::start_with(config, db, Some(agents)).await;
     for sql in [
         "CREATE SEQUENCE fail_once",
         "CREATE FUNCTION fail_first_triage_output() RETURNS trigger LANGUAGE plpgsql AS $$ \

@@ -4,15 +4,12 @@
 //! workload `netra-llm`, which an optimization run analyses. Every figure
 //! is checked against sums computed here from the rows the test wrote.
 
-use std::{
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
-use crate::common::*;
+use crate::common::{
+    fake_llm::{FakeLlm, Reply},
+    *,
+};
 use chrono::{DateTime, Utc};
 use netra::agents::catalog::load_catalog;
 use serde_json::{json, Value};
@@ -713,11 +710,9 @@ async fn an_optimization_of_netra_llm_reports_the_tenants_ledger_figures() {
     t.finish().await;
 }
 
-/// A minimal OpenAI-compatible server: every chat completion answers the
-/// same triage, with `usage` tokens; counts the calls.
-async fn fake_model(prompt_tokens: u32, completion_tokens: u32) -> (String, Arc<AtomicUsize>) {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = calls.clone();
+/// A model whose every chat completion answers the same triage, with
+/// `usage` tokens; it counts the calls.
+async fn fake_model(prompt_tokens: u32, completion_tokens: u32) -> FakeLlm {
     let answer = json!({
         "intent": "cut the cost of workload netra-llm",
         "category": "optimization",
@@ -726,27 +721,8 @@ async fn fake_model(prompt_tokens: u32, completion_tokens: u32) -> (String, Arc<
         "constraints": [],
         "time_window": {"days": 0, "span": ""},
     });
-    let app = axum::Router::new().route(
-        "/v1/chat/completions",
-        axum::routing::post(move || {
-            let counter = counter.clone();
-            let answer = answer.clone();
-            async move {
-                counter.fetch_add(1, Ordering::SeqCst);
-                axum::Json(json!({
-                    "model": "gpt-4o-mini",
-                    "choices": [{"message": {"role": "assistant", "content": answer.to_string()}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
-                }))
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}/v1"), calls)
+    let reply = Reply::json_counted(&answer, prompt_tokens, completion_tokens);
+    FakeLlm::start(Vec::new(), reply).await
 }
 
 /// The value of one sample line of a Prometheus text.
@@ -763,8 +739,8 @@ fn sample(text: &str, series: &str) -> f64 {
 /// netra-llm that the same run's data phase reads.
 #[tokio::test]
 async fn model_calls_of_a_run_show_in_its_view_in_metrics_and_as_netra_llm() {
-    let (url, served) = fake_model(1500, 90).await;
-    let t = start(Some(url)).await;
+    let served = fake_model(1500, 90).await;
+    let t = start(Some(served.base_url())).await;
     load_catalog(&t.pool).await.unwrap();
     let acme = t.tenant("acme").await;
     let (s, v) = call(
@@ -780,7 +756,7 @@ async fn model_calls_of_a_run_show_in_its_view_in_metrics_and_as_netra_llm() {
         .wait_run(id, &["completed", "needs_input", "dead_lettered"])
         .await;
     assert_eq!(run.status, "completed", "{:?}", run.error);
-    let n = served.load(Ordering::SeqCst);
+    let n = served.requests();
     assert!(n >= 1, "triage called the model");
     let (s, v) = call(
         "GET",

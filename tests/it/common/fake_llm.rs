@@ -35,8 +35,15 @@ use tokio::{
 /// How the server answers one request.
 #[derive(Debug, Clone)]
 pub enum Reply {
-    /// A chat completion (200) whose message content is this text.
+    /// A chat completion (200) whose message content is this text, with
+    /// `usage` tokens estimated from the lengths of the prompt and answer.
     Answer(String),
+    /// A chat completion (200) of this content with these `usage` tokens.
+    Counted {
+        content: String,
+        prompt_tokens: u32,
+        completion_tokens: u32,
+    },
     /// This status with this body, and a `Retry-After` of that many seconds.
     Status {
         code: u16,
@@ -75,6 +82,16 @@ impl Reply {
     /// The JSON of `answer` as the message content.
     pub fn json(answer: &Value) -> Self {
         Reply::Answer(answer.to_string())
+    }
+
+    /// The JSON of `answer` as the message content, with these `usage`
+    /// tokens.
+    pub fn json_counted(answer: &Value, prompt_tokens: u32, completion_tokens: u32) -> Self {
+        Reply::Counted {
+            content: answer.to_string(),
+            prompt_tokens,
+            completion_tokens,
+        }
     }
 }
 
@@ -195,6 +212,19 @@ async fn respond(stream: &mut TcpStream, code: u16, extra: &str, body: &[u8]) {
     let _ = stream.shutdown().await;
 }
 
+/// Answers `request` with a chat completion (200) of `content`, with
+/// `usage` (prompt, completion) tokens.
+async fn answer(stream: &mut TcpStream, request: &Value, content: &str, usage: (u64, u64)) {
+    let body = json!({
+        "id": "fake-1",
+        "object": "chat.completion",
+        "model": request["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": usage.0, "completion_tokens": usage.1},
+    });
+    respond(stream, 200, "", body.to_string().as_bytes()).await;
+}
+
 async fn serve(mut stream: TcpStream, state: Arc<State>) {
     let Some((line, body)) = read_request(&mut stream).await else {
         return;
@@ -228,14 +258,16 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
                 .filter_map(|m| m["content"].as_str())
                 .map(str::len)
                 .sum();
-            let answer = json!({
-                "id": "fake-1",
-                "object": "chat.completion",
-                "model": request["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": prompt_chars / 4 + 1, "completion_tokens": content.len() / 4 + 1},
-            });
-            respond(&mut stream, 200, "", answer.to_string().as_bytes()).await;
+            let usage = (prompt_chars as u64 / 4 + 1, content.len() as u64 / 4 + 1);
+            answer(&mut stream, &request, &content, usage).await;
+        }
+        Reply::Counted {
+            content,
+            prompt_tokens,
+            completion_tokens,
+        } => {
+            let usage = (prompt_tokens.into(), completion_tokens.into());
+            answer(&mut stream, &request, &content, usage).await;
         }
         Reply::Status {
             code,

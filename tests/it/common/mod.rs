@@ -2,8 +2,13 @@
 //! fresh database and a fresh broker namespace per test, and waits on run
 //! states with bounded deadlines (no fixed sleeps). A test app cleans up
 //! its database and namespace when dropped, also when its test panics.
+//!
+//! Its modules are test doubles: [`fake_llm`], a model provider that
+//! answers as the test scripts it, and [`wrapper`], an agent around a
+//! standard one that counts, waits at a gate or fails as the test sets it up.
 
 pub mod fake_llm;
+pub mod wrapper;
 
 use std::{collections::BTreeMap, time::Duration};
 
