@@ -397,7 +397,7 @@ async fn a_slow_phase_keeps_its_lease_renewed_while_it_runs() {
         "the renewals outlasted one lease: {seen:?}"
     );
     assert_eq!(slow.calls.load(Ordering::SeqCst), 1);
-    slow.open.add_permits(100);
+    slow.open(100);
     let done = t.wait_run(run.id, &["completed"]).await;
     assert_eq!(done.status, "completed");
     assert_eq!(slow.calls.load(Ordering::SeqCst), 1, "the agent ran once");
