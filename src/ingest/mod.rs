@@ -233,25 +233,25 @@ async fn check_target(pool: &PgPool, target: &Target<'_>) -> Result<BTreeSet<Str
     let catalog = crate::catalog::Catalog::read_db(pool).await?;
     let known: BTreeSet<String> = catalog.models.into_iter().map(|m| m.id).collect();
     if let Some(m) = target.model {
-        check_model(&known, target, m, false, "")?;
+        check_model(&known, target, m, false, None)?;
     }
     Ok(known)
 }
 
 /// A model is priced when the catalog has it, the row records its cost, or
-/// prices were given.
+/// prices were given. `line` is the row's (none for `--model`).
 fn check_model(
     known: &BTreeSet<String>,
     target: &Target<'_>,
     model: &str,
     has_cost: bool,
-    at: &str,
+    line: Option<u64>,
 ) -> Result<(), IngestError> {
     if has_cost || target.prices.is_some() || known.contains(model) {
         return Ok(());
     }
     Err(IngestError::UnknownModel {
-        at: at.to_string(),
+        at: line.map(|l| format!("line {l}: ")).unwrap_or_default(),
         model: model.to_string(),
         known: known.iter().cloned().collect::<Vec<_>>().join(", "),
     })
@@ -354,14 +354,8 @@ impl<'t> Load<'t> {
     /// Takes a good row into the batch (unless aborted): its model must be
     /// priced; its key is of the row as read, before any given price.
     fn accept(&mut self, lineno: u64, mut rec: RequestRecord) -> Result<(), IngestError> {
-        let at = format!("line {lineno}: ");
-        check_model(
-            &self.known,
-            self.target,
-            &rec.model,
-            rec.cost_usd.is_some(),
-            &at,
-        )?;
+        let has_cost = rec.cost_usd.is_some();
+        check_model(&self.known, self.target, &rec.model, has_cost, Some(lineno))?;
         if self.tx.is_none() {
             return Ok(());
         }
