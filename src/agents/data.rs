@@ -34,9 +34,10 @@ pub const MAX_CONCURRENT_TOOLS: usize = 4;
 /// The workload tools the data phase runs for each workload.
 pub const WORKLOAD_TOOLS: [&str; 3] = ["workload_metrics", "cost_breakdown", "performance"];
 
-/// Rates one workload's tool results: the missing items (insufficient) and
+/// Rates one workload of `tenant`: the missing items (insufficient) and
 /// the caveats (partial). Pure, for tests.
 pub fn assess(
+    tenant: &str,
     workload: &str,
     metrics: &Value,
     cost: &Value,
@@ -47,7 +48,8 @@ pub fn assess(
     let n = metrics["requests"].as_i64().unwrap_or(0);
     if n == 0 {
         missing.push(format!(
-            "request telemetry for workload {workload}: no requests recorded (ingest it with `netra ingest --workload {workload} --format csv|jsonl|azure FILE`, then reply on this thread)"
+            "request telemetry for workload {workload}: no requests recorded (ingest it with `{}`, then reply on this thread)",
+            ingest_hint(tenant, workload)
         ));
         return (missing, caveats);
     }
@@ -112,8 +114,30 @@ impl TypedAgent for Data {
             let calls = tool_calls(&triage.workload_ids, days);
             let tctx = ToolContext::for_agent(ctx, &input.tenant);
             let results = call_all(&tctx, &calls).await?;
-            Ok(rate(&triage, days, calls, results))
+            Ok(rate(&input.tenant, &triage, days, calls, results))
         })
+    }
+}
+
+/// The command that ingests a workload's telemetry for the tenant that
+/// asked (without `--tenant` the rows would land where it cannot see them).
+pub fn ingest_hint(tenant: &str, workload: &str) -> String {
+    format!(
+        "netra ingest --tenant {} --workload {} --format csv|jsonl|azure FILE",
+        shell_word(tenant),
+        shell_word(workload)
+    )
+}
+
+/// A word a shell reads as it is: single-quoted unless it is plain.
+fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:/@".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
 
@@ -147,8 +171,14 @@ async fn call_all(tctx: &ToolContext, calls: &[ToolCall]) -> Result<Vec<Value>, 
         .await
 }
 
-/// Rates the tool results of every workload (pure).
-fn rate(triage: &TriageOutput, days: i64, calls: Vec<ToolCall>, results: Vec<Value>) -> DataOutput {
+/// Rates the tool results of every workload of `tenant` (pure).
+fn rate(
+    tenant: &str,
+    triage: &TriageOutput,
+    days: i64,
+    calls: Vec<ToolCall>,
+    results: Vec<Value>,
+) -> DataOutput {
     let catalog = results.last().cloned().unwrap_or(Value::Null);
     let mut out = Vec::new();
     let mut missing = Vec::new();
@@ -161,7 +191,7 @@ fn rate(triage: &TriageOutput, days: i64, calls: Vec<ToolCall>, results: Vec<Val
         let [metrics, cost, perf] = chunk else {
             continue;
         };
-        let (m, c) = assess(w, metrics, cost, &triage.constraints);
+        let (m, c) = assess(tenant, w, metrics, cost, &triage.constraints);
         let has_data = m.is_empty();
         missing.extend(m);
         caveats.extend(c);
@@ -199,9 +229,14 @@ mod tests {
     #[test]
     fn sufficiency_names_missing_data_and_gaps() {
         let none = json!({"requests": 0});
-        let (m, c) = assess("w-1", &none, &json!({}), &Constraints::default());
+        let (m, c) = assess("acme", "w-1", &none, &json!({}), &Constraints::default());
         assert_eq!(m.len(), 1);
         assert!(m[0].contains("request telemetry for workload w-1"));
+        assert!(
+            m[0].contains("`netra ingest --tenant acme --workload w-1 --format"),
+            "the hint names the tenant: {}",
+            m[0]
+        );
         assert!(c.is_empty());
         let thin = json!({"requests": 40, "span_hours": 3.0, "latency_ms": {"samples": 0}, "error_rate": 0.1});
         let cost = json!({"models": [{"model": "my-model", "cost_basis": "unknown"}]});
@@ -209,15 +244,30 @@ mod tests {
             latency_slo_ms: Some(2000.0),
             ..Constraints::default()
         };
-        let (m, c) = assess("w-1", &thin, &cost, &slo);
+        let (m, c) = assess("acme", "w-1", &thin, &cost, &slo);
         assert!(m.is_empty());
         assert_eq!(c.len(), 5, "{c:?}");
         assert!(c[2].contains("SLO"));
         assert!(c[4].contains("my-model"));
         let good = json!({"requests": 5000, "span_hours": 48.0, "latency_ms": {"samples": 5000}, "error_rate": 0.01});
         assert_eq!(
-            assess("w", &good, &json!({"models": []}), &Constraints::default()),
+            assess(
+                "acme",
+                "w",
+                &good,
+                &json!({"models": []}),
+                &Constraints::default()
+            ),
             (vec![], vec![])
         );
+    }
+
+    #[test]
+    fn the_ingest_hint_quotes_what_a_shell_would_split() {
+        assert_eq!(
+            ingest_hint("default", "chat-prod"),
+            "netra ingest --tenant default --workload chat-prod --format csv|jsonl|azure FILE"
+        );
+        assert!(ingest_hint("t", "my bot's").contains(r"--workload 'my bot'\''s'"));
     }
 }

@@ -98,6 +98,14 @@ pub enum Command {
         /// Abort (inserting nothing) after more bad rows than this.
         #[arg(long, default_value_t = 0)]
         max_errors: usize,
+        /// USD per million input tokens, for rows without a recorded cost
+        /// (needed for a model the catalog does not have; with
+        /// --output-price).
+        #[arg(long, requires = "output_price")]
+        input_price: Option<f64>,
+        /// USD per million output tokens (with --input-price).
+        #[arg(long, requires = "input_price")]
+        output_price: Option<f64>,
         /// The file (`-` for standard input).
         file: PathBuf,
     },
@@ -300,6 +308,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             model,
             tenant,
             max_errors,
+            input_price,
+            output_price,
             file,
         } => {
             let (_, pool) = pool().await?;
@@ -309,6 +319,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 format,
                 model: model.as_deref(),
                 max_errors,
+                prices: input_price.zip(output_price).map(|(i, o)| ingest::Prices {
+                    input_per_mtok: i,
+                    output_per_mtok: o,
+                }),
             };
             ingest::run_cli(&pool, &target, &file).await
         }

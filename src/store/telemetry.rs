@@ -34,8 +34,8 @@ pub struct RequestRecord {
 /// Creates the workload if it does not exist (on a pool or inside a
 /// transaction, so an aborted ingest leaves no empty workload behind).
 ///
-/// This, [`insert_batch`] and [`analyze`] still answer [`sqlx::Error`]:
-/// `netra ingest` (`src/ingest.rs`) runs them in a transaction of its own
+/// This, [`insert_keyed`] and [`analyze`] still answer [`sqlx::Error`]:
+/// `netra ingest` (`src/ingest/`) runs them in a transaction of its own
 /// and wraps sqlx's errors; they move to [`super::Error`] with it.
 pub async fn ensure_workload<'e, E: sqlx::PgExecutor<'e>>(
     pool: E,
@@ -52,12 +52,27 @@ pub async fn ensure_workload<'e, E: sqlx::PgExecutor<'e>>(
     Ok(())
 }
 
-/// Inserts a batch of requests in one statement (UNNEST of column arrays).
+/// Inserts a batch of requests without keys (generated samples, tests): see
+/// [`insert_keyed`].
 pub async fn insert_batch(
     conn: &mut sqlx::PgConnection,
     tenant: &str,
     workload: &str,
     rows: &[RequestRecord],
+) -> Result<u64, sqlx::Error> {
+    insert_keyed(conn, tenant, workload, rows, &vec![None; rows.len()]).await
+}
+
+/// Inserts a batch of requests in one statement (UNNEST of column arrays),
+/// `keys[i]` the row key of `rows[i]` (migration 0012). A row whose key the
+/// workload already has is skipped; a row without a key is always
+/// inserted. Answers the rows inserted.
+pub async fn insert_keyed(
+    conn: &mut sqlx::PgConnection,
+    tenant: &str,
+    workload: &str,
+    rows: &[RequestRecord],
+    keys: &[Option<Vec<u8>>],
 ) -> Result<u64, sqlx::Error> {
     if rows.is_empty() {
         return Ok(0);
@@ -74,9 +89,10 @@ pub async fn insert_batch(
     // (`as`: sqlx checks arrays of `String` and `f64` otherwise).
     let res = sqlx::query!(
         "INSERT INTO llm_requests (tenant, workload_id, ts, model, input_tokens, output_tokens, latency_ms, \
-         ttft_ms, status, cost_usd) \
+         ttft_ms, status, cost_usd, row_key) \
          SELECT $1, $2, * FROM UNNEST($3::timestamptz[], $4::text[], $5::int[], $6::int[], \
-         $7::float8[], $8::float8[], $9::text[], $10::float8[])",
+         $7::float8[], $8::float8[], $9::text[], $10::float8[], $11::bytea[]) \
+         ON CONFLICT (tenant, workload_id, row_key) DO NOTHING",
         tenant,
         workload,
         &ts,
@@ -87,6 +103,7 @@ pub async fn insert_batch(
         &ttft as &[Option<f64>],
         &status as &[&str],
         &cost as &[Option<f64>],
+        keys as &[Option<Vec<u8>>],
     )
     .execute(conn)
     .await?;

@@ -59,6 +59,7 @@ async fn ingest_file(
         format,
         model,
         max_errors,
+        prices: None,
     };
     let reader = BufReader::new(std::fs::File::open(path).unwrap());
     ingest::ingest(pool, &target, reader, |_| {}).await.unwrap()
@@ -486,7 +487,7 @@ async fn no_telemetry_needs_input_naming_it_and_a_follow_up_after_ingest_complet
     assert!(r["markdown"]
         .as_str()
         .unwrap()
-        .contains("netra ingest --workload fresh-bot"));
+        .contains("netra ingest --tenant default --workload fresh-bot"));
     let path = temp_file("fresh.csv", &azure_like_csv(400, 9));
     let ing = ingest_file(&t.pool, "fresh-bot", Format::Csv, None, 0, &path).await;
     assert_eq!(ing.inserted, 400);

@@ -12,6 +12,7 @@ mod dead_letters;
 mod group_commit;
 mod hardening_api;
 mod hardening_broker;
+mod ingest;
 mod leases;
 mod llm;
 mod pipeline;
