@@ -33,9 +33,15 @@ struct Prose {
 
 /// The JSON schema of [`Prose`].
 fn schema() -> OutputSchema {
+    // Built once: every request shares it (thousands of calls in flight).
+    static SCHEMA: std::sync::LazyLock<OutputSchema> = std::sync::LazyLock::new(build_schema);
+    SCHEMA.clone()
+}
+
+fn build_schema() -> OutputSchema {
     OutputSchema {
         name: "report_prose".into(),
-        schema: json!({
+        schema: std::sync::Arc::new(json!({
             "type": "object",
             "additionalProperties": false,
             "required": ["executive_summary", "why"],
@@ -43,7 +49,7 @@ fn schema() -> OutputSchema {
                 "executive_summary": {"type": "string", "maxLength": 600},
                 "why": {"type": "array", "maxItems": 8, "items": {"type": "string", "maxLength": 240}},
             },
-        }),
+        })),
     }
 }
 

@@ -98,13 +98,19 @@ struct Window {
 
 /// The JSON schema of [`Answer`] (strict: every field required, nothing else).
 pub fn schema() -> OutputSchema {
+    // Built once: every request shares it (thousands of calls in flight).
+    static SCHEMA: std::sync::LazyLock<OutputSchema> = std::sync::LazyLock::new(build_schema);
+    SCHEMA.clone()
+}
+
+fn build_schema() -> OutputSchema {
     // Bounded lengths and counts keep a weak model from rambling past its
     // token budget inside a string (the answer would be cut short, and
     // refused); llama.cpp's grammar honours them.
     let text = |max: u32| json!({"type": "string", "maxLength": max});
     OutputSchema {
         name: Phase::Triage.as_str().into(),
-        schema: json!({
+        schema: std::sync::Arc::new(json!({
             "type": "object",
             "additionalProperties": false,
             "required": ["intent", "category", "workloads", "priorities", "constraints", "time_window"],
@@ -130,7 +136,7 @@ pub fn schema() -> OutputSchema {
                     "properties": {"days": {"type": "number"}, "span": text(80)},
                 },
             },
-        }),
+        })),
     }
 }
 

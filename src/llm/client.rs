@@ -167,8 +167,11 @@ impl ModelClient {
         prompt: &Prompt,
         request: &ChatRequest,
     ) -> Result<Answered, ModelError> {
+        // The text of the request as a JSON value (keys sorted): the key
+        // stays what it was when the ledger stored values.
         let request_json = serde_json::to_value(request)
-            .map_err(|e| ModelError::permanent(format!("request: {e}")))?;
+            .map_err(|e| ModelError::permanent(format!("request: {e}")))?
+            .to_string();
         let hash = request_hash(prompt.version(), &request_json);
         let row = NewCall {
             scope,
@@ -380,11 +383,11 @@ impl ModelClient {
 }
 
 /// The ledger key of a request.
-pub fn request_hash(prompt_version: &str, request: &Value) -> String {
+pub fn request_hash(prompt_version: &str, request: &str) -> String {
     let mut h = Sha256::new();
     h.update(prompt_version.as_bytes());
     h.update(b"\n");
-    h.update(request.to_string().as_bytes());
+    h.update(request.as_bytes());
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 

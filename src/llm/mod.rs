@@ -80,8 +80,8 @@ impl ChatMessage {
 pub struct OutputSchema {
     /// The schema's name, as the API wants one.
     pub name: String,
-    /// The schema.
-    pub schema: Value,
+    /// The schema (shared by every request that uses it).
+    pub schema: std::sync::Arc<Value>,
 }
 
 /// What the model answered.

@@ -73,8 +73,9 @@ pub struct NewCall<'a> {
     pub provider: &'a str,
     /// The lookup key.
     pub request_hash: &'a str,
-    /// The rendered request.
-    pub request: &'a Value,
+    /// The rendered request, as JSON text (a call in flight holds its text,
+    /// not a tree of values).
+    pub request: &'a str,
     /// The answer; `None` for a failed call.
     pub response: Option<&'a Value>,
     /// The call.
@@ -155,7 +156,7 @@ pub async fn reuse_answer(
              AND response IS NOT NULL AND reused_from IS NULL
            ORDER BY id LIMIT 1),
          hit AS (",
-        r#"SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, found.id, $14, $15,
+        r#"SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::jsonb, $12, $13, found.id, $14, $15,
            $16, $17, $18, $19
          FROM found RETURNING id)
          SELECT hit.id AS "hit_id!", found.id AS "id!", found.response AS "response!",
@@ -182,7 +183,7 @@ pub async fn record(pool: &PgPool, row: &NewCall<'_>) -> Result<i64, Error> {
         query_scalar,
         row,
         "",
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::jsonb, $12, $13, $14, $15, $16, $17,
            $18, $19, $20) RETURNING id",
         [row.call.reused_from]
     )
