@@ -19,6 +19,8 @@
 mod driver;
 mod raw;
 mod report;
+mod slow;
+pub mod slow_server;
 mod stats;
 mod stub;
 
@@ -116,6 +118,18 @@ pub struct BenchArgs {
     /// Keep the databases (for inspection); the queues are deleted anyway.
     #[arg(long)]
     pub keep_db: bool,
+    /// Slow-model mode, instead of the sweep: one worker whose triage asks a
+    /// model that answers after `--model-delay`, at each of these numbers of
+    /// runs in flight (e.g. `1000,5000,10000`).
+    #[arg(long, value_delimiter = ',')]
+    pub slow_model: Vec<usize>,
+    /// The slow model's delay per call, seconds.
+    #[arg(long, default_value_t = 2.0)]
+    pub model_delay: f64,
+    /// Instead of a fixed delay, the same bound at every K: each step's
+    /// delay is K ÷ this many runs/s.
+    #[arg(long)]
+    pub model_bound: Option<f64>,
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {
@@ -190,6 +204,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .get_or_insert_with(|| "bench".to_string());
     config.http_addr = "127.0.0.1:0".parse()?;
     config.shutdown_grace = Duration::from_secs(3);
+    let mut slow_server = None;
+    if !args.slow_model.is_empty() {
+        let server = slow::Server::spawn(secs(args.model_delay)).await?;
+        slow::configure(&mut config, &args, &server.base_url);
+        slow_server = Some(server);
+    }
     let netra_db = format!("netra_bench_{id}");
     config.database_url = SecretString::from(with_database(&admin_url, &netra_db)?);
     let res = Arc::new(Resources {
@@ -205,22 +225,140 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         keep_db: args.keep_db,
     });
     let outcome = tokio::select! {
-        r = bench(&res, &args) => r,
+        r = measure(&res, &args, slow_server.as_mut()) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     eprintln!("bench: cleaning up (namespace {})", res.config.namespace);
     cleanup(&res).await;
-    let report = outcome?;
+    let (json, table) = outcome?;
     if let Some(path) = &args.json_out {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{json}");
     } else {
-        print!("{}", report.table());
+        print!("{table}");
     }
     Ok(())
+}
+
+/// The sweep, or the slow-model mode: the report as JSON and as a table.
+async fn measure(
+    res: &Arc<Resources>,
+    args: &BenchArgs,
+    slow_server: Option<&mut slow::Server>,
+) -> anyhow::Result<(String, String)> {
+    match slow_server {
+        Some(server) => {
+            let report = slow::bench(res, args, server).await?;
+            Ok((serde_json::to_string_pretty(&report)?, report.table()))
+        }
+        None => {
+            let report = bench(res, args).await?;
+            Ok((serde_json::to_string_pretty(&report)?, report.table()))
+        }
+    }
+}
+
+/// netra started in-process on fresh databases, with the sample workload,
+/// and a load generator connected.
+struct Setup {
+    admin: PgPool,
+    pool: PgPool,
+    queue: String,
+    client: Client,
+}
+
+impl Setup {
+    /// Creates both databases, starts netra with `agents` (default: the
+    /// standard five), loads the sample workload and connects the client.
+    async fn start(
+        res: &Arc<Resources>,
+        args: &BenchArgs,
+        agents: Option<netra::pipeline::agent::AgentSet>,
+    ) -> anyhow::Result<Setup> {
+        let admin = admin_pool(res).await?;
+        for db in [&res.netra_db, &res.raw_db] {
+            sqlx::query(&format!("CREATE DATABASE {db}"))
+                .execute(&admin)
+                .await
+                .with_context(|| format!("CREATE DATABASE {db} (the role needs CREATEDB)"))?;
+            for (k, v) in &args.pg_set {
+                sqlx::query(&format!("ALTER DATABASE {db} SET {k} = '{v}'"))
+                    .execute(&admin)
+                    .await
+                    .with_context(|| format!("ALTER DATABASE {db} SET {k}"))?;
+            }
+        }
+        let requests = request_texts(args);
+        let bodies = requests
+            .iter()
+            .map(|m| serde_json::to_vec(&serde_json::json!({ "message": m })))
+            .collect::<Result<Vec<_>, _>>()?;
+        eprintln!(
+            "bench: starting netra (namespace {}, database {})",
+            res.config.namespace, res.netra_db
+        );
+        let opts = StartOptions {
+            http: false,
+            agents,
+            ..StartOptions::default()
+        };
+        let app = App::start(res.config.clone(), opts)
+            .await
+            .context("starting netra (is the stack running?)")?;
+        let engine = app.engine.clone();
+        *res.app.lock().await = Some(app);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !engine.link.is_up() {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "netra did not connect to RabbitMQ"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let pool = engine.pool.clone();
+        netra::sample::load(
+            &pool,
+            res.config.amqp_default_tenant.as_deref().unwrap_or("bench"),
+            "bench-w",
+            &netra::sample::chat("gpt-4o", args.sample_rows, 11),
+        )
+        .await?;
+        for sql in &args.pg_exec {
+            sqlx::raw_sql(sql)
+                .execute(&pool)
+                .await
+                .with_context(|| format!("--pg-exec {sql}"))?;
+        }
+        // The supply catalog in Postgres, where the agents read it (idempotent).
+        netra::agents::catalog::load_catalog(&pool).await?;
+        // Statistics for the sample, as autovacuum would gather them within a
+        // minute of a bulk load: without them the planner estimates one row and
+        // the telemetry tools' window queries re-run their `max(ts)` per row
+        // (about 45 times slower), and the sweep would measure whenever
+        // autovacuum happens to analyze the table.
+        sqlx::query("ANALYZE llm_requests, workloads")
+            .execute(&pool)
+            .await?;
+        let queue = engine.names.requests();
+        let client = Client::connect(&res.amqp_url, bodies).await?;
+        Ok(Setup {
+            admin,
+            pool,
+            queue,
+            client,
+        })
+    }
+}
+
+/// `--request`s, or the default request.
+fn request_texts(args: &BenchArgs) -> Vec<String> {
+    if args.requests.is_empty() {
+        vec![DEFAULT_REQUEST.to_string()]
+    } else {
+        args.requests.clone()
+    }
 }
 
 async fn admin_pool(res: &Resources) -> anyhow::Result<PgPool> {
@@ -230,81 +368,17 @@ async fn admin_pool(res: &Resources) -> anyhow::Result<PgPool> {
 }
 
 async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report> {
-    let admin = admin_pool(res).await?;
-    for db in [&res.netra_db, &res.raw_db] {
-        sqlx::query(&format!("CREATE DATABASE {db}"))
-            .execute(&admin)
-            .await
-            .with_context(|| format!("CREATE DATABASE {db} (the role needs CREATEDB)"))?;
-        for (k, v) in &args.pg_set {
-            sqlx::query(&format!("ALTER DATABASE {db} SET {k} = '{v}'"))
-                .execute(&admin)
-                .await
-                .with_context(|| format!("ALTER DATABASE {db} SET {k}"))?;
-        }
-    }
+    let agents = (args.agents == Agents::Stub).then(stub::agents);
+    let Setup {
+        admin,
+        pool,
+        queue: netra_queue,
+        mut client,
+    } = Setup::start(res, args, agents).await?;
     let warmup = secs(args.warmup);
     let window = secs(args.window);
     let drain = secs(args.drain);
-    let requests = if args.requests.is_empty() {
-        vec![DEFAULT_REQUEST.to_string()]
-    } else {
-        args.requests.clone()
-    };
-    let bodies = requests
-        .iter()
-        .map(|m| serde_json::to_vec(&serde_json::json!({ "message": m })))
-        .collect::<Result<Vec<_>, _>>()?;
-
-    // netra, in-process.
-    eprintln!(
-        "bench: starting netra (namespace {}, database {})",
-        res.config.namespace, res.netra_db
-    );
-    let opts = StartOptions {
-        http: false,
-        agents: (args.agents == Agents::Stub).then(stub::agents),
-        ..StartOptions::default()
-    };
-    let app = App::start(res.config.clone(), opts)
-        .await
-        .context("starting netra (is the stack running?)")?;
-    let engine = app.engine.clone();
-    *res.app.lock().await = Some(app);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !engine.link.is_up() {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "netra did not connect to RabbitMQ"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let pool = engine.pool.clone();
-    netra::sample::load(
-        &pool,
-        res.config.amqp_default_tenant.as_deref().unwrap_or("bench"),
-        "bench-w",
-        &netra::sample::chat("gpt-4o", args.sample_rows, 11),
-    )
-    .await?;
-    for sql in &args.pg_exec {
-        sqlx::raw_sql(sql)
-            .execute(&pool)
-            .await
-            .with_context(|| format!("--pg-exec {sql}"))?;
-    }
-    // The supply catalog in Postgres, where the agents read it (idempotent).
-    netra::agents::catalog::load_catalog(&pool).await?;
-    // Statistics for the sample, as autovacuum would gather them within a
-    // minute of a bulk load: without them the planner estimates one row and
-    // the telemetry tools' window queries re-run their `max(ts)` per row
-    // (about 45 times slower), and the sweep would measure whenever
-    // autovacuum happens to analyze the table.
-    sqlx::query("ANALYZE llm_requests, workloads")
-        .execute(&pool)
-        .await?;
-    let netra_queue = engine.names.requests();
-    let mut client = Client::connect(&res.amqp_url, bodies).await?;
+    let requests = request_texts(args);
 
     // Idle memory, after one run has touched every code path.
     let probe = driver::closed_loop(

@@ -9,13 +9,21 @@ use clap::Parser;
 struct Cli {
     #[command(flatten)]
     args: netra_bench::BenchArgs,
+    /// (Internal) serve the slow model of `--slow-model` with this delay in
+    /// milliseconds; the benchmark starts it as a child process.
+    #[arg(long, hide = true, value_name = "MS")]
+    serve_slow_model: Option<u64>,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     netra::telemetry::init_with_default("warn");
-    match netra_bench::run(cli.args).await {
+    let outcome = match cli.serve_slow_model {
+        Some(ms) => netra_bench::slow_server::serve(ms).await,
+        None => netra_bench::run(cli.args).await,
+    };
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -46,3 +46,12 @@ pub fn agents() -> AgentSet {
             set.with(Arc::new(Stub(p)))
         })
 }
+
+/// netra's own triage (which asks the model when one is configured), and
+/// stubs for the other phases: the slow-model mode's agents.
+pub fn with_model_triage() -> AgentSet {
+    Phase::ALL.into_iter().filter(|p| *p != Phase::Triage).fold(
+        AgentSet::new(Arc::new(Supervisor)).typed(netra::agents::triage::Triage),
+        |set, p| set.with(Arc::new(Stub(p))),
+    )
+}
