@@ -279,7 +279,7 @@ pub async fn bench(
         let delay = delay_for(args, k);
         server.set_delay(delay).await?;
         let warmup = delay.mul_f64(1.5) + Duration::from_secs(5);
-        let window = secs(args.window).max(delay * 3);
+        let window = secs(args.window).max(delay * 2);
         let drain = drain_floor.max(delay * 2 + Duration::from_secs(30));
         eprintln!(
             "bench: slow model, K={k}, delay {:.1} s: warm-up {:.0} s, window {:.0} s",
