@@ -281,27 +281,62 @@ pub async fn closed_loop(
     measure: Duration,
     drain: Duration,
 ) -> anyhow::Result<StepOutcome> {
+    closed_loop_ramped(client, queue, k, Duration::ZERO, warmup, measure, drain).await
+}
+
+/// [`closed_loop`], with the first `k` requests spread evenly over `ramp`
+/// (part of the warm-up) instead of sent at once: with slow calls, K sent
+/// together would come back together, and the system would see waves of K
+/// instead of a steady K in flight.
+pub async fn closed_loop_ramped(
+    client: &mut Client,
+    queue: &str,
+    k: usize,
+    ramp: Duration,
+    warmup: Duration,
+    measure: Duration,
+    drain: Duration,
+) -> anyhow::Result<StepOutcome> {
     let t0 = Instant::now();
     let warm_end = t0 + warmup;
     let end = warm_end + measure;
     let mut out = StepOutcome::new(measure)?;
-    for _ in 0..k {
-        client.submit(queue, Instant::now());
-        out.sent += 1;
-    }
-    let mut in_flight = k;
+    let step = ramp
+        .checked_div(u32::try_from(k.max(1)).unwrap_or(u32::MAX))
+        .unwrap_or_default();
+    let mut started = 0usize;
+    let mut in_flight = 0usize;
     let hard_end = end + drain;
-    while in_flight > 0 {
-        let Some(d) = client.next_done(hard_end).await else {
-            break;
+    while started < k || in_flight > 0 {
+        let next_start =
+            (started < k).then(|| t0 + step * u32::try_from(started).unwrap_or(u32::MAX));
+        let done = match next_start {
+            Some(at) if at <= Instant::now() => None,
+            Some(at) => tokio::select! {
+                biased;
+                d = client.done_rx.recv() => Some(d),
+                _ = sleep_until(at) => None,
+            },
+            None => Some(client.next_done(hard_end).await),
         };
-        in_flight -= 1;
-        let in_window = d.end >= warm_end && d.end < end;
-        out.count(d, in_window, true);
-        if Instant::now() < end {
-            client.submit(queue, Instant::now());
-            out.sent += 1;
-            in_flight += 1;
+        match done {
+            None => {
+                client.submit(queue, Instant::now());
+                out.sent += 1;
+                started += 1;
+                in_flight += 1;
+            }
+            Some(None) => break,
+            Some(Some(d)) => {
+                in_flight -= 1;
+                let in_window = d.end >= warm_end && d.end < end;
+                out.count(d, in_window, true);
+                if Instant::now() < end {
+                    client.submit(queue, Instant::now());
+                    out.sent += 1;
+                    in_flight += 1;
+                }
+            }
         }
     }
     out.lost = client.forget_pending() as u64;

@@ -6,7 +6,9 @@
 //! ledger; the other phases run `--agents` (with `stub`, the engine's own
 //! cost is all that follows the call). For each K the
 //! closed loop keeps K runs in flight, and a run's time is dominated by the
-//! delay, so the most the worker can complete is the bound K ÷ delay. The
+//! delay, so the most the worker can complete is the bound K ÷ delay (the
+//! K start spread over one delay, so that they do not come back in waves).
+//! The
 //! step reports runs/s against that bound, the worker's RSS while the K runs
 //! are in flight (sampled through the window; the model's sockets are in the
 //! child), per 1,000 in flight, and the model calls per completed run (1.0:
@@ -278,7 +280,8 @@ pub async fn bench(
     for &k in &args.slow_model {
         let delay = delay_for(args, k);
         server.set_delay(delay).await?;
-        let warmup = delay.mul_f64(1.5) + Duration::from_secs(5);
+        // The K start over one delay, then one more delay to settle.
+        let warmup = delay * 2 + Duration::from_secs(5);
         let window = secs(args.window).max(delay * 2);
         let drain = drain_floor.max(delay * 2 + Duration::from_secs(30));
         eprintln!(
@@ -290,8 +293,16 @@ pub async fn bench(
         let calls0 = model_calls(&setup.pool).await?;
         let sampler = Sampler::start();
         let t0 = Instant::now();
-        let out =
-            driver::closed_loop(&mut setup.client, &setup.queue, k, warmup, window, drain).await?;
+        let out = driver::closed_loop_ramped(
+            &mut setup.client,
+            &setup.queue,
+            k,
+            delay,
+            warmup,
+            window,
+            drain,
+        )
+        .await?;
         let samples = sampler.stop().await;
         let calls = model_calls(&setup.pool).await? - calls0;
         let (from, to) = (t0 + warmup, t0 + warmup + window);
