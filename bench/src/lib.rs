@@ -352,6 +352,30 @@ impl Setup {
     }
 }
 
+/// Runs one request through every code path, then reads the idle RSS (KiB).
+async fn idle_after_one_run(
+    client: &mut Client,
+    queue: &str,
+    drain: Duration,
+) -> anyhow::Result<u64> {
+    let probe = driver::closed_loop(
+        client,
+        queue,
+        1,
+        Duration::ZERO,
+        Duration::from_millis(1),
+        drain,
+    )
+    .await?;
+    anyhow::ensure!(
+        probe.completed_total == 1,
+        "the first run did not complete within {drain:?}: {:?}",
+        probe.statuses
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(stats::rss_kib())
+}
+
 /// `--request`s, or the default request.
 fn request_texts(args: &BenchArgs) -> Vec<String> {
     if args.requests.is_empty() {
@@ -381,21 +405,7 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
     let requests = request_texts(args);
 
     // Idle memory, after one run has touched every code path.
-    let probe = driver::closed_loop(
-        &mut client,
-        &netra_queue,
-        1,
-        Duration::ZERO,
-        Duration::from_millis(1),
-        drain,
-    )
-    .await?;
-    anyhow::ensure!(
-        probe.completed_total == 1,
-        "the first run did not complete within {drain:?}"
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle_rss = stats::rss_kib();
+    let idle_rss = idle_after_one_run(&mut client, &netra_queue, drain).await?;
     let redis_url = res.config.redis_url.expose_secret().to_string();
     let redis_before = stats::redis_used_memory(&redis_url).await;
     let netra_start = PgCounters::read(&admin, &res.netra_db).await?;

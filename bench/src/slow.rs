@@ -260,22 +260,7 @@ pub async fn bench(
     let drain_floor = secs(args.drain);
     // One run through every path (with a short delay), then the idle RSS.
     server.set_delay(Duration::from_millis(50)).await?;
-    let probe = driver::closed_loop(
-        &mut setup.client,
-        &setup.queue,
-        1,
-        Duration::ZERO,
-        Duration::from_millis(1),
-        drain_floor,
-    )
-    .await?;
-    anyhow::ensure!(
-        probe.completed_total == 1,
-        "the first run did not complete within {drain_floor:?}: {:?}",
-        probe.statuses
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle = stats::rss_kib();
+    let idle = super::idle_after_one_run(&mut setup.client, &setup.queue, drain_floor).await?;
     let mut rows = Vec::new();
     for &k in &args.slow_model {
         let delay = delay_for(args, k);

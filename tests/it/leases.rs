@@ -14,7 +14,7 @@ use crate::common::{
     wrapper::{standard_with, Wrapper},
     *,
 };
-use netra::pipeline::envelope::Envelope;
+use netra::{pipeline::envelope::Envelope, store::runs::Run};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -24,6 +24,30 @@ use uuid::Uuid;
 /// then delegates; the slow agent, to count its calls and open its gate.
 fn slow_triage() -> (netra::pipeline::agent::AgentSet, Arc<Wrapper>) {
     standard_with("triage", Wrapper::gated)
+}
+
+/// netra with a slow triage and leases of `lease`, and one request whose
+/// triage has started and waits at the gate: the app, the slow agent, the
+/// running run.
+async fn slow_run_started(lease: Duration) -> (TestApp, Arc<Wrapper>, Run) {
+    let (agents, slow) = slow_triage();
+    let (mut config, db) = test_config().await;
+    config.lease = lease;
+    let t = TestApp::start_with(config, db, Some(agents)).await;
+    t.publish_request(
+        &json!({"message": "What is prompt caching?"}),
+        None,
+        None,
+        None,
+    )
+    .await;
+    let counted = &slow;
+    wait_until("the slow call started", move || async move {
+        counted.calls.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    let run = t.wait_all(1, &["running"]).await.remove(0);
+    (t, slow, run)
 }
 
 /// Waits (bounded) until `check` says yes; `what` names it in the panic.
@@ -267,23 +291,7 @@ async fn an_expired_lease_is_retried_without_spending_an_attempt() {
 
 #[tokio::test]
 async fn the_effect_of_an_attempt_that_lost_its_lease_is_discarded() {
-    let (agents, slow) = slow_triage();
-    let (mut config, db) = test_config().await;
-    config.lease = Duration::from_secs(1);
-    let t = TestApp::start_with(config, db, Some(agents)).await;
-    t.publish_request(
-        &json!({"message": "What is prompt caching?"}),
-        None,
-        None,
-        None,
-    )
-    .await;
-    let counted = &slow;
-    wait_until("the slow call started", move || async move {
-        counted.calls.load(Ordering::SeqCst) >= 1
-    })
-    .await;
-    let run = t.wait_all(1, &["running"]).await.remove(0);
+    let (t, slow, run) = slow_run_started(Duration::from_secs(1)).await;
     let (_, first) = lease(&t.pool, run.id).await;
     assert!(first.is_some());
     // The lease expired meanwhile and another attempt took the step.
@@ -346,25 +354,9 @@ async fn the_effect_of_an_attempt_that_lost_its_lease_is_discarded() {
 
 #[tokio::test]
 async fn a_slow_phase_keeps_its_lease_renewed_while_it_runs() {
-    let (agents, slow) = slow_triage();
-    let (mut config, db) = test_config().await;
     // Renewed every 300 ms, swept every 450 ms: without the renewals the
     // sweep would take the step from the slow attempt within a second.
-    config.lease = Duration::from_millis(900);
-    let t = TestApp::start_with(config, db, Some(agents)).await;
-    t.publish_request(
-        &json!({"message": "What is prompt caching?"}),
-        None,
-        None,
-        None,
-    )
-    .await;
-    let counted = &slow;
-    wait_until("the slow call started", move || async move {
-        counted.calls.load(Ordering::SeqCst) >= 1
-    })
-    .await;
-    let run = t.wait_all(1, &["running"]).await.remove(0);
+    let (t, slow, run) = slow_run_started(Duration::from_millis(900)).await;
     let (_, token) = lease(&t.pool, run.id).await;
     assert!(token.is_some());
     let engine = &t.app.as_ref().expect("running").engine;
