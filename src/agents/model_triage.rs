@@ -25,7 +25,7 @@ use serde_json::json;
 
 use super::{
     outputs::{Category, Constraints, ModelNote, Priority, TriageOutput},
-    triage::{clarifying_question, TOPICS},
+    triage::{clarifying_question, topic_of, window},
 };
 use crate::{
     error::PhaseError,
@@ -43,9 +43,6 @@ use crate::{
 const TRIAGE_ASK: &str = "triage";
 /// The ledger purpose of the ask after a refused answer.
 const TRIAGE_ASK_AGAIN: &str = "triage_retry";
-
-/// Known workloads shown to the model (and matched against).
-const KNOWN_WORKLOADS: i64 = 200;
 
 /// The model's answer, as the schema has it.
 #[derive(Debug, Clone, Deserialize)]
@@ -140,19 +137,18 @@ fn build_schema() -> OutputSchema {
     }
 }
 
-/// Triage of `text` by the model, checked; the embedded analyst's
-/// `embedded` triage where the model cannot be used.
+/// Triage of `text` by the model, checked against the tenant's `known`
+/// workloads; the embedded analyst's `embedded` triage where the model
+/// cannot be used.
 pub async fn triage(
     ctx: &AgentContext,
     model: &ModelClient,
     input: &PhaseInput,
     text: &str,
     hint: Option<&str>,
+    known: &[String],
     embedded: TriageOutput,
 ) -> Result<TriageOutput, PhaseError> {
-    let known = crate::store::workloads::ids(&ctx.pool, &input.tenant, KNOWN_WORKLOADS)
-        .await
-        .map_err(|e| PhaseError::transient(format!("workloads of the tenant: {e}")))?;
     let scope = ctx.call_scope(input, Phase::Triage);
     let mut note = ModelNote {
         provider: "openai-compatible".into(),
@@ -161,7 +157,7 @@ pub async fn triage(
         reused: true,
         ..ModelNote::default()
     };
-    let mut messages = vec![ChatMessage::new("user", user_message(text, &known))];
+    let mut messages = vec![ChatMessage::new("user", user_message(text, known))];
     let mut refused = String::new();
     // The first ask, and the one after a refusal (their ledger purposes).
     for purpose in [TRIAGE_ASK, TRIAGE_ASK_AGAIN] {
@@ -174,7 +170,7 @@ pub async fn triage(
             Err(e) => return fall_back(model, note, embedded, e),
         };
         account(&mut note, &answered);
-        match checked(&answered.answer.content, text, hint, &known, &mut note) {
+        match checked(&answered.answer.content, text, hint, known, &mut note) {
             Ok(mut out) => {
                 note.used = true;
                 fill_from_embedded(&mut out, &embedded, text);
@@ -292,6 +288,20 @@ fn checked(
         constraints: constraints(&answer.constraints, text, note),
         ..TriageOutput::default()
     };
+    for w in &answer.workloads {
+        out.sources
+            .entry("workload_ids".into())
+            .or_default()
+            .push(w.clone());
+    }
+    for s in &answer.constraints {
+        if constraint_kept(&out.constraints, s) {
+            out.sources
+                .entry(format!("constraints.{}", s.kind.as_str()))
+                .or_default()
+                .push(s.span.clone());
+        }
+    }
     if answer.time_window.days > 0.0 {
         match check_span(
             text,
@@ -299,7 +309,17 @@ fn checked(
             answer.time_window.days,
             Kind::Days,
         ) {
-            Ok(()) => out.time_range_days = (answer.time_window.days.round() as i64).clamp(1, 3650),
+            Ok(()) => {
+                let hours = answer.time_window.days * 24.0;
+                let (days, unserved) = window::served(hours, answer.time_window.span.trim());
+                out.time_range_days = days;
+                out.window_hours = Some(hours);
+                out.unclear.extend(unserved);
+                out.sources
+                    .entry("window".into())
+                    .or_default()
+                    .push(answer.time_window.span.clone());
+            }
             Err(why) => note.dropped.push(format!(
                 "time window of {} days: {why}",
                 answer.time_window.days
@@ -307,6 +327,17 @@ fn checked(
         }
     }
     Ok(out)
+}
+
+/// True when the constraint `s` stated is the one the output holds.
+fn constraint_kept(c: &Constraints, s: &Stated) -> bool {
+    let held = match s.kind {
+        ConstraintKind::LatencySloMs => c.latency_slo_ms,
+        ConstraintKind::TargetReductionPct => c.target_reduction_pct,
+        ConstraintKind::MonthlyBudgetUsd => c.monthly_budget_usd,
+        ConstraintKind::QualityFloor => c.quality_floor.map(f64::from),
+    };
+    held.is_some_and(|v| (v - s.value).abs() < 1e-9 || s.kind == ConstraintKind::QualityFloor)
 }
 
 fn dedup(mut v: Vec<Priority>) -> Vec<Priority> {
@@ -423,13 +454,11 @@ fn constraints(stated: &[Stated], text: &str, note: &mut ModelNote) -> Constrain
 }
 
 /// What the model is not asked for: the topic of a question, the data the
-/// phase needs, the clarifying question, the unclear parts.
+/// phase needs, the clarifying question, the unclear parts, the confidence.
+/// A window the model did not read (or read in days when it is stated in
+/// hours, which its schema cannot say) is the embedded analyst's.
 fn fill_from_embedded(out: &mut TriageOutput, embedded: &TriageOutput, text: &str) {
-    let lower = text.to_lowercase();
-    out.topic = TOPICS
-        .iter()
-        .find(|(k, _)| lower.contains(k))
-        .map(|(k, _)| (*k).to_string());
+    out.topic = topic_of(text);
     out.data_needs = match out.category {
         Category::Question => Vec::new(),
         _ => vec!["request telemetry".to_string(), "model prices".to_string()],
@@ -442,10 +471,35 @@ fn fill_from_embedded(out: &mut TriageOutput, embedded: &TriageOutput, text: &st
         out.topic.as_deref(),
     );
     out.ambiguous = out.clarifying_question.is_some();
-    out.unclear = embedded.unclear.clone();
+    let window_note = |n: &String| n.starts_with(window::NOTE_PREFIX);
+    if out.window_hours.is_none() && embedded.window_hours.is_some() {
+        out.time_range_days = embedded.time_range_days;
+        out.window_hours = embedded.window_hours;
+        if let Some(words) = embedded.sources.get("window") {
+            out.sources.insert("window".into(), words.clone());
+        }
+        out.unclear = embedded.unclear.clone();
+    } else {
+        let model_notes = std::mem::take(&mut out.unclear);
+        out.unclear = embedded
+            .unclear
+            .iter()
+            .filter(|n| !window_note(n))
+            .cloned()
+            .collect();
+        out.unclear.extend(model_notes);
+    }
     if out.intent.is_empty() {
         out.intent = embedded.intent.clone();
     }
+    // The model's reading is as sure as the embedded analyst's when they
+    // agree on what to do and with which workloads; less when they do not.
+    let agrees = out.category == embedded.category && out.workload_ids == embedded.workload_ids;
+    out.confidence = if agrees {
+        embedded.confidence.max(0.5)
+    } else {
+        embedded.confidence.min(0.5)
+    };
 }
 
 #[cfg(test)]

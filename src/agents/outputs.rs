@@ -10,6 +10,8 @@
 //! (telemetry, costs, the catalog, the validation) stay JSON: they are the
 //! tools' output, described by the tools' schemas.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -94,8 +96,14 @@ pub struct TriageOutput {
     pub category: Category,
     /// The workloads named (or passed as `workload_id`).
     pub workload_ids: Vec<String>,
-    /// The telemetry window to read.
+    /// The telemetry window to read, whole days ending at the newest
+    /// request: the stated window rounded up to days, or 30 when none is
+    /// stated.
     pub time_range_days: i64,
+    /// The window the request states, hours (`last 2 hours`: 2, `past
+    /// week`: 168); `None` when it states none. A window that is not whole
+    /// days is read as `time_range_days`, and `unclear` says so.
+    pub window_hours: Option<f64>,
     /// The goals, in the request's order; they rank the recommendations.
     pub priorities: Vec<Priority>,
     /// The limits the recommendations are filtered by.
@@ -110,6 +118,13 @@ pub struct TriageOutput {
     pub clarifying_question: Option<String>,
     /// Parts of the request that were read but not applied, and why.
     pub unclear: Vec<String>,
+    /// How sure the reading is, 0 to 1 (lower for an assumed goal, a
+    /// misspelling, a note in `unclear`; low when a question is asked).
+    pub confidence: f64,
+    /// The words of the request each field came from, by field name
+    /// (`workload_ids`, `priorities.cost`, `constraints.latency_slo_ms`,
+    /// `window`, `guards.quality`, `category`, `topic`, `language`).
+    pub sources: BTreeMap<String, Vec<String>>,
     /// How the language model took part, when one is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelNote>,
@@ -154,6 +169,7 @@ impl Default for TriageOutput {
             category: Category::default(),
             workload_ids: Vec::new(),
             time_range_days: 30,
+            window_hours: None,
             priorities: Vec::new(),
             constraints: Constraints::default(),
             data_needs: Vec::new(),
@@ -161,6 +177,8 @@ impl Default for TriageOutput {
             ambiguous: false,
             clarifying_question: None,
             unclear: Vec::new(),
+            confidence: 0.0,
+            sources: BTreeMap::new(),
             model: None,
         }
     }

@@ -12,6 +12,10 @@
 //!                                      └─ data insufficient ─► reporting ─► needs_input
 //! ```
 //!
+//! A request triage cannot act on (its output `ambiguous`, with a
+//! clarifying question) is a question: it goes to reporting, which asks,
+//! and the run ends `needs_input`, like one whose data is insufficient.
+//!
 //! It reads the outputs as their types and matches on their enums
 //! ([`Category`], [`Sufficiency`]); an output that does not fit its type
 //! cannot be routed, and the run is dead-lettered saying so.
@@ -62,6 +66,11 @@ impl Outputs<'_> {
         })
     }
 
+    /// True when triage could not act on the request and asked a question.
+    fn triage_ambiguous(&self) -> Result<bool, NoRoute> {
+        Ok(self.get::<TriageOutput>()?.is_some_and(|t| t.ambiguous))
+    }
+
     /// True when the data phase ran and found its data insufficient.
     fn data_insufficient(&self) -> Result<bool, NoRoute> {
         Ok(self
@@ -90,11 +99,13 @@ impl Supervisor {
             }
             Phase::Optimization => to(Phase::Actions),
             Phase::Actions => to(Phase::Reporting),
-            Phase::Reporting => Ok(Target::Finish(if outputs.data_insufficient()? {
-                Final::NeedsInput
-            } else {
-                Final::Completed
-            })),
+            Phase::Reporting => Ok(Target::Finish(
+                if outputs.data_insufficient()? || outputs.triage_ambiguous()? {
+                    Final::NeedsInput
+                } else {
+                    Final::Completed
+                },
+            )),
         }
     }
 }
@@ -174,6 +185,21 @@ mod tests {
         assert_eq!(
             walk("analysis", "insufficient"),
             (vec!["triage", "data", "reporting"], Final::NeedsInput)
+        );
+    }
+
+    #[test]
+    fn an_ambiguous_triage_ends_needing_input() {
+        let s = Supervisor;
+        let triage = json!({"category": "question", "ambiguous": true, "clarifying_question": "Which workload?"});
+        assert_eq!(
+            s.next("triage", &triage, &BTreeMap::new()).unwrap(),
+            Target::Phase("reporting")
+        );
+        let upstream = BTreeMap::from([("triage".to_string(), triage)]);
+        assert_eq!(
+            s.next("reporting", &json!({}), &upstream).unwrap(),
+            Target::Finish(Final::NeedsInput)
         );
     }
 

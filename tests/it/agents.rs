@@ -521,7 +521,9 @@ async fn an_ambiguous_request_gets_a_clarifying_question_not_a_guess() {
         None,
     )
     .await;
-    let run = t.wait_all(1, &["completed"]).await.remove(0);
+    // The run asks and waits for the answer: it ends `needs_input`.
+    let run = t.wait_all(1, &["needs_input", "completed"]).await.remove(0);
+    assert_eq!(run.status, "needs_input");
     let r = run.result.unwrap();
     assert!(r["clarifying_question"]
         .as_str()

@@ -576,7 +576,8 @@ async fn tenant_cannot_list_or_replay_another_tenants_dead_letters() {
     )
     .await;
     assert_eq!((s, r["replayed"].as_u64()), (200, Some(1)));
-    t.wait_run(run.id, &["completed"]).await;
+    // Its request ("x") cannot be acted on: triage asks, the run needs input.
+    t.wait_run(run.id, &["needs_input"]).await;
     t.finish().await;
 }
 

@@ -378,22 +378,19 @@ impl Agent for Panicky {
     }
     fn run<'a>(
         &'a self,
-        _: &'a AgentContext,
+        ctx: &'a AgentContext,
         input: &'a PhaseInput,
     ) -> BoxFuture<'a, Result<Value, PhaseError>> {
         Box::pin(async move {
             if input.request["message"] == "boom" {
                 panic!("agent exploded");
             }
+            // The real triage reads the tenant's workloads: it gets the
+            // real context.
             netra::agents::standard()
                 .get("triage")
                 .unwrap()
-                .run(
-                    &AgentContext::unmemoized(
-                        sqlx::PgPool::connect_lazy("postgres://x@127.0.0.1:1/x").unwrap(),
-                    ),
-                    input,
-                )
+                .run(ctx, input)
                 .await
         })
     }
