@@ -57,12 +57,27 @@ pub enum StartError {
     /// The API address is in use or invalid.
     #[error("http: {0}")]
     Http(#[from] std::io::Error),
+    /// A service's TLS certificate did not verify (the message names the
+    /// service).
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 impl App {
     /// Migrates, connects and starts everything.
     pub async fn start(config: Config, opts: StartOptions) -> Result<Self, StartError> {
-        let pool = store::connect(&config).await?;
+        let pool = match store::connect(&config).await {
+            Ok(pool) => pool,
+            Err(e) => {
+                return Err(match crate::tls::postgres_refusal(&e.to_string()) {
+                    Some(refused) => StartError::Tls(refused),
+                    None => StartError::Database(e),
+                })
+            }
+        };
+        crate::tls::check_services(&config)
+            .await
+            .map_err(StartError::Tls)?;
         store::migrate(&pool).await.map_err(StartError::Migrate)?;
         agents::catalog::load_catalog(&pool).await?;
         let cache = Cache::connect(&config).await;

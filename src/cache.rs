@@ -66,7 +66,10 @@ pub struct Cache {
 impl Cache {
     /// Connects; `None` (with a warning) when Redis is unreachable.
     pub async fn connect(config: &Config) -> Option<Self> {
-        let client = match redis::Client::open(config.redis_url.expose_secret()) {
+        let client = match crate::tls::redis_client(
+            config.redis_url.expose_secret(),
+            config.tls_ca.as_ref(),
+        ) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e.kind_str(), "invalid NETRA_REDIS_URL; running without cache");

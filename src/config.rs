@@ -130,6 +130,9 @@ pub struct Config {
     /// The language model the agents use, if any (`NETRA_LLM_*`; none: the
     /// embedded analyst).
     pub llm: crate::llm::config::LlmConfig,
+    /// The certificates of a private CA the services' TLS certificates are
+    /// checked against, beside the system's roots (`NETRA_TLS_CA_FILE`).
+    pub tls_ca: Option<crate::tls::CaFile>,
 }
 
 impl std::fmt::Debug for Config {
@@ -152,6 +155,10 @@ impl std::fmt::Debug for Config {
             .field("amqp_default_tenant", &self.amqp_default_tenant)
             .field("http", &self.http)
             .field("llm", &self.llm)
+            .field(
+                "tls_ca",
+                &self.tls_ca.as_ref().map(|c| c.path.display().to_string()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -425,6 +432,7 @@ impl Config {
             commit_batch: parse("NETRA_COMMIT_BATCH", 32usize)?,
             commit_concurrency: parse("NETRA_COMMIT_CONCURRENCY", 1usize)?,
             llm: crate::llm::config::LlmConfig::from_env()?,
+            tls_ca: crate::tls::ca_from_env()?,
         };
         check_phase_timeouts(&config)?;
         Ok(config)

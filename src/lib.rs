@@ -50,4 +50,5 @@ pub mod ratelimit;
 pub mod sample;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod tools;

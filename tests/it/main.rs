@@ -17,4 +17,5 @@ mod leases;
 mod llm;
 mod pipeline;
 mod secrets;
+mod tls;
 mod usage;
