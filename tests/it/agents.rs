@@ -111,10 +111,39 @@ async fn tools_compute_hand_checked_figures_for_the_callers_tenant_only() {
     assert_eq!(m["tokens"]["output_total"], 2100);
     // percentile_cont(0.95) of 100..2000: position 19 * 0.95 = 18.05 -> 1900 + 0.05 * 100 = 1905.
     assert!((m["latency_ms"]["p95"].as_f64().unwrap() - 1905.0).abs() < 1e-9);
-    // Clock hours 00..03 = 4; 20 / 4 = 5 per hour; peak 10 -> peak-to-average 2.
+    // The window is the data's span, 00:01 to 03:20 = 199 minutes (clock
+    // hours touched: 4, not the divisor): 20 / (199/60) per hour, and the
+    // busiest hour's 10 is 10 * 199 / (60 * 20) of that.
     assert_eq!(m["rate"]["clock_hours"], 4.0);
+    close(
+        m["rate"]["window_hours"].as_f64().unwrap(),
+        199.0 / 60.0,
+        1e-12,
+        "window",
+    );
+    close(
+        m["rate"]["avg_per_hour"].as_f64().unwrap(),
+        1200.0 / 199.0,
+        1e-12,
+        "avg/h",
+    );
     assert_eq!(m["rate"]["peak_per_hour"], 10);
-    assert_eq!(m["rate"]["peak_to_average"], 2.0);
+    close(
+        m["rate"]["peak_to_average"].as_f64().unwrap(),
+        1990.0 / 1200.0,
+        1e-12,
+        "peak/avg",
+    );
+    // Each request in a clock minute of its own: the peak minute is the first.
+    assert_eq!(m["rate"]["peak_per_minute"], 1);
+    assert_eq!(m["rate"]["peak_minute"], "2026-11-01T00:01:00Z");
+    close(
+        m["rate"]["peak_to_average_minute"].as_f64().unwrap(),
+        9.95,
+        1e-12,
+        "peak/avg min",
+    );
+    assert_eq!(m["less_than_a_day"], true);
     // Peak hour tokens: 10 * 1000 + 10 * (1 + ... + 10) = 10,550.
     assert_eq!(m["rate"]["peak_tokens_per_hour"], 10_550);
     let p = tools
