@@ -371,17 +371,6 @@ fn close(a: f64, b: f64, tol: f64, what: &str) {
     assert!((a - b).abs() <= tol, "{what}: report {a} vs SQL {b}");
 }
 
-/// Prices of a model, read with SQL from the catalog table.
-async fn price(pool: &PgPool, id: &str) -> (f64, f64, f64, f64) {
-    sqlx::query_as(
-        "SELECT input_per_mtok, output_per_mtok, cached_input_discount, batch_discount FROM catalog_models WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_one(pool)
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn cost_cut_under_a_p95_slo_reports_figures_equal_to_direct_sql() {
     let t = TestApp::start().await;
@@ -421,7 +410,7 @@ async fn cost_cut_under_a_p95_slo_reports_figures_equal_to_direct_sql() {
         "p95 latency",
     );
     let factor = 720.0 / span_h;
-    let (gi, go, _, _) = price(&t.pool, "gpt-4o").await;
+    let (gi, go, _, _) = catalog_price(&t.pool, "gpt-4o").await;
     let monthly = (in_sum as f64 * gi + out_sum as f64 * go) / 1e6 * factor;
     close(
         report["current_monthly_cost_usd"].as_f64().unwrap(),
@@ -446,7 +435,7 @@ async fn cost_cut_under_a_p95_slo_reports_figures_equal_to_direct_sql() {
         .find(|r| r["kind"] == "model_right_sizing")
         .expect("a cheaper model fits the SLO");
     let serving = rs["to_model"].as_str().unwrap();
-    let (si, so, sc, sb) = price(&t.pool, serving).await;
+    let (si, so, sc, sb) = catalog_price(&t.pool, serving).await;
     let (a, b) = (in_sum as f64, out_sum as f64);
     let caching_window = a * 0.3 * si / 1e6 * sc;
     let mut total = 0.0;

@@ -67,6 +67,19 @@ fn every(from: DateTime<Utc>, to: DateTime<Utc>, step: i64) -> Vec<DateTime<Utc>
     out
 }
 
+/// [`every`] but none in the gap `[gap.0, gap.1)`.
+fn every_but(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    step: i64,
+    gap: (DateTime<Utc>, DateTime<Utc>),
+) -> Vec<DateTime<Utc>> {
+    every(from, to, step)
+        .into_iter()
+        .filter(|t| !(gap.0..gap.1).contains(t))
+        .collect()
+}
+
 /// `k` requests within the minute starting at `minute` (a burst).
 fn burst(minute: DateTime<Utc>, k: i64) -> Vec<DateTime<Utc>> {
     (0..k)
@@ -164,6 +177,26 @@ async fn insert(pool: &PgPool, workload: &str, rows: &[RequestRecord]) {
         .unwrap();
 }
 
+/// A fresh database with the catalog, and `rows` as workload `w`.
+async fn db_with(w: &str, rows: &[RequestRecord]) -> (netra::config::Config, String, PgPool) {
+    let (config, db, pool) = fresh_db().await;
+    load_catalog(&pool).await.unwrap();
+    insert(&pool, w, rows).await;
+    (config, db, pool)
+}
+
+/// Runs `request` and checks every figure of its report against `rows`.
+async fn checked(
+    pool: &PgPool,
+    w: &str,
+    rows: &[RequestRecord],
+    request: Value,
+) -> BTreeMap<String, Value> {
+    let out = run(pool, request).await;
+    check_report(pool, w, rows, &out).await;
+    out
+}
+
 /// Runs the optimization route's agents in order, as the pipeline would,
 /// and answers every phase's output.
 async fn run(pool: &PgPool, request: Value) -> BTreeMap<String, Value> {
@@ -185,17 +218,6 @@ async fn run(pool: &PgPool, request: Value) -> BTreeMap<String, Value> {
     }
     assert_eq!(input.outputs["triage"]["category"], "optimization");
     input.outputs
-}
-
-/// Prices of a model, read with SQL from the catalog table.
-async fn price(pool: &PgPool, id: &str) -> (f64, f64, f64, f64) {
-    sqlx::query_as(
-        "SELECT input_per_mtok, output_per_mtok, cached_input_discount, batch_discount FROM catalog_models WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_one(pool)
-    .await
-    .unwrap()
 }
 
 /// `a` equals `b` to a relative 1e-9 (or absolutely within `abs`).
@@ -293,7 +315,7 @@ async fn check_report(
         }
     }
     // Cost: the catalog price of the token sums, x the factor.
-    let (gi, go, _, _) = price(pool, "gpt-4o").await;
+    let (gi, go, _, _) = catalog_price(pool, "gpt-4o").await;
     let window_cost = (e.input as f64 * gi + e.output as f64 * go) / 1e6;
     close(&m["window_cost_usd"], window_cost, 1e-9, "window cost");
     close(
@@ -324,7 +346,7 @@ async fn check_recommendations(pool: &PgPool, e: &Expect, report: &Value) {
         let Some(model) = r["model"].as_str() else {
             continue;
         };
-        let (si, so, sc, _) = price(pool, model).await;
+        let (si, so, sc, _) = catalog_price(pool, model).await;
         match r["kind"].as_str().unwrap() {
             "max_output_tokens" => {
                 assert_eq!(r["cap"], e.cap, "{r}");
@@ -390,28 +412,28 @@ fn check_words(w: &str, e: &Expect, report: &Value) {
 /// a burst of 90 requests in the minute 10:31, a gap 10:40–10:50, no
 /// latency column (as the Azure trace).
 fn fifty_eight_minutes() -> Vec<RequestRecord> {
-    let mut t: Vec<_> = every(at(2023, 11, 16, 10, 2, 0), at(2023, 11, 16, 11, 0, 0), 20)
-        .into_iter()
-        .filter(|t| !(at(2023, 11, 16, 10, 40, 0)..at(2023, 11, 16, 10, 50, 0)).contains(t))
-        .collect();
+    let gap = (at(2023, 11, 16, 10, 40, 0), at(2023, 11, 16, 10, 50, 0));
+    let mut t = every_but(
+        at(2023, 11, 16, 10, 2, 0),
+        at(2023, 11, 16, 11, 0, 0),
+        20,
+        gap,
+    );
     t.extend(burst(at(2023, 11, 16, 10, 31, 0), 90));
     rows_at(&t, 58, false)
 }
 
 /// More than two days, with an idle afternoon and a burst; with latency.
 fn two_days() -> Vec<RequestRecord> {
-    let mut t: Vec<_> = every(at(2026, 3, 1, 6, 0, 0), at(2026, 3, 3, 14, 30, 0), 300)
-        .into_iter()
-        .filter(|t| !(at(2026, 3, 1, 12, 0, 0)..at(2026, 3, 1, 18, 0, 0)).contains(t))
-        .collect();
+    let gap = (at(2026, 3, 1, 12, 0, 0), at(2026, 3, 1, 18, 0, 0));
+    let mut t = every_but(at(2026, 3, 1, 6, 0, 0), at(2026, 3, 3, 14, 30, 0), 300, gap);
     t.extend(burst(at(2026, 3, 2, 9, 17, 0), 40));
     rows_at(&t, 2, true)
 }
 
 #[tokio::test]
 async fn report_figures_equal_the_rows_on_short_long_bursty_and_gappy_windows() {
-    let (config, db, pool) = fresh_db().await;
-    load_catalog(&pool).await.unwrap();
+    let (config, db, pool) = db_with("none", &[]).await;
     // 43 seconds: the factor is 720 / (43/3600), not 720.
     let sec43 = rows_at(
         &every(at(2026, 5, 4, 8, 0, 5), at(2026, 5, 4, 8, 0, 48), 2),
@@ -419,10 +441,13 @@ async fn report_figures_equal_the_rows_on_short_long_bursty_and_gappy_windows() 
         true,
     );
     // A whole day, 00:00:00 to 23:59:55, with an idle night 03:00–06:00.
-    let day: Vec<_> = every(at(2026, 6, 1, 0, 0, 0), at(2026, 6, 1, 23, 59, 55), 240)
-        .into_iter()
-        .filter(|t| !(at(2026, 6, 1, 3, 0, 0)..at(2026, 6, 1, 6, 0, 0)).contains(t))
-        .collect();
+    let night = (at(2026, 6, 1, 3, 0, 0), at(2026, 6, 1, 6, 0, 0));
+    let day = every_but(
+        at(2026, 6, 1, 0, 0, 0),
+        at(2026, 6, 1, 23, 59, 55),
+        240,
+        night,
+    );
     let day = rows_at(&day, 24, true);
     let sets = [
         ("sec43", sec43),
@@ -433,8 +458,7 @@ async fn report_figures_equal_the_rows_on_short_long_bursty_and_gappy_windows() 
     for (w, rows) in &sets {
         insert(&pool, w, rows).await;
         let msg = format!("Cut the cost of workload {w}");
-        let out = run(&pool, json!({"message": msg})).await;
-        check_report(&pool, w, rows, &out).await;
+        checked(&pool, w, rows, json!({"message": msg})).await;
     }
     let e = expect(&sets[0].1);
     assert!(e.factor > 60_000.0, "43 s: {e:?}");
@@ -444,16 +468,9 @@ async fn report_figures_equal_the_rows_on_short_long_bursty_and_gappy_windows() 
 
 #[tokio::test]
 async fn a_stated_window_is_read_and_named_and_one_the_data_cannot_fill_is_said() {
-    let (config, db, pool) = fresh_db().await;
-    load_catalog(&pool).await.unwrap();
     let rows = two_days();
-    insert(&pool, "days2", &rows).await;
+    let (config, db, pool) = db_with("days2", &rows).await;
     // "the last 1 day": the 24 hours before the newest request.
-    let out = run(
-        &pool,
-        json!({"message": "Cut the cost of workload days2 over the last 1 day"}),
-    )
-    .await;
     let last = rows.iter().map(|r| r.ts).max().unwrap();
     let inside: Vec<RequestRecord> = rows
         .iter()
@@ -461,18 +478,15 @@ async fn a_stated_window_is_read_and_named_and_one_the_data_cannot_fill_is_said(
         .cloned()
         .collect();
     assert!(inside.len() < rows.len());
-    check_report(&pool, "days2", &inside, &out).await;
+    let msg = "Cut the cost of workload days2 over the last 1 day";
+    let out = checked(&pool, "days2", &inside, json!({"message": msg})).await;
     assert_eq!(out["data"]["tools_called"][0]["parameters"]["hours"], 24.0);
     // "the last 7 days" of 58 minutes of data: the figures are for the 58
     // minutes, and the report says the stated window is not filled.
     let min58 = fifty_eight_minutes();
     insert(&pool, "min58", &min58).await;
-    let out = run(
-        &pool,
-        json!({"message": "Cut the cost of workload min58 over the last 7 days"}),
-    )
-    .await;
-    check_report(&pool, "min58", &min58, &out).await;
+    let msg = "Cut the cost of workload min58 over the last 7 days";
+    let out = checked(&pool, "min58", &min58, json!({"message": msg})).await;
     let caveats = out["reporting"]["caveats"].to_string();
     assert!(
         caveats.contains("the requested window, the last 7.0 days, holds only the data's 58 minutes, 10:02–11:00 UTC on 2023-11-16"),
@@ -483,17 +497,10 @@ async fn a_stated_window_is_read_and_named_and_one_the_data_cannot_fill_is_said(
 
 #[tokio::test]
 async fn a_zero_length_window_is_not_extrapolated_and_has_no_rates() {
-    let (config, db, pool) = fresh_db().await;
-    load_catalog(&pool).await.unwrap();
-    let t = at(2026, 7, 1, 12, 0, 0);
-    let rows = rows_at(&[t; 150], 7, true);
-    insert(&pool, "instant", &rows).await;
-    let out = run(
-        &pool,
-        json!({"message": "Cut the cost of workload instant"}),
-    )
-    .await;
-    check_report(&pool, "instant", &rows, &out).await;
+    let rows = rows_at(&[at(2026, 7, 1, 12, 0, 0); 150], 7, true);
+    let (config, db, pool) = db_with("instant", &rows).await;
+    let msg = "Cut the cost of workload instant";
+    let out = checked(&pool, "instant", &rows, json!({"message": msg})).await;
     let caveats = out["reporting"]["caveats"].to_string();
     assert!(
         caveats.contains("zero length") && caveats.contains("factor 1"),
@@ -504,17 +511,11 @@ async fn a_zero_length_window_is_not_extrapolated_and_has_no_rates() {
 
 #[tokio::test]
 async fn without_latency_data_an_slo_is_unknown_and_batching_states_its_wait() {
-    let (config, db, pool) = fresh_db().await;
-    load_catalog(&pool).await.unwrap();
     let rows = fifty_eight_minutes();
-    insert(&pool, "min58", &rows).await;
-    let out = run(
-        &pool,
-        json!({"message": "Cut the cost of workload min58 without pushing p95 latency over 2 s",
-               "context": {"batch_eligible_share": 0.2}}),
-    )
-    .await;
-    check_report(&pool, "min58", &rows, &out).await;
+    let (config, db, pool) = db_with("min58", &rows).await;
+    let request = json!({"message": "Cut the cost of workload min58 without pushing p95 latency over 2 s",
+                         "context": {"batch_eligible_share": 0.2}});
+    let out = checked(&pool, "min58", &rows, request).await;
     let report = &out["reporting"];
     let summary = report["executive_summary"].as_str().unwrap();
     assert!(!summary.contains("does NOT meet"), "{summary}");
