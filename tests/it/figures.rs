@@ -549,3 +549,50 @@ async fn without_latency_data_an_slo_is_unknown_and_batching_states_its_wait() {
     assert!(left_out.contains("unknown, not violated"), "{left_out}");
     cleanup(&config, &db).await;
 }
+
+#[tokio::test]
+async fn the_same_traffic_shifted_in_time_has_the_same_rates() {
+    let rows = fifty_eight_minutes();
+    let (config, db, pool) = db_with("min58", &rows).await;
+    // The same requests 58 minutes later, 11:00–11:58: one clock hour
+    // touched instead of two (10 and 11), which the rates must not see.
+    let shifted: Vec<RequestRecord> = rows
+        .iter()
+        .map(|r| RequestRecord {
+            ts: r.ts + Duration::minutes(58),
+            ..r.clone()
+        })
+        .collect();
+    insert(&pool, "later", &shifted).await;
+    let tools = netra::tools::Registry::standard();
+    let ctx = netra::tools::ToolContext::unmemoized(pool.clone(), "default");
+    let mut rates = Vec::new();
+    for w in ["min58", "later"] {
+        let params = json!({"workload_id": w, "days": 30});
+        let m = tools.call(&ctx, "workload_metrics", params).await.unwrap();
+        rates.push(m["rate"].clone());
+    }
+    for k in [
+        "window_hours",
+        "avg_per_hour",
+        "avg_per_minute",
+        "peak_per_minute",
+        "peak_to_average_minute",
+    ] {
+        assert_eq!(rates[0][k], rates[1][k], "{k}");
+    }
+    assert_eq!(
+        (
+            rates[0]["clock_hours"].as_f64(),
+            rates[1]["clock_hours"].as_f64()
+        ),
+        (Some(2.0), Some(1.0))
+    );
+    close(
+        &rates[0]["avg_per_hour"],
+        235.0 / (58.0 / 60.0),
+        0.0,
+        "avg/h",
+    );
+    cleanup(&config, &db).await;
+}
