@@ -2,17 +2,23 @@
 //! tool dispatcher for every workload the request names, then rates data
 //! sufficiency: `sufficient`, `partial` (named gaps, reported as caveats) or
 //! `insufficient` (exactly what is missing; the run ends `needs_input`).
+//! The window is the one the request states, or the default days; less
+//! than a day of data, a zero-length window and a stated window the data
+//! cannot fill are caveats that name the data's actual span.
 //! The catalog it used is kept in its output, so later phases (and replays)
 //! compute from the same prices.
 
 use futures_util::{future::BoxFuture, stream, StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 
-use super::outputs::{Constraints, DataOutput, Sufficiency, ToolCall, TriageOutput, WorkloadData};
+use super::{
+    optimization::monthly_factor,
+    outputs::{Constraints, DataOutput, Sufficiency, ToolCall, TriageOutput, WorkloadData},
+};
 use crate::{
     error::PhaseError,
     pipeline::agent::{AgentContext, PhaseInput, TypedAgent},
-    tools::{Registry, ToolContext},
+    tools::{telemetry::duration_words, Registry, ToolContext},
 };
 
 /// The data agent.
@@ -21,7 +27,8 @@ pub struct Data;
 /// Fewer requests than this make an analysis `partial`.
 pub const MIN_REQUESTS: i64 = 100;
 
-/// A window shorter than this (hours) misses daily seasonality: `partial`.
+/// A window shorter than this (hours) misses daily seasonality: `partial`
+/// (the metrics' `less_than_a_day`, counted in whole clock minutes).
 pub const MIN_SPAN_HOURS: f64 = 24.0;
 
 /// An error rate above this is called out as a caveat.
@@ -35,13 +42,15 @@ pub const MAX_CONCURRENT_TOOLS: usize = 4;
 pub const WORKLOAD_TOOLS: [&str; 3] = ["workload_metrics", "cost_breakdown", "performance"];
 
 /// Rates one workload of `tenant`: the missing items (insufficient) and
-/// the caveats (partial). Pure, for tests.
+/// the caveats (partial). `requested_hours` is the window the request
+/// stated, if it stated one. Pure, for tests.
 pub fn assess(
     tenant: &str,
     workload: &str,
     metrics: &Value,
     cost: &Value,
     constraints: &Constraints,
+    requested_hours: Option<f64>,
 ) -> (Vec<String>, Vec<String>) {
     let mut missing = Vec::new();
     let mut caveats = Vec::new();
@@ -58,15 +67,10 @@ pub fn assess(
             "workload {workload} has only {n} requests in the window (fewer than {MIN_REQUESTS}); figures are indicative"
         ));
     }
-    let span = metrics["span_hours"].as_f64().unwrap_or(0.0);
-    if span < MIN_SPAN_HOURS {
-        caveats.push(format!(
-            "workload {workload}'s telemetry spans {span:.2} hours (less than {MIN_SPAN_HOURS} h); monthly figures extrapolate it and daily seasonality is not captured"
-        ));
-    }
+    caveats.extend(window_caveats(workload, metrics, requested_hours));
     if metrics["latency_ms"]["samples"].as_i64().unwrap_or(0) == 0 {
         let why = if constraints.latency_slo_ms.is_some() {
-            "options that change latency cannot be checked against the SLO and are left out"
+            "the latency SLO is unknown for it, not violated: options that may slow requests (a model change; batching unless a latency-tolerant share is declared) are held back, while options that cannot (prompt caching, output caps, prompt trimming) are kept"
         } else {
             "latency impact is estimated from the catalog only"
         };
@@ -92,6 +96,40 @@ pub fn assess(
     (missing, caveats)
 }
 
+/// The caveats of the window: a zero-length one (not extrapolated), less
+/// than a day (extrapolated, low confidence), and a stated window the data
+/// cannot fill (more than a minute of it without data).
+fn window_caveats(workload: &str, metrics: &Value, requested_hours: Option<f64>) -> Vec<String> {
+    let mut caveats = Vec::new();
+    let hours = metrics["span_hours"].as_f64().unwrap_or(0.0);
+    let span = metrics["span"].as_str().unwrap_or("the data's span");
+    if hours <= 0.0 {
+        caveats.push(format!(
+            "workload {workload}'s requests all carry one timestamp: the window has zero length, so there are no rates and the monthly figures are the window's own (factor 1, not extrapolated)"
+        ));
+    } else if metrics["less_than_a_day"] != false {
+        caveats.push(format!(
+            "workload {workload}'s telemetry covers {span}, less than a day: monthly figures extrapolate it x{:.4} (720 h / {hours:.4} h), daily seasonality is not captured, and confidence is low",
+            monthly_factor(hours)
+        ));
+    }
+    if let Some(r) = requested_hours.filter(|r| (r - hours) * 3600.0 > 60.0) {
+        caveats.push(format!(
+            "the requested window, the last {}, holds only {span} of workload {workload}'s telemetry; the figures are for that span",
+            duration_words(r * 3600.0)
+        ));
+    }
+    caveats
+}
+
+/// The window the request states, in hours, if it states one. Triage
+/// outputs days for now: a `time_range_days` other than the default 30
+/// is taken as stated.
+pub fn stated_window_hours(triage: &TriageOutput) -> Option<f64> {
+    let days = triage.time_range_days;
+    (days != TriageOutput::default().time_range_days).then_some(days as f64 * 24.0)
+}
+
 impl TypedAgent for Data {
     type Output = DataOutput;
 
@@ -102,7 +140,9 @@ impl TypedAgent for Data {
     ) -> BoxFuture<'a, Result<DataOutput, PhaseError>> {
         Box::pin(async move {
             let triage: TriageOutput = input.output()?;
-            let days = triage.time_range_days.clamp(1, 3650);
+            let hours = stated_window_hours(&triage).map(|h| h.clamp(0.01, 87_600.0));
+            let days = hours.map_or(triage.time_range_days, |h| (h / 24.0).ceil() as i64);
+            let days = days.clamp(1, 3650);
             if triage.workload_ids.is_empty() {
                 return Ok(DataOutput {
                     sufficiency: Sufficiency::Insufficient,
@@ -111,10 +151,10 @@ impl TypedAgent for Data {
                     ..DataOutput::default()
                 });
             }
-            let calls = tool_calls(&triage.workload_ids, days);
+            let calls = tool_calls(&triage.workload_ids, days, hours);
             let tctx = ToolContext::for_agent(ctx, &input.tenant);
             let results = call_all(&tctx, &calls).await?;
-            Ok(rate(&input.tenant, &triage, days, calls, results))
+            Ok(rate(&input.tenant, &triage, (days, hours), calls, results))
         })
     }
 }
@@ -141,12 +181,17 @@ fn shell_word(s: &str) -> String {
     }
 }
 
-/// Every (workload, tool) call, then the catalog lookup.
-fn tool_calls(workloads: &[String], days: i64) -> Vec<ToolCall> {
+/// Every (workload, tool) call, then the catalog lookup; a stated window
+/// in hours is passed as it is (it replaces the days).
+fn tool_calls(workloads: &[String], days: i64, hours: Option<f64>) -> Vec<ToolCall> {
+    let parameters = |w: &String| match hours {
+        Some(h) => json!({"workload_id": w, "days": days, "hours": h}),
+        None => json!({"workload_id": w, "days": days}),
+    };
     let per_workload = workloads.iter().flat_map(|w| {
         WORKLOAD_TOOLS.iter().map(move |t| ToolCall {
             tool: t.to_string(),
-            parameters: json!({"workload_id": w, "days": days}),
+            parameters: parameters(w),
         })
     });
     per_workload
@@ -175,7 +220,7 @@ async fn call_all(tctx: &ToolContext, calls: &[ToolCall]) -> Result<Vec<Value>, 
 fn rate(
     tenant: &str,
     triage: &TriageOutput,
-    days: i64,
+    (days, hours): (i64, Option<f64>),
     calls: Vec<ToolCall>,
     results: Vec<Value>,
 ) -> DataOutput {
@@ -191,7 +236,7 @@ fn rate(
         let [metrics, cost, perf] = chunk else {
             continue;
         };
-        let (m, c) = assess(tenant, w, metrics, cost, &triage.constraints);
+        let (m, c) = assess(tenant, w, metrics, cost, &triage.constraints, hours);
         let has_data = m.is_empty();
         missing.extend(m);
         caveats.extend(c);
@@ -229,7 +274,14 @@ mod tests {
     #[test]
     fn sufficiency_names_missing_data_and_gaps() {
         let none = json!({"requests": 0});
-        let (m, c) = assess("acme", "w-1", &none, &json!({}), &Constraints::default());
+        let (m, c) = assess(
+            "acme",
+            "w-1",
+            &none,
+            &json!({}),
+            &Constraints::default(),
+            None,
+        );
         assert_eq!(m.len(), 1);
         assert!(m[0].contains("request telemetry for workload w-1"));
         assert!(
@@ -238,28 +290,70 @@ mod tests {
             m[0]
         );
         assert!(c.is_empty());
-        let thin = json!({"requests": 40, "span_hours": 3.0, "latency_ms": {"samples": 0}, "error_rate": 0.1});
+        let thin = json!({"requests": 40, "span_hours": 3.0, "less_than_a_day": true,
+            "span": "the data's 3 h 00 min, 10:00–13:00 UTC on 2026-01-01",
+            "latency_ms": {"samples": 0}, "error_rate": 0.1});
         let cost = json!({"models": [{"model": "my-model", "cost_basis": "unknown"}]});
         let slo = Constraints {
             latency_slo_ms: Some(2000.0),
             ..Constraints::default()
         };
-        let (m, c) = assess("acme", "w-1", &thin, &cost, &slo);
+        let (m, c) = assess("acme", "w-1", &thin, &cost, &slo, None);
         assert!(m.is_empty());
         assert_eq!(c.len(), 5, "{c:?}");
-        assert!(c[2].contains("SLO"));
+        assert!(
+            c[1].contains("10:00–13:00 UTC") && c[1].contains("x240.0000"),
+            "{}",
+            c[1]
+        );
+        assert!(
+            c[2].contains("SLO is unknown for it, not violated"),
+            "{}",
+            c[2]
+        );
         assert!(c[4].contains("my-model"));
-        let good = json!({"requests": 5000, "span_hours": 48.0, "latency_ms": {"samples": 5000}, "error_rate": 0.01});
+        let good = json!({"requests": 5000, "span_hours": 48.0, "less_than_a_day": false, "latency_ms": {"samples": 5000}, "error_rate": 0.01});
+        let none = Constraints::default();
+        let models = json!({"models": []});
         assert_eq!(
-            assess(
-                "acme",
-                "w",
-                &good,
-                &json!({"models": []}),
-                &Constraints::default()
-            ),
+            assess("acme", "w", &good, &models, &none, None),
             (vec![], vec![])
         );
+        // A stated window the data fills, and one it cannot.
+        assert_eq!(
+            assess("acme", "w", &good, &models, &none, Some(48.0)),
+            (vec![], vec![])
+        );
+        let (_, c) = assess("acme", "w", &good, &models, &none, Some(720.0));
+        assert!(c.len() == 1 && c[0].contains("the last 30.0 days"), "{c:?}");
+    }
+
+    #[test]
+    fn a_zero_window_is_not_extrapolated_and_a_stated_window_is_read() {
+        let instant = json!({"requests": 200, "span_hours": 0.0, "less_than_a_day": true, "latency_ms": {"samples": 200}});
+        let (_, c) = assess(
+            "t",
+            "w",
+            &instant,
+            &json!({}),
+            &Constraints::default(),
+            None,
+        );
+        assert!(
+            c.len() == 1 && c[0].contains("zero length") && c[0].contains("factor 1"),
+            "{c:?}"
+        );
+        let calls = tool_calls(&["w".to_string()], 1, Some(2.0));
+        assert_eq!(
+            calls[0].parameters,
+            json!({"workload_id": "w", "days": 1, "hours": 2.0})
+        );
+        let triage = TriageOutput {
+            time_range_days: 7,
+            ..TriageOutput::default()
+        };
+        assert_eq!(stated_window_hours(&triage), Some(168.0));
+        assert_eq!(stated_window_hours(&TriageOutput::default()), None);
     }
 
     #[test]

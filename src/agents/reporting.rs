@@ -3,7 +3,10 @@
 //! thread). When data was insufficient the report asks for exactly what is
 //! missing; an ambiguous request gets a clarifying question, not a guess.
 //! The prose is assembled from computed figures only, so an LLM can later
-//! take over the wording without touching the numbers.
+//! take over the wording without touching the numbers. Every window is
+//! named as it is (the data's actual span), the monthly factor and a
+//! less-than-a-day extrapolation are stated, a constraint that could not
+//! be checked is "unknown", and batching's latency is "up to 24 h".
 
 use std::{collections::BTreeMap, fmt::Write};
 
@@ -51,28 +54,82 @@ fn answer(topic: &str) -> &'static str {
     }
 }
 
-/// The per-workload metrics shown in the report (raw, unrounded figures).
+/// The per-workload metrics shown in the report (raw, unrounded figures):
+/// the window is the data's span (`span`, `window_hours`), the monthly
+/// factor exactly 720 ÷ its hours, and the rates those of the metrics tool.
 fn metrics(data: &DataOutput) -> Vec<Value> {
     data.workloads
         .iter()
         .map(|w| {
             let m = &w.metrics;
+            let r = &m["rate"];
             let factor = monthly_factor(m["span_hours"].as_f64().unwrap_or(0.0));
+            let short = m["less_than_a_day"] != false;
             json!({
                 "workload_id": w.workload_id,
                 "requests": m["requests"], "errors": m["errors"], "error_rate": m["error_rate"],
                 "input_tokens": m["tokens"]["input_total"], "output_tokens": m["tokens"]["output_total"],
-                "span_hours": m["span_hours"], "monthly_factor": factor,
+                "span": m["span"], "first_ts": m["first_ts"], "last_ts": m["last_ts"],
+                "span_hours": m["span_hours"], "window_hours": r["window_hours"],
+                "monthly_factor": factor, "less_than_a_day": short,
+                "confidence": if short { "low" } else { "high" },
                 "latency_ms": m["latency_ms"], "ttft_ms": m["ttft_ms"],
                 "output_tokens_p95": m["tokens"]["output"]["p95"],
-                "peak_per_hour": m["rate"]["peak_per_hour"], "avg_per_hour": m["rate"]["avg_per_hour"],
-                "peak_to_average": m["rate"]["peak_to_average"],
+                "peak_per_hour": r["peak_per_hour"], "peak_hour": r["peak_hour"],
+                "avg_per_hour": r["avg_per_hour"], "peak_to_average": r["peak_to_average"],
+                "peak_per_minute": r["peak_per_minute"], "peak_minute": r["peak_minute"],
+                "avg_per_minute": r["avg_per_minute"],
+                "peak_to_average_minute": r["peak_to_average_minute"],
                 "window_cost_usd": w.cost["total_cost_usd"],
                 "monthly_cost_usd": w.cost["total_cost_usd"].as_f64().map(|c| round2(c * factor)),
                 "models": w.cost["models"],
             })
         })
         .collect()
+}
+
+/// The windows of the workloads, named as they are: the data's actual
+/// span (one phrase when every workload has the same).
+fn windows(metrics: &[Value]) -> String {
+    let spans: Vec<&str> = metrics.iter().filter_map(|m| m["span"].as_str()).collect();
+    match spans.as_slice() {
+        [] => "no data".to_string(),
+        [first, rest @ ..] if rest.iter().all(|s| s == first) => first.to_string(),
+        _ => metrics
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} over {}",
+                    m["workload_id"].as_str().unwrap_or("?"),
+                    m["span"].as_str().unwrap_or("no data")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+/// How the monthly figures relate to the window: the factor (one phrase
+/// when every workload has the same), and that less than a day makes them
+/// an extrapolation of low confidence.
+fn extrapolation(metrics: &[Value]) -> String {
+    let factors: Vec<String> = metrics
+        .iter()
+        .map(|m| format!("x{}", num(&m["monthly_factor"], 4)))
+        .collect();
+    let mut s = match factors.as_slice() {
+        [first, rest @ ..] if rest.iter().all(|f| f == first) => {
+            format!("a 30-day month is 720 h / the window's hours ({first})")
+        }
+        _ => format!(
+            "a 30-day month is 720 h / each window's hours ({})",
+            factors.join(", ")
+        ),
+    };
+    if metrics.iter().any(|m| m["less_than_a_day"] == true) {
+        s.push_str("; less than a day of data, so the monthly figures are an extrapolation and confidence is low");
+    }
+    s
 }
 
 /// The outputs a report is built from: those of the phases that ran.
@@ -241,7 +298,8 @@ fn summary(d: &Draft, up: &Upstream) -> String {
     if let Some(opt) = &up.optimization {
         let _ = write!(
             s,
-            "Current spend is {} per month; the {} recommendations save {} per month ({}%), to {}.",
+            "Over {}, current spend is {} per month; the {} recommendations save {} per month ({}%), to {}.",
+            windows(&d.metrics),
             money(&json!(opt.current_monthly_cost_usd)),
             opt.recommendations.len(),
             money(&json!(opt.total_monthly_savings_usd)),
@@ -256,16 +314,8 @@ fn summary(d: &Draft, up: &Upstream) -> String {
             };
             let _ = write!(s, " The {t}% target is {met}met.");
         }
-        if let Some(valid) = up
-            .actions
-            .as_ref()
-            .and_then(|a| a.validation["valid"].as_bool())
-        {
-            let _ = write!(
-                s,
-                " The supply configuration {} the hard constraints.",
-                if valid { "meets" } else { "does NOT meet" }
-            );
+        if let Some(a) = &up.actions {
+            s.push_str(&validity(&a.validation));
         }
     } else {
         let total: f64 = d
@@ -275,15 +325,18 @@ fn summary(d: &Draft, up: &Upstream) -> String {
             .sum();
         let _ = write!(
             s,
-            "{} workload(s) over the last {} days: {} requests, about {} per month.",
+            "{} workload(s) over {}: {} requests, about {} per month.",
             d.metrics.len(),
-            up.data.window_days,
+            windows(&d.metrics),
             d.metrics
                 .iter()
                 .filter_map(|m| m["requests"].as_i64())
                 .sum::<i64>(),
             money(&json!(round2(total)))
         );
+    }
+    if !d.metrics.is_empty() {
+        let _ = write!(s, " Monthly figures: {}.", extrapolation(&d.metrics));
     }
     if !d.caveats.is_empty() {
         let _ = write!(
@@ -296,10 +349,66 @@ fn summary(d: &Draft, up: &Upstream) -> String {
     s
 }
 
-/// The metrics tables: per workload, per model's cost, per model's
-/// performance.
+/// Whether the supply configuration meets the hard constraints: a check
+/// that could not be decided (no latency telemetry) is named as unknown,
+/// not as a failure.
+fn validity(validation: &Value) -> String {
+    let Some(valid) = validation["valid"].as_bool() else {
+        return String::new();
+    };
+    let unknown: Vec<&str> = validation["unknown"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    match (valid, unknown.is_empty()) {
+        (true, true) => " The supply configuration meets the hard constraints.".to_string(),
+        (true, false) => format!(
+            " The supply configuration meets the hard constraints that could be checked; {} is unknown (no telemetry to check it against), not violated.",
+            unknown.join(", ")
+        ),
+        (false, _) => " The supply configuration does NOT meet the hard constraints.".to_string(),
+    }
+}
+
+/// The latency impact of a recommendation as it is: its note when it has
+/// one (an output cap cannot slow requests; batching takes up to 24 h for
+/// the batched share), else the estimate in ms.
+fn latency_text(r: &crate::agents::outputs::Recommendation) -> String {
+    match r.str_field("latency_note") {
+        Some(note) => note.to_string(),
+        None => format!("{} ms", num(&json!(r.latency_impact_ms), 2)),
+    }
+}
+
+/// The window and rate table: the data's span, its hours and monthly
+/// factor, and the averages and peaks per hour and per minute.
+fn rates_table(md: &mut String, metrics: &[Value]) {
+    let _ = writeln!(md, "\n| workload | window | hours | monthly factor | avg/h | peak/h | peak/avg (hour) | avg/min | peak/min | peak minute | peak/avg (minute) |\n|---|---|---|---|---|---|---|---|---|---|---|");
+    for m in metrics {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            m["workload_id"].as_str().unwrap_or("?"),
+            m["span"].as_str().unwrap_or("n/a"),
+            num(&m["window_hours"], 4),
+            num(&m["monthly_factor"], 4),
+            num(&m["avg_per_hour"], 2),
+            m["peak_per_hour"],
+            num(&m["peak_to_average"], 2),
+            num(&m["avg_per_minute"], 2),
+            m["peak_per_minute"],
+            m["peak_minute"].as_str().unwrap_or("n/a"),
+            num(&m["peak_to_average_minute"], 2),
+        );
+    }
+}
+
+/// The metrics tables: per workload, its window and rates, per model's
+/// cost, per model's performance.
 fn metrics_tables(md: &mut String, metrics: &[Value], data: &DataOutput) {
-    let _ = writeln!(md, "## Metrics\n\n| workload | requests | input tokens | output tokens | p50 ms | p95 ms | p99 ms | error rate | peak/avg | monthly cost |\n|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "## Metrics\n\n| workload | requests | input tokens | output tokens | p50 ms | p95 ms | p99 ms | error rate | peak/avg (hour) | monthly cost |\n|---|---|---|---|---|---|---|---|---|---|");
     for m in metrics {
         let _ = writeln!(
             md,
@@ -316,6 +425,7 @@ fn metrics_tables(md: &mut String, metrics: &[Value], data: &DataOutput) {
             money(&m["monthly_cost_usd"]),
         );
     }
+    rates_table(md, metrics);
     let _ = writeln!(md, "\n| model | requests | input tokens | output tokens | window cost | basis |\n|---|---|---|---|---|---|");
     for m in metrics {
         for x in m["models"].as_array().into_iter().flatten() {
@@ -364,11 +474,11 @@ fn recommendations_section(md: &mut String, opt: &OptimizationOutput) {
         for (i, r) in recs.iter().enumerate() {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} ms | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} |",
                 i + 1,
                 r.title,
                 money(&json!(r.monthly_savings_usd)),
-                num(&json!(r.latency_impact_ms), 2),
+                latency_text(r),
                 r.risk,
                 r.confidence
             );
@@ -425,7 +535,11 @@ fn action_plan_section(md: &mut String, actions: &ActionsOutput) {
             c["subject"].as_str().unwrap_or(""),
             c["limit"],
             c["expected"],
-            if c["ok"] == true { "yes" } else { "NO" }
+            match c["ok"].as_bool() {
+                Some(true) => "yes",
+                Some(false) => "NO",
+                None => "unknown",
+            }
         );
     }
     let _ = writeln!(md);
@@ -498,6 +612,50 @@ mod tests {
 
     fn report(request: &Value, outputs: &BTreeMap<String, Value>) -> Value {
         serde_json::to_value(build(request, &Upstream::from_outputs(outputs).unwrap())).unwrap()
+    }
+
+    #[test]
+    fn windows_unknown_checks_and_batching_latency_are_stated_as_they_are() {
+        let short = json!({"workload_id": "a", "span": "the data's 58 minutes, 10:02–11:00 UTC on 2023-11-16", "monthly_factor": 744.827_586, "less_than_a_day": true});
+        assert_eq!(
+            windows(std::slice::from_ref(&short)),
+            "the data's 58 minutes, 10:02–11:00 UTC on 2023-11-16"
+        );
+        let e = extrapolation(std::slice::from_ref(&short));
+        assert!(
+            e.contains("(x744.8276)") && e.contains("confidence is low"),
+            "{e}"
+        );
+        let long = json!({"workload_id": "b", "span": "the data's 4.0 days, …", "monthly_factor": 7.5, "less_than_a_day": false});
+        assert!(windows(&[short, long.clone()]).starts_with("a over the data's 58 minutes"));
+        assert!(!extrapolation(&[long]).contains("low"));
+        let v = json!({"valid": true, "unknown": ["latency_slo_ms"]});
+        assert!(
+            validity(&v).contains("latency_slo_ms is unknown"),
+            "{}",
+            validity(&v)
+        );
+        assert!(validity(&json!({"valid": false})).contains("does NOT meet"));
+        let batch = crate::agents::outputs::Recommendation {
+            latency_impact_ms: crate::agents::optimization::BATCH_LATENCY_MS,
+            detail: detail_of(
+                json!({"latency_note": "up to 24 h for the batched 10% of requests"}),
+            ),
+            ..Default::default()
+        };
+        assert_eq!(
+            latency_text(&batch),
+            "up to 24 h for the batched 10% of requests"
+        );
+        let faster = crate::agents::outputs::Recommendation {
+            latency_impact_ms: -12.5,
+            ..Default::default()
+        };
+        assert_eq!(latency_text(&faster), "-12.50 ms");
+    }
+
+    fn detail_of(v: Value) -> serde_json::Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
     }
 
     #[test]

@@ -131,7 +131,7 @@ pub async fn analyze(pool: &PgPool) -> Result<(), sqlx::Error> {
 
 /// A compile-time checked `query_as!` (or, with `scalar`, `query_scalar!`)
 /// over a workload's window: the statement starts with the CTE `w`, the
-/// rows of the last `$3` days before the workload's newest request
+/// rows of the last `$3` seconds before the workload's newest request
 /// (inclusive), for tenant `$1` and workload `$2`; `$rest` (a string
 /// literal) reads `w`. Binds the [`Window`] `$w`.
 ///
@@ -150,11 +150,11 @@ macro_rules! window_query {
             $($out,)?
             "WITH bounds AS (SELECT max(ts) AS hi FROM telemetry_requests WHERE tenant = $1 AND workload_id = $2), \
              w AS (SELECT r.* FROM telemetry_requests r, bounds WHERE r.tenant = $1 AND r.workload_id = $2 \
-             AND r.ts >= bounds.hi - make_interval(days => $3)) "
+             AND r.ts >= bounds.hi - make_interval(secs => $3)) "
                 + $($rest)+,
             $w.tenant,
             $w.workload,
-            $w.days,
+            $w.secs(),
         )
     };
     ($out:ty, $w:expr, $head:literal, traffic, $tail:literal) => {
@@ -186,8 +186,15 @@ pub struct Window<'a> {
     pub tenant: &'a str,
     /// The workload.
     pub workload: &'a str,
-    /// Window length in days, ending at the workload's newest request.
-    pub days: i32,
+    /// Window length in hours, ending at the workload's newest request.
+    pub hours: f64,
+}
+
+impl Window<'_> {
+    /// The window's length in seconds (what the statements bind).
+    pub fn secs(&self) -> f64 {
+        self.hours * 3600.0
+    }
 }
 
 /// Volume, span, token and latency distributions of a window.
@@ -266,39 +273,36 @@ pub async fn window_totals(pool: &PgPool, w: Window<'_>) -> Result<WindowTotals,
     .await?)
 }
 
-/// The busiest clock hour of a window.
+/// The busiest clock hour, or clock minute, of a window.
 #[derive(Debug, Clone)]
-pub struct PeakHour {
-    /// The hour (truncated).
-    pub hour: DateTime<Utc>,
+pub struct Peak {
+    /// `hour` or `minute`.
+    pub unit: String,
+    /// The start of the busiest one (the earliest of a tie).
+    pub start: DateTime<Utc>,
     /// Requests in it.
     pub requests: i64,
     /// Input and output tokens in it.
     pub tokens: i64,
+    /// The most tokens of any one of the unit (not always the busiest's).
+    pub max_tokens: i64,
 }
 
-/// The clock hour with the most requests (the earliest of a tie), if any.
-pub async fn peak_hour(pool: &PgPool, w: Window<'_>) -> Result<Option<PeakHour>, Error> {
+/// The busiest clock hour and the busiest clock minute of a window (by
+/// requests, the earliest of a tie), with the most tokens of any hour or
+/// minute; none when the window is empty.
+pub async fn peaks(pool: &PgPool, w: Window<'_>) -> Result<Vec<Peak>, Error> {
     Ok(window_query!(
-        PeakHour,
+        Peak,
         w,
-        r#"SELECT date_trunc('hour', ts) AS "hour!", count(*) AS "requests!",
-           coalesce(sum(input_tokens + output_tokens), 0)::int8 AS "tokens!"
-         FROM w GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1"#
+        r#", b AS (SELECT u.unit, date_trunc(u.unit, w.ts, 'UTC') AS start, count(*) AS requests,
+             coalesce(sum(w.input_tokens + w.output_tokens), 0)::int8 AS tokens
+           FROM w CROSS JOIN (VALUES ('hour'), ('minute')) AS u(unit) GROUP BY 1, 2)
+         SELECT DISTINCT ON (unit) unit AS "unit!", start AS "start!", requests AS "requests!",
+           tokens AS "tokens!", (max(tokens) OVER (PARTITION BY unit))::int8 AS "max_tokens!"
+         FROM b ORDER BY unit, requests DESC, start"#
     )
-    .fetch_optional(pool)
-    .await?)
-}
-
-/// The most tokens (input and output) of any clock hour of a window.
-pub async fn peak_tokens_per_hour(pool: &PgPool, w: Window<'_>) -> Result<Option<i64>, Error> {
-    Ok(window_query!(
-        scalar,
-        w,
-        "SELECT max(t)::int8 FROM (SELECT sum(input_tokens + output_tokens) AS t FROM w \
-         GROUP BY date_trunc('hour', ts)) h"
-    )
-    .fetch_one(pool)
+    .fetch_all(pool)
     .await?)
 }
 

@@ -2,7 +2,9 @@
 //! configuration (compute, storage, network, services) against the catalog
 //! and the request's constraints. Hard checks (catalog, quality floor,
 //! context window, latency SLO, budget, GPU capacity) decide `valid`; the
-//! savings target is reported as a goal, not a hard limit.
+//! savings target is reported as a goal, not a hard limit. A check whose
+//! expected figure is unknown (a latency SLO without latency telemetry) is
+//! `unknown`: it neither passes nor fails.
 
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
@@ -73,8 +75,10 @@ fn check(
     json!({"check": name, "subject": subject, "limit": limit, "expected": expected, "ok": ok, "severity": severity})
 }
 
-/// Validates a configuration (pure, for tests): `valid` is true when every
-/// `hard` check passes.
+/// Validates a configuration (pure, for tests): `valid` is true when no
+/// `hard` check fails; a check whose expected figure is unknown (no latency
+/// telemetry) has `ok: null` and is listed in `unknown`, neither met nor
+/// violated.
 pub fn validate(c: &Catalog, config: &Value, constraints: &Value, expected: &Value) -> Value {
     let mut checks = Vec::new();
     let floor = constraints["quality_floor"].as_u64();
@@ -97,7 +101,8 @@ pub fn validate(c: &Catalog, config: &Value, constraints: &Value, expected: &Val
     checks.extend(constraint_checks(constraints, expected));
     let valid = all_pass(&checks, "hard");
     let meets_goals = all_pass(&checks, "goal");
-    json!({"valid": valid, "meets_goals": meets_goals, "checks": checks})
+    let unknown = unknowns(&checks);
+    json!({"valid": valid, "meets_goals": meets_goals, "unknown": unknown, "checks": checks})
 }
 
 /// The checks of one hosted model: listed in the catalog, then its quality
@@ -208,12 +213,16 @@ fn constraint_checks(constraints: &Value, expected: &Value) -> Vec<Value> {
     for l in &LIMITS {
         if let Some(limit) = constraints[l.name].as_f64() {
             let value = expected[l.figure].as_f64();
-            let ok = value.is_some_and(|x| if l.at_least { x >= limit } else { x <= limit });
+            let Some(x) = value else {
+                checks.push(unknown(l.name, l.subject, limit, l.severity));
+                continue;
+            };
+            let ok = if l.at_least { x >= limit } else { x <= limit };
             checks.push(check(
                 l.name,
                 l.subject,
                 json!(limit),
-                json!(value),
+                json!(x),
                 ok,
                 l.severity,
             ));
@@ -222,12 +231,27 @@ fn constraint_checks(constraints: &Value, expected: &Value) -> Vec<Value> {
     checks
 }
 
-/// True when every check of this severity passes.
+/// A constraint whose expected figure is not known (no latency
+/// telemetry): `ok` is null, neither met nor violated.
+fn unknown(name: &str, subject: &str, limit: f64, severity: &str) -> Value {
+    json!({"check": name, "subject": subject, "limit": limit, "expected": null, "ok": null, "status": "unknown", "severity": severity})
+}
+
+/// True when no check of this severity fails (an unknown one does not).
 fn all_pass(checks: &[Value], severity: &str) -> bool {
     checks
         .iter()
         .filter(|c| c["severity"] == severity)
-        .all(|c| c["ok"] == true)
+        .all(|c| c["ok"] != false)
+}
+
+/// The names of the checks that could not be decided.
+fn unknowns(checks: &[Value]) -> Vec<Value> {
+    checks
+        .iter()
+        .filter(|c| c["ok"].is_null())
+        .map(|c| c["check"].clone())
+        .collect()
 }
 
 #[cfg(test)]
@@ -265,6 +289,20 @@ mod tests {
             .map(|c| c["check"].as_str().unwrap())
             .collect();
         assert_eq!(failed, vec!["quality_floor", "catalog", "latency_slo_ms"]);
+    }
+
+    #[test]
+    fn an_slo_without_latency_data_is_unknown_not_violated() {
+        let v = validate(
+            Catalog::embedded(),
+            &cfg(json!(["gpt-4o-mini"]), json!([])),
+            &json!({"latency_slo_ms": 2000.0}),
+            &json!({"p95_ms": null}),
+        );
+        assert_eq!(v["valid"], true, "{v}");
+        assert_eq!(v["unknown"], json!(["latency_slo_ms"]));
+        assert_eq!(v["checks"][0]["status"], "unknown");
+        assert!(v["checks"][0]["ok"].is_null());
     }
 
     #[test]

@@ -111,10 +111,39 @@ async fn tools_compute_hand_checked_figures_for_the_callers_tenant_only() {
     assert_eq!(m["tokens"]["output_total"], 2100);
     // percentile_cont(0.95) of 100..2000: position 19 * 0.95 = 18.05 -> 1900 + 0.05 * 100 = 1905.
     assert!((m["latency_ms"]["p95"].as_f64().unwrap() - 1905.0).abs() < 1e-9);
-    // Clock hours 00..03 = 4; 20 / 4 = 5 per hour; peak 10 -> peak-to-average 2.
+    // The window is the data's span, 00:01 to 03:20 = 199 minutes (clock
+    // hours touched: 4, not the divisor): 20 / (199/60) per hour, and the
+    // busiest hour's 10 is 10 * 199 / (60 * 20) of that.
     assert_eq!(m["rate"]["clock_hours"], 4.0);
+    close(
+        m["rate"]["window_hours"].as_f64().unwrap(),
+        199.0 / 60.0,
+        1e-12,
+        "window",
+    );
+    close(
+        m["rate"]["avg_per_hour"].as_f64().unwrap(),
+        1200.0 / 199.0,
+        1e-12,
+        "avg/h",
+    );
     assert_eq!(m["rate"]["peak_per_hour"], 10);
-    assert_eq!(m["rate"]["peak_to_average"], 2.0);
+    close(
+        m["rate"]["peak_to_average"].as_f64().unwrap(),
+        1990.0 / 1200.0,
+        1e-12,
+        "peak/avg",
+    );
+    // Each request in a clock minute of its own: the peak minute is the first.
+    assert_eq!(m["rate"]["peak_per_minute"], 1);
+    assert_eq!(m["rate"]["peak_minute"], "2026-11-01T00:01:00Z");
+    close(
+        m["rate"]["peak_to_average_minute"].as_f64().unwrap(),
+        9.95,
+        1e-12,
+        "peak/avg min",
+    );
+    assert_eq!(m["less_than_a_day"], true);
     // Peak hour tokens: 10 * 1000 + 10 * (1 + ... + 10) = 10,550.
     assert_eq!(m["rate"]["peak_tokens_per_hour"], 10_550);
     let p = tools
@@ -342,17 +371,6 @@ fn close(a: f64, b: f64, tol: f64, what: &str) {
     assert!((a - b).abs() <= tol, "{what}: report {a} vs SQL {b}");
 }
 
-/// Prices of a model, read with SQL from the catalog table.
-async fn price(pool: &PgPool, id: &str) -> (f64, f64, f64, f64) {
-    sqlx::query_as(
-        "SELECT input_per_mtok, output_per_mtok, cached_input_discount, batch_discount FROM catalog_models WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_one(pool)
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn cost_cut_under_a_p95_slo_reports_figures_equal_to_direct_sql() {
     let t = TestApp::start().await;
@@ -392,7 +410,7 @@ async fn cost_cut_under_a_p95_slo_reports_figures_equal_to_direct_sql() {
         "p95 latency",
     );
     let factor = 720.0 / span_h;
-    let (gi, go, _, _) = price(&t.pool, "gpt-4o").await;
+    let (gi, go, _, _) = catalog_price(&t.pool, "gpt-4o").await;
     let monthly = (in_sum as f64 * gi + out_sum as f64 * go) / 1e6 * factor;
     close(
         report["current_monthly_cost_usd"].as_f64().unwrap(),
@@ -417,7 +435,7 @@ async fn cost_cut_under_a_p95_slo_reports_figures_equal_to_direct_sql() {
         .find(|r| r["kind"] == "model_right_sizing")
         .expect("a cheaper model fits the SLO");
     let serving = rs["to_model"].as_str().unwrap();
-    let (si, so, sc, sb) = price(&t.pool, serving).await;
+    let (si, so, sc, sb) = catalog_price(&t.pool, serving).await;
     let (a, b) = (in_sum as f64, out_sum as f64);
     let caching_window = a * 0.3 * si / 1e6 * sc;
     let mut total = 0.0;

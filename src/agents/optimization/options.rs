@@ -31,10 +31,21 @@ pub const PEAK_HEADROOM: f64 = 1.2;
 /// A peak-to-average ratio at or above this calls for peak capacity planning.
 pub const BURSTY_RATIO: f64 = 2.0;
 
-/// Factor from the observed window to a 30-day month (window at least 1 h).
+/// Factor from the observed window to a 30-day month: exactly 720 ÷ the
+/// window's hours (last request − first), with no floor. A zero window
+/// (every request at one instant, or none) cannot be extrapolated: its
+/// factor is 1, the window's own figures, and the data phase says so.
 pub fn monthly_factor(span_hours: f64) -> f64 {
-    HOURS_PER_MONTH / span_hours.max(1.0)
+    if span_hours > 0.0 {
+        HOURS_PER_MONTH / span_hours
+    } else {
+        1.0
+    }
 }
+
+/// The latency a batched request may wait: the batch APIs complete
+/// within 24 h (as `latency_impact_ms` of batching, for the batched share).
+pub const BATCH_LATENCY_MS: f64 = 24.0 * 3_600_000.0;
 
 /// Estimated end-to-end time of a request of `out_tokens` on a model:
 /// typical time to first token plus generation at its typical speed.
@@ -109,6 +120,10 @@ fn detail(fields: Value) -> Map<String, Value> {
 
 /// The expected p95 after a model change: observed p95 plus the estimated
 /// change, but never below the new model's typical time to first token.
+/// Without latency telemetry the check is unknown, not failed: the change
+/// is held back with that reason (and the estimated change), unless the
+/// new model's typical latency alone already exceeds the SLO (a known
+/// violation).
 fn slo_check(
     limits: &Limits,
     p95: Option<f64>,
@@ -117,10 +132,15 @@ fn slo_check(
 ) -> Result<Option<f64>, String> {
     let expected = p95.map(|p| (p + delta).max(floor_ms));
     match (limits.latency_slo_ms, p95, expected) {
+        (Some(slo), _, _) if floor_ms > slo => Err(format!(
+            "its typical latency alone ({floor_ms} ms, catalog) exceeds the {slo} ms SLO"
+        )),
         (Some(slo), Some(p), Some(e)) if e > slo => Err(format!(
             "expected p95 {e:.1} ms (observed {p:.1} {delta:+.1}, at least {floor_ms} ms) exceeds the {slo} ms SLO"
         )),
-        (Some(_), None, _) => Err("no latency telemetry to check the SLO against".into()),
+        (Some(slo), None, _) => Err(format!(
+            "latency against the {slo} ms SLO is unknown, not violated: the workload has no latency telemetry (catalog estimate {delta:+.1} ms per request); held back until latency is measured"
+        )),
         _ => Ok(expected),
     }
 }
@@ -284,7 +304,7 @@ pub fn output_cap(u: &ModelUse, serving: &ModelPrice) -> Result<Recommendation, 
         kind: "max_output_tokens".to_string(),
         workload_id: u.workload_id.to_string(),
         title: format!("Cap max output tokens of {} on {} at {cap}", u.workload_id, serving.id),
-        detail: detail(json!({"model": serving.id, "cap": cap})),
+        detail: detail(json!({"model": serving.id, "cap": cap, "latency_note": "cannot increase latency: only the capped requests change, and they finish sooner"})),
         monthly_savings_usd: round2(savings),
         latency_impact_ms: 0.0,
         risk: "medium".to_string(),
@@ -319,7 +339,7 @@ pub fn prompt_caching(
         kind: "prompt_caching".to_string(),
         workload_id: u.workload_id.to_string(),
         title: format!("Enable prompt caching for {} on {}", serving.id, u.workload_id),
-        detail: detail(json!({"model": serving.id})),
+        detail: detail(json!({"model": serving.id, "latency_note": "cannot increase latency: a cached prefix is billed and processed no slower"})),
         monthly_savings_usd: round2(savings),
         latency_impact_ms: 0.0,
         risk: "low".to_string(),
@@ -362,14 +382,14 @@ pub fn batch(
         kind: "batch_processing".to_string(),
         workload_id: u.workload_id.to_string(),
         title: format!("Send the latency-tolerant {}% of {} to the {} batch API", round2(limits.batch_share * 100.0), u.workload_id, serving.id),
-        detail: detail(json!({"model": serving.id, "share": limits.batch_share})),
+        detail: detail(json!({"model": serving.id, "share": limits.batch_share, "latency_note": format!("up to 24 h for the batched {}% of requests; the others are unchanged", round2(limits.batch_share * 100.0))})),
         monthly_savings_usd: round2(savings),
-        latency_impact_ms: 0.0,
+        latency_impact_ms: BATCH_LATENCY_MS,
         risk: "low".to_string(),
         confidence: if limits.batch_share_declared { "medium" } else { "low" }.to_string(),
         figures: json!({"remaining_window_cost_usd": remaining, "share": limits.batch_share, "batch_discount": serving.batch_discount, "factor": u.factor}),
         basis: format!(
-            "{:.4} USD window cost on {} (after the cap and caching above) x {} share x {} batch discount = {:.4} USD, x{:.4} = {:.2} USD/month; batched requests complete within 24 h, outside the interactive latency",
+            "{:.4} USD window cost on {} (after the cap and caching above) x {} share x {} batch discount = {:.4} USD, x{:.4} = {:.2} USD/month; batched requests complete within 24 h (their latency impact: up to 24 h), outside the interactive latency",
             remaining, serving.id, limits.batch_share, serving.batch_discount, window, u.factor, savings
         ),
     })

@@ -489,6 +489,18 @@ pub async fn fresh_db() -> (Config, String, PgPool) {
     (config, db, pool)
 }
 
+/// Prices of a catalog model, read with SQL from the catalog table: input
+/// and output per Mtok, the cached-input and the batch discounts.
+pub async fn catalog_price(pool: &PgPool, id: &str) -> (f64, f64, f64, f64) {
+    sqlx::query_as(
+        "SELECT input_per_mtok, output_per_mtok, cached_input_discount, batch_discount FROM catalog_models WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 /// Loads sample telemetry for a workload of the default tenant.
 pub async fn load_sample(pool: &PgPool, workload: &str, requests: usize) {
     netra::sample::load(
