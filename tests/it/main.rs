@@ -9,6 +9,7 @@ mod common;
 mod agents;
 mod api;
 mod dead_letters;
+mod goals;
 mod group_commit;
 mod hardening_api;
 mod hardening_broker;
