@@ -42,6 +42,14 @@ fn shadow(rec: &Recommendation, which: &str) -> String {
     )
 }
 
+/// The p95 to alert above, in words (today's when no latency was measured).
+fn expected_p95(rec: &Recommendation) -> String {
+    match rec.field("expected_p95_ms").as_f64() {
+        Some(p) => format!("the expected {p:.0} ms"),
+        None => "today's (not measured yet: record latency first)".to_string(),
+    }
+}
+
 /// Steps for a model change of all or part of the traffic.
 fn model_change_steps(rec: &Recommendation) -> Vec<String> {
     let w = rec.workload_id.as_str();
@@ -50,7 +58,7 @@ fn model_change_steps(rec: &Recommendation) -> Vec<String> {
         "model_routing" => vec![
             shadow(rec, &format!("the requests with at most {} input tokens", f("max_input_tokens"))),
             format!("Route {w}'s requests with at most {} input tokens from {} to {} behind a feature flag, ramping 10% → 50% → 100% of them over a week", f("max_input_tokens"), s(f("from_model")), s(f("to_model"))),
-            format!("Alert when p95 latency of the routed requests rises above the expected {} ms or their error rate rises; roll back on alert", num(f("expected_p95_ms"))),
+            format!("Alert when p95 latency of the routed requests rises above {} or their error rate rises; roll back on alert", expected_p95(rec)),
         ],
         "model_upgrade" | "quality_comparison" => vec![
             shadow(rec, "5% of the traffic"),
@@ -63,7 +71,7 @@ fn model_change_steps(rec: &Recommendation) -> Vec<String> {
         _ => vec![
             shadow(rec, "5% of the traffic"),
             format!("Route {w} from {} to {} behind a feature flag, ramping 10% → 50% → 100% over a week", s(f("from_model")), s(f("to_model"))),
-            format!("Alert when p95 latency rises above the expected {} ms or the error rate rises; roll back on alert", num(f("expected_p95_ms"))),
+            format!("Alert when p95 latency rises above {} or the error rate rises; roll back on alert", expected_p95(rec)),
         ],
     }
 }

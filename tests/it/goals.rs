@@ -50,6 +50,9 @@ async fn cost_latency_quality_and_throughput_goals_get_different_plans() {
     if std::env::var_os("NETRA_SHOW_REPORT").is_some() {
         for r in [&cost, &latency, &quality, &throughput] {
             eprintln!("{}\n", r["executive_summary"]);
+            if std::env::var_os("NETRA_SHOW_REPORT").is_some_and(|v| v == "all") {
+                eprintln!("{}\n", r["markdown"].as_str().unwrap_or(""));
+            }
         }
     }
     let all = [

@@ -734,7 +734,8 @@ mod tests {
         assert!((f["managed_monthly_usd"].as_f64().unwrap() - 54.72).abs() < 1e-9);
         // 2 x A100 always on = 2577.6 USD/month; the API costs 4.5 x 72 = 324 -> not worth it for cost.
         assert_eq!(f["gpus"], json!(2));
-        assert_eq!(r["monthly_savings_usd"], json!(-2253.6));
+        assert_eq!(r["monthly_savings_usd"], json!(0.0));
+        assert_eq!(r["monthly_cost_change_usd"], json!(2253.6));
         let w = workload(1500.0, 100.0, 0, 400);
         let sh = shares();
         let (uses, _) = model_uses(&w, Catalog::embedded(), &sh);

@@ -243,7 +243,8 @@ pub fn self_hosting(
 }
 
 /// Self-hosted capacity for throughput: the GPUs that serve the peak
-/// minute, with their cost against the API (negative savings: dearer).
+/// minute. It claims no saving: its cost against the API is in
+/// `monthly_cost_change_usd` and the basis.
 pub fn self_hosted_capacity(
     u: &ModelUse,
     catalog: &Catalog,
@@ -254,16 +255,21 @@ pub fn self_hosted_capacity(
     let api = figures["api_monthly_usd"].as_f64().unwrap_or(0.0);
     let delta =
         service_ms(s.model, u.avg_output_tokens) - service_ms(u.current, u.avg_output_tokens);
-    Ok(recommendation(
+    let mut r = recommendation(
         u,
         &s,
         "self_hosted_capacity",
-        api - s.monthly_usd,
+        0.0,
         delta,
         None,
         figures,
         basis,
-    ))
+    );
+    r.detail.insert(
+        "monthly_cost_change_usd".into(),
+        json!(round2(s.monthly_usd - api)),
+    );
+    Ok(r)
 }
 
 /// The recommendation of a sizing.
