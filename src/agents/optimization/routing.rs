@@ -234,43 +234,39 @@ fn quality_change(u: &ModelUse, alt: &ModelPrice, kind: &str) -> Recommendation 
     }
 }
 
+/// The cheapest API model of the tiers `tiers` as a quality change of
+/// `kind`, or `none` when the catalog has none.
+fn cheapest_of(
+    u: &ModelUse,
+    catalog: &Catalog,
+    tiers: std::ops::RangeInclusive<u8>,
+    kind: &str,
+    none: String,
+) -> Result<Recommendation, String> {
+    let cost = |m: &&ModelPrice| m.cost(u.input_tokens, u.output_tokens);
+    api_models(u.current, catalog, u.max_input_tokens, tiers)
+        .min_by(|a, b| cost(a).total_cmp(&cost(b)))
+        .map(|alt| quality_change(u, alt, kind))
+        .ok_or(none)
+}
+
 /// Quality upgrade: the cheapest API model of a higher tier, with its cost.
 pub fn model_upgrade(u: &ModelUse, catalog: &Catalog) -> Result<Recommendation, String> {
-    let cur = u.current;
-    let cost = |m: &&ModelPrice| m.cost(u.input_tokens, u.output_tokens);
-    api_models(
-        u.current,
+    let t = u.current.quality_tier;
+    let none = format!("{} is at the top catalog quality tier ({t})", u.current.id);
+    cheapest_of(
+        u,
         catalog,
-        u.max_input_tokens,
-        cur.quality_tier.saturating_add(1)..=u8::MAX,
+        t.saturating_add(1)..=u8::MAX,
+        "model_upgrade",
+        none,
     )
-    .min_by(|a, b| cost(a).total_cmp(&cost(b)))
-    .map(|alt| quality_change(u, alt, "model_upgrade"))
-    .ok_or_else(|| {
-        format!(
-            "{} is at the top catalog quality tier ({})",
-            cur.id, cur.quality_tier
-        )
-    })
 }
 
 /// Same-tier comparison: the cheapest other API model of the current tier,
 /// evaluated on a sample (nothing moves until it is measured).
 pub fn quality_comparison(u: &ModelUse, catalog: &Catalog) -> Result<Recommendation, String> {
-    let cur = u.current;
-    let cost = |m: &&ModelPrice| m.cost(u.input_tokens, u.output_tokens);
-    api_models(
-        u.current,
-        catalog,
-        u.max_input_tokens,
-        cur.quality_tier..=cur.quality_tier,
-    )
-    .min_by(|a, b| cost(a).total_cmp(&cost(b)))
-    .map(|alt| quality_change(u, alt, "quality_comparison"))
-    .ok_or_else(|| {
-        format!(
-            "no other API model of tier {} in the catalog",
-            cur.quality_tier
-        )
-    })
+    let t = u.current.quality_tier;
+    let none = format!("no other API model of tier {t} in the catalog");
+    cheapest_of(u, catalog, t..=t, "quality_comparison", none)
 }
