@@ -46,6 +46,43 @@ pub struct ModelPrice {
     /// offer's `tokens_per_s`.
     #[serde(default)]
     pub size_class: Option<String>,
+    /// The architecture of an open-weight model (sizes GPU memory for
+    /// self-hosting). Facts of the weights, not prices: read from the file
+    /// embedded in the build, also when the prices come from Postgres.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<Architecture>,
+}
+
+/// What an open-weight model needs in GPU memory: its weights and, per
+/// token of context, its KV cache.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Architecture {
+    /// Parameters, billions.
+    pub params_b: f64,
+    /// Transformer layers.
+    pub layers: u32,
+    /// Key/value heads (grouped-query attention).
+    pub kv_heads: u32,
+    /// Size of one head.
+    pub head_dim: u32,
+    /// Where the figures come from.
+    pub source: String,
+}
+
+impl Architecture {
+    /// GB of weights at `bytes_per_param`.
+    pub fn weights_gb(&self, bytes_per_param: f64) -> f64 {
+        self.params_b * bytes_per_param
+    }
+
+    /// Bytes of KV cache per token of context: keys and values of every
+    /// layer and KV head, at `bytes_per_value`.
+    pub fn kv_bytes_per_token(&self, bytes_per_value: f64) -> f64 {
+        2.0 * f64::from(self.layers)
+            * f64::from(self.kv_heads)
+            * f64::from(self.head_dim)
+            * bytes_per_value
+    }
 }
 
 /// One GPU offer.
@@ -163,6 +200,9 @@ impl ModelPrice {
 impl ModelPrice {
     /// The offer of a stored row (a negative count reads as 0).
     fn from_row(r: store::catalog::ModelRow) -> Self {
+        let architecture = Catalog::embedded()
+            .model(&r.id)
+            .and_then(|m| m.architecture.clone());
         ModelPrice {
             id: r.id,
             provider: r.provider,
@@ -175,6 +215,7 @@ impl ModelPrice {
             typical_latency_ms: r.typical_latency_ms,
             output_tokens_per_s: r.output_tokens_per_s,
             source: r.source,
+            architecture,
             as_of: r.as_of,
             size_class: r.size_class,
         }
@@ -341,9 +382,11 @@ mod tests {
             .gpus
             .iter()
             .all(|g| !g.source.is_empty() && !g.as_of.is_empty()));
-        assert_eq!(
-            c.model("llama-3.1-70b").unwrap().size_class.as_deref(),
-            Some("70b")
-        );
+        let l70 = c.model("llama-3.1-70b").unwrap();
+        assert_eq!(l70.size_class.as_deref(), Some("70b"));
+        // 80 layers x 8 KV heads x 128 x 2 (K and V) x 2 bytes = 327,680 bytes per token.
+        let a = l70.architecture.as_ref().unwrap();
+        assert_eq!(a.kv_bytes_per_token(2.0), 327_680.0);
+        assert!((a.weights_gb(2.0) - 141.2).abs() < 1e-9);
     }
 }

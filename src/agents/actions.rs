@@ -30,24 +30,83 @@ fn s(v: &Value) -> &str {
     v.as_str().unwrap_or("?")
 }
 
+/// The shadow evaluation that comes first for a model change.
+fn shadow(rec: &Recommendation, which: &str) -> String {
+    let f = |name: &str| s(rec.field(name)).to_string();
+    format!(
+        "Shadow-evaluate first: send a copy of {which} of {} to {} and compare its answers with {} on a labelled sample; go on only if they hold ({})",
+        rec.workload_id,
+        f("to_model"),
+        f("from_model"),
+        rec.str_field("risk_reason").unwrap_or("quality is not measured on this workload")
+    )
+}
+
+/// The p95 to alert above, in words (today's when no latency was measured).
+fn expected_p95(rec: &Recommendation) -> String {
+    match rec.field("expected_p95_ms").as_f64() {
+        Some(p) => format!("the expected {p:.0} ms"),
+        None => "today's (not measured yet: record latency first)".to_string(),
+    }
+}
+
+/// Steps for a model change of all or part of the traffic.
+fn model_change_steps(rec: &Recommendation) -> Vec<String> {
+    let w = rec.workload_id.as_str();
+    let f = |name: &str| rec.field(name);
+    match rec.kind.as_str() {
+        "model_routing" => vec![
+            shadow(rec, &format!("the requests with at most {} input tokens", f("max_input_tokens"))),
+            format!("Route {w}'s requests with at most {} input tokens from {} to {} behind a feature flag, ramping 10% → 50% → 100% of them over a week", f("max_input_tokens"), s(f("from_model")), s(f("to_model"))),
+            format!("Alert when p95 latency of the routed requests rises above {} or their error rate rises; roll back on alert", expected_p95(rec)),
+        ],
+        "model_upgrade" | "quality_comparison" => vec![
+            shadow(rec, "5% of the traffic"),
+            format!("Move {w} to {} only where the labelled sample shows better answers; the monthly cost changes by {} USD", s(f("to_model")), f("monthly_cost_change_usd")),
+        ],
+        "faster_model" => vec![
+            shadow(rec, "5% of the traffic"),
+            format!("Route {w} from {} to {} behind a feature flag and compare time to first token and p95 latency", s(f("from_model")), s(f("to_model"))),
+        ],
+        _ => vec![
+            shadow(rec, "5% of the traffic"),
+            format!("Route {w} from {} to {} behind a feature flag, ramping 10% → 50% → 100% over a week", s(f("from_model")), s(f("to_model"))),
+            format!("Alert when p95 latency rises above {} or the error rate rises; roll back on alert", expected_p95(rec)),
+        ],
+    }
+}
+
+/// Steps for self-hosting (for cost or for capacity).
+fn self_hosting_steps(rec: &Recommendation) -> Vec<String> {
+    let w = rec.workload_id.as_str();
+    let f = |name: &str| rec.field(name);
+    vec![
+        shadow(rec, "5% of the traffic"),
+        format!("Provision {} x {} ({} GB of weights, KV cache for the peak in flight) and deploy {} with a serving engine (vLLM or TGI)", f("gpus"), s(f("gpu_offer")), f("weights_gb"), s(f("to_model"))),
+        format!("Load-test at the peak of {:.2} tokens/s before moving traffic", rec.figures["required_tokens_per_s"].as_f64().unwrap_or(0.0)),
+        format!("Move {w} from {} with a gradual ramp; keep the API as fallback", s(f("from_model"))),
+    ]
+}
+
 /// Steps for one recommendation (pure).
 pub fn steps(rec: &Recommendation) -> Vec<String> {
     let w = rec.workload_id.as_str();
     let f = |name: &str| rec.field(name);
     match rec.kind.as_str() {
-        "model_right_sizing" => vec![
-            format!("Shadow 5% of {w} traffic to {} and compare answers with {} on a labelled sample", s(f("to_model")), s(f("from_model"))),
-            format!("Route {w} from {} to {} behind a feature flag, ramping 10% → 50% → 100% over a week", s(f("from_model")), s(f("to_model"))),
-            format!("Alert when p95 latency rises above the expected {} ms or the error rate rises; roll back on alert", num(f("expected_p95_ms"))),
-        ],
-        "self_hosting" => vec![
-            format!("Provision {} x {} and deploy {} with a serving engine (vLLM or TGI)", f("gpus"), s(f("gpu_offer")), s(f("to_model"))),
-            format!("Load-test at the peak of {:.2} tokens/s before moving traffic", rec.figures["required_tokens_per_s"].as_f64().unwrap_or(0.0)),
-            format!("Move {w} from {} with a gradual ramp; keep the API as fallback", s(f("from_model"))),
-        ],
+        "model_right_sizing" | "model_routing" | "model_upgrade" | "quality_comparison"
+        | "faster_model" => model_change_steps(rec),
+        "self_hosting" | "self_hosted_capacity" => self_hosting_steps(rec),
         "max_output_tokens" => vec![
             format!("Set max_tokens = {} on {w}'s calls to {}", f("cap"), s(f("model"))),
             "Log finish_reason = length and review truncated answers weekly".to_string(),
+        ],
+        "prompt_trimming" => vec![
+            format!("Measure which parts of {w}'s prompts the answers use (duplicate context, unused instructions or retrieved passages)"),
+            format!("Compare answers with trimmed and full prompts on a labelled sample, then remove about {}% of input tokens", num(&json!(f("trim_share").as_f64().unwrap_or(0.0) * 100.0))),
+        ],
+        "streaming" => vec![
+            format!("Check whether {w} already streams (stream = true); if not, stream answers from {} to its users", s(f("model"))),
+            "Measure time to first token as the latency users see".to_string(),
         ],
         "prompt_caching" => vec![
             format!("Put the static system prompt and examples of {w} first in every request"),
@@ -96,6 +155,14 @@ pub fn supply_configuration(data: &DataOutput, opt: &OptimizationOutput) -> (Val
             if !models.contains(serving) && change.is_none_or(|r| r.kind != "self_hosting") {
                 models.push(serving.clone());
             }
+            for r in of("model_routing")
+                .filter(|r| r.workload_id == *wid && *r.field("from_model") == m["model"])
+            {
+                routes.push(json!({"workload_id": wid, "from_model": m["model"], "model": r.field("to_model"), "when_input_tokens_at_most": r.field("max_input_tokens")}));
+                if !models.contains(r.field("to_model")) {
+                    models.push(r.field("to_model").clone());
+                }
+            }
         }
         if let Some(p) = w_p95 {
             worst_p95 = Some(worst_p95.map_or(p, |x: f64| x.max(p)));
@@ -109,7 +176,7 @@ pub fn supply_configuration(data: &DataOutput, opt: &OptimizationOutput) -> (Val
         "storage": {
             "telemetry_retention_days": 90,
             "prompt_cache": if of("prompt_caching").next().is_some() { "provider-managed prefix cache" } else { "none" },
-            "model_weights_gb": if self_hosted.is_empty() { Value::Null } else { json!(160) },
+            "model_weights_gb": if self_hosted.is_empty() { Value::Null } else { json!(round2(of("self_hosting").filter_map(|r| r.field("weights_gb").as_f64()).sum::<f64>())) },
         },
         "network": {
             "region_affinity": "keep the current region",
@@ -199,5 +266,27 @@ mod tests {
         assert_eq!(expected["p95_ms"], json!(1400.0));
         assert_eq!(expected["max_input_tokens"], json!(3000.0));
         assert_eq!(steps(&opt.recommendations[1]).len(), 2);
+    }
+
+    #[test]
+    fn every_model_change_starts_with_a_shadow_evaluation() {
+        for kind in [
+            "model_right_sizing",
+            "model_routing",
+            "self_hosting",
+            "model_upgrade",
+            "faster_model",
+        ] {
+            let r: Recommendation =
+                serde_json::from_value(json!({"kind": kind, "workload_id": "w",
+                "from_model": "gpt-4o", "to_model": "gpt-4o-mini", "max_input_tokens": 800,
+                "risk_reason": "no quality floor was stated"}))
+                .unwrap();
+            let first = &steps(&r)[0];
+            assert!(
+                first.starts_with("Shadow-evaluate") && first.contains("no quality floor"),
+                "{kind}: {first}"
+            );
+        }
     }
 }

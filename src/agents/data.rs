@@ -122,12 +122,14 @@ fn window_caveats(workload: &str, metrics: &Value, requested_hours: Option<f64>)
     caveats
 }
 
-/// The window the request states, in hours, if it states one. Triage
-/// outputs days for now: a `time_range_days` other than the default 30
-/// is taken as stated.
+/// The window the request states, in hours, if it states one: triage's
+/// `window_hours`, or (an output of an older triage) a `time_range_days`
+/// other than the default 30.
 pub fn stated_window_hours(triage: &TriageOutput) -> Option<f64> {
     let days = triage.time_range_days;
-    (days != TriageOutput::default().time_range_days).then_some(days as f64 * 24.0)
+    triage
+        .window_hours
+        .or_else(|| (days != TriageOutput::default().time_range_days).then_some(days as f64 * 24.0))
 }
 
 impl TypedAgent for Data {

@@ -283,8 +283,13 @@ impl PhaseOutput for DataOutput {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Recommendation {
-    /// `model_right_sizing`, `self_hosting`, `max_output_tokens`,
-    /// `prompt_caching`, `batch_processing` or `capacity_for_peaks`.
+    /// The kind, one of [`crate::agents::optimization::goals::KINDS`]:
+    /// `model_routing`, `model_right_sizing`, `self_hosting`,
+    /// `max_output_tokens`, `prompt_trimming`, `prompt_caching`,
+    /// `batch_processing`, `faster_model`, `streaming`,
+    /// `capacity_for_peaks`, `model_upgrade`, `quality_comparison` or
+    /// `self_hosted_capacity`. A model change has `shadow_evaluation` and
+    /// `risk_reason` among its fields.
     pub kind: String,
     /// The workload it applies to.
     pub workload_id: String,
@@ -319,7 +324,8 @@ impl Recommendation {
     }
 }
 
-/// An option left out, and why.
+/// An option left out, and why: a goal the request did not ask for, a
+/// constraint, missing data, or a cheaper option that superseded it.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Excluded {
@@ -327,7 +333,8 @@ pub struct Excluded {
     pub kind: String,
     /// The workload.
     pub workload_id: String,
-    /// The model it was considered for.
+    /// The model it was considered for (empty when it is left out for the
+    /// whole workload).
     pub model: String,
     /// Why it was left out.
     pub reason: String,
@@ -345,7 +352,8 @@ pub struct OptimizationOutput {
     pub current_monthly_cost_usd: f64,
     /// The recommendations kept, ranked.
     pub recommendations: Vec<Recommendation>,
-    /// The options left out, and why.
+    /// The options left out ("left out" in the report), each with the
+    /// reason.
     pub excluded: Vec<Excluded>,
     /// The sum of the kept savings, USD per month.
     pub total_monthly_savings_usd: f64,

@@ -488,19 +488,27 @@ fn recommendations_section(md: &mut String, opt: &OptimizationOutput) {
             let _ = writeln!(md, "{}. {}", i + 1, r.basis);
         }
     }
-    if !opt.excluded.is_empty() {
-        let _ = writeln!(md, "\nLeft out:\n");
-        for e in &opt.excluded {
-            let _ = writeln!(
-                md,
-                "- {} ({} on {}): {}",
-                e.kind, e.model, e.workload_id, e.reason
-            );
-        }
-    }
+    left_out_section(md, &opt.excluded);
     let _ = writeln!(md, "\nAssumptions:\n");
     for a in &opt.assumptions {
         let _ = writeln!(md, "- {a}");
+    }
+}
+
+/// The options left out, each with the reason (a goal not asked, a
+/// constraint, missing data).
+fn left_out_section(md: &mut String, excluded: &[crate::agents::outputs::Excluded]) {
+    if excluded.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "\nLeft out:\n");
+    for e in excluded {
+        let on = if e.model.is_empty() {
+            e.workload_id.clone()
+        } else {
+            format!("{} on {}", e.model, e.workload_id)
+        };
+        let _ = writeln!(md, "- {} ({on}): {}", e.kind, e.reason);
     }
 }
 

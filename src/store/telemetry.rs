@@ -411,3 +411,39 @@ pub async fn performance_by_model(
     .fetch_all(pool)
     .await?)
 }
+
+/// The requests of one model at or under an input-size threshold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SizeShare {
+    /// Model.
+    pub model: String,
+    /// The threshold: an observed input length (`percentile_disc`).
+    pub threshold: i64,
+    /// Which percentile of the model's input lengths it is (0.25, 0.5, 0.75).
+    pub percentile: f64,
+    /// Requests with `input_tokens <= threshold`.
+    pub requests: i64,
+    /// Their input tokens.
+    pub input_tokens: i64,
+    /// Their output tokens.
+    pub output_tokens: i64,
+}
+
+/// Per model, the requests at or under the 25th, 50th and 75th percentile
+/// of its input lengths (the share a size-based route would move).
+pub async fn input_size_shares(pool: &PgPool, w: Window<'_>) -> Result<Vec<SizeShare>, Error> {
+    Ok(window_query!(
+        SizeShare,
+        w,
+        r#", q AS (SELECT model, unnest(ARRAY[0.25, 0.5, 0.75]::float8[]) AS pct,
+             unnest(percentile_disc(ARRAY[0.25, 0.5, 0.75]::float8[]) WITHIN GROUP (ORDER BY input_tokens)) AS threshold
+           FROM w GROUP BY model)
+         SELECT q.model AS "model!", q.threshold::int8 AS "threshold!", q.pct AS "percentile!",
+           count(*) AS "requests!", coalesce(sum(w.input_tokens), 0)::int8 AS "input_tokens!",
+           coalesce(sum(w.output_tokens), 0)::int8 AS "output_tokens!"
+         FROM q JOIN w ON w.model = q.model AND w.input_tokens <= q.threshold
+         GROUP BY q.model, q.threshold, q.pct ORDER BY q.model, q.pct"#
+    )
+    .fetch_all(pool)
+    .await?)
+}

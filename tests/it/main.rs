@@ -10,6 +10,7 @@ mod agents;
 mod api;
 mod dead_letters;
 mod figures;
+mod goals;
 mod group_commit;
 mod hardening_api;
 mod hardening_broker;

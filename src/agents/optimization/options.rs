@@ -1,16 +1,20 @@
-//! The recommendation kinds, one function each: right-sizing to a cheaper
-//! API model, self-hosting on GPUs, a max-output-token cap, prompt caching,
-//! batch processing and peak capacity planning, with the assumptions they
-//! share. Each takes one model's use of one workload ([`ModelUse`]) and
-//! returns the recommendation, or why it does not apply; [`super`] chains
-//! them per model and ranks the result.
+//! What the options share ([`ModelUse`], [`Limits`], the assumptions) and
+//! the token-priced kinds, one function each: right-sizing to a cheaper API
+//! model of the same quality (or of the stated floor), a max-output-token
+//! cap, prompt caching, batch processing and peak capacity planning. Each
+//! takes one model's use of one workload and returns the recommendation, or
+//! why it does not apply; [`super`] chains them per model and
+//! [`super::goals`] decides which are considered and how they rank.
 
 use serde_json::{json, Map, Value};
 
-use crate::agents::{
-    catalog::{Catalog, GpuOffer, ModelPrice},
-    outputs::{Excluded, Recommendation},
-    round2,
+use crate::{
+    agents::{
+        catalog::{Catalog, ModelPrice},
+        outputs::{Excluded, Recommendation},
+        round2,
+    },
+    store::telemetry::SizeShare,
 };
 
 /// Share of input tokens assumed to be a repeated prefix (system prompt,
@@ -18,18 +22,20 @@ use crate::agents::{
 /// context gives `cacheable_input_share`. Stated in the output.
 pub const CACHEABLE_INPUT_SHARE: f64 = 0.3;
 
-/// Share of requests assumed latency-tolerant (can wait for the batch API)
-/// unless the context gives `batch_eligible_share`. Stated in the output.
-pub const BATCH_ELIGIBLE_SHARE: f64 = 0.1;
+/// Share of input tokens assumed removable by trimming prompts (duplicate
+/// context, unused instructions or retrieved passages) unless the context
+/// gives `prompt_trim_share`. Stated in the output.
+pub const PROMPT_TRIM_SHARE: f64 = 0.2;
+
+/// Input tokens must be at least this share of a model's cost for prompt
+/// trimming to be considered (an input-heavy workload).
+pub const INPUT_HEAVY_SHARE: f64 = 0.5;
 
 /// Hours in the 30-day month the savings are quoted for.
 pub const HOURS_PER_MONTH: f64 = 720.0;
 
 /// Headroom over the observed peak when sizing capacity.
 pub const PEAK_HEADROOM: f64 = 1.2;
-
-/// A peak-to-average ratio at or above this calls for peak capacity planning.
-pub const BURSTY_RATIO: f64 = 2.0;
 
 /// Factor from the observed window to a 30-day month: exactly 720 ÷ the
 /// window's hours (last request − first), with no floor. A zero window
@@ -76,12 +82,48 @@ pub struct ModelUse<'a> {
     pub p95_ms: Option<f64>,
     /// Largest prompt seen (context-window check).
     pub max_input_tokens: f64,
-    /// Peak tokens per hour attributable to this model.
-    pub peak_tokens_per_hour: f64,
+    /// Requests of this model in the window.
+    pub requests: i64,
+    /// Its requests at or under input-size thresholds (size-based routing).
+    pub shares: &'a [SizeShare],
+    /// The load at the busiest minute attributable to this model.
+    pub peak: Peak,
     /// Window-to-month factor.
     pub factor: f64,
     /// `high` when the window is long and large enough.
     pub confidence: &'static str,
+}
+
+/// The load at the busiest minute, for sizing capacity and GPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Peak {
+    /// Requests in the busiest clock minute.
+    pub requests_per_minute: f64,
+    /// True when measured per minute (`rate.peak_per_minute`); false when
+    /// it is the busiest hour ÷ 60 (the data phase did not measure minutes).
+    pub per_minute: bool,
+    /// Mean input + output tokens per request.
+    pub tokens_per_request: f64,
+    /// Context of a typical long request: p95 input + p95 output tokens.
+    pub context_p95: f64,
+    /// The longest context seen: max input + max output tokens.
+    pub context_max: f64,
+}
+
+impl Peak {
+    /// Tokens per second at the peak minute.
+    pub fn tokens_per_s(&self) -> f64 {
+        self.requests_per_minute * self.tokens_per_request / 60.0
+    }
+
+    /// How the peak was measured, in words.
+    pub fn source(&self) -> &'static str {
+        if self.per_minute {
+            "busiest clock minute"
+        } else {
+            "busiest hour / 60 (no per-minute peak measured)"
+        }
+    }
 }
 
 /// The constraints the options are filtered by.
@@ -98,10 +140,12 @@ pub struct Limits {
     /// True when the batch share was declared by the requester (then the
     /// batched requests are outside the interactive SLO).
     pub batch_share_declared: bool,
+    /// Share of input tokens trimming removes.
+    pub trim_share: f64,
 }
 
 /// An option left out, and why.
-pub(super) fn excluded(kind: &str, u: &ModelUse, reason: String) -> Excluded {
+pub fn excluded(kind: &str, u: &ModelUse, reason: String) -> Excluded {
     Excluded {
         kind: kind.to_string(),
         workload_id: u.workload_id.to_string(),
@@ -111,7 +155,7 @@ pub(super) fn excluded(kind: &str, u: &ModelUse, reason: String) -> Excluded {
 }
 
 /// The fields of a recommendation's kind, from a JSON object.
-fn detail(fields: Value) -> Map<String, Value> {
+pub fn detail(fields: Value) -> Map<String, Value> {
     match fields {
         Value::Object(m) => m,
         _ => Map::new(),
@@ -124,7 +168,7 @@ fn detail(fields: Value) -> Map<String, Value> {
 /// is held back with that reason (and the estimated change), unless the
 /// new model's typical latency alone already exceeds the SLO (a known
 /// violation).
-fn slo_check(
+pub(super) fn slo_check(
     limits: &Limits,
     p95: Option<f64>,
     delta: f64,
@@ -145,8 +189,9 @@ fn slo_check(
     }
 }
 
-/// Right-sizing: the cheapest catalog model that keeps the quality floor
-/// (default: at most one tier down), fits the largest prompt and keeps the
+/// Right-sizing of all traffic: the cheapest catalog model that keeps the
+/// stated quality floor (without one: the current tier, so all traffic is
+/// never moved down a tier silently), fits the largest prompt and keeps the
 /// SLO; savings = (cost on current − cost on it) × factor for the same tokens.
 pub fn right_sizing(
     u: &ModelUse,
@@ -154,9 +199,7 @@ pub fn right_sizing(
     limits: &Limits,
 ) -> Result<Recommendation, String> {
     let cur = u.current;
-    let min_tier = limits
-        .quality_floor
-        .unwrap_or(cur.quality_tier.saturating_sub(1).max(1));
+    let min_tier = limits.quality_floor.unwrap_or(cur.quality_tier);
     let cur_cost = cur.cost(u.input_tokens, u.output_tokens);
     let mut reasons = Vec::new();
     let mut best: Option<(&ModelPrice, f64, f64, Option<f64>)> = None;
@@ -181,7 +224,12 @@ pub fn right_sizing(
     }
     let Some((alt, alt_cost, delta, p95)) = best else {
         return Err(if reasons.is_empty() {
-            format!("no cheaper model of quality tier >= {min_tier}")
+            let why = if limits.quality_floor.is_none() {
+                " (no quality floor was stated, so all traffic is not moved to a lower tier; state one to consider it)"
+            } else {
+                ""
+            };
+            format!("no cheaper model of quality tier >= {min_tier}{why}")
         } else {
             reasons.join("; ")
         });
@@ -191,7 +239,8 @@ pub fn right_sizing(
         kind: "model_right_sizing".to_string(),
         workload_id: u.workload_id.to_string(),
         title: format!("Route {} traffic of {} to {}", cur.id, u.workload_id, alt.id),
-        detail: detail(json!({"from_model": cur.id, "to_model": alt.id, "expected_p95_ms": p95.map(round2)})),
+        detail: detail(json!({"from_model": cur.id, "to_model": alt.id, "expected_p95_ms": p95.map(round2), "shadow_evaluation": true,
+            "risk_reason": if alt.quality_tier < cur.quality_tier { format!("{} is tier {} (below {}'s {}) but within the stated floor; its answers are not measured on this workload: shadow-evaluate first", alt.id, alt.quality_tier, cur.id, cur.quality_tier) } else { format!("same quality tier {}; answers are not measured on this workload: shadow-evaluate first", alt.quality_tier) }})),
         monthly_savings_usd: round2(savings),
         latency_impact_ms: round2(delta),
         risk: if alt.quality_tier < cur.quality_tier { "medium" } else { "low" }.to_string(),
@@ -205,92 +254,10 @@ pub fn right_sizing(
     })
 }
 
-/// Self-hosting break-even: the cheapest GPU offer able to serve the peak
-/// hour's tokens with a self-hostable model of sufficient quality. GPUs =
-/// ceil(peak tokens/s ÷ offer tokens/s for the model's size class);
-/// monthly GPU cost = GPUs × hourly price × 720; savings = API cost per month
-/// − GPU cost; break-even = the monthly tokens at which both cost the same.
-pub fn self_hosting(
-    u: &ModelUse,
-    catalog: &Catalog,
-    limits: &Limits,
-) -> Result<Recommendation, String> {
-    let cur = u.current;
-    if cur.provider == "self-hosted" {
-        return Err("already self-hostable".into());
-    }
-    let min_tier = limits
-        .quality_floor
-        .unwrap_or(cur.quality_tier.saturating_sub(1).max(1));
-    let api_monthly = cur.cost(u.input_tokens, u.output_tokens) * u.factor;
-    let monthly_tokens = (u.input_tokens + u.output_tokens) * u.factor;
-    let need_tps = u.peak_tokens_per_hour / 3600.0;
-    let mut best: Option<(&ModelPrice, &GpuOffer, f64, f64)> = None;
-    for m in catalog.models.iter().filter(|m| {
-        m.provider == "self-hosted"
-            && m.quality_tier >= min_tier
-            && f64::from(m.context_window) >= u.max_input_tokens
-    }) {
-        let Some(class) = &m.size_class else { continue };
-        for g in &catalog.gpus {
-            let Some(tps) = g.tokens_per_s.get(class).copied().filter(|t| *t > 0.0) else {
-                continue;
-            };
-            let gpus = (need_tps / tps).ceil().max(1.0);
-            let monthly = gpus * g.hourly_usd * HOURS_PER_MONTH;
-            if best.is_none_or(|b| monthly < b.3) {
-                best = Some((m, g, gpus, monthly));
-            }
-        }
-    }
-    let Some((m, g, gpus, gpu_monthly)) = best else {
-        return Err(format!(
-            "no self-hostable model of quality tier >= {min_tier} with a GPU offer"
-        ));
-    };
-    let per_token = if monthly_tokens > 0.0 {
-        api_monthly / monthly_tokens
-    } else {
-        0.0
-    };
-    let break_even_tokens = if per_token > 0.0 {
-        gpu_monthly / per_token
-    } else {
-        f64::INFINITY
-    };
-    let savings = api_monthly - gpu_monthly;
-    let figures = json!({"api_monthly_usd": api_monthly, "gpu_monthly_usd": gpu_monthly, "gpus": gpus, "offer": g.id, "model": m.id, "required_tokens_per_s": need_tps, "monthly_tokens": monthly_tokens, "break_even_monthly_tokens": break_even_tokens});
-    let basis = format!(
-        "peak hour {:.0} tokens = {:.2} tokens/s needs {gpus} x {} ({} tokens/s for {}, {} USD/h, {} {}) = {:.2} USD/month vs {:.2} USD/month on the {} API ({:.0} tokens/month); break-even at {:.0} tokens/month",
-        u.peak_tokens_per_hour, need_tps, g.gpu, g.tokens_per_s.get(m.size_class.as_deref().unwrap_or("")).copied().unwrap_or(0.0), m.id, g.hourly_usd, g.source, g.as_of, gpu_monthly, api_monthly, cur.id, monthly_tokens, break_even_tokens
-    );
-    if savings <= 0.0 {
-        return Err(format!("not worth it at this volume: {basis}"));
-    }
-    let delta = service_ms(m, u.avg_output_tokens) - service_ms(cur, u.avg_output_tokens);
-    let p95 = slo_check(limits, u.p95_ms, delta, m.typical_latency_ms)
-        .map_err(|r| format!("{}: {r}", m.id))?;
-    Ok(Recommendation {
-        kind: "self_hosting".to_string(),
-        workload_id: u.workload_id.to_string(),
-        title: format!(
-            "Self-host {} on {gpus} x {} for {} traffic of {}",
-            m.id, g.gpu, cur.id, u.workload_id
-        ),
-        detail: detail(
-            json!({"from_model": cur.id, "to_model": m.id, "gpu_offer": g.id, "gpus": gpus, "expected_p95_ms": p95.map(round2)}),
-        ),
-        monthly_savings_usd: round2(savings),
-        latency_impact_ms: round2(delta),
-        risk: "high".to_string(),
-        confidence: u.confidence.to_string(),
-        figures,
-        basis,
-    })
-}
-
 /// Output-token cap at the observed p95: the tokens above it are not
-/// generated; savings = tokens above cap × output price × factor.
+/// generated; savings = tokens above cap × output price × factor. Shorter
+/// generations: the mean latency falls by the tokens no longer generated
+/// per request at the serving model's catalog speed.
 pub fn output_cap(u: &ModelUse, serving: &ModelPrice) -> Result<Recommendation, String> {
     let Some(cap) = u.output_cap else {
         return Err("no output-token distribution".into());
@@ -300,19 +267,23 @@ pub fn output_cap(u: &ModelUse, serving: &ModelPrice) -> Result<Recommendation, 
     }
     let window = u.tokens_above_cap * serving.output_per_mtok / 1e6;
     let savings = window * u.factor;
+    let faster_ms =
+        u.tokens_above_cap / (u.requests.max(1) as f64) / serving.output_tokens_per_s.max(1.0)
+            * 1000.0;
     Ok(Recommendation {
         kind: "max_output_tokens".to_string(),
         workload_id: u.workload_id.to_string(),
         title: format!("Cap max output tokens of {} on {} at {cap}", u.workload_id, serving.id),
         detail: detail(json!({"model": serving.id, "cap": cap, "latency_note": "cannot increase latency: only the capped requests change, and they finish sooner"})),
         monthly_savings_usd: round2(savings),
-        latency_impact_ms: 0.0,
+        latency_impact_ms: round2(-faster_ms),
         risk: "medium".to_string(),
         confidence: u.confidence.to_string(),
         figures: json!({"tokens_above_cap": u.tokens_above_cap, "requests_above_cap": u.requests_above_cap, "output_per_mtok": serving.output_per_mtok, "factor": u.factor}),
         basis: format!(
-            "{} requests exceed the p95 output length of {cap} tokens by {:.0} tokens in total; at {} USD per Mtok output on {} that is {:.4} USD in the window, x{:.4} = {:.2} USD/month; only those requests get shorter (truncated) answers",
-            u.requests_above_cap, u.tokens_above_cap, serving.output_per_mtok, serving.id, window, u.factor, savings
+            "{} requests exceed the p95 output length of {cap} tokens by {:.0} tokens in total; at {} USD per Mtok output on {} that is {:.4} USD in the window, x{:.4} = {:.2} USD/month; only those requests get shorter (truncated) answers; mean latency {:.1} ms lower ({:.0} tokens / {} requests at {} tokens/s, catalog)",
+            u.requests_above_cap, u.tokens_above_cap, serving.output_per_mtok, serving.id, window, u.factor, savings,
+            faster_ms, u.tokens_above_cap, u.requests, serving.output_tokens_per_s
         ),
     })
 }
@@ -354,8 +325,9 @@ pub fn prompt_caching(
 
 /// Batch processing of the latency-tolerant share: savings = share ×
 /// (cost on the serving model after the cap and caching) × batch discount ×
-/// factor. With a latency SLO, only a share the requester declared is
-/// moved (those requests then leave the interactive SLO).
+/// factor. Only a share the requester declared
+/// (`context.batch_eligible_share`) is moved: netra cannot tell from the
+/// telemetry which requests can wait (those then leave the interactive SLO).
 pub fn batch(
     u: &ModelUse,
     serving: &ModelPrice,
@@ -366,8 +338,8 @@ pub fn batch(
     if serving.batch_discount <= 0.0 {
         return Err(format!("{} has no batch discount", serving.id));
     }
-    if limits.latency_slo_ms.is_some() && !limits.batch_share_declared {
-        return Err("a latency SLO applies and no latency-tolerant share was declared (context.batch_eligible_share)".into());
+    if !limits.batch_share_declared {
+        return Err("no latency-tolerant share was stated: give context.batch_eligible_share (the share of requests that can wait up to 24 h)".into());
     }
     let out = u.output_tokens - if capped { u.tokens_above_cap } else { 0.0 };
     let remaining = serving.cost(u.input_tokens, out)
@@ -395,30 +367,53 @@ pub fn batch(
     })
 }
 
-/// Capacity for peaks: rate limits (or reserved throughput) sized for the
-/// peak hour with headroom. No savings; it protects latency under bursts.
-pub fn peak_capacity(workload: &str, metrics: &Value) -> Option<Recommendation> {
-    let ratio = metrics["rate"]["peak_to_average"].as_f64()?;
-    let peak = metrics["rate"]["peak_per_hour"].as_f64()?;
-    let peak_tokens = metrics["rate"]["peak_tokens_per_hour"].as_f64()?;
-    let avg = metrics["rate"]["avg_per_hour"].as_f64()?;
-    if ratio < BURSTY_RATIO {
-        return None;
+/// The load at the busiest minute of a workload's metrics:
+/// `rate.peak_per_minute`, or the busiest hour ÷ 60 without it.
+pub fn peak_of(metrics: &Value) -> Peak {
+    let rate = &metrics["rate"];
+    let tokens = &metrics["tokens"];
+    let (rpm, per_minute) = match rate["peak_per_minute"].as_f64() {
+        Some(p) => (p, true),
+        None => (rate["peak_per_hour"].as_f64().unwrap_or(0.0) / 60.0, false),
+    };
+    let n = metrics["requests"].as_f64().unwrap_or(0.0);
+    let total = tokens["total"].as_f64().unwrap_or(0.0);
+    let f = |a: &str, b: &str| tokens[a][b].as_f64().unwrap_or(0.0);
+    Peak {
+        requests_per_minute: rpm,
+        per_minute,
+        tokens_per_request: if n > 0.0 { total / n } else { 0.0 },
+        context_p95: f("input", "p95") + f("output", "p95"),
+        context_max: f("input", "max") + f("output", "max"),
     }
-    let rpm = (peak / 60.0 * PEAK_HEADROOM).ceil() as i64;
-    let tpm = (peak_tokens / 60.0 * PEAK_HEADROOM).ceil() as i64;
-    Some(Recommendation {
+}
+
+/// Capacity for peaks: rate limits (or reserved throughput) sized for the
+/// busiest minute with headroom, requests and tokens. No savings; it keeps
+/// bursts from being throttled (latency) and served (throughput).
+pub fn peak_capacity(workload: &str, metrics: &Value) -> Result<Recommendation, String> {
+    let p = peak_of(metrics);
+    if p.requests_per_minute <= 0.0 {
+        return Err("no request rate measured".into());
+    }
+    let rpm = (p.requests_per_minute * PEAK_HEADROOM).ceil() as i64;
+    let tpm = (p.requests_per_minute * p.tokens_per_request * PEAK_HEADROOM).ceil() as i64;
+    let avg = metrics["rate"]["avg_per_minute"]
+        .as_f64()
+        .or_else(|| metrics["rate"]["avg_per_hour"].as_f64().map(|h| h / 60.0));
+    Ok(Recommendation {
         kind: "capacity_for_peaks".to_string(),
         workload_id: workload.to_string(),
-        title: format!("Provision {workload} for its peak: {rpm} requests/min, {tpm} tokens/min"),
+        title: format!("Provision {workload} for its peak minute: {rpm} requests/min, {tpm} tokens/min"),
         detail: detail(json!({"requests_per_minute": rpm, "tokens_per_minute": tpm})),
         monthly_savings_usd: 0.0,
         latency_impact_ms: 0.0,
         risk: "low".to_string(),
-        confidence: "high".to_string(),
-        figures: json!({"peak_per_hour": peak, "avg_per_hour": avg, "peak_to_average": ratio, "peak_tokens_per_hour": peak_tokens, "headroom": PEAK_HEADROOM}),
+        confidence: if p.per_minute { "high" } else { "low" }.to_string(),
+        figures: json!({"peak_requests_per_minute": p.requests_per_minute, "per_minute": p.per_minute, "avg_requests_per_minute": avg, "tokens_per_request": p.tokens_per_request, "headroom": PEAK_HEADROOM}),
         basis: format!(
-            "peak hour {peak:.0} requests vs {avg:.2} average per hour (peak-to-average {ratio:.2} >= {BURSTY_RATIO}); {peak:.0}/60 x {PEAK_HEADROOM} = {rpm} requests/min and {peak_tokens:.0}/60 x {PEAK_HEADROOM} = {tpm} tokens/min keep bursts from being throttled"
+            "{:.2} requests at the peak ({}) x {PEAK_HEADROOM} headroom = {rpm} requests/min; x {:.1} mean tokens per request = {tpm} tokens/min (average {} requests/min); limits below these throttle the peak",
+            p.requests_per_minute, p.source(), p.tokens_per_request, avg.map_or_else(|| "unknown".to_string(), |a| format!("{a:.2}"))
         ),
     })
 }
