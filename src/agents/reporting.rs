@@ -185,7 +185,9 @@ struct Draft {
 /// Builds the report from the upstream outputs (pure, for tests).
 pub fn build(request: &Value, up: &Upstream) -> ReportOutput {
     let question = request["message"].as_str().unwrap_or("");
-    let needs_input = up.data.sufficiency == Sufficiency::Insufficient;
+    // A request triage could not act on ends `needs_input` too (the
+    // supervisor's route); the report says so in the same flag.
+    let needs_input = up.data.sufficiency == Sufficiency::Insufficient || up.triage.ambiguous;
     let mut caveats = up.data.caveats.clone();
     caveats.extend(up.triage.unclear.iter().cloned());
     let mut d = Draft {
@@ -195,7 +197,7 @@ pub fn build(request: &Value, up: &Upstream) -> ReportOutput {
         caveats,
         metrics: metrics(&up.data),
     };
-    if needs_input {
+    if up.data.sufficiency == Sufficiency::Insufficient {
         needs_input_section(&mut d, &up.data);
     } else if up.triage.category == Category::Question {
         question_section(&mut d, &up.triage);

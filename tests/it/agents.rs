@@ -574,6 +574,10 @@ async fn an_ambiguous_request_gets_a_clarifying_question_not_a_guess() {
         .unwrap()
         .contains("Clarification needed"));
     assert_eq!(r["recommendations"], Value::Null);
+    assert_eq!(
+        r["needs_input"], true,
+        "the report says what the status says"
+    );
     t.finish().await;
 }
 

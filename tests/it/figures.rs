@@ -138,6 +138,8 @@ struct Expect {
     lat_p95: Option<f64>,
     cap: i64,
     above: i64,
+    /// Each request's (input, output) tokens: what a routing threshold moves.
+    tokens: Vec<(i64, i64)>,
 }
 
 fn expect(rows: &[RequestRecord]) -> Expect {
@@ -164,6 +166,10 @@ fn expect(rows: &[RequestRecord]) -> Expect {
         lat_p95: percentile_cont(rows.iter().filter_map(|r| r.latency_ms).collect(), 0.95),
         cap,
         above: out.iter().map(|o| (o - cap).max(0)).sum(),
+        tokens: rows
+            .iter()
+            .map(|r| (i64::from(r.input_tokens), i64::from(r.output_tokens)))
+            .collect(),
     }
 }
 
@@ -335,10 +341,39 @@ async fn check_report(
 }
 
 /// Each recommendation that carries a factor carries the window's; the
-/// savings of the cap and caching are recomputed from the rows.
+/// savings of the cap and caching are recomputed from the rows, along the
+/// cost chain: a routing of the small requests moves their tokens away
+/// (recounted here from the rows at its threshold), the cap applies to the
+/// output left, trimming removes its share of the input left, and caching
+/// applies to what trimming leaves.
 async fn check_recommendations(pool: &PgPool, e: &Expect, report: &Value) {
+    let recs = report["recommendations"].as_array().unwrap();
+    let (mut rest_in, mut keep_out) = (e.input as f64, 1.0);
+    if let Some(r) = recs.iter().find(|r| r["kind"] == "model_routing") {
+        let f = &r["figures"];
+        let routed = f["routed_requests"].as_i64().unwrap();
+        let threshold = f["thresholds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["requests"].as_i64() == Some(routed))
+            .and_then(|t| t["max_input_tokens"].as_i64())
+            .unwrap();
+        let moved: Vec<&(i64, i64)> = e.tokens.iter().filter(|(i, _)| *i <= threshold).collect();
+        assert_eq!(moved.len() as i64, routed, "routed requests");
+        let (ri, ro) = moved
+            .iter()
+            .fold((0i64, 0i64), |(a, b), (i, o)| (a + i, b + o));
+        close(&f["routed_input_tokens"], ri as f64, 0.0, "routed input");
+        close(&f["routed_output_tokens"], ro as f64, 0.0, "routed output");
+        rest_in -= ri as f64;
+        keep_out = (e.output - ro) as f64 / e.output as f64;
+    }
+    if let Some(r) = recs.iter().find(|r| r["kind"] == "prompt_trimming") {
+        rest_in *= 1.0 - r["figures"]["trim_share"].as_f64().unwrap();
+    }
     let mut total = 0.0;
-    for r in report["recommendations"].as_array().unwrap() {
+    for r in recs {
         total += r["monthly_savings_usd"].as_f64().unwrap();
         if let Some(f) = r["figures"]["factor"].as_f64() {
             close(&json!(f), e.factor, 0.0, "recommendation factor");
@@ -350,12 +385,12 @@ async fn check_recommendations(pool: &PgPool, e: &Expect, report: &Value) {
         match r["kind"].as_str().unwrap() {
             "max_output_tokens" => {
                 assert_eq!(r["cap"], e.cap, "{r}");
-                let want = e.above as f64 * so / 1e6 * e.factor;
+                let want = e.above as f64 * keep_out * so / 1e6 * e.factor;
                 close(&r["monthly_savings_usd"], want, 0.005 + 1e-9, "cap savings");
             }
             "prompt_caching" => {
                 let share = r["figures"]["cacheable_share"].as_f64().unwrap();
-                let want = e.input as f64 * share * si / 1e6 * sc * e.factor;
+                let want = rest_in * share * si / 1e6 * sc * e.factor;
                 close(
                     &r["monthly_savings_usd"],
                     want,
