@@ -294,6 +294,34 @@ fn analysis_sections(d: &mut Draft, up: &Upstream) {
         .push("Re-run this analysis after the changes have been live for a week".to_string());
 }
 
+/// What the plan does for the goals asked (none stated: cost): its first
+/// recommendations, in rank order, with the latency they take off.
+fn goal_sentence(up: &Upstream, opt: &OptimizationOutput) -> String {
+    let goals: Vec<&str> = up.triage.priorities.iter().map(|p| p.as_str()).collect();
+    let goal = if goals.is_empty() {
+        "cost".to_string()
+    } else {
+        goals.join(" and ")
+    };
+    let top: Vec<String> = opt
+        .recommendations
+        .iter()
+        .take(3)
+        .map(|r| {
+            if r.latency_impact_ms < 0.0 {
+                format!("{} ({} ms)", r.title, num(&json!(r.latency_impact_ms), 0))
+            } else {
+                r.title.clone()
+            }
+        })
+        .collect();
+    if top.is_empty() {
+        format!(" For {goal}, no option applies (see Left out).")
+    } else {
+        format!(" For {goal}: {}.", top.join("; "))
+    }
+}
+
 /// The executive summary of an analysis or an optimization.
 fn summary(d: &Draft, up: &Upstream) -> String {
     let mut s = String::new();
@@ -308,6 +336,7 @@ fn summary(d: &Draft, up: &Upstream) -> String {
             num(&json!(opt.savings_pct), 2),
             money(&json!(opt.projected_monthly_cost_usd)),
         );
+        s.push_str(&goal_sentence(up, opt));
         if let Some(t) = opt.target_reduction_pct {
             let met = if opt.meets_target == Some(true) {
                 ""

@@ -375,6 +375,9 @@ async fn check_recommendations(pool: &PgPool, e: &Expect, report: &Value) {
     let mut total = 0.0;
     for r in recs {
         total += r["monthly_savings_usd"].as_f64().unwrap();
+        if e.less_than_a_day && r["monthly_savings_usd"].as_f64() > Some(0.0) {
+            assert_eq!(r["confidence"], "low", "an extrapolated saving: {r}");
+        }
         if let Some(f) = r["figures"]["factor"].as_f64() {
             close(&json!(f), e.factor, 0.0, "recommendation factor");
         }

@@ -67,7 +67,10 @@ fn model_uses<'a>(
     let span = num(&m["span_hours"]);
     let n = m["requests"].as_i64().unwrap_or(0);
     let peak = peak_of(m);
-    let confidence = if span >= 24.0 && n >= crate::agents::data::MIN_REQUESTS {
+    // Less than a day of data is an extrapolation: low confidence.
+    let confidence = if m["less_than_a_day"] == true {
+        "low"
+    } else if span >= 24.0 && n >= crate::agents::data::MIN_REQUESTS {
         "high"
     } else {
         "medium"

@@ -314,7 +314,9 @@ pub fn prompt_caching(
         monthly_savings_usd: round2(savings),
         latency_impact_ms: 0.0,
         risk: "low".to_string(),
-        confidence: "medium".to_string(),
+        // An assumed cacheable share: medium at best, low on an
+        // extrapolated window.
+        confidence: if u.confidence == "low" { "low" } else { "medium" }.to_string(),
         figures: json!({"input_tokens": u.input_tokens, "cacheable_share": limits.cacheable_share, "input_per_mtok": serving.input_per_mtok, "cached_input_discount": serving.cached_input_discount, "factor": u.factor}),
         basis: format!(
             "{:.0} input tokens x {} cacheable share x {} USD per Mtok x {} cached discount = {:.4} USD in the window, x{:.4} = {:.2} USD/month",
@@ -358,7 +360,12 @@ pub fn batch(
         monthly_savings_usd: round2(savings),
         latency_impact_ms: BATCH_LATENCY_MS,
         risk: "low".to_string(),
-        confidence: if limits.batch_share_declared { "medium" } else { "low" }.to_string(),
+        confidence: if limits.batch_share_declared && u.confidence != "low" {
+            "medium"
+        } else {
+            "low"
+        }
+        .to_string(),
         figures: json!({"remaining_window_cost_usd": remaining, "share": limits.batch_share, "batch_discount": serving.batch_discount, "factor": u.factor}),
         basis: format!(
             "{:.4} USD window cost on {} (after the cap and caching above) x {} share x {} batch discount = {:.4} USD, x{:.4} = {:.2} USD/month; batched requests complete within 24 h (their latency impact: up to 24 h), outside the interactive latency",
