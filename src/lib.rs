@@ -39,6 +39,7 @@ pub mod cache;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod ingest;
 pub mod llm;

@@ -1,4 +1,5 @@
-//! Bearer-token authentication: every `/v1` handler takes a [`Tenant`].
+//! Bearer-token authentication: every `/v1` handler takes a [`Tenant`] or,
+//! where an operator may act too, a [`Caller`].
 //!
 //! Failed authentications are rate-limited per client address
 //! (`NETRA_AUTH_FAILURES_PER_MIN`), so tokens cannot be guessed at speed;
@@ -13,7 +14,7 @@ use axum::{
 };
 
 use super::error::ApiError;
-use crate::{pipeline::Engine, store::tenants};
+use crate::{model::Principal, pipeline::Engine, store::operators};
 
 /// The authenticated tenant of a request.
 #[derive(Debug, Clone)]
@@ -28,7 +29,13 @@ fn client_ip(parts: &Parts) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-impl FromRequestParts<Engine> for Tenant {
+/// The authenticated caller of a request: a tenant or an operator (routes
+/// that act across tenants, like dead letters and the audit trail, take
+/// this; routes that create runs take [`Tenant`]).
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<Engine> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(
@@ -53,11 +60,11 @@ impl FromRequestParts<Engine> for Tenant {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty());
-        let name = match token {
-            Some(t) => tenants::authenticate(&engine.pool, t).await?,
+        let principal = match token {
+            Some(t) => operators::authenticate(&engine.pool, t).await?,
             None => None,
         };
-        let Some(name) = name else {
+        let Some(principal) = principal else {
             engine
                 .limiter
                 .check(engine.cache.as_ref(), &failures, limit)
@@ -68,13 +75,29 @@ impl FromRequestParts<Engine> for Tenant {
             .limiter
             .check(
                 engine.cache.as_ref(),
-                &format!("tenant:{name}"),
+                &principal.actor(),
                 engine.config.rate_limit_per_min,
             )
             .await
         {
             return Err(ApiError::RateLimited(wait));
         }
-        Ok(Tenant(name))
+        Ok(Caller(principal))
+    }
+}
+
+impl FromRequestParts<Engine> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        engine: &Engine,
+    ) -> Result<Self, Self::Rejection> {
+        match Caller::from_request_parts(parts, engine).await?.0 {
+            Principal::Tenant(name) => Ok(Tenant(name)),
+            Principal::Operator(_) => Err(ApiError::Forbidden(
+                "this route acts for one tenant: use that tenant's token",
+            )),
+        }
     }
 }

@@ -15,6 +15,9 @@ pub enum ApiError {
     /// 401.
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// 403: the token is valid but may not do this.
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// 404.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -61,21 +64,33 @@ impl From<crate::store::Error> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = match &self {
+impl ApiError {
+    /// Its status code.
+    pub fn status(&self) -> StatusCode {
+        self.status_and_code().0
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             ApiError::BadQuery { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ApiError::Internal(detail) => {
-                tracing::error!(detail = %detail, "internal API error");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
-            }
-        };
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(detail = %detail, "internal API error");
+        }
         let mut body = json!({"error": {"code": code, "message": self.to_string()}});
         if let ApiError::Invalid { field, .. } | ApiError::BadQuery { field, .. } = &self {
             body["error"]["field"] = json!(field);
@@ -93,5 +108,16 @@ impl IntoResponse for ApiError {
             );
         }
         resp
+    }
+}
+
+/// A missing or bad reason is a 422 on the field `reason` whose message says
+/// a reason is required.
+impl From<crate::model::principal::ReasonError> for ApiError {
+    fn from(e: crate::model::principal::ReasonError) -> Self {
+        ApiError::Invalid {
+            field: "reason".into(),
+            message: e.to_string(),
+        }
     }
 }

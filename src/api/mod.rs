@@ -11,6 +11,7 @@ pub mod error;
 pub mod health;
 pub mod limits;
 pub mod openapi;
+pub mod replays;
 pub mod runs;
 pub mod server;
 pub mod threads;
@@ -119,6 +120,12 @@ const DLQ_LIST: &[Param] = &[
     query("limit", "integer", "most dead letters returned"),
 ];
 
+const AUDIT: &[Param] = &[
+    query("run", "string", "only actions on this run"),
+    query("before", "integer", "next_before of the previous page"),
+    query("limit", "integer", "page size, 1-500 (default 100)"),
+];
+
 impl Route {
     fn with_params(mut self, params: &'static [Param]) -> Self {
         self.params = params;
@@ -185,7 +192,7 @@ pub fn routes() -> Vec<Route> {
         route(
             "POST",
             "/v1/runs/{id}/cancel",
-            "Cancel a run; later phase results are discarded",
+            "Cancel a run with a reason; later phase results are discarded",
             true,
             None,
             READ,
@@ -248,6 +255,52 @@ pub fn routes() -> Vec<Route> {
             post(dead_letters::replay),
         ),
         route(
+            "POST",
+            "/v1/replays",
+            "Replay dead letters in the background at a rate, with a reason; 202 with the job",
+            true,
+            Some("ReplayRequest"),
+            CREATED,
+            post(replays::create),
+        ),
+        route(
+            "GET",
+            "/v1/replays",
+            "The newest bulk replays and their progress",
+            true,
+            None,
+            READ,
+            get(replays::list),
+        ),
+        route(
+            "GET",
+            "/v1/replays/{id}",
+            "A bulk replay's progress",
+            true,
+            None,
+            READ,
+            get(replays::get),
+        ),
+        route(
+            "POST",
+            "/v1/replays/{id}/abort",
+            "Abort a running bulk replay, with a reason",
+            true,
+            Some("ReasonRequest"),
+            &[200, 401, 404, 409, 422, 429],
+            post(replays::abort),
+        ),
+        route(
+            "GET",
+            "/v1/audit",
+            "Who did what, when and why (a tenant sees its own, an operator everything)",
+            true,
+            None,
+            READ,
+            get(replays::audit_log),
+        )
+        .with_params(AUDIT),
+        route(
             "GET",
             "/v1/dead-letters/{id}",
             "One dead letter",
@@ -307,7 +360,7 @@ pub fn routes() -> Vec<Route> {
 
 /// The router over an engine.
 pub fn router(engine: Engine) -> Router {
-    let mut router = Router::new();
+    let mut router = crate::console::router();
     for r in routes() {
         router = router.route(r.path, r.handler);
     }

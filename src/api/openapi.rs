@@ -24,7 +24,16 @@ fn schemas() -> Value {
                 "phase": {"type": "string"},
                 "patch": {"type": "object", "description": "JSON merge patch keyed by phase name"},
                 "dry_run": {"type": "boolean"},
-                "limit": {"type": "integer", "minimum": 1}
+                "limit": {"type": "integer", "minimum": 1},
+                "reason": {"type": "string", "minLength": 1, "maxLength": crate::model::principal::MAX_REASON_CHARS, "description": "why: required unless dry_run; recorded in the audit trail"},
+                "rate": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000, "description": "replays per second (POST /v1/replays)"}
+            }
+        },
+        "ReasonRequest": {
+            "type": "object",
+            "required": ["reason"],
+            "properties": {
+                "reason": {"type": "string", "minLength": 1, "maxLength": crate::model::principal::MAX_REASON_CHARS}
             }
         },
         "Error": {
@@ -41,7 +50,8 @@ fn describe(status: u16) -> &'static str {
         200 => "OK",
         202 => "Accepted",
         400 => "Malformed path, query or body",
-        409 => "Idempotency-Key already used for a different request",
+        409 => "Conflict: an Idempotency-Key reused for another request, or a replay job that already ended",
+        403 => "The token may not do this (an operator token on a route for one tenant)",
         401 => "Missing or invalid bearer token",
         404 => "Not found (or another tenant's)",
         413 => "Body too large",
@@ -144,7 +154,7 @@ mod tests {
         assert_eq!(names("/v1/usage", "get"), ["from", "to", "group_by"]);
         // Every $ref resolves.
         let text = doc.to_string();
-        for name in ["RunRequest", "ReplayRequest", "Error"] {
+        for name in ["RunRequest", "ReplayRequest", "ReasonRequest", "Error"] {
             assert!(doc["components"]["schemas"][name].is_object());
             assert!(text.contains(&format!("#/components/schemas/{name}")));
         }

@@ -14,11 +14,15 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::{auth::Tenant, error::ApiError};
+use super::{
+    auth::{Caller, Tenant},
+    error::ApiError,
+};
 use crate::{
     cache::Wakeup,
     pipeline::{intake, intake::RequestBody, Engine},
     store::{
+        audit::Said,
         ledger,
         runs::{self, IntakeError, Run, RunFilter},
     },
@@ -389,13 +393,16 @@ pub async fn list(
     Ok(Json(json!({"runs": items, "next_cursor": next})))
 }
 
-/// `POST /v1/runs/{id}/cancel`.
+/// `POST /v1/runs/{id}/cancel` with `{"reason": …}` (required: it goes in
+/// the audit trail).
 pub async fn cancel(
     State(engine): State<Engine>,
-    Tenant(tenant): Tenant,
+    Caller(who): Caller,
     Path(id): Path<Uuid>,
+    body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let (run, changed) = runs::cancel(&engine.pool, &tenant, id, "api")
+    let said = Said::new(who.actor(), super::replays::ReasonBody::parse(&body)?);
+    let (run, changed) = runs::cancel(&engine.pool, who.scope(), id, &said)
         .await?
         .ok_or(ApiError::NotFound("run"))?;
     if changed {

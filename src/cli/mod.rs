@@ -13,8 +13,9 @@ use crate::{
     broker::topology::Names,
     config::Config,
     ingest,
+    model::Reason,
     pipeline::{replay, seal::Seal, service::ServeOptions},
-    store::{self, dead_letters::DeadLetter},
+    store::{self, audit::Said, dead_letters::DeadLetter},
 };
 
 /// netra: a queue worker running a multi-agent AI-workload-optimization pipeline.
@@ -115,6 +116,13 @@ pub enum Command {
         #[command(subcommand)]
         action: TenantAction,
     },
+    /// Manage operators (they see and act on every tenant, in the console
+    /// and the API).
+    Operator {
+        /// What to do.
+        #[command(subcommand)]
+        action: OperatorAction,
+    },
     /// Inspect dead letters.
     Dlq {
         /// What to do.
@@ -134,6 +142,21 @@ pub enum Command {
     },
 }
 
+/// `netra operator …`.
+#[derive(Debug, Subcommand)]
+pub enum OperatorAction {
+    /// Create an operator and print its token (shown only once).
+    Create {
+        /// Operator name.
+        name: String,
+        /// Why (required; it goes in the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
+    /// List operators.
+    List,
+}
+
 /// `netra tenant …`.
 #[derive(Debug, Subcommand)]
 pub enum TenantAction {
@@ -144,6 +167,9 @@ pub enum TenantAction {
         /// Broker user whose validated `user_id` maps AMQP requests to it.
         #[arg(long)]
         amqp_user: Option<String>,
+        /// Why (required; it goes in the audit trail).
+        #[arg(long)]
+        reason: String,
     },
     /// List tenants.
     List,
@@ -242,6 +268,9 @@ pub enum DlqAction {
         /// At most this many per second.
         #[arg(long)]
         rate: Option<f64>,
+        /// Why (required unless --dry-run; it goes in the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -327,6 +356,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             ingest::run_cli(&pool, &target, &file).await
         }
         Command::Tenant { action } => tenant(action).await,
+        Command::Operator { action } => operator(action).await,
         Command::Dlq { action } => dlq(action).await,
         Command::Demo => demo::run().await,
         Command::Bench { args } => bench(&args).await,
@@ -364,8 +394,13 @@ async fn serve(
 async fn tenant(action: TenantAction) -> anyhow::Result<()> {
     let (config, pool) = pool().await?;
     match action {
-        TenantAction::Create { name, amqp_user } => {
-            let token = store::tenants::create(&pool, &name, amqp_user.as_deref()).await?;
+        TenantAction::Create {
+            name,
+            amqp_user,
+            reason,
+        } => {
+            let said = cli_said(Some(&reason))?;
+            let token = store::tenants::create(&pool, &name, amqp_user.as_deref(), &said).await?;
             println!("{token}");
             eprintln!("tenant {name} created; the token above is shown only once");
             if let Some(user) = &amqp_user {
@@ -386,6 +421,34 @@ async fn tenant(action: TenantAction) -> anyhow::Result<()> {
         TenantAction::List => {
             for t in store::tenants::list(&pool).await? {
                 println!("{t}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Who acts from the command line (`cli:$USER`), and why.
+fn cli_said(reason: Option<&str>) -> anyhow::Result<Said> {
+    let reason = Reason::parse(reason).map_err(|e| anyhow::anyhow!("--reason: {e}"))?;
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    Ok(Said::new(format!("cli:{user}"), reason))
+}
+
+/// `netra operator …`.
+async fn operator(action: OperatorAction) -> anyhow::Result<()> {
+    let (_, pool) = pool().await?;
+    match action {
+        OperatorAction::Create { name, reason } => {
+            let said = cli_said(Some(&reason))?;
+            let token = store::operators::create(&pool, &name, &said).await?;
+            println!("{token}");
+            eprintln!(
+                "operator {name} created; the token above is shown only once (it sees every tenant)"
+            );
+        }
+        OperatorAction::List => {
+            for o in store::operators::list(&pool).await? {
+                println!("{o}");
             }
         }
     }
@@ -416,6 +479,7 @@ async fn dlq(action: DlqAction) -> anyhow::Result<()> {
             patch,
             limit,
             rate,
+            reason,
         } => {
             let sel = ReplaySelection {
                 id,
@@ -426,7 +490,7 @@ async fn dlq(action: DlqAction) -> anyhow::Result<()> {
                 error_contains,
                 limit,
             };
-            replay_cmd(pool, sel, dry_run, patch, rate).await
+            replay_cmd(pool, sel, dry_run, patch, rate, reason).await
         }
         DlqAction::Groups => dlq_groups(&pool).await,
     }
@@ -534,6 +598,14 @@ struct ReplaySelection {
 }
 
 impl ReplaySelection {
+    /// What was asked for, for the replay job and the audit trail.
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id, "run": self.run, "fingerprint": self.group, "phase": self.phase,
+            "tenant": self.tenant, "error_contains": self.error_contains, "limit": self.limit,
+        })
+    }
+
     /// True when it names something to replay (a tenant alone does not).
     fn names_something(&self) -> bool {
         self.id.is_some()
@@ -579,22 +651,45 @@ async fn replay_cmd(
     dry_run: bool,
     patch: Option<String>,
     rate: Option<f64>,
+    reason: Option<String>,
 ) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let patch = parse_patch(patch)?;
     if !sel.names_something() {
         bail!("say what to replay: --id, --run, --group, --phase or --error-contains");
     }
+    // Checked before anything is read, so a replay without a reason
+    // changes nothing.
+    let said = if dry_run {
+        None
+    } else {
+        Some(cli_said(reason.as_deref())?)
+    };
+    let selection = sel.describe();
     let targets = sel.targets(&pool).await?;
     let names = Names::new(&config.namespace);
+    let job = match &said {
+        Some(said) => Some(
+            replay::start_job(
+                &pool,
+                &replay::JobRequest {
+                    said,
+                    selection,
+                    targets: &targets,
+                    patch: patch.as_ref(),
+                    rate,
+                },
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let opts = replay::Options {
         dry_run,
         patch,
         rate,
-        actor: format!(
-            "operator:{}",
-            std::env::var("USER").unwrap_or_else(|_| "cli".into())
-        ),
+        actor: said.map_or_else(|| "cli".into(), |s| s.actor),
+        job,
     };
     let job = ReplayJob {
         config: &config,
@@ -687,7 +782,7 @@ impl ReplayJob<'_> {
     ) -> anyhow::Result<replay::Report> {
         let seal = Seal::load(self.config, self.pool).await?;
         let (pool, names, targets, opts) = (self.pool, self.names, self.targets, self.opts);
-        Ok(replay::replay(pool, names, &seal, publisher, targets, opts, progress).await?)
+        Ok(replay::run_job(pool, names, &seal, publisher, targets, opts, progress).await?)
     }
 }
 

@@ -43,8 +43,10 @@ macro_rules! names {
 pub mod envelope;
 pub mod outbound;
 pub mod phase;
+pub mod principal;
 
 pub use phase::Phase;
+pub use principal::{Principal, Reason};
 
 /// One earlier message of the run's conversation thread.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

@@ -23,8 +23,9 @@ use crate::{
     broker::{publisher::Publisher, topology::Names},
     error::InfraError,
     store::{
+        audit::Said,
         dead_letters::{self, DeadLetter, Replayed},
-        runs,
+        replay_jobs, runs,
     },
 };
 
@@ -39,6 +40,10 @@ pub struct Options {
     pub rate: Option<f64>,
     /// Who asks (recorded in the history).
     pub actor: String,
+    /// The bulk-replay job this is ([`start_job`]): progress is written to
+    /// it after each dead letter, and an abort asked for stops the replay
+    /// before the next one.
+    pub job: Option<uuid::Uuid>,
 }
 
 /// What a replay did.
@@ -57,6 +62,79 @@ pub struct Report {
     /// The runs queued again: their cached final status (Redis) is stale,
     /// and the caller evicts it ([`evict_cached`]).
     pub runs: Vec<uuid::Uuid>,
+    /// Stopped early: its job was aborted.
+    pub aborted: bool,
+}
+
+/// A bulk replay to record before it starts.
+#[derive(Debug, Clone)]
+pub struct JobRequest<'a> {
+    /// Who and why.
+    pub said: &'a Said,
+    /// What was asked for, as given (ids, group, phase).
+    pub selection: serde_json::Value,
+    /// The dead letters selected.
+    pub targets: &'a [DeadLetter],
+    /// The patch.
+    pub patch: Option<&'a serde_json::Value>,
+    /// Per second.
+    pub rate: Option<f64>,
+}
+
+/// Records a bulk replay and its audit entry (one transaction) and returns
+/// its id, for [`Options::job`]. The job's tenant is the targets' tenant
+/// when they share one (so that tenant sees it), else none (an operator's
+/// replay across tenants).
+pub async fn start_job(pool: &PgPool, req: &JobRequest<'_>) -> Result<uuid::Uuid, InfraError> {
+    let mut tenants = req.targets.iter().map(|d| d.tenant.as_deref());
+    let first = tenants.next().flatten();
+    let tenant = if tenants.all(|t| t == first) {
+        first
+    } else {
+        None
+    };
+    let ids: Vec<uuid::Uuid> = req.targets.iter().map(|d| d.id).collect();
+    let mut run_ids: Vec<uuid::Uuid> = req.targets.iter().filter_map(|d| d.run_id).collect();
+    run_ids.sort_unstable();
+    run_ids.dedup();
+    Ok(replay_jobs::create(
+        pool,
+        &replay_jobs::NewJob {
+            said: req.said,
+            tenant,
+            selection: req.selection.clone(),
+            targets: &ids,
+            runs: &run_ids,
+            patch: req.patch,
+            rate: req.rate,
+        },
+    )
+    .await?)
+}
+
+/// [`replay`] for a job: the job ends `done`, `aborted` or `failed` (with
+/// the error) whatever happens.
+pub async fn run_job(
+    pool: &PgPool,
+    names: &Names,
+    seal: &Seal,
+    publisher: Option<&Publisher>,
+    targets: &[DeadLetter],
+    opts: &Options,
+    progress: impl FnMut(usize),
+) -> Result<Report, InfraError> {
+    let result = replay(pool, names, seal, publisher, targets, opts, progress).await;
+    if let Some(job) = opts.job {
+        let (state, error) = match &result {
+            Ok(r) if r.aborted => ("aborted", None),
+            Ok(_) => ("done", None),
+            Err(e) => ("failed", Some(e.to_string())),
+        };
+        if let Err(e) = replay_jobs::finish(pool, job, state, error.as_deref()).await {
+            tracing::warn!(%job, error = %e, "replay job end not recorded; it will show as interrupted");
+        }
+    }
+    result
 }
 
 /// Drops the cached final status of replayed runs, so that reads and
@@ -107,11 +185,29 @@ pub async fn replay(
             Replayed::NoRun => report.not_replayable += 1,
         }
         progress(i + 1);
+        if let Some(job) = opts.job {
+            let counts = replay_jobs::Progress {
+                done: count(i + 1),
+                replayed: count(report.replayed),
+                skipped: count(report.skipped),
+                not_replayable: count(report.not_replayable),
+            };
+            if replay_jobs::progress(pool, job, counts).await? {
+                report.aborted = true;
+                break;
+            }
+        }
         if let Some(d) = interval {
-            tokio::time::sleep(d).await;
+            if i + 1 < targets.len() {
+                tokio::time::sleep(d).await;
+            }
         }
     }
     Ok(report)
+}
+
+fn count(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 /// Removes from `<ns>.dlq.<phase>` the messages whose dead letters are no

@@ -12,7 +12,9 @@
 //! of [`runs::Run`], the batch statements in `sql/*.sql` that bind one array
 //! per column) stay runtime queries (`sqlx::query(..).bind(..)`).
 
+pub mod audit;
 pub mod batch;
+pub mod browse;
 pub mod catalog;
 pub mod dead_letters;
 pub mod effects;
@@ -20,8 +22,11 @@ pub mod error;
 pub mod keys;
 pub mod leases;
 pub mod ledger;
+pub mod operators;
+pub mod replay_jobs;
 pub mod requests;
 pub mod runs;
+pub mod sessions;
 pub mod starts;
 pub mod telemetry;
 pub mod tenants;

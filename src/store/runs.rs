@@ -5,7 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use super::Error;
+use super::{
+    audit::{self, Said},
+    Error,
+};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -473,17 +476,23 @@ pub async fn defer(
     Ok(moved)
 }
 
-/// Cancels a run unless it already ended. Returns the run after the call.
+/// Cancels a run unless it already ended, recording who and why in the
+/// audit trail in the same transaction. Only a run of `scope` (a tenant; `None` for
+/// every tenant's) is found. Returns the run after the call.
 pub async fn cancel(
     pool: &PgPool,
-    tenant: &str,
+    scope: Option<&str>,
     id: Uuid,
-    actor: &str,
+    said: &Said,
 ) -> Result<Option<(Run, bool)>, Error> {
     let mut tx = pool.begin().await?;
-    let run = select_runs!("WHERE id = $1 AND tenant = $2 FOR UPDATE", id, tenant)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let run = select_runs!(
+        "WHERE id = $1 AND ($2::text IS NULL OR tenant = $2) FOR UPDATE",
+        id,
+        scope
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
     let Some(run) = run else {
         return Ok(None);
     };
@@ -503,14 +512,27 @@ pub async fn cancel(
         &mut tx,
         &Transition {
             run_id: id,
-            actor,
+            actor: &said.actor,
             from: Some(run.status),
             to: RunStatus::Cancelled,
             phase: run.phase.as_deref(),
             attempt: Some(run.attempt),
             replay: run.replay,
             error: None,
-            detail: None,
+            detail: Some(serde_json::json!({ "reason": said.reason.as_str() })),
+        },
+    )
+    .await?;
+    let target = format!("run {id}");
+    audit::record(
+        &mut *tx,
+        &audit::Entry {
+            said,
+            tenant: Some(&run.tenant),
+            action: "cancel",
+            target: &target,
+            runs: &[id],
+            detail: serde_json::json!({ "from": run.status, "phase": run.phase }),
         },
     )
     .await?;

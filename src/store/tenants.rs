@@ -4,7 +4,10 @@
 //! Lookup is by hash, so no comparison of secret bytes happens in Rust; the
 //! hash of a 256-bit random token leaks nothing through timing.
 
-use super::Error;
+use super::{
+    audit::{self, Said},
+    Error,
+};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -43,11 +46,13 @@ pub enum TenantError {
     Db(#[from] Error),
 }
 
-/// Creates a tenant and returns its token (the only time it is visible).
+/// Creates a tenant and returns its token (the only time it is visible),
+/// recording who created it and why in the same transaction.
 pub async fn create(
     pool: &PgPool,
     name: &str,
     amqp_user: Option<&str>,
+    said: &Said,
 ) -> Result<String, TenantError> {
     if crate::config::validate_namespace(name).is_err() {
         return Err(TenantError::InvalidName);
@@ -56,13 +61,14 @@ pub async fn create(
     if amqp_user.is_some_and(|u| crate::config::validate_namespace(u).is_err()) {
         return Err(TenantError::InvalidName);
     }
+    let mut tx = pool.begin().await.map_err(Error::from)?;
     let res = sqlx::query!(
         "INSERT INTO tenants (name, token_hash, amqp_user) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         name,
         hash_token(&token),
         amqp_user,
     )
-    .execute(pool)
+    .execute(&mut *tx)
     .await
     .map_err(Error::from)?;
     if res.rows_affected() == 0 {
@@ -70,7 +76,7 @@ pub async fn create(
             r#"SELECT EXISTS (SELECT 1 FROM tenants WHERE name = $1) AS "taken!""#,
             name,
         )
-        .fetch_one(pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(Error::from)?;
         return Err(match (name_taken, amqp_user) {
@@ -78,6 +84,20 @@ pub async fn create(
             _ => TenantError::Exists(name.to_string()),
         });
     }
+    let target = format!("tenant {name}");
+    audit::record(
+        &mut *tx,
+        &audit::Entry {
+            said,
+            tenant: Some(name),
+            action: "create_tenant",
+            target: &target,
+            runs: &[],
+            detail: serde_json::json!({ "amqp_user": amqp_user }),
+        },
+    )
+    .await?;
+    tx.commit().await.map_err(Error::from)?;
     Ok(token)
 }
 

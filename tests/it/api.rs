@@ -611,7 +611,7 @@ async fn amqp_request_tenant_is_the_brokers_validated_user_id() {
         ".*",
         ".*",
     ]);
-    netra::store::tenants::create(&t.pool, "amqp-tenant", Some(&user))
+    netra::store::tenants::create(&t.pool, "amqp-tenant", Some(&user), &crate::common::said())
         .await
         .unwrap();
     let base_url = std::env::var("NETRA_AMQP_URL").unwrap();

@@ -51,7 +51,7 @@ async fn a_batch_ends_every_effect_as_if_it_were_committed_alone() {
     let (fin, fin_env) = started(&pool, "c-fin", "reporting").await;
     let (retry, retry_env) = started(&pool, "c-retry", "data").await;
     let (gone, gone_env) = started(&pool, "c-gone", "data").await;
-    runs::cancel(&pool, "default", gone.id, "test")
+    runs::cancel(&pool, Some("default"), gone.id, &crate::common::said())
         .await
         .unwrap();
     let report = json!({"markdown": "# done", "summary": "ok"});

@@ -785,7 +785,7 @@ async fn tenant_tokens_rotate_and_deleted_names_are_never_reused() {
         "a deleted tenant's token works"
     );
     assert!(matches!(
-        tenants::create(&t.pool, "rot", None).await,
+        tenants::create(&t.pool, "rot", None, &crate::common::said()).await,
         Err(TenantError::Exists(_))
     ));
     assert!(matches!(
@@ -802,7 +802,7 @@ async fn tenant_tokens_rotate_and_deleted_names_are_never_reused() {
         .contains(&"rot".to_string()));
 
     // A deleted tenant's broker user is unmapped, and never mapped again.
-    tenants::create(&t.pool, "withuser", Some("bu-old"))
+    tenants::create(&t.pool, "withuser", Some("bu-old"), &crate::common::said())
         .await
         .unwrap();
     assert_eq!(
@@ -818,7 +818,7 @@ async fn tenant_tokens_rotate_and_deleted_names_are_never_reused() {
         None
     );
     assert!(
-        tenants::create(&t.pool, "heir", Some("bu-old"))
+        tenants::create(&t.pool, "heir", Some("bu-old"), &crate::common::said())
             .await
             .is_err(),
         "a new tenant inherited a deleted tenant's broker user"

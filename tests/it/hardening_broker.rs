@@ -696,12 +696,22 @@ async fn a_tenant_broker_user_reaches_only_the_intake_and_its_own_replies() {
     let (tenant_a, tenant_b) = (format!("a-{suffix}"), format!("b-{suffix}"));
     let user_a = BrokerUser::create(&t, "nta");
     let user_b = BrokerUser::create(&t, "ntb");
-    netra::store::tenants::create(&t.pool, &tenant_a, Some(&user_a.name))
-        .await
-        .unwrap();
-    netra::store::tenants::create(&t.pool, &tenant_b, Some(&user_b.name))
-        .await
-        .unwrap();
+    netra::store::tenants::create(
+        &t.pool,
+        &tenant_a,
+        Some(&user_a.name),
+        &crate::common::said(),
+    )
+    .await
+    .unwrap();
+    netra::store::tenants::create(
+        &t.pool,
+        &tenant_b,
+        Some(&user_b.name),
+        &crate::common::said(),
+    )
+    .await
+    .unwrap();
     let (conn_a, mut inbox_a) = user_a.conn_with_inbox(&t).await;
     let (conn_b, mut inbox_b) = user_b.conn_with_inbox(&t).await;
     assert_eq!(

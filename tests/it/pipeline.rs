@@ -579,17 +579,19 @@ async fn cancelled_run_is_processed_no_further() {
     t.publish_request(&json!({"message": "What is caching?"}), None, None, None)
         .await;
     let run = t.wait_all(1, &["retrying"]).await.remove(0);
-    let (after, changed) = netra::store::runs::cancel(&t.pool, "default", run.id, "test")
-        .await
-        .unwrap()
-        .unwrap();
+    let (after, changed) =
+        netra::store::runs::cancel(&t.pool, Some("default"), run.id, &crate::common::said())
+            .await
+            .unwrap()
+            .unwrap();
     assert!(changed);
     assert_eq!(after.status, "cancelled");
     // The scheduler never republishes a cancelled run; it stays cancelled.
-    let again = netra::store::runs::cancel(&t.pool, "default", run.id, "test")
-        .await
-        .unwrap()
-        .unwrap();
+    let again =
+        netra::store::runs::cancel(&t.pool, Some("default"), run.id, &crate::common::said())
+            .await
+            .unwrap()
+            .unwrap();
     assert!(!again.1);
     let r = t.wait_run(run.id, &["cancelled"]).await;
     assert!(r.finished_at.is_some());
@@ -677,7 +679,7 @@ async fn phase_result_arriving_after_cancel_is_discarded() {
     t.publish_request(&json!({"message": "What is caching?"}), None, None, None)
         .await;
     let run = t.wait_all(1, &["running"]).await.remove(0);
-    netra::store::runs::cancel(&t.pool, "default", run.id, "test")
+    netra::store::runs::cancel(&t.pool, Some("default"), run.id, &crate::common::said())
         .await
         .unwrap();
     gate.open(10);

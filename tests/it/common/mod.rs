@@ -284,7 +284,14 @@ impl TestApp {
 
     /// Creates a tenant and returns its token.
     pub async fn tenant(&self, name: &str) -> String {
-        netra::store::tenants::create(&self.pool, name, None)
+        netra::store::tenants::create(&self.pool, name, None, &crate::common::said())
+            .await
+            .unwrap()
+    }
+
+    /// Creates an operator and returns its token.
+    pub async fn operator(&self, name: &str) -> String {
+        netra::store::operators::create(&self.pool, name, &said())
             .await
             .unwrap()
     }
@@ -297,6 +304,14 @@ impl TestApp {
         cleanup(&self.config, &self.db).await;
         self.cleaned = true;
     }
+}
+
+/// Who and why, for the audited actions a test takes itself.
+pub fn said() -> netra::store::audit::Said {
+    netra::store::audit::Said::new(
+        "cli:test",
+        netra::model::Reason::parse(Some("test setup")).unwrap(),
+    )
 }
 
 /// Waits until `n` runs exist and all are in one of `statuses`.
