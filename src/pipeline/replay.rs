@@ -170,6 +170,14 @@ pub async fn replay(
             progress(i + 1);
             continue;
         }
+        if i > 0 {
+            if let Some(d) = interval {
+                if paced(pool, opts.job, d).await? {
+                    report.aborted = true;
+                    break;
+                }
+            }
+        }
         match dead_letters::mark_replayed(pool, dl.id, &opts.actor, opts.patch.as_ref()).await? {
             Replayed::Queued { run, .. } => {
                 if let (Some(p), Some(r)) = (publisher, runs::get(pool, run).await?) {
@@ -197,13 +205,26 @@ pub async fn replay(
                 break;
             }
         }
-        if let Some(d) = interval {
-            if i + 1 < targets.len() {
-                tokio::time::sleep(d).await;
+    }
+    Ok(report)
+}
+
+/// Waits `d` before the next replay of a paced job, looking for an abort
+/// at least every second; true when one was asked for.
+async fn paced(pool: &PgPool, job: Option<uuid::Uuid>, d: Duration) -> Result<bool, InfraError> {
+    let until = tokio::time::Instant::now() + d;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= until {
+            return Ok(false);
+        }
+        tokio::time::sleep((until - now).min(Duration::from_secs(1))).await;
+        if let Some(job) = job {
+            if replay_jobs::abort_requested(pool, job).await? {
+                return Ok(true);
             }
         }
     }
-    Ok(report)
 }
 
 fn count(n: usize) -> i32 {

@@ -166,6 +166,16 @@ pub async fn progress(pool: &PgPool, id: Uuid, p: Progress) -> Result<bool, Erro
     .unwrap_or(true))
 }
 
+/// Whether an abort was asked for (a gone job counts as aborted).
+pub async fn abort_requested(pool: &PgPool, id: Uuid) -> Result<bool, Error> {
+    Ok(
+        sqlx::query_scalar!("SELECT abort_requested FROM replay_jobs WHERE id = $1", id)
+            .fetch_optional(pool)
+            .await?
+            .unwrap_or(true),
+    )
+}
+
 /// Ends a job: `done`, `aborted` or `failed` (with its error).
 pub async fn finish(
     pool: &PgPool,
