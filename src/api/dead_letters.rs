@@ -107,8 +107,12 @@ pub async fn replay(
 ) -> Result<Json<Value>, ApiError> {
     let req = ReplayBody::parse(&body)?;
     let targets = replay_targets(&engine, who.scope(), &req).await?;
-    if req.dry_run {
-        return Ok(Json(preview(&targets)));
+    // A dry run, or a selection of nothing, changes nothing: no reason
+    // needed.
+    if req.dry_run || targets.is_empty() {
+        let mut v = preview(&targets);
+        v["dry_run"] = json!(req.dry_run);
+        return Ok(Json(v));
     }
     let said = Said::new(who.actor(), Reason::parse(req.reason.as_deref())?);
     let publisher = engine

@@ -401,6 +401,10 @@ pub async fn cancel(
     Path(id): Path<Uuid>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    // Another tenant's run is 404 before anything else is said about it.
+    crate::store::browse::run(&engine.pool, who.scope(), id)
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
     let said = Said::new(who.actor(), super::replays::ReasonBody::parse(&body)?);
     let (run, changed) = runs::cancel(&engine.pool, who.scope(), id, &said)
         .await?

@@ -369,6 +369,6 @@ fn print_where_to_look_next() {
     println!("\nWhere to look next:");
     println!("  psql \"$NETRA_DATABASE_URL\" -c 'select status, count(*) from runs group by 1'");
     println!("  netra serve            # run the worker and the API (see README)");
-    println!("  netra tenant create me # then: netra submit --token … --wait \"Cut the cost of workload chat-prod\"");
+    println!("  netra tenant create me --reason 'trying netra' # then: netra submit --token … --wait \"Cut the cost of workload chat-prod\"");
     println!("  netra dlq groups       # failures, grouped");
 }

@@ -572,7 +572,7 @@ async fn tenant_cannot_list_or_replay_another_tenants_dead_letters() {
         "POST",
         format!("{base}/v1/dead-letters/replay"),
         Some(a),
-        json_body(json!({"ids": [dl_id]})),
+        json_body(json!({"ids": [dl_id], "reason": "input fixed upstream"})),
     )
     .await;
     assert_eq!((s, r["replayed"].as_u64()), (200, Some(1)));

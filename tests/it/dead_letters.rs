@@ -283,12 +283,21 @@ async fn replay_command_killed_midway_and_run_again_completes_each_run_once() {
     let fingerprint = group_targets(&t).await[0].fingerprint.clone();
     let cli = |rate: &str| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_netra"));
-        c.args(["dlq", "replay", "--group", &fingerprint, "--rate", rate])
-            .env("NETRA_DATABASE_URL", database_url(&t.config))
-            .env("NETRA_NAMESPACE", &t.config.namespace)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+        c.args([
+            "dlq",
+            "replay",
+            "--group",
+            &fingerprint,
+            "--rate",
+            rate,
+            "--reason",
+            "catalog fixed",
+        ])
+        .env("NETRA_DATABASE_URL", database_url(&t.config))
+        .env("NETRA_NAMESPACE", &t.config.namespace)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
         c
     };
     // First run: slow, killed with SIGKILL once some runs were replayed.

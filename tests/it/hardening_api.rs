@@ -845,11 +845,11 @@ async fn tenant_tokens_rotate_and_deleted_names_are_never_reused() {
             .unwrap_or_else(|| panic!("no token printed: {stdout:?}"))
             .to_string()
     };
-    let (ok, out, err) = cli(&["tenant", "create", "cli-t"]).await;
+    let (ok, out, err) = cli(&["tenant", "create", "cli-t", "--reason", "test"]).await;
     assert!(ok, "{out}{err}");
     let first = token_of(&out);
     assert_eq!(status_with(&t, &first).await, 200);
-    let (ok, out, err) = cli(&["tenant", "create", "cli-t"]).await;
+    let (ok, out, err) = cli(&["tenant", "create", "cli-t", "--reason", "test"]).await;
     assert!(!ok, "created twice: {out}{err}");
     let (ok, out, err) = cli(&["tenant", "rotate-token", "cli-t"]).await;
     assert!(ok, "{out}{err}");
@@ -862,7 +862,7 @@ async fn tenant_tokens_rotate_and_deleted_names_are_never_reused() {
     let (ok, out, err) = cli(&["tenant", "delete", "cli-t"]).await;
     assert!(ok, "{out}{err}");
     assert_eq!(status_with(&t, &second).await, 401);
-    let (ok, out, err) = cli(&["tenant", "create", "cli-t"]).await;
+    let (ok, out, err) = cli(&["tenant", "create", "cli-t", "--reason", "test"]).await;
     assert!(!ok, "a deleted name was created again: {out}{err}");
     assert!(err.contains("cli-t"), "{err}");
     assert!(!out.contains("ntr_"), "a token was printed: {out}");
