@@ -586,3 +586,103 @@ async fn sign_in_refuses_bad_tokens_and_signing_out_ends_the_session() {
     assert_eq!(st, 303, "the old cookie no longer works");
     t.finish().await;
 }
+
+#[tokio::test]
+async fn background_replays_over_the_api_show_progress_and_refuse_a_late_abort() {
+    let (t, acme, other) = failing_optimization(2).await;
+    let base = t.base();
+    let a = submit(&base, &acme, "w").await;
+    let b = submit(&base, &acme, "w").await;
+    for r in [a, b] {
+        t.wait_run(r, &["dead_lettered"]).await;
+    }
+    let d = dead_letter_of(&t, a).await;
+    let url = format!("{base}/v1/replays");
+    let (s, v) = api(
+        "POST",
+        url.clone(),
+        &acme,
+        Some(json!({"fingerprint": d.fingerprint, "rate": 50})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (422, Some("reason")),
+        "{v}"
+    );
+    let (s, v) = api(
+        "POST",
+        url.clone(),
+        &acme,
+        Some(json!({"fingerprint": d.fingerprint, "rate": 0})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (422, Some("rate")),
+        "{v}"
+    );
+    let (s, job) = api(
+        "POST",
+        url.clone(),
+        &acme,
+        Some(json!({"fingerprint": d.fingerprint, "rate": 50, "reason": "pricing back"})),
+    )
+    .await;
+    assert_eq!(s, 202, "{job}");
+    assert_eq!(job["total"], 2);
+    let id = job["id"].as_str().unwrap().to_string();
+    let (s, _) = api("GET", format!("{url}/{id}"), &other, None).await;
+    assert_eq!(s, 404, "another tenant's job");
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        let (_, v) = api("GET", format!("{url}/{id}"), &acme, None).await;
+        if v["state"] != "running" {
+            last = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        (last["state"].as_str(), last["replayed"].as_i64()),
+        (Some("done"), Some(2)),
+        "{last}"
+    );
+    for r in [a, b] {
+        t.wait_run(r, &["completed", "needs_input"]).await;
+    }
+    let (s, v) = api(
+        "POST",
+        format!("{url}/{id}/abort"),
+        &acme,
+        Some(json!({"reason": "late"})),
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("only a running job"));
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn the_cli_refuses_a_replay_without_a_reason_and_changes_nothing() {
+    let (t, acme, _) = failing_optimization(1).await;
+    let run = submit(&t.base(), &acme, "w").await;
+    t.wait_run(run, &["dead_lettered"]).await;
+    let d = dead_letter_of(&t, run).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_netra"))
+        .args(["dlq", "replay", "--id", &d.id.to_string()])
+        .env("NETRA_DATABASE_URL", database_url(&t.config))
+        .env("NETRA_NAMESPACE", &t.config.namespace)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--reason: a reason is required"), "{err}");
+    assert_eq!(dead_letter_of(&t, run).await.status, "pending");
+    t.finish().await;
+}
