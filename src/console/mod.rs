@@ -33,6 +33,7 @@ pub fn router() -> Router<Engine> {
             get(session::login_page).post(session::login),
         )
         .route("/console/logout", post(session::logout))
+        .route("/console/runs/replay", post(runs::replay_selected))
         .route("/console/runs/{id}", get(runs::show))
         .route("/console/runs/{id}/cancel", post(runs::cancel))
         .route("/console/dead-letters", get(dead_letters::groups))

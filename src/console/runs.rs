@@ -143,11 +143,20 @@ pub async fn list(
             label { "to (UTC)" input type="datetime-local" name="to" value=[given(&q.to)]; }
             button type="submit" { "Filter" }
         }
+        form #replay-selected .panel method="post" action="/console/runs/replay" {
+            (csrf(&signed))
+            input #selected-runs type="hidden" name="runs" value="";
+            b { "Replay the selected dead-lettered runs " }
+            label { "at most " input name="rate" type="number" min="0.1" max="1000" step="0.1" value="10" size="5"; " per second" }
+            " " input #selected-reason name="reason" placeholder="why replay (required)" size="36" required;
+            " " button #replay-selected-button type="submit" { "Replay selected" }
+        }
         table #runs {
-            thead { tr { th { "run" } th { "tenant" } th { "status" } th { "phase" } th.num { "attempt" } th.num { "replay" } th { "correlation id" } th { "created" } th { "error" } } }
+            thead { tr { th { input #select-all type="checkbox" title="select every dead-lettered run shown"; } th { "run" } th { "tenant" } th { "status" } th { "phase" } th.num { "attempt" } th.num { "replay" } th { "correlation id" } th { "created" } th { "error" } } }
             tbody {
                 @for r in &rows {
                     tr data-run=(r.id) {
+                        td { @if r.status == RunStatus::DeadLettered { input.pick type="checkbox" value=(r.id); } }
                         td { a href={ "/console/runs/" (r.id) } { code { (short(r.id)) } } }
                         td { (r.tenant) }
                         td { span class={ "status status-" (r.status.as_str()) } { (r.status.as_str()) } }
@@ -159,7 +168,7 @@ pub async fn list(
                         td.error { (r.error.as_deref().map(|e| clip(e, 120)).unwrap_or_default()) }
                     }
                 }
-                @if rows.is_empty() { tr { td colspan="9" .muted { "No runs match." } } }
+                @if rows.is_empty() { tr { td colspan="10" .muted { "No runs match." } } }
             }
         }
         p.muted { "Newest first, at most 200." }
@@ -209,6 +218,7 @@ pub async fn show(
         },
     )
     .await?;
+    let lease = browse::lease(pool, id).await?;
     let report = outputs
         .iter()
         .find(|(p, _)| p == "reporting")
@@ -221,6 +231,9 @@ pub async fn show(
             " · phase " b { (run.phase.as_deref().unwrap_or("—")) }
             " · attempt " (run.attempt) " · replay " (run.replay)
             " · correlation id " code { (run.correlation_id) }
+            @if let Some((owner, until)) = &lease {
+                @if !run.is_final() { p.muted { "lease: " code { (owner) } " until " (when(until)) } }
+            }
             @if let Some(e) = &run.error { p.error { (e) } }
             @if !run.is_final() {
                 form.inline method="post" action={ "/console/runs/" (run.id) "/cancel" } {
@@ -361,4 +374,73 @@ pub async fn cancel(
         }
     }
     Ok(Redirect::to(&format!("/console/runs/{id}")).into_response())
+}
+
+/// The form of "replay selected" on the runs page.
+#[derive(Debug, Deserialize)]
+pub struct ReplaySelectedForm {
+    /// The session's form token.
+    pub csrf: String,
+    /// Run ids, comma-separated (the page's script fills it from the
+    /// checked rows).
+    pub runs: String,
+    /// Replays per second.
+    pub rate: Option<String>,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// `POST /console/runs/replay`: replays the pending dead letters of the
+/// selected runs, as one job at a rate; goes to the job's page.
+pub async fn replay_selected(
+    State(engine): State<Engine>,
+    signed: Signed,
+    headers: HeaderMap,
+    Form(form): Form<ReplaySelectedForm>,
+) -> Result<Response, ConsoleError> {
+    use crate::api::error::ApiError;
+    signed.check(&headers, Some(&form.csrf))?;
+    let ids: Vec<Uuid> = form
+        .runs
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .take(10_000)
+        .map(|s| {
+            s.parse().map_err(|_| ApiError::Invalid {
+                field: "runs".into(),
+                message: format!("{s:?} is not a run id"),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    if ids.is_empty() {
+        return Err(ApiError::Invalid {
+            field: "runs".into(),
+            message: "select at least one dead-lettered run".into(),
+        }
+        .into());
+    }
+    let targets = browse::pending_of_runs(&engine.pool, signed.scope(), &ids).await?;
+    if targets.is_empty() {
+        return Err(ConsoleError::NotFound("pending dead letter of those runs"));
+    }
+    let rate = match form
+        .rate
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+    {
+        Some(r) => Some(r.parse::<f64>().map_err(|_| ApiError::Invalid {
+            field: "rate".into(),
+            message: "must be a number of replays per second".into(),
+        })?),
+        None => None,
+    };
+    let body = serde_json::to_vec(
+        &serde_json::json!({"ids": targets, "rate": rate, "reason": form.reason}),
+    )
+    .unwrap_or_default();
+    let req = crate::api::dead_letters::ReplayBody::parse(&body)?;
+    let job = crate::api::replays::start(&engine, &signed.who, &req).await?;
+    Ok(Redirect::to(&format!("/console/replays/{}", job.id)).into_response())
 }

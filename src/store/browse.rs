@@ -110,3 +110,30 @@ pub async fn dead_letter_runs(
         .map(|r| (r.id, r.run_id, r.status))
         .collect())
 }
+
+/// The pending dead letters of these runs, within the scope.
+pub async fn pending_of_runs(
+    pool: &PgPool,
+    scope: Option<&str>,
+    runs: &[Uuid],
+) -> Result<Vec<Uuid>, Error> {
+    Ok(sqlx::query_scalar!(
+        "SELECT id FROM dead_letters WHERE run_id = ANY($1) AND status = 'pending' \
+         AND ($2::text IS NULL OR tenant = $2) ORDER BY created_at",
+        runs,
+        scope,
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A run's lease now: its holder and expiry (while a phase runs).
+pub async fn lease(pool: &PgPool, id: Uuid) -> Result<Option<(String, DateTime<Utc>)>, Error> {
+    let row = sqlx::query!(
+        "SELECT lease_owner, lease_expires_at FROM runs WHERE id = $1",
+        id
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|r| Some((r.lease_owner?, r.lease_expires_at?))))
+}

@@ -686,3 +686,56 @@ async fn the_cli_refuses_a_replay_without_a_reason_and_changes_nothing() {
     assert_eq!(dead_letter_of(&t, run).await.status, "pending");
     t.finish().await;
 }
+
+#[tokio::test]
+async fn replay_selected_from_the_run_list() {
+    let (t, acme, other) = failing_optimization(2).await;
+    let base = t.base();
+    let a = submit(&base, &acme, "w").await;
+    let b = submit(&base, &acme, "w").await;
+    for r in [a, b] {
+        t.wait_run(r, &["dead_lettered"]).await;
+    }
+    let s = Session::sign_in(&base, &acme).await;
+    let (_, page) = s.get("/console?status=dead_lettered").await;
+    assert_eq!(
+        page.matches("class=\"pick\"").count(),
+        2,
+        "a checkbox per dead-lettered run"
+    );
+    let ids = format!("{a},{b}");
+    let o = Session::sign_in(&base, &other).await;
+    let (st, _, _) = o
+        .post("/console/runs/replay", &[("runs", &ids), ("reason", "x")])
+        .await;
+    assert_eq!(st, 404, "another tenant's runs");
+    let (st, _, body) = s
+        .post("/console/runs/replay", &[("runs", &ids), ("rate", "20")])
+        .await;
+    assert_eq!(st, 422);
+    assert!(body.contains("a reason is required"));
+    let (st, _, _) = s
+        .post(
+            "/console/runs/replay",
+            &[("runs", "not-a-uuid"), ("reason", "x")],
+        )
+        .await;
+    assert_eq!(st, 422);
+    let (st, loc, body) = s
+        .post(
+            "/console/runs/replay",
+            &[("runs", &ids), ("rate", "20"), ("reason", "both at once")],
+        )
+        .await;
+    assert_eq!(st, 303, "{body}");
+    let v = job_ended(&s, loc.rsplit('/').next().unwrap()).await;
+    assert_eq!(
+        (v["state"].as_str(), v["replayed"].as_i64()),
+        (Some("done"), Some(2)),
+        "{v}"
+    );
+    for r in [a, b] {
+        t.wait_run(r, &["completed", "needs_input"]).await;
+    }
+    t.finish().await;
+}

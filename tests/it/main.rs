@@ -9,6 +9,7 @@ mod common;
 mod agents;
 mod api;
 mod console;
+
 mod dead_letters;
 mod figures;
 mod goals;

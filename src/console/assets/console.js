@@ -15,6 +15,19 @@
     }, 3000);
   }
 
+  // "Replay selected" on the runs page: the checked rows' run ids.
+  const selected = document.getElementById("replay-selected");
+  if (selected) {
+    document.getElementById("select-all")?.addEventListener("change", (e) => {
+      document.querySelectorAll("input.pick").forEach((c) => { c.checked = e.target.checked; });
+    });
+    selected.addEventListener("submit", (e) => {
+      const ids = [...document.querySelectorAll("input.pick:checked")].map((c) => c.value);
+      if (ids.length === 0) { e.preventDefault(); alert("Select at least one dead-lettered run."); return; }
+      document.getElementById("selected-runs").value = ids.join(",");
+    });
+  }
+
   // The patch editor: validates the JSON merge patch and shows the patched
   // inputs (computed by the server, changing nothing) before any replay.
   const editor = document.getElementById("patch");
