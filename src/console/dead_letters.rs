@@ -399,31 +399,47 @@ pub async fn replay_group(
     Form(form): Form<GroupForm>,
 ) -> Result<Response, ConsoleError> {
     signed.check(&headers, Some(&form.csrf))?;
-    let rate = match form
-        .rate
-        .as_deref()
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-    {
+    let selection = json!({"fingerprint": form.fingerprint, "phase": form.phase});
+    start_job(
+        &engine,
+        &signed,
+        selection,
+        form.rate.as_deref(),
+        form.reason,
+    )
+    .await
+}
+
+/// Starts a bulk replay of `selection` (`ids`, or `fingerprint` and
+/// `phase`) at the form's rate, with its reason, and goes to the job's page;
+/// a selection with nothing pending in the scope is 404.
+pub(super) async fn start_job(
+    engine: &Engine,
+    signed: &Signed,
+    mut selection: Value,
+    rate: Option<&str>,
+    reason: Option<String>,
+) -> Result<Response, ConsoleError> {
+    let rate = match rate.map(str::trim).filter(|r| !r.is_empty()) {
         Some(r) => Some(r.parse::<f64>().map_err(|_| ApiError::Invalid {
             field: "rate".into(),
             message: "must be a number of replays per second".into(),
         })?),
         None => None,
     };
-    let body = serde_json::to_vec(&json!({
-        "fingerprint": form.fingerprint, "phase": form.phase, "rate": rate, "reason": form.reason,
-    }))
-    .unwrap_or_default();
-    let req = ReplayBody::parse(&body)?;
-    // Nothing pending in the group (another replay took it): say so.
-    if replay_targets(&engine, signed.scope(), &req)
+    selection["rate"] = json!(rate);
+    selection["reason"] = json!(reason);
+    let req = ReplayBody::parse(&serde_json::to_vec(&selection).unwrap_or_default())?;
+    // Nothing pending (another replay took it): say so.
+    if replay_targets(engine, signed.scope(), &req)
         .await?
         .is_empty()
     {
-        return Err(ConsoleError::NotFound("pending dead letter in that group"));
+        return Err(ConsoleError::NotFound(
+            "pending dead letter in that selection",
+        ));
     }
-    let job = replays::start(&engine, &signed.who, &req).await?;
+    let job = replays::start(engine, &signed.who, &req).await?;
     Ok(Redirect::to(&format!("/console/replays/{}", job.id)).into_response())
 }
 

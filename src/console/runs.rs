@@ -424,23 +424,13 @@ pub async fn replay_selected(
     if targets.is_empty() {
         return Err(ConsoleError::NotFound("pending dead letter of those runs"));
     }
-    let rate = match form
-        .rate
-        .as_deref()
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-    {
-        Some(r) => Some(r.parse::<f64>().map_err(|_| ApiError::Invalid {
-            field: "rate".into(),
-            message: "must be a number of replays per second".into(),
-        })?),
-        None => None,
-    };
-    let body = serde_json::to_vec(
-        &serde_json::json!({"ids": targets, "rate": rate, "reason": form.reason}),
+    let selection = serde_json::json!({ "ids": targets });
+    super::dead_letters::start_job(
+        &engine,
+        &signed,
+        selection,
+        form.rate.as_deref(),
+        form.reason,
     )
-    .unwrap_or_default();
-    let req = crate::api::dead_letters::ReplayBody::parse(&body)?;
-    let job = crate::api::replays::start(&engine, &signed.who, &req).await?;
-    Ok(Redirect::to(&format!("/console/replays/{}", job.id)).into_response())
+    .await
 }
