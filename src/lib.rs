@@ -24,6 +24,7 @@
 //! - [`tools`]: typed, schema-validated functions the agents call (telemetry
 //!   metrics, cost, performance, catalog, supply-configuration validation).
 //! - [`api`]: the HTTP API. [`cli`]: the `netra` command line.
+//! - [`html`]: server-rendered HTML (the run report with SVG charts).
 //! - [`ratelimit`]: sliding-window rate limits, shared through Redis.
 //! - [`llm`]: language models: the OpenAI-compatible client, the call ledger,
 //!   rate limits, versioned prompts and the grounding checks.
@@ -41,6 +42,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod error;
+pub mod html;
 pub mod ingest;
 pub mod llm;
 pub mod memo;

@@ -12,6 +12,7 @@ pub mod health;
 pub mod limits;
 pub mod openapi;
 pub mod replays;
+pub mod report_html;
 pub mod runs;
 pub mod server;
 pub mod threads;
@@ -189,6 +190,15 @@ pub fn routes() -> Vec<Route> {
             get(runs::get),
         )
         .with_params(RUN_GET),
+        route(
+            "GET",
+            "/v1/runs/{id}/report.html",
+            "The run's report as a self-contained HTML page with SVG charts (409: no report yet)",
+            true,
+            None,
+            &[200, 400, 401, 404, 409, 429],
+            get(report_html::get),
+        ),
         route(
             "POST",
             "/v1/runs/{id}/cancel",

@@ -45,8 +45,16 @@ fn schemas() -> Value {
     })
 }
 
-fn describe(status: u16) -> &'static str {
+/// True for a route that answers HTML (`…/report.html`), not JSON; its
+/// errors are JSON like every other's.
+fn is_html(path: &str) -> bool {
+    path.ends_with(".html")
+}
+
+fn describe(status: u16, path: &str) -> &'static str {
     match status {
+        200 if is_html(path) => "OK (text/html; charset=utf-8)",
+        409 if is_html(path) => "The run has no report (yet): error.message names its status",
         200 => "OK",
         202 => "Accepted",
         400 => "Malformed path, query or body",
@@ -88,7 +96,10 @@ pub fn document() -> Value {
             op["security"] = json!([{"bearer": []}]);
         }
         for s in r.statuses {
-            let mut resp = json!({"description": describe(*s)});
+            let mut resp = json!({"description": describe(*s, r.path)});
+            if *s == 200 && is_html(r.path) {
+                resp["content"] = json!({"text/html": {"schema": {"type": "string"}}});
+            }
             if *s >= 400 {
                 resp["content"] =
                     json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});
@@ -152,6 +163,10 @@ mod tests {
         assert!(names("/v1/runs", "post").contains(&"Idempotency-Key".to_string()));
         assert!(names("/v1/dead-letters", "get").contains(&"fingerprint".to_string()));
         assert_eq!(names("/v1/usage", "get"), ["from", "to", "group_by"]);
+        // The report page answers HTML, its errors JSON.
+        let html = &doc["paths"]["/v1/runs/{id}/report.html"]["get"]["responses"];
+        assert!(html["200"]["content"]["text/html"].is_object());
+        assert!(html["409"]["content"]["application/json"].is_object());
         // Every $ref resolves.
         let text = doc.to_string();
         for name in ["RunRequest", "ReplayRequest", "ReasonRequest", "Error"] {

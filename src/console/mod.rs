@@ -36,6 +36,7 @@ pub fn router() -> Router<Engine> {
         .route("/console/runs/replay", post(runs::replay_selected))
         .route("/console/runs/{id}", get(runs::show))
         .route("/console/runs/{id}/cancel", post(runs::cancel))
+        .route("/console/runs/{id}/report", get(runs::report))
         .route("/console/dead-letters", get(dead_letters::groups))
         .route("/console/dead-letters/group", get(dead_letters::group))
         .route("/console/dead-letters/preview", post(dead_letters::preview))

@@ -311,9 +311,11 @@ pub async fn show(
             }
         }
         details { summary { "request" } pre { (pretty(&run.request)) } }
-        @if let Some(r) = report {
+        @if report.is_some() {
             h2 { "Report" }
-            div #report .panel { pre { (pretty(r)) } }
+            p { a href={ "/console/runs/" (run.id) "/report" } target="_blank" { "Open the report on its own page" }
+                " (also " code { "GET /v1/runs/" (run.id) "/report.html" } ")" }
+            iframe #report src={ "/console/runs/" (run.id) "/report" } title="report" style="width:100%;height:1600px;border:1px solid #d9dee6;background:#fff" {}
         }
     };
     Ok(layout::page(
@@ -433,4 +435,20 @@ pub async fn replay_selected(
         form.reason,
     )
     .await
+}
+
+/// `GET /console/runs/{id}/report`: the run's report as HTML, with its
+/// charts (the page `GET /v1/runs/{id}/report.html` serves).
+pub async fn report(
+    State(engine): State<Engine>,
+    signed: Signed,
+    Path(id): Path<Uuid>,
+) -> Result<Response, ConsoleError> {
+    let run = browse::run(&engine.pool, signed.scope(), id)
+        .await?
+        .ok_or(ConsoleError::NotFound("run"))?;
+    match crate::html::report::load(&engine.pool, &run.tenant, id).await? {
+        crate::html::report::Lookup::Found(page) => Ok(crate::api::report_html::respond(&page)),
+        _ => Err(ConsoleError::NotFound("report")),
+    }
 }

@@ -447,3 +447,47 @@ pub async fn input_size_shares(pool: &PgPool, w: Window<'_>) -> Result<Vec<SizeS
     .fetch_all(pool)
     .await?)
 }
+
+/// A workload's telemetry between two instants, both included: the span a
+/// run's data phase read (its first and last request), pinned so that a
+/// report drawn later shows the same requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Span<'a> {
+    /// The run's tenant: no other tenant's rows are read.
+    pub tenant: &'a str,
+    /// The workload.
+    pub workload: &'a str,
+    /// The first instant read.
+    pub from: DateTime<Utc>,
+    /// The last instant read.
+    pub to: DateTime<Utc>,
+}
+
+/// Requests per bucket of `bucket_minutes` clock minutes (UTC, aligned to
+/// the Unix epoch, so a bucket of 1 is a clock minute and one of 60 a clock
+/// hour) in a span, oldest first: the start of each bucket that holds a
+/// request, and its requests (buckets without any are left out). A
+/// `bucket_minutes` below 1 reads as 1.
+pub async fn requests_per_minute(
+    pool: &PgPool,
+    s: Span<'_>,
+    bucket_minutes: i64,
+) -> Result<Vec<(DateTime<Utc>, i64)>, Error> {
+    let bucket_secs = bucket_minutes.max(1).saturating_mul(60);
+    let rows = sqlx::query!(
+        r#"SELECT (floor(extract(epoch FROM ts) / $5::int8) * $5::int8)::int8 AS "bucket!", count(*) AS "requests!"
+         FROM telemetry_requests WHERE tenant = $1 AND workload_id = $2 AND ts >= $3 AND ts <= $4
+         GROUP BY 1 ORDER BY 1"#,
+        s.tenant,
+        s.workload,
+        s.from,
+        s.to,
+        bucket_secs,
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| DateTime::from_timestamp(r.bucket, 0).map(|t| (t, r.requests)))
+        .collect())
+}

@@ -20,6 +20,7 @@ mod ingest;
 mod leases;
 mod llm;
 mod pipeline;
+mod report_html;
 mod secrets;
 mod tls;
 mod usage;
