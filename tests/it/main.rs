@@ -8,6 +8,7 @@ mod common;
 
 mod agents;
 mod api;
+mod browser;
 mod dead_letters;
 mod figures;
 mod goals;
