@@ -9,7 +9,9 @@ mod common;
 mod agents;
 mod api;
 mod console;
+mod console_browser;
 
+mod browser;
 mod dead_letters;
 mod figures;
 mod goals;

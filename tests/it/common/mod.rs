@@ -7,6 +7,7 @@
 //! answers as the test scripts it, and [`wrapper`], an agent around a
 //! standard one that counts, waits at a gate or fails as the test sets it up.
 
+pub mod browser;
 pub mod fake_llm;
 pub mod wrapper;
 
