@@ -17,6 +17,7 @@ mod hardening_broker;
 mod ingest;
 mod leases;
 mod llm;
+mod otel;
 mod pipeline;
 mod secrets;
 mod tls;
