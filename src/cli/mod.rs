@@ -277,12 +277,19 @@ pub enum DlqAction {
 /// Entry point of the binary.
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let log_filter = match cli.command {
         // The demo prints reports; keep its log to warnings unless asked.
-        Command::Demo | Command::Bench { .. } => crate::telemetry::init_with_default("warn"),
-        _ => crate::telemetry::init(),
+        Command::Demo | Command::Bench { .. } => "warn",
+        _ => crate::telemetry::DEFAULT_FILTER,
+    };
+    if let Err(e) = crate::telemetry::try_init(log_filter) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
     }
-    match run(cli).await {
+    let result = run(cli).await;
+    // The spans of a command (and of `serve` after its graceful shutdown).
+    crate::telemetry::shutdown().await;
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -21,6 +21,7 @@ use std::{
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use tracing::Instrument;
 
 use super::{
     config::LlmConfig, prompts::Prompt, ChatAnswer, ChatMessage, ChatRequest, LanguageModel,
@@ -30,6 +31,7 @@ use crate::{
     cache::Cache,
     ratelimit::RateLimiter,
     store::ledger::{self, Call, CallScope, NewCall},
+    telemetry::spans,
 };
 
 /// Counters of the ledger and the calls, for `/metrics`.
@@ -159,8 +161,36 @@ impl ModelClient {
     /// Answers `request`: from the ledger when this phase of this run asked
     /// the same before, otherwise from the model (within the rate limits,
     /// with `retries` retries of transient failures); every try is a ledger
-    /// row (a failed one with its error, then the answer).
+    /// row (a failed one with its error, then the answer). Each call is a
+    /// span, `chat <model>` (see [`crate::telemetry::spans::model_call`]).
     pub async fn call(
+        &self,
+        scope: &CallScope,
+        purpose: &str,
+        prompt: &Prompt,
+        request: &ChatRequest,
+    ) -> Result<Answered, ModelError> {
+        let span = spans::model_call(&spans::ModelCall {
+            provider: self.model.provider(),
+            model: &request.model,
+            purpose,
+            prompt_version: prompt.version(),
+            max_tokens: request.max_tokens,
+            temperature: request.temperature,
+            seed: request.seed,
+        });
+        let result = self
+            .call_unobserved(scope, purpose, prompt, request)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(a) => spans::record_answer(&span, &a.answer, a.reused, a.ledger_id, a.latency_ms),
+            Err(e) => spans::failed(&span, e.kind()),
+        }
+        result
+    }
+
+    async fn call_unobserved(
         &self,
         scope: &CallScope,
         purpose: &str,

@@ -150,6 +150,17 @@ impl ModelError {
         }
     }
 
+    /// The kind of failure, as a span's `error.type`: `transient`,
+    /// `permanent`, `rate_limited` or `ledger`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ModelError::Transient { .. } => "transient",
+            ModelError::Permanent { .. } => "permanent",
+            ModelError::RateLimited { .. } => "rate_limited",
+            ModelError::Ledger(_) => "ledger",
+        }
+    }
+
     /// True for failures worth retrying.
     pub fn is_transient(&self) -> bool {
         !matches!(self, ModelError::Permanent { .. })

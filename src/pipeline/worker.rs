@@ -24,18 +24,12 @@ use crate::{
     error::{ErrorClass, InfraError, PhaseError},
     metrics::{AgentCall, Outcome},
     store::{self, runs},
+    telemetry::spans,
 };
 
 /// Handles a delivery from `<ns>.phase.<phase>` and acks or hands it back.
 pub async fn handle(engine: Engine, publisher: Publisher, phase: &'static str, delivery: Delivery) {
-    let span = tracing::info_span!(
-        "delivery",
-        phase,
-        run_id = tracing::field::Empty,
-        correlation_id = tracing::field::Empty,
-        attempt = tracing::field::Empty,
-        message_id = tracing::field::Empty,
-    );
+    let span = spans::delivery(phase);
     let result = process(&engine, &publisher, phase, &delivery)
         .instrument(span.clone())
         .await;
@@ -63,13 +57,32 @@ async fn process(
         Ok(env) => env,
         Err(p) => return dead_letter_poison(engine, publisher, phase, delivery, &p).await,
     };
-    record_span(&env);
-    let Some(prepared) = start(engine, publisher, phase, delivery, &env, t0).await? else {
+    spans::record_envelope(&tracing::Span::current(), &env);
+    let attempt = spans::phase_attempt(&env);
+    let result = run_envelope(engine, publisher, phase, delivery, &env, t0)
+        .instrument(attempt.clone())
+        .await;
+    if result.is_err() {
+        attempt.in_scope(|| spans::outcome("handed_back"));
+    }
+    result
+}
+
+/// Starts and runs the attempt of a decoded envelope (in its phase span).
+async fn run_envelope(
+    engine: &Engine,
+    publisher: &Publisher,
+    phase: &'static str,
+    delivery: &Delivery,
+    env: &Envelope,
+    t0: Instant,
+) -> Result<(), InfraError> {
+    let Some(prepared) = start(engine, publisher, phase, delivery, env, t0).await? else {
         return Ok(());
     };
     let token = prepared.lease_token;
     let heartbeat = super::lease::Heartbeat::start(engine, env.run_id, token);
-    let result = run_started(engine, publisher, phase, delivery, &env, prepared, t0).await;
+    let result = run_started(engine, publisher, phase, delivery, env, prepared, t0).await;
     heartbeat.stop();
     if let Err(e) = &result {
         // The delivery goes back: its redelivery must not find this
@@ -132,6 +145,7 @@ async fn run_started(
         commit(engine, phase, record, effect, outcome, input.as_ref()).await?;
     match committed {
         effects::Committed::Applied(follow_up) => {
+            spans::outcome(spans::outcome_name(outcome));
             engine.metrics.record(phase, outcome, t0.elapsed());
             let published = publish_and_mark(engine, publisher, env, &follow_up).await;
             if published.is_err() && !publisher.is_connected() {
@@ -140,6 +154,7 @@ async fn run_started(
             published
         }
         effects::Committed::Duplicate(follow_up) => {
+            spans::outcome("duplicate");
             engine
                 .metrics
                 .record(phase, Outcome::Duplicate, t0.elapsed());
@@ -147,6 +162,7 @@ async fn run_started(
         }
         effects::Committed::Fenced => {
             tracing::info!("the attempt lost its lease to another; its effect is discarded");
+            spans::outcome("fenced");
             engine
                 .metrics
                 .record(phase, Outcome::Duplicate, t0.elapsed());
@@ -212,6 +228,7 @@ async fn defer(
     let at = Utc::now()
         + chrono::Duration::from_std(after).unwrap_or_else(|_| chrono::Duration::seconds(60));
     tracing::info!(%message, ?after, "attempt deferred; the phase runs again later");
+    spans::outcome("deferred");
     runs::defer(
         &engine.pool,
         env,
@@ -250,15 +267,6 @@ fn decode(engine: &Engine, phase: &str, delivery: &Delivery) -> Result<Envelope,
     Ok(env)
 }
 
-/// Fills the delivery span's fields from the envelope.
-fn record_span(env: &Envelope) {
-    let span = tracing::Span::current();
-    span.record("run_id", tracing::field::display(env.run_id));
-    span.record("correlation_id", env.correlation_id.as_str());
-    span.record("attempt", env.attempt);
-    span.record("message_id", env.message_id().as_str());
-}
-
 /// Starts the attempt, or handles a message that cannot start (`None`): a
 /// duplicate, a step another attempt holds the live lease of, a run not
 /// waiting for this step, a run that does not exist.
@@ -280,12 +288,14 @@ async fn start(
         runs::Start::NotRunnable(run) => {
             match effects::processed_follow_up(&engine.hot, &env.message_id()).await? {
                 Some(follow_up) => {
+                    spans::outcome("duplicate");
                     republish_for_duplicate(engine, publisher, delivery, env, &follow_up).await?;
                     engine
                         .metrics
                         .record(phase, Outcome::Duplicate, t0.elapsed());
                 }
                 None => {
+                    spans::outcome("not_waiting");
                     tracing::info!(status = %run.status, current_phase = ?run.phase, "run is not waiting for this step; message dropped");
                 }
             }
@@ -299,12 +309,14 @@ async fn start(
                 ?owner,
                 "the step's lease is held by a live attempt; acked without running"
             );
+            spans::outcome("held");
             engine
                 .metrics
                 .record(phase, Outcome::Duplicate, t0.elapsed());
             Ok(None)
         }
         runs::Start::Missing => {
+            spans::outcome("unknown_run");
             let p = Poison::new("unknown_run", format!("run {} does not exist", env.run_id));
             dead_letter_poison(engine, publisher, phase, delivery, &p).await?;
             Ok(None)
@@ -576,10 +588,13 @@ async fn run_agent_guarded(
         memo: engine.memo.clone(),
         model: engine.model.clone(),
     };
-    let task = tokio::spawn(async move {
-        let result = agent.run(&ctx, &input).await;
-        (result, input)
-    });
+    let task = tokio::spawn(
+        async move {
+            let result = agent.run(&ctx, &input).await;
+            (result, input)
+        }
+        .instrument(tracing::Span::current()),
+    );
     let abort = task.abort_handle();
     let failed = |e| (Err(e), None);
     let timeout = engine.config.timeout_for(phase);

@@ -21,8 +21,9 @@ use std::{
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use tracing::Instrument;
 
-use crate::{error::PhaseError, memo::Memo, pipeline::agent::AgentContext};
+use crate::{error::PhaseError, memo::Memo, pipeline::agent::AgentContext, telemetry::spans};
 
 /// What a tool may use: the store, scoped to one tenant.
 #[derive(Clone)]
@@ -122,7 +123,26 @@ impl Registry {
     /// computed at the same data version for the same tenant and parameters
     /// is reused instead (tools only read, and only the versioned data),
     /// except for the workload `netra-llm` ([`reads_ledger`]).
+    /// Each call is a span, `execute_tool <name>` (see
+    /// [`crate::telemetry::spans::tool_call`]).
     pub async fn call(
+        &self,
+        ctx: &ToolContext,
+        name: &str,
+        params: Value,
+    ) -> Result<Value, PhaseError> {
+        let span = spans::tool_call(name, &ctx.tenant);
+        let result = self
+            .call_unobserved(ctx, name, params)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &result {
+            spans::failed(&span, e.class.as_str());
+        }
+        result
+    }
+
+    async fn call_unobserved(
         &self,
         ctx: &ToolContext,
         name: &str,
@@ -145,16 +165,24 @@ impl Registry {
                 e.reason
             ))
         })?;
+        let memo = |state: &'static str| {
+            tracing::Span::current().record("netra.memo", state);
+        };
         let version = match ctx.data_version {
             Some(v) if ctx.memo.enabled() && !reads_ledger(&params) => v,
-            _ => return (tool.handler)(ctx, params).await,
+            _ => {
+                memo("off");
+                return (tool.handler)(ctx, params).await;
+            }
         };
         if let Some(hit) = ctx
             .memo
             .get(&Memo::key(version, &ctx.tenant, name, &params))
         {
+            memo("hit");
             return Ok(Value::clone(&hit));
         }
+        memo("miss");
         // Stored under the version read before and after computing it.
         let before = crate::memo::current_version(&ctx.pool).await;
         let key = before.map(|v| Memo::key(v, &ctx.tenant, name, &params));

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use crate::{
-    common::{browser::Browser, *},
+    common::browser::Browser,
     console::{dead_letter_of, failing_optimization, submit},
 };
 
@@ -37,17 +37,23 @@ async fn the_operator_story_in_a_browser() {
     b.click("#sign-in").await.unwrap();
     b.wait_for("#runs", WAIT).await.unwrap();
     assert_eq!(b.text("#who").await.unwrap(), "tenant:acme");
-    b.wait_for_text("#counts", "dead_lettered", WAIT).await.unwrap();
+    b.wait_for_text("#counts", "dead_lettered", WAIT)
+        .await
+        .unwrap();
     b.screenshot("runs").await.unwrap();
 
     // Find the dead-lettered runs.
-    b.goto(&format!("{base}/console?status=dead_lettered")).await.unwrap();
+    b.goto(&format!("{base}/console?status=dead_lettered"))
+        .await
+        .unwrap();
     b.wait_for("#runs", WAIT).await.unwrap();
     assert_eq!(b.count("#runs tr[data-run]").await.unwrap(), 3);
     b.screenshot("runs-dead-lettered").await.unwrap();
 
     // The group, and the preview of its replay (nothing changes).
-    b.click("nav a[href='/console/dead-letters']").await.unwrap();
+    b.click("nav a[href='/console/dead-letters']")
+        .await
+        .unwrap();
     b.wait_for("a.group", WAIT).await.unwrap();
     b.screenshot("dead-letter-groups").await.unwrap();
     b.click("a.group").await.unwrap();
@@ -56,24 +62,47 @@ async fn the_operator_story_in_a_browser() {
     b.screenshot("group").await.unwrap();
     let group_url = b.url().await.unwrap();
     b.click("#preview").await.unwrap();
-    b.wait_for_text("#preview-summary", "resume 3 runs", WAIT).await.unwrap();
+    b.wait_for_text("#preview-summary", "resume 3 runs", WAIT)
+        .await
+        .unwrap();
     assert_eq!(b.count("#preview-runs tbody tr").await.unwrap(), 3);
     b.screenshot("preview").await.unwrap();
-    assert_eq!(dead_letter_of(&t, runs[0]).await.status, "pending", "a preview changes nothing");
+    assert_eq!(
+        dead_letter_of(&t, runs[0]).await.status,
+        "pending",
+        "a preview changes nothing"
+    );
 
     // Patch one run's inputs: a bad patch is refused, a good one shows the
     // patched inputs before the replay button is enabled.
-    b.goto(&format!("{base}/console/dead-letters/{}", d0.id)).await.unwrap();
+    b.goto(&format!("{base}/console/dead-letters/{}", d0.id))
+        .await
+        .unwrap();
     b.wait_for("#patch", WAIT).await.unwrap();
     b.fill("#patch", r#"{"nope": 1}"#).await.unwrap();
     b.click("#check-patch").await.unwrap();
-    b.wait_for_text("#patch-message", "not a phase", WAIT).await.unwrap();
+    b.wait_for_text("#patch-message", "not a phase", WAIT)
+        .await
+        .unwrap();
     b.screenshot("patch-refused").await.unwrap();
-    b.fill("#patch", r#"{"data": {"operator_note": "pricing fixed"}}"#).await.unwrap();
+    b.fill("#patch", r#"{"data": {"operator_note": "pricing fixed"}}"#)
+        .await
+        .unwrap();
     b.click("#check-patch").await.unwrap();
-    b.wait_for_text("#patch-message", "Valid patch", WAIT).await.unwrap();
-    assert!(b.text("#patched").await.unwrap().contains("\"operator_note\": \"pricing fixed\""));
-    b.fill("#patch-reason", "pricing fixed upstream; noted in the inputs").await.unwrap();
+    b.wait_for_text("#patch-message", "Valid patch", WAIT)
+        .await
+        .unwrap();
+    assert!(b
+        .text("#patched")
+        .await
+        .unwrap()
+        .contains("\"operator_note\": \"pricing fixed\""));
+    b.fill(
+        "#patch-reason",
+        "pricing fixed upstream; noted in the inputs",
+    )
+    .await
+    .unwrap();
     b.screenshot("patch").await.unwrap();
     b.click("#replay-patched").await.unwrap();
     b.wait_for_text("#job-state", "done", WAIT).await.unwrap();
@@ -85,7 +114,9 @@ async fn the_operator_story_in_a_browser() {
     b.wait_for("#members", WAIT).await.unwrap();
     assert_eq!(b.count("#members tr[data-dead-letter]").await.unwrap(), 2);
     b.fill("#rate", "2").await.unwrap();
-    b.fill("#replay-reason", "pricing is back; replaying the rest").await.unwrap();
+    b.fill("#replay-reason", "pricing is back; replaying the rest")
+        .await
+        .unwrap();
     b.click("#replay-group-button").await.unwrap();
     b.wait_for("#job", WAIT).await.unwrap();
     b.screenshot("group-replay-running").await.unwrap();
@@ -97,12 +128,17 @@ async fn the_operator_story_in_a_browser() {
     b.goto(&b.url().await.unwrap()).await.unwrap();
     b.wait_for("#job-runs", WAIT).await.unwrap();
     let statuses = b.text("#job-runs").await.unwrap();
-    assert!(!statuses.contains("dead_lettered") && !statuses.contains("queued"), "{statuses}");
+    assert!(
+        !statuses.contains("dead_lettered") && !statuses.contains("queued"),
+        "{statuses}"
+    );
     b.screenshot("group-replay-done").await.unwrap();
 
     // The run's page shows the replay linked to its dead letter and the
     // audit entry; the audit page has every action with who and why.
-    b.goto(&format!("{base}/console/runs/{}", runs[0])).await.unwrap();
+    b.goto(&format!("{base}/console/runs/{}", runs[0]))
+        .await
+        .unwrap();
     b.wait_for("#timeline", WAIT).await.unwrap();
     let page = b.html().await.unwrap();
     assert!(page.contains("replay of") && page.contains("pricing fixed upstream"));
@@ -127,12 +163,19 @@ async fn the_operator_story_in_a_browser() {
     b.wait_for("#runs", WAIT).await.unwrap();
     let listed = b.text("#runs").await.unwrap();
     for r in &runs {
-        assert!(!listed.contains(&r.to_string()[..8]), "another tenant's run listed");
+        assert!(
+            !listed.contains(&r.to_string()[..8]),
+            "another tenant's run listed"
+        );
     }
-    b.goto(&format!("{base}/console/dead-letters")).await.unwrap();
+    b.goto(&format!("{base}/console/dead-letters"))
+        .await
+        .unwrap();
     b.wait_for("#groups", WAIT).await.unwrap();
     assert_eq!(b.count("a.group").await.unwrap(), 0);
-    b.goto(&format!("{base}/console/runs/{}", runs[0])).await.unwrap();
+    b.goto(&format!("{base}/console/runs/{}", runs[0]))
+        .await
+        .unwrap();
     b.wait_for_text("h1", "Not found", WAIT).await.unwrap();
     b.screenshot("other-tenant-404").await.unwrap();
     b.close().await.unwrap();

@@ -21,6 +21,7 @@ mod hardening_broker;
 mod ingest;
 mod leases;
 mod llm;
+mod otel;
 mod pipeline;
 mod report_html;
 mod secrets;
