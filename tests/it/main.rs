@@ -8,6 +8,7 @@ mod common;
 
 mod agents;
 mod api;
+mod console_pages;
 mod dead_letters;
 mod figures;
 mod goals;
