@@ -9,8 +9,11 @@
 pub mod audit;
 pub mod dead_letters;
 pub mod layout;
+pub mod queues;
 pub mod runs;
 pub mod session;
+pub mod usage;
+pub mod workloads;
 
 use axum::{
     http::StatusCode,
@@ -60,6 +63,9 @@ pub fn router() -> Router<Engine> {
         )
         .route("/console/replays/{id}/abort", post(dead_letters::abort))
         .route("/console/audit", get(audit::page))
+        .route("/console/queues", get(queues::page))
+        .route("/console/usage", get(usage::page))
+        .route("/console/workloads", get(workloads::page))
         .route("/console/assets/console.js", get(layout::script))
         .route("/console/assets/console.css", get(layout::style))
 }

@@ -15,7 +15,9 @@
 //! skipped and counted as already present, so ingesting a file again adds
 //! nothing. A model not in the supply catalog is refused (naming the
 //! catalog's models) unless the row records its cost or prices are given
-//! ([`Prices`]); a file without data rows is refused.
+//! ([`Prices`]); a file without data rows is refused. An ingest that reads
+//! its file to the end is recorded in the history (`ingests`, with its rows
+//! when it commits; see [`crate::store::ingests`]).
 
 mod cli;
 pub mod columns;
@@ -32,7 +34,10 @@ use columns::Columns;
 use lines::MAX_LINE;
 use rowkey::Keyer;
 
-use crate::store::telemetry::{self, RequestRecord};
+use crate::store::{
+    ingests,
+    telemetry::{self, RequestRecord},
+};
 
 /// Rows per INSERT.
 pub const BATCH: usize = 2_000;
@@ -195,6 +200,7 @@ pub async fn ingest<R: BufRead>(
     mut reader: R,
     mut progress: impl FnMut(u64),
 ) -> Result<Report, IngestError> {
+    let started_at = chrono::Utc::now();
     let known = check_target(pool, target).await?;
     let mut tx = pool.begin().await?;
     telemetry::ensure_workload(&mut *tx, target.tenant, target.workload).await?;
@@ -212,9 +218,9 @@ pub async fn ingest<R: BufRead>(
     if load.read == 0 {
         return Err(IngestError::Empty);
     }
-    load.finish(pool).await?;
-    progress(load.read);
     load.report.read = load.read;
+    load.finish(pool, started_at).await?;
+    progress(load.read);
     Ok(load.report)
 }
 
@@ -406,14 +412,43 @@ impl<'t> Load<'t> {
         Ok(())
     }
 
-    /// Unless aborted: inserts the last batch, commits, and refreshes the
-    /// table's statistics when rows were added.
-    async fn finish(&mut self, pool: &PgPool) -> Result<(), IngestError> {
+    /// Unless aborted: inserts the last batch, records the ingest in the
+    /// history with its rows (one transaction), commits, and refreshes the
+    /// table's statistics when rows were added. Aborted: records it alone.
+    async fn finish(
+        &mut self,
+        pool: &PgPool,
+        started_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), IngestError> {
         self.flush().await?;
-        if let Some(t) = self.tx.take() {
-            t.commit().await?;
-            if self.report.inserted > 0 {
-                telemetry::analyze(pool).await?;
+        let Target {
+            tenant,
+            workload,
+            format,
+            ..
+        } = *self.target;
+        let r = &self.report;
+        let row = ingests::NewIngest {
+            tenant,
+            workload,
+            format: format.name(),
+            rows_read: r.read,
+            rows_inserted: r.inserted,
+            rows_duplicate: r.already_present,
+            errors: r.bad_rows,
+            aborted: r.aborted,
+            started_at,
+        };
+        match self.tx.take() {
+            Some(mut t) => {
+                ingests::record(&mut *t, &row).await?;
+                t.commit().await?;
+                if self.report.inserted > 0 {
+                    telemetry::analyze(pool).await?;
+                }
+            }
+            None => {
+                ingests::record(pool, &row).await?;
             }
         }
         Ok(())

@@ -583,3 +583,70 @@ async fn grouped_usage(
         }
     })
 }
+
+/// One bucket of the call ledger's time series: the calls of one tenant,
+/// model and phase within one hour or day (UTC), as the console's usage
+/// page charts them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsagePoint {
+    /// The start of the bucket (UTC).
+    pub bucket: DateTime<Utc>,
+    /// The tenant.
+    pub tenant: String,
+    /// The model asked.
+    pub model: String,
+    /// The phase that called.
+    pub phase: String,
+    /// Model calls made (failed ones included, reuses not).
+    pub calls: i64,
+    /// Recorded answers reused instead of calling.
+    pub ledger_hits: i64,
+    /// Prompt tokens.
+    pub input_tokens: i64,
+    /// Answer tokens.
+    pub output_tokens: i64,
+    /// USD at the catalog's prices, of the priced calls.
+    pub cost_usd: f64,
+    /// Calls to a model without a price (not in `cost_usd`).
+    pub unpriced_calls: i64,
+}
+
+/// The ledger's rows in `[from, to)` within `scope` (`Some(tenant)`, or
+/// `None` for every tenant), summed per `bucket` (`"hour"` or `"day"`, in
+/// UTC), tenant, model and phase, in time order. Any other bucket is
+/// refused as bad data before a statement is sent.
+pub async fn usage_series(
+    pool: &PgPool,
+    scope: Option<&str>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    bucket: &str,
+) -> Result<Vec<UsagePoint>, Error> {
+    if !matches!(bucket, "hour" | "day") {
+        return Err(Error::BadData {
+            sqlstate: None,
+            message: format!("bucket `{bucket}`: use hour or day"),
+        });
+    }
+    Ok(sqlx::query_as!(
+        UsagePoint,
+        r#"SELECT date_trunc($4, at, 'UTC') AS "bucket!", tenant AS "tenant!", model AS "model!",
+             phase AS "phase!",
+             count(*) FILTER (WHERE reused_from IS NULL) AS "calls!",
+             count(*) FILTER (WHERE reused_from IS NOT NULL) AS "ledger_hits!",
+             coalesce(sum(input_tokens) FILTER (WHERE reused_from IS NULL), 0)::int8 AS "input_tokens!",
+             coalesce(sum(output_tokens) FILTER (WHERE reused_from IS NULL), 0)::int8 AS "output_tokens!",
+             coalesce(sum(cost_usd) FILTER (WHERE reused_from IS NULL), 0)::float8 AS "cost_usd!",
+             count(*) FILTER (WHERE reused_from IS NULL AND cost_basis = 'self-hosted') AS "unpriced_calls!"
+           FROM model_calls
+           WHERE ($1::text IS NULL OR tenant = $1) AND at >= $2 AND at < $3
+           GROUP BY 1, tenant, model, phase
+           ORDER BY 1, tenant, model, phase"#,
+        scope,
+        from,
+        to,
+        bucket,
+    )
+    .fetch_all(pool)
+    .await?)
+}

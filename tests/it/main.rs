@@ -12,6 +12,7 @@ mod console;
 mod console_browser;
 
 mod browser;
+mod console_pages;
 mod dead_letters;
 mod figures;
 mod goals;
