@@ -51,16 +51,17 @@ pub async fn bounded(State(engine): State<Engine>, req: Request, next: Next) -> 
     }
 }
 
-/// Rewrites a non-JSON error answer as JSON, keeping its status and text.
+/// Rewrites a non-JSON error answer as JSON, keeping its status and text;
+/// an HTML page (the console's error pages) stays as it is.
 pub async fn json_errors(req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     let status = resp.status();
-    let is_json = resp
+    let kept = resp
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if status.as_u16() < 400 || is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if status.as_u16() < 400 || kept {
         return resp;
     }
     let (parts, body) = resp.into_parts();

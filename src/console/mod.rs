@@ -125,7 +125,8 @@ impl IntoResponse for ConsoleError {
         let body = html! {
             h1 { (title) }
             p.error role="alert" { (message) }
-            p { a href="/console" { "Back to the runs" } }
+            p.muted { "Status " (status.as_u16()) ". A link from another tenant's session, or to something that was removed, ends here; nothing was changed by this request." }
+            p { a href="/console" { "Back to the runs" } " · " a href="/console/dead-letters" { "Dead letters" } " · " a href="/console/login" { "Sign in again" } }
         };
         (status, layout::bare(title, body)).into_response()
     }

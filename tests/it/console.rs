@@ -260,6 +260,7 @@ async fn another_tenant_gets_404_on_every_console_route() {
     ] {
         let (s, body) = b.get(&path).await;
         assert_eq!(s, 404, "GET {path}: {body}");
+        assert!(body.contains("<h1>Not found</h1>"), "an HTML page: {body}");
         assert!(
             !body.contains("pricing lookup failed"),
             "GET {path} leaked: {body}"

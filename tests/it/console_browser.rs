@@ -143,16 +143,29 @@ async fn the_operator_story_in_a_browser() {
     let page = b.html().await.unwrap();
     assert!(page.contains("replay of") && page.contains("pricing fixed upstream"));
     b.screenshot("run").await.unwrap();
+    // Its report, with the charts, as the run page embeds it.
+    b.goto(&format!("{base}/console/runs/{}/report", runs[0]))
+        .await
+        .unwrap();
+    b.wait_for("svg", WAIT).await.unwrap();
+    assert!(
+        b.count("svg").await.unwrap() >= 3,
+        "requests per minute, cost by model, savings"
+    );
+    b.screenshot("report").await.unwrap();
     b.goto(&format!("{base}/console/audit")).await.unwrap();
     b.wait_for("table.audit", WAIT).await.unwrap();
     let audit = b.text("table.audit").await.unwrap();
     assert!(audit.contains("pricing is back; replaying the rest") && audit.contains("tenant:acme"));
     b.screenshot("audit").await.unwrap();
-    for page in ["replays", "queues", "usage", "workloads"] {
+    for page in ["replays", "usage", "workloads"] {
         b.goto(&format!("{base}/console/{page}")).await.unwrap();
-        b.wait_for("main", WAIT).await.unwrap();
         b.screenshot(page).await.unwrap();
+        b.wait_for("h1", WAIT).await.unwrap();
     }
+    // The queues are every tenant's: not a tenant's page.
+    b.goto(&format!("{base}/console/queues")).await.unwrap();
+    b.wait_for_text("h1", "Not found", WAIT).await.unwrap();
 
     // Another tenant sees none of it.
     b.goto(&format!("{base}/console")).await.unwrap();
@@ -178,6 +191,27 @@ async fn the_operator_story_in_a_browser() {
         .unwrap();
     b.wait_for_text("h1", "Not found", WAIT).await.unwrap();
     b.screenshot("other-tenant-404").await.unwrap();
+
+    // An operator sees every tenant, and the queues.
+    let ops = t.operator("ops").await;
+    b.goto(&format!("{base}/console")).await.unwrap();
+    b.click("button.link").await.unwrap();
+    b.wait_for("#token", WAIT).await.unwrap();
+    b.fill("#token", &ops).await.unwrap();
+    b.click("#sign-in").await.unwrap();
+    b.wait_for("#runs", WAIT).await.unwrap();
+    let listed = b.text("#runs").await.unwrap();
+    assert!(
+        listed.contains("acme") && listed.contains("other"),
+        "{listed}"
+    );
+    b.screenshot("operator-runs").await.unwrap();
+    b.goto(&format!("{base}/console/queues")).await.unwrap();
+    b.wait_for_text("h1", "Queues", WAIT).await.unwrap();
+    b.screenshot("operator-queues").await.unwrap();
+    b.goto(&format!("{base}/console/usage")).await.unwrap();
+    b.wait_for("h1", WAIT).await.unwrap();
+    b.screenshot("operator-usage").await.unwrap();
     b.close().await.unwrap();
     t.finish().await;
 }
