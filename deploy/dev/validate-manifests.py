@@ -89,6 +89,13 @@ def path_of(error):
     return ".".join(str(p) for p in error.absolute_path) or "(top)"
 
 
+def explain(error):
+    """"path: message" of the error, or of the deepest one of an anyOf/oneOf."""
+    while error.context:
+        error = max(error.context, key=lambda e: len(e.absolute_path))
+    return f"{path_of(error)}: {error.message}"
+
+
 class Checker:
     def __init__(self, schemas_dir, k8s_version):
         self.k8s_version = k8s_version
@@ -110,7 +117,7 @@ class Checker:
             return ["a resource needs apiVersion, kind and metadata.name (strings)"]
         validator = self.crd_validators.get((api, kind))
         if validator is not None:
-            errors = [f"{path_of(e)}: {e.message}" for e in
+            errors = [explain(e) for e in
                       sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))]
             # The CRD schema leaves metadata open; check it as the ObjectMeta it is.
             meta = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": doc["metadata"]}
@@ -137,7 +144,7 @@ def describe(doc):
 
 
 def read_kustomization(k8s_dir):
-    """The files kustomization.yaml lists, or an error."""
+    """The files kustomization.yaml lists, and its errors (ValueError: none can be read)."""
     path = os.path.join(k8s_dir, "kustomization.yaml")
     (doc,) = load_all(path)
     unknown = set(doc) - KUSTOMIZATION_KEYS
@@ -154,9 +161,8 @@ def read_kustomization(k8s_dir):
         files.append(entry)
     present = {f for f in os.listdir(k8s_dir) if f.endswith((".yaml", ".yml"))} - {"kustomization.yaml"}
     missing = sorted(present - set(files))
-    if missing:
-        raise ValueError(f"not listed in resources (so never applied): {missing}")
-    return files
+    errors = [f"not listed in resources (so never applied): {missing}"] if missing else []
+    return files, errors
 
 
 def cross_references(docs):
@@ -238,7 +244,7 @@ def check_compose(path, schema_path):
         schema = json.load(f)
     jsonschema.Draft7Validator.check_schema(schema)
     (doc,) = load_all(path)
-    errors = [f"{path_of(e)}: {e.message}" for e in jsonschema.Draft7Validator(schema).iter_errors(doc)]
+    errors = [explain(e) for e in jsonschema.Draft7Validator(schema).iter_errors(doc)]
     if errors:
         return errors
     services = doc.get("services") or {}
@@ -291,8 +297,8 @@ def main():
         print(f"ok   {os.path.join(schemas_dir, rel)} (a valid JSON schema)")
 
     try:
-        files = read_kustomization(args.k8s_dir)
-        report(os.path.join(args.k8s_dir, "kustomization.yaml"), [], f" ({len(files)} resource files)")
+        files, errors = read_kustomization(args.k8s_dir)
+        report(os.path.join(args.k8s_dir, "kustomization.yaml"), errors, f" ({len(files)} resource files)")
     except (ValueError, yaml.YAMLError) as e:
         report(os.path.join(args.k8s_dir, "kustomization.yaml"), [str(e)])
         files = []
@@ -308,13 +314,15 @@ def main():
         errors = []
         for d in docs:
             errors += [f"{describe(d)}: {e}" for e in checker.resource(d)]
-        if not errors:
-            all_docs += docs
+        all_docs += [d for d in docs if isinstance(d, dict)]
         report(path, errors, f" ({', '.join(describe(d) for d in docs)})")
 
-    if files and not failed:
-        errs = cross_references(all_docs)
-        report(f"{args.k8s_dir} cross-references", [f"{w}: {m}" for w, m in errs],
+    if files:
+        try:
+            errs = [f"{w}: {m}" for w, m in cross_references(all_docs)]
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            errs = [f"could not follow the references ({type(e).__name__}: {e}); fix the errors above first"]
+        report(f"{args.k8s_dir} cross-references", errs,
                " (Secrets, ConfigMaps, ServiceAccounts, scale targets, queue names, selectors)")
 
     if args.kustomize_output:
