@@ -206,19 +206,16 @@ impl ReplayBody {
                 .to_string(),
             message: e.to_string(),
         })?;
-        if req.patch.as_ref().is_some_and(|p| !p.is_object()) {
-            return Err(ApiError::Invalid {
-                field: "patch".into(),
-                message: "must be an object keyed by phase".into(),
-            });
-        }
-        if let Some(p) = req.patch.as_ref().and_then(Value::as_object) {
-            if let Some(k) = p.keys().find(|k| k.parse::<Phase>().is_err()) {
-                return Err(ApiError::Invalid {
-                    field: "patch".into(),
-                    message: format!("{k:?} is not a phase: the patch is keyed by phase name"),
-                });
-            }
+        req.validate()?;
+        Ok(req)
+    }
+
+    /// Checks a request built or decoded: a patch keyed by phase, a rate in
+    /// range, and something named to replay.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        let req = self;
+        if let Some(p) = &req.patch {
+            check_patch(p)?;
         }
         if req
             .rate
@@ -235,7 +232,24 @@ impl ReplayBody {
                 message: "give ids, a fingerprint or a phase".into(),
             });
         }
-        Ok(req)
+        Ok(())
+    }
+}
+
+/// Checks a replay's patch: a JSON object whose keys are phase names.
+pub fn check_patch(patch: &Value) -> Result<(), ApiError> {
+    let Some(p) = patch.as_object() else {
+        return Err(ApiError::Invalid {
+            field: "patch".into(),
+            message: "must be an object keyed by phase".into(),
+        });
+    };
+    match p.keys().find(|k| k.parse::<Phase>().is_err()) {
+        Some(k) => Err(ApiError::Invalid {
+            field: "patch".into(),
+            message: format!("{k:?} is not a phase: the patch is keyed by phase name"),
+        }),
+        None => Ok(()),
     }
 }
 

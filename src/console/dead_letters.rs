@@ -24,7 +24,7 @@ use super::{
 };
 use crate::{
     api::{
-        dead_letters::{preview as preview_of, replay_targets, ReplayBody},
+        dead_letters::{check_patch, preview as preview_of, replay_targets, ReplayBody},
         error::ApiError,
         replays,
     },
@@ -303,13 +303,6 @@ pub struct PatchBody {
     pub patch: Value,
 }
 
-/// Checks a patch as a replay would (an object keyed by phase name).
-fn check_patch(patch: &Value) -> Result<(), ApiError> {
-    let body =
-        serde_json::to_vec(&json!({"ids": [Uuid::nil()], "patch": patch})).unwrap_or_default();
-    ReplayBody::parse(&body).map(|_| ())
-}
-
 /// `POST /console/dead-letters/{id}/patched`: the inputs with the patch
 /// applied, or why the patch is refused. Changes nothing.
 pub async fn patched(
@@ -384,9 +377,7 @@ pub async fn replay_one(
         reason: form.reason,
         ..Default::default()
     };
-    if let Some(p) = &req.patch {
-        check_patch(p)?;
-    }
+    req.validate()?;
     let job = replays::start(&engine, &signed.who, &req).await?;
     Ok(Redirect::to(&format!("/console/replays/{}", job.id)).into_response())
 }
@@ -399,7 +390,11 @@ pub async fn replay_group(
     Form(form): Form<GroupForm>,
 ) -> Result<Response, ConsoleError> {
     signed.check(&headers, Some(&form.csrf))?;
-    let selection = json!({"fingerprint": form.fingerprint, "phase": form.phase});
+    let selection = ReplayBody {
+        fingerprint: Some(form.fingerprint),
+        phase: Some(form.phase),
+        ..Default::default()
+    };
     start_job(
         &engine,
         &signed,
@@ -410,13 +405,13 @@ pub async fn replay_group(
     .await
 }
 
-/// Starts a bulk replay of `selection` (`ids`, or `fingerprint` and
+/// Starts a bulk replay of `selection` (its `ids`, or `fingerprint` and
 /// `phase`) at the form's rate, with its reason, and goes to the job's page;
 /// a selection with nothing pending in the scope is 404.
 pub(super) async fn start_job(
     engine: &Engine,
     signed: &Signed,
-    mut selection: Value,
+    selection: ReplayBody,
     rate: Option<&str>,
     reason: Option<String>,
 ) -> Result<Response, ConsoleError> {
@@ -427,9 +422,12 @@ pub(super) async fn start_job(
         })?),
         None => None,
     };
-    selection["rate"] = json!(rate);
-    selection["reason"] = json!(reason);
-    let req = ReplayBody::parse(&serde_json::to_vec(&selection).unwrap_or_default())?;
+    let req = ReplayBody {
+        rate,
+        reason,
+        ..selection
+    };
+    req.validate()?;
     // Nothing pending (another replay took it): say so.
     if replay_targets(engine, signed.scope(), &req)
         .await?

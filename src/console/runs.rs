@@ -426,7 +426,10 @@ pub async fn replay_selected(
     if targets.is_empty() {
         return Err(ConsoleError::NotFound("pending dead letter of those runs"));
     }
-    let selection = serde_json::json!({ "ids": targets });
+    let selection = crate::api::dead_letters::ReplayBody {
+        ids: targets,
+        ..Default::default()
+    };
     super::dead_letters::start_job(
         &engine,
         &signed,

@@ -16,6 +16,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::{layout, session::Signed, ConsoleError};
+use crate::html::charts;
 use crate::{
     api::error::ApiError,
     pipeline::Engine,
@@ -100,140 +101,6 @@ fn series(
     out.into_iter().collect()
 }
 
-/// A number as the charts label it: `—` when not finite, whole numbers
-/// without decimals, huge ones in exponent form.
-fn num(v: f64) -> String {
-    if !v.is_finite() {
-        "—".into()
-    } else if v.abs() >= 1e12 {
-        format!("{v:.3e}")
-    } else if v == v.trunc() {
-        format!("{v:.0}")
-    } else if v.abs() >= 100.0 {
-        format!("{v:.2}")
-    } else {
-        format!("{v:.4}")
-    }
-}
-
-/// A value a chart can place: not finite is 0, and magnitudes are bounded
-/// so that differences of two values stay finite.
-fn plottable(v: f64) -> f64 {
-    if v.is_finite() {
-        v.clamp(-1e300, 1e300)
-    } else {
-        0.0
-    }
-}
-
-/// Where `v` falls in `[lo, hi]`, from 0 to 1 (0 for an empty range).
-fn share(v: f64, lo: f64, hi: f64) -> f64 {
-    let span = hi - lo;
-    if span > 0.0 && span.is_finite() {
-        ((plottable(v) - lo) / span).clamp(0.0, 1.0)
-    } else {
-        0.0
-    }
-}
-
-const CHART_W: f64 = 640.0;
-const CHART_H: f64 = 180.0;
-const PAD_L: f64 = 70.0;
-const PAD_B: f64 = 24.0;
-const PAD_T: f64 = 12.0;
-
-/// A time series as an SVG line chart: `points` in order (label, value),
-/// the y axis from the least of 0 and the values to the greatest. Values
-/// that are not finite are drawn as 0 (and labelled `—`).
-fn svg_series(title: &str, unit: &str, points: &[(String, f64)]) -> Markup {
-    let values: Vec<f64> = points.iter().map(|(_, v)| plottable(*v)).collect();
-    let hi = values.iter().copied().fold(0.0_f64, f64::max);
-    let lo = values.iter().copied().fold(0.0_f64, f64::min);
-    let plot_w = CHART_W - PAD_L - 10.0;
-    let plot_h = CHART_H - PAD_T - PAD_B;
-    let x = |i: usize| {
-        if points.len() <= 1 {
-            PAD_L + plot_w / 2.0
-        } else {
-            PAD_L + plot_w * i as f64 / (points.len() - 1) as f64
-        }
-    };
-    let y = |v: f64| PAD_T + plot_h * (1.0 - share(v, lo, hi));
-    let line: String = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v)))
-        .collect::<Vec<_>>()
-        .join(" ");
-    html! {
-        figure.chart {
-            figcaption { b { (title) } " (" (unit) ")" }
-            svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label=(title)
-                viewBox={ "0 0 " (CHART_W) " " (CHART_H) } width="100%" style="max-width:640px;background:#fff;border:1px solid #d9dee6" {
-                title { (title) }
-                line x1=(PAD_L) y1=(PAD_T + plot_h) x2=(CHART_W - 10.0) y2=(PAD_T + plot_h) stroke="#d9dee6" {}
-                line x1=(PAD_L) y1=(PAD_T) x2=(PAD_L) y2=(PAD_T + plot_h) stroke="#d9dee6" {}
-                text x=(PAD_L - 6.0) y=(PAD_T + 10.0) text-anchor="end" font-size="11" fill="#5b6574" { (num(hi)) }
-                text x=(PAD_L - 6.0) y=(PAD_T + plot_h) text-anchor="end" font-size="11" fill="#5b6574" { (num(lo)) }
-                @if points.is_empty() {
-                    text x=(PAD_L + plot_w / 2.0) y=(PAD_T + plot_h / 2.0) text-anchor="middle" font-size="12" fill="#5b6574" { "No data" }
-                } @else {
-                    @if let Some((first, _)) = points.first() {
-                        text x=(PAD_L) y=(CHART_H - 6.0) font-size="11" fill="#5b6574" { (first) }
-                    }
-                    @if points.len() > 1 {
-                        @if let Some((last, _)) = points.last() {
-                            text x=(CHART_W - 10.0) y=(CHART_H - 6.0) text-anchor="end" font-size="11" fill="#5b6574" { (last) }
-                        }
-                        polyline points=(line) fill="none" stroke="#2456c8" stroke-width="1.5" {}
-                    }
-                    @for (i, (label, v)) in points.iter().enumerate() {
-                        circle cx={ (format!("{:.1}", x(i))) } cy={ (format!("{:.1}", y(values[i]))) } r="2.5" fill="#2456c8" {
-                            title { (label) ": " (num(*v)) " " (unit) }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Labelled values as SVG horizontal bars, longest for the greatest value;
-/// a value that is not finite, or not above 0, has no bar (its label says
-/// what it is).
-fn svg_bars(title: &str, unit: &str, items: &[(String, f64)]) -> Markup {
-    let hi = items
-        .iter()
-        .map(|(_, v)| plottable(*v))
-        .fold(0.0_f64, f64::max);
-    let row_h = 20.0;
-    let label_w = 180.0;
-    let value_w = 110.0;
-    let bar_w = CHART_W - label_w - value_w;
-    let height = (items.len().max(1) as f64) * row_h + 8.0;
-    html! {
-        figure.chart {
-            figcaption { b { (title) } " (" (unit) ")" }
-            svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label=(title)
-                viewBox={ "0 0 " (CHART_W) " " (height) } width="100%" style="max-width:640px;background:#fff;border:1px solid #d9dee6" {
-                title { (title) }
-                @if items.is_empty() {
-                    text x="8" y="18" font-size="12" fill="#5b6574" { "No data" }
-                }
-                @for (i, (label, v)) in items.iter().enumerate() {
-                    @let top = 4.0 + i as f64 * row_h;
-                    @let w = bar_w * share(*v, 0.0, hi);
-                    text x=(label_w - 6.0) y=(top + 14.0) text-anchor="end" font-size="12" fill="#1d2430" { (super::runs::clip(label, 26)) }
-                    rect x=(label_w) y=(top + 3.0) width={ (format!("{w:.1}")) } height=(row_h - 6.0) fill="#2456c8" {
-                        title { (label) ": " (num(*v)) " " (unit) }
-                    }
-                    text x=(label_w + w + 4.0) y=(top + 14.0) font-size="11" fill="#5b6574" { (num(*v)) }
-                }
-            }
-        }
-    }
-}
-
 /// A table of sums by one key (`what`: its heading and its cells' prefix).
 fn sum_table(what: &str, sums: &BTreeMap<String, Sum>) -> Markup {
     html! {
@@ -263,7 +130,7 @@ fn sum_table(what: &str, sums: &BTreeMap<String, Sum>) -> Markup {
 
 fn cost_bars(title: &str, sums: &BTreeMap<String, Sum>) -> Markup {
     let items: Vec<(String, f64)> = sums.iter().map(|(k, s)| (k.clone(), s.cost_usd)).collect();
-    svg_bars(title, "USD", &items)
+    charts::bars(title, "USD", &items)
 }
 
 fn call_bars(title: &str, sums: &BTreeMap<String, Sum>) -> Markup {
@@ -271,7 +138,7 @@ fn call_bars(title: &str, sums: &BTreeMap<String, Sum>) -> Markup {
         .iter()
         .map(|(k, s)| (k.clone(), s.calls as f64))
         .collect();
-    svg_bars(title, "calls", &items)
+    charts::bars(title, "calls", &items)
 }
 
 /// `GET /console/usage?days=N`.
@@ -328,8 +195,8 @@ pub async fn page(
         }
         h2 { "Over time" }
         div.grid2 {
-            (svg_series(&format!("Cost per {bucket}"), "USD", &cost_points))
-            (svg_series(&format!("Calls per {bucket}"), "calls", &call_points))
+            (charts::line(&format!("Cost per {bucket}"), "USD", &cost_points))
+            (charts::line(&format!("Calls per {bucket}"), "calls", &call_points))
         }
         h2 { "By model" }
         div.grid2 { (cost_bars("Cost by model", &by_model)) (call_bars("Calls by model", &by_model)) }
@@ -349,69 +216,6 @@ pub async fn page(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pts(values: &[f64]) -> Vec<(String, f64)> {
-        values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (format!("p{i}"), *v))
-            .collect()
-    }
-
-    /// Every number in the SVG's coordinates is finite.
-    fn coordinates_are_finite(svg: &str) {
-        assert!(!svg.contains("NaN"), "{svg}");
-        assert!(!svg.contains("inf"), "{svg}");
-    }
-
-    #[test]
-    fn charts_of_nothing_say_so() {
-        let s = svg_series("Cost", "USD", &[]).into_string();
-        assert!(s.contains("No data") && s.contains("<svg"), "{s}");
-        let b = svg_bars("Cost", "USD", &[]).into_string();
-        assert!(b.contains("No data") && b.contains("<svg"), "{b}");
-    }
-
-    #[test]
-    fn odd_values_never_panic_or_draw_nan() {
-        let odd = [
-            f64::NAN,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-            -5.0,
-            0.0,
-            f64::MAX,
-            -f64::MAX,
-            f64::MIN_POSITIVE,
-            1e308,
-        ];
-        for values in [&odd[..], &[f64::NAN], &[-1.0], &[f64::MAX], &[0.0, 0.0]] {
-            let s = svg_series("t", "u", &pts(values)).into_string();
-            coordinates_are_finite(&s);
-            let b = svg_bars("t", "u", &pts(values)).into_string();
-            coordinates_are_finite(&b);
-        }
-        // The labels say a value is unknown rather than printing NaN.
-        assert!(svg_bars("t", "u", &pts(&[f64::NAN]))
-            .into_string()
-            .contains('—'));
-    }
-
-    #[test]
-    fn the_greatest_bar_is_full_and_negative_bars_are_empty() {
-        let b = svg_bars("t", "u", &pts(&[2.0, 1.0, -3.0])).into_string();
-        let full = format!("width=\"{:.1}\"", CHART_W - 180.0 - 110.0);
-        let half = format!("width=\"{:.1}\"", (CHART_W - 180.0 - 110.0) / 2.0);
-        assert!(b.contains(&full), "{b}");
-        assert!(b.contains(&half), "{b}");
-        assert!(b.contains("width=\"0.0\""), "{b}");
-    }
-
-    #[test]
-    fn labels_are_escaped() {
-        let b = svg_bars("t", "u", &[("<script>".to_string(), 1.0)]).into_string();
-        assert!(!b.contains("<script>") && b.contains("&lt;script&gt;"));
-    }
 
     #[test]
     fn days_are_1_to_90() {
@@ -433,13 +237,5 @@ mod tests {
         assert!(s.iter().all(|(_, v)| *v == Sum::default()));
         let h = series(&[], to - Duration::days(2), to, Duration::hours(1));
         assert!((48..=49).contains(&h.len()), "{}", h.len());
-    }
-
-    #[test]
-    fn numbers_are_labelled_readably() {
-        assert_eq!(num(3.0), "3");
-        assert_eq!(num(0.125), "0.1250");
-        assert_eq!(num(f64::NAN), "—");
-        assert!(num(f64::MAX).contains('e'));
     }
 }
