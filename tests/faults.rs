@@ -1,4 +1,6 @@
-//! Fault tests: kill -9, broker restart, database outage, SIGTERM under load.
+//! Fault tests: kill -9, broker restart, database outage, SIGTERM under
+//! load, and (modules `cluster`, `failover`) a broker node lost from a
+//! three-node cluster and a Postgres failover to a synchronous standby.
 //!
 //! They restart shared services, so they are `#[ignore]`d in the parallel
 //! suite and `deploy/local/test` runs them afterwards with `--ignored`, one
@@ -12,6 +14,12 @@ use std::{
     process::{Child, Command, Stdio},
     time::Duration,
 };
+
+// The three-node broker cluster and the Postgres failover.
+#[path = "faults/cluster.rs"]
+mod cluster;
+#[path = "faults/failover.rs"]
+mod failover;
 
 use common::*;
 use netra::config::Config;
