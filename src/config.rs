@@ -48,9 +48,13 @@ pub struct HttpLimits {
 /// All of netra's settings.
 #[derive(Clone)]
 pub struct Config {
-    /// RabbitMQ URL (`NETRA_AMQP_URL`), secret because it holds a password.
+    /// RabbitMQ URL (`NETRA_AMQP_URL`), secret because it holds a password;
+    /// a comma-separated list of URLs for several broker nodes (read it
+    /// with [`Config::amqp_urls`]).
     pub amqp_url: SecretString,
-    /// Postgres URL (`NETRA_DATABASE_URL`).
+    /// Postgres URL (`NETRA_DATABASE_URL`); it may name several hosts
+    /// (`postgres://user:pw@h1:5432,h2:5432/db`), of which netra uses the
+    /// writable one (see [`crate::store::hosts`]).
     pub database_url: SecretString,
     /// Redis URL (`NETRA_REDIS_URL`).
     pub redis_url: SecretString,
@@ -164,17 +168,38 @@ impl std::fmt::Debug for Config {
 }
 
 /// Replaces the password of a `scheme://user:password@host/...` URL with `***`.
+/// A comma-separated list of URLs (`NETRA_AMQP_URL` may hold one) has each
+/// of its passwords replaced; a multi-host Postgres URL keeps its host list.
+/// A text that is no URL at all becomes `***`.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
+    let starts: Vec<usize> = url.match_indices("://").map(|(i, _)| i + 3).collect();
+    if starts.is_empty() {
         return "***".to_string();
+    }
+    let mut out = String::with_capacity(url.len());
+    out.push_str(&url[..starts[0]]);
+    for (k, &start) in starts.iter().enumerate() {
+        // This URL runs up to the next "://" (the next URL's scheme is
+        // inside this stretch, after the part that can hold credentials).
+        let end = starts.get(k + 1).map_or(url.len(), |next| next - 3);
+        out.push_str(&redact_one(&url[start..end]));
+        if end < url.len() {
+            out.push_str("://");
+        }
+    }
+    out
+}
+
+/// The part of one URL after `scheme://`, its credentials replaced: they
+/// end at the last `@` before the query (a path rarely holds an `@`, and
+/// hiding too much is the safe mistake).
+fn redact_one(rest: &str) -> String {
+    let query = rest.find(['?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..query].rfind('@') else {
+        return rest.to_string();
     };
-    let rest = &url[scheme_end + 3..];
-    let Some(at) = rest.find('@') else {
-        return url.to_string();
-    };
-    let creds = &rest[..at];
-    let user = creds.split(':').next().unwrap_or("");
-    format!("{}://{}:***@{}", &url[..scheme_end], user, &rest[at + 1..])
+    let user = rest[..at].split(':').next().unwrap_or("");
+    format!("{user}:***@{}", &rest[at + 1..])
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -218,26 +243,71 @@ impl UrlKind {
 /// Checks a connection URL with the parser of the client that will use it.
 /// The error never contains the value, nor the parser's message (which may
 /// quote it): a URL holds a password.
+///
+/// For [`UrlKind::Amqp`] the value may be a comma-separated list of URLs
+/// (several broker nodes; see [`amqp_urls`]): each element must parse, and
+/// an empty element is refused. For [`UrlKind::Postgres`] it may name
+/// several hosts (`postgres://user:pw@h1:5432,h2:5432/db`, see
+/// [`crate::store::hosts`]): each host's single-host equivalent must parse.
 pub fn check_url(var: &'static str, url: &str, kind: UrlKind) -> Result<(), ConfigError> {
-    let ok = match kind {
-        UrlKind::Amqp => url.parse::<lapin::uri::AMQPUri>().is_ok(),
-        UrlKind::Postgres => {
-            (url.starts_with("postgres://") || url.starts_with("postgresql://"))
-                && url.parse::<sqlx::postgres::PgConnectOptions>().is_ok()
-        }
-        UrlKind::Redis => redis::parse_redis_url(url).is_some() && redis::Client::open(url).is_ok(),
+    let invalid = |what: String| ConfigError {
+        var,
+        reason: format!(
+            "{what}; expected the form {} (the value is not shown: it may hold a password)",
+            kind.expected()
+        ),
     };
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError {
-            var,
-            reason: format!(
-                "not a valid URL; expected the form {} (the value is not shown: it may hold a password)",
-                kind.expected()
-            ),
-        })
+    match kind {
+        UrlKind::Amqp => {
+            let parts: Vec<&str> = url.split(',').map(str::trim).collect();
+            let n = parts.len();
+            for (k, part) in parts.iter().enumerate() {
+                let what = if n == 1 {
+                    "not a valid URL".to_string()
+                } else if part.is_empty() {
+                    return Err(ConfigError {
+                        var,
+                        reason: format!(
+                            "element {} of the comma-separated list of {n} is empty",
+                            k + 1
+                        ),
+                    });
+                } else {
+                    format!(
+                        "element {} of the comma-separated list of {n} is not a valid URL",
+                        k + 1
+                    )
+                };
+                if part.parse::<lapin::uri::AMQPUri>().is_err() {
+                    return Err(invalid(what));
+                }
+            }
+            Ok(())
+        }
+        UrlKind::Postgres => match crate::store::hosts::Hosts::parse(url) {
+            Ok(_) => Ok(()),
+            Err(crate::store::hosts::HostsError::Invalid) => Err(invalid("not a valid URL".into())),
+            Err(e) => Err(invalid(format!("not a valid URL ({e})"))),
+        },
+        UrlKind::Redis => {
+            if redis::parse_redis_url(url).is_some() && redis::Client::open(url).is_ok() {
+                Ok(())
+            } else {
+                Err(invalid("not a valid URL".into()))
+            }
+        }
     }
+}
+
+/// The elements of a comma-separated list of URLs (`NETRA_AMQP_URL`),
+/// trimmed, empty ones left out. A single URL is a list of one. A comma
+/// inside one URL must be percent-encoded (`%2C`).
+pub fn amqp_urls(value: &str) -> Vec<&str> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
 }
 
 fn url_setting(
@@ -446,6 +516,12 @@ impl Config {
             .unwrap_or(self.phase_timeout)
     }
 
+    /// The broker addresses of `NETRA_AMQP_URL`, in the order given (one for
+    /// a single URL). They hold passwords: never log them unredacted.
+    pub fn amqp_urls(&self) -> Vec<&str> {
+        amqp_urls(self.amqp_url.expose_secret())
+    }
+
     /// Concurrency (and prefetch) for one phase.
     pub fn concurrency_for(&self, phase: &str) -> u16 {
         self.concurrency
@@ -546,6 +622,81 @@ mod tests {
             UrlKind::Redis
         )
         .is_ok());
+    }
+
+    #[test]
+    fn redact_hides_every_password_of_a_list() {
+        let r = redact_url("amqp://netra:pw1@h1:5682/%2f,amqp://netra:pw2@h2:5682/%2f");
+        assert_eq!(
+            r,
+            "amqp://netra:***@h1:5682/%2f,amqp://netra:***@h2:5682/%2f"
+        );
+        let r = redact_url("amqp://h1/%2f?heartbeat=5, amqps://u:pw3@h2/%2f");
+        assert_eq!(r, "amqp://h1/%2f?heartbeat=5, amqps://u:***@h2/%2f");
+        let r = redact_url("postgres://netra:pw4@h1:5442,[::1]:5443/netra?sslmode=disable");
+        assert_eq!(
+            r,
+            "postgres://netra:***@h1:5442,[::1]:5443/netra?sslmode=disable"
+        );
+        assert_eq!(redact_url("no url: hunter2"), "***");
+    }
+
+    #[test]
+    fn broker_address_lists_are_checked_element_by_element() {
+        let check = |url: &str| check_url("NETRA_AMQP_URL", url, UrlKind::Amqp);
+        let list = "amqp://netra:pw@127.0.0.1:5682/%2f,amqp://netra:pw@127.0.0.1:5683/%2f, amqp://netra:pw@127.0.0.1:5684/%2f";
+        assert!(check(list).is_ok());
+        assert_eq!(
+            amqp_urls(list),
+            [
+                "amqp://netra:pw@127.0.0.1:5682/%2f",
+                "amqp://netra:pw@127.0.0.1:5683/%2f",
+                "amqp://netra:pw@127.0.0.1:5684/%2f",
+            ]
+        );
+        assert_eq!(amqp_urls("amqp://h/%2f"), ["amqp://h/%2f"]);
+        for (bad, element) in [
+            (
+                "amqp://u:hunter2@h1/%2f,,amqp://u:hunter2@h2/%2f",
+                "element 2",
+            ),
+            ("amqp://u:hunter2@h1/%2f,", "element 2"),
+            (",amqp://u:hunter2@h1/%2f", "element 1"),
+            (
+                "amqp://u:hunter2@h1/%2f,amqp://u:hunter2@[::1/%2f",
+                "element 2",
+            ),
+            ("amqp://u:hunter2@h1/%2f,u:hunter2@h2/%2f", "element 2"),
+        ] {
+            let e = check(bad).expect_err(bad);
+            let text = format!("{e} {e:?}");
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("NETRA_AMQP_URL"), "{text}");
+            assert!(text.contains(element), "{bad}: {text}");
+        }
+    }
+
+    #[test]
+    fn database_urls_may_name_several_hosts() {
+        let check = |url: &str| check_url("NETRA_DATABASE_URL", url, UrlKind::Postgres);
+        assert!(
+            check("postgres://netra:pw@127.0.0.1:5442,127.0.0.1:5443/netra?sslmode=disable")
+                .is_ok()
+        );
+        assert!(
+            check("postgres://netra:pw@[::1]:5442,db2/netra?target_session_attrs=read-write")
+                .is_ok()
+        );
+        for bad in [
+            "postgres://netra:hunter2@h1,,h2/netra",
+            "postgres://netra:hunter2@h1,h2:x/netra",
+            "postgres://netra:hunter2@h1,h2/netra?target_session_attrs=standby",
+        ] {
+            let e = check(bad).expect_err(bad);
+            let text = format!("{e} {e:?}");
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("NETRA_DATABASE_URL"), "{text}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! TLS to the services (docs/DESIGN.md "TLS"). AMQPS (`amqps://` in
 //! `NETRA_AMQP_URL`), Postgres (`sslmode=verify-full` in
 //! `NETRA_DATABASE_URL`) and Redis (`rediss://` in `NETRA_REDIS_URL`) are
-//! spoken with rustls; servers are verified against the system's roots
+//! spoken with rustls (each `amqps://` address of a list of broker nodes
+//! is checked); servers are verified against the system's roots
 //! plus, for a private CA, the certificates of `NETRA_TLS_CA_FILE` (PEM).
 //!
 //! A server whose certificate does not verify is a start-up error that
@@ -108,8 +109,12 @@ const HINT: &str = "check NETRA_TLS_CA_FILE (the CA that signed the server's cer
 /// failures (the service is down) are left to the usual reconnects.
 pub async fn check_services(config: &Config) -> Result<(), String> {
     let ca = config.tls_ca.as_ref();
-    let amqp = config.amqp_url.expose_secret();
-    if amqp.starts_with("amqps://") {
+    let amqps: Vec<&str> = config
+        .amqp_urls()
+        .into_iter()
+        .filter(|u| u.starts_with("amqps://"))
+        .collect();
+    for amqp in &amqps {
         match crate::broker::connect_url_tls(amqp, "netra tls check", ca).await {
             // Closed at once (a dropped connection is logged by the broker
             // as closed unexpectedly).
@@ -117,7 +122,13 @@ pub async fn check_services(config: &Config) -> Result<(), String> {
                 let _ = conn.close(200, "tls checked".into()).await;
             }
             Err(e) if is_certificate_error(&e.to_string()) => {
-                return Err(refused("RabbitMQ", &e.to_string(), HINT));
+                // With several broker addresses, the one that failed (by
+                // host and port only).
+                let service = match amqp_host(amqp) {
+                    Some(host) if config.amqp_urls().len() > 1 => format!("RabbitMQ at {host}"),
+                    _ => "RabbitMQ".to_string(),
+                };
+                return Err(refused(&service, &e.to_string(), HINT));
             }
             Err(_) => {}
         }
@@ -144,6 +155,12 @@ pub async fn check_services(config: &Config) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `host:port` of an AMQP URL (no credentials).
+fn amqp_host(url: &str) -> Option<String> {
+    let uri = url.parse::<lapin::uri::AMQPUri>().ok()?;
+    Some(format!("{}:{}", uri.authority.host, uri.authority.port))
 }
 
 /// The start-up error of Postgres, when its failure is a certificate that

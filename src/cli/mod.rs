@@ -189,15 +189,15 @@ pub enum TenantAction {
 
 /// Prints the least privileges of a tenant's broker user and how to set them.
 fn print_broker_permissions(config: &Config, user: &str) {
-    use secrecy::ExposeSecret;
     let names = Names::new(&config.namespace);
     let p = crate::broker::permissions::for_tenant(&names, user);
+    // The vhost of the first broker address (all of them name the same).
     let vhost = config
-        .amqp_url
-        .expose_secret()
-        .parse::<lapin::uri::AMQPUri>()
+        .amqp_urls()
+        .first()
+        .and_then(|u| u.parse::<lapin::uri::AMQPUri>().ok())
         .map(|u| u.vhost)
-        .unwrap_or_else(|_| "/".into());
+        .unwrap_or_else(|| "/".into());
     eprintln!(
         "broker user {user}: publish requests to exchange {} with user_id={user}; reply queues must be named {}…\n\
          give it exactly these permissions:\n  {}",

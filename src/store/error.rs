@@ -11,11 +11,16 @@
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The store cannot be reached: Postgres is unreachable, restarting or
-    /// out of resources (I/O, TLS, protocol errors, pool timeouts; SQLSTATE
-    /// classes 08, 53 and 57P), or the batcher that writes for the caller
-    /// is gone (a shutdown) or died without an answer. Not the caller's
-    /// fault: work is handed back once the database answers, and never
-    /// spends a phase attempt.
+    /// out of resources (I/O errors such as a refused connection, TLS,
+    /// protocol errors, pool timeouts; SQLSTATE classes 08 and 53, and 57P:
+    /// admin shutdown, crash shutdown, cannot connect now), or the server
+    /// written to is no longer the primary (SQLSTATE 25006,
+    /// read_only_sql_transaction: a standby after a failover, or a
+    /// connection a multi-host pool refused because the server is in
+    /// recovery), or the batcher that writes for the caller is gone (a
+    /// shutdown) or died without an answer. Not the caller's fault: work is
+    /// handed back once the database answers, and never spends a phase
+    /// attempt.
     #[error("{0}")]
     Outage(String),
     /// The row the call needs does not exist (a run, a dead letter).
@@ -132,8 +137,11 @@ fn is_outage(e: &sqlx::Error) -> bool {
         | sqlx::Error::Tls(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|c| {
             // 08: connection exception; 57P01-03: admin shutdown, crash
-            // shutdown, cannot connect now; 53: insufficient resources.
-            c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")
+            // shutdown, cannot connect now; 53: insufficient resources;
+            // 25006: read-only transaction (the server became a standby:
+            // the writes belong on the new primary, once the pools follow
+            // it).
+            c.starts_with("08") || c.starts_with("57P") || c.starts_with("53") || c == "25006"
         }),
         sqlx::Error::Protocol(_) => true,
         _ => false,
@@ -143,6 +151,61 @@ fn is_outage(e: &sqlx::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database error with only a SQLSTATE, as Postgres reports one.
+    #[derive(Debug)]
+    struct Sqlstate(&'static str);
+
+    impl std::fmt::Display for Sqlstate {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "error with SQLSTATE {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Sqlstate {}
+
+    impl sqlx::error::DatabaseError for Sqlstate {
+        fn message(&self) -> &str {
+            "error"
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn database(code: &'static str) -> Error {
+        Error::from(sqlx::Error::Database(Box::new(Sqlstate(code))))
+    }
+
+    #[test]
+    fn a_failover_is_an_outage() {
+        // Writing to a standby, the server shutting down or starting up,
+        // the connection lost or refused.
+        for code in [
+            "25006", "57P01", "57P02", "57P03", "08006", "08001", "53300",
+        ] {
+            assert!(database(code).is_outage(), "{code}");
+        }
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(Error::from(sqlx::Error::Io(refused)).is_outage());
+        // Other SQLSTATEs keep their meaning.
+        assert!(database("22021").is_bad_data());
+        assert!(matches!(database("23505"), Error::Conflict(_)));
+        assert!(matches!(database("25P02"), Error::Internal(_)));
+        assert!(matches!(database("42601"), Error::Internal(_)));
+    }
 
     #[test]
     fn sqlx_errors_map_to_what_callers_decide_on() {

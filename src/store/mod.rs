@@ -19,6 +19,7 @@ pub mod catalog;
 pub mod dead_letters;
 pub mod effects;
 pub mod error;
+pub mod hosts;
 pub mod ingests;
 pub mod keys;
 pub mod leases;
@@ -37,13 +38,14 @@ pub mod workloads;
 
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
-    ConnectOptions, PgPool,
+    PgPool,
 };
 
 use crate::config::Config;
+use hosts::{Derive, Hosts};
 
 pub use error::Error;
 
@@ -51,18 +53,14 @@ pub use error::Error;
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Opens a pool to the configured database. Statement logging is off, so
-/// neither queries nor connection strings reach the logs.
+/// neither queries nor connection strings reach the logs. With several
+/// hosts in the URL, the pool uses the writable one and follows it (see
+/// [`hosts`]).
 pub async fn connect(config: &Config) -> Result<PgPool, Error> {
-    let options = config
-        .database_url
-        .expose_secret()
-        .parse::<PgConnectOptions>()?
-        .disable_statement_logging();
-    Ok(PgPoolOptions::new()
+    let pool = PgPoolOptions::new()
         .max_connections(config.db_pool_size)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(with_ca(options, config))
-        .await?)
+        .acquire_timeout(Duration::from_secs(5));
+    open(config, pool, main_options).await
 }
 
 /// Trusts `NETRA_TLS_CA_FILE` (with `sslmode=verify-full` or `verify-ca`
@@ -76,14 +74,51 @@ fn with_ca(options: PgConnectOptions, config: &Config) -> PgConnectOptions {
     }
 }
 
-/// Opens a pool to a database URL.
-pub async fn connect_url(url: &str, size: u32) -> Result<PgPool, Error> {
-    let options: PgConnectOptions = url.parse::<PgConnectOptions>()?.disable_statement_logging();
-    Ok(PgPoolOptions::new()
-        .max_connections(size)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options)
+/// The hosts of a database URL; a malformed one is [`Error::Internal`],
+/// which does not quote the URL.
+fn parse_hosts(url: &str) -> Result<Hosts, Error> {
+    Hosts::parse(url).map_err(|e| Error::Internal(format!("invalid database URL: {e}")))
+}
+
+/// Opens a pool of the configured database, `derive` adding the pool's
+/// settings to a host's options (the TLS CA included).
+async fn open(config: &Config, pool: PgPoolOptions, derive: Derive) -> Result<PgPool, Error> {
+    let hosts =
+        parse_hosts(config.database_url.expose_secret())?.map_options(|o| with_ca(o, config));
+    let ca = config.tls_ca.as_ref().map(|c| c.path.as_path());
+    open_hosts(&config.database_url, ca, hosts, pool, derive).await
+}
+
+/// One host: a plain pool, as always. Several: the writable host's, with
+/// the failover hooks and the watcher ([`hosts`]).
+async fn open_hosts(
+    url: &SecretString,
+    ca: Option<&std::path::Path>,
+    hosts: Hosts,
+    pool: PgPoolOptions,
+    derive: Derive,
+) -> Result<PgPool, Error> {
+    if hosts.is_multi() {
+        return hosts::open_pool(url, ca, hosts, pool, derive).await;
+    }
+    Ok(pool
+        .connect_with(derive(hosts.first().options().clone()))
         .await?)
+}
+
+/// Opens a pool to a database URL (several hosts are handled as in
+/// [`connect`], without a CA file).
+pub async fn connect_url(url: &str, size: u32) -> Result<PgPool, Error> {
+    let hosts = parse_hosts(url)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(Duration::from_secs(5));
+    open_hosts(&SecretString::from(url), None, hosts, pool, main_options).await
+}
+
+/// The main pool adds nothing to a host's options.
+fn main_options(options: PgConnectOptions) -> PgConnectOptions {
+    options
 }
 
 /// The settings of the engine's pools: the few statements the engine runs
@@ -93,14 +128,14 @@ pub async fn connect_url(url: &str, size: u32) -> Result<PgPool, Error> {
 /// that switch parts of them on and off make each custom plan look cheaper
 /// than the generic one; `netra bench` measured 17% more runs/s with it.
 /// The API's ad-hoc filters keep the default (custom plans) on the main pool.
-fn engine_options(config: &Config) -> Result<PgConnectOptions, sqlx::Error> {
-    let options = config
-        .database_url
-        .expose_secret()
-        .parse::<PgConnectOptions>()?
-        .disable_statement_logging()
-        .options([("plan_cache_mode", "force_generic_plan")]);
-    Ok(with_ca(options, config))
+fn engine_options(options: PgConnectOptions) -> PgConnectOptions {
+    options.options([("plan_cache_mode", "force_generic_plan")])
+}
+
+/// The engine's settings, and commits that do not wait for the WAL flush
+/// (see [`connect_relaxed`]).
+fn relaxed_options(options: PgConnectOptions) -> PgConnectOptions {
+    engine_options(options).options([("synchronous_commit", "off")])
 }
 
 /// The engine's pools hand out connections without a ping first (sqlx's
@@ -116,10 +151,8 @@ fn engine_pool_options() -> PgPoolOptions {
 /// Opens the pool of the engine's per-message statements: intake of AMQP
 /// requests and the effect transactions (durable commits).
 pub async fn connect_hot(config: &Config) -> Result<PgPool, Error> {
-    Ok(engine_pool_options()
-        .max_connections(config.db_pool_size)
-        .connect_with(engine_options(config)?)
-        .await?)
+    let pool = engine_pool_options().max_connections(config.db_pool_size);
+    open(config, pool, engine_options).await
 }
 
 /// Opens a small pool whose commits do not wait for the WAL flush
@@ -129,10 +162,8 @@ pub async fn connect_hot(config: &Config) -> Result<PgPool, Error> {
 /// redelivered and the outcome of every attempt is committed durably on the
 /// main pool. It saves one fsync per phase.
 pub async fn connect_relaxed(config: &Config) -> Result<PgPool, Error> {
-    Ok(engine_pool_options()
-        .max_connections((config.db_pool_size / 2).max(2))
-        .connect_with(engine_options(config)?.options([("synchronous_commit", "off")]))
-        .await?)
+    let pool = engine_pool_options().max_connections((config.db_pool_size / 2).max(2));
+    open(config, pool, relaxed_options).await
 }
 
 /// Applies pending migrations. A failing migration statement is classified
