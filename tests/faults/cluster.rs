@@ -76,6 +76,9 @@ async fn losing_the_leader_node_then_another_loses_nothing_and_applies_nothing_t
     let urls = cluster_urls();
     let (mut config, db) = test_config().await;
     config.amqp_url = SecretString::from(urls.join(","));
+    // Steps whose start mark or lease a fault lost are published again soon.
+    config.republish_after = Duration::from_secs(5);
+    config.lease = Duration::from_secs(3);
     prepared_db(&config).await.close().await;
     let t = TestApp::start_with(config.clone(), db, None).await;
 
@@ -106,7 +109,7 @@ async fn losing_the_leader_node_then_another_loses_nothing_and_applies_nothing_t
     on_spare.amqp_url = SecretString::from(urls[spare - 1].clone());
     let mut replies = Replies::open(&on_spare).await;
 
-    let n = 300;
+    let n = 600;
     publish_with_replies(&on_spare, "c", n, &replies.queue).await;
     let before = until_some_completed(&t.pool, 10).await;
 

@@ -54,6 +54,9 @@ async fn failover_to_the_synchronous_standby_keeps_every_acknowledged_effect() {
         "the standby is not a standby"
     );
     config.database_url = SecretString::from(both_hosts(&db));
+    // Steps whose start mark or lease a fault lost are published again soon.
+    config.republish_after = Duration::from_secs(5);
+    config.lease = Duration::from_secs(3);
     let t = TestApp::start_with(config.clone(), db.clone(), None).await;
     let mut replies = Replies::open(&config).await;
     let n = 300;
