@@ -21,7 +21,7 @@ mod cluster;
 #[path = "faults/failover.rs"]
 mod failover;
 
-use common::*;
+use common::{duplicator::duplicate_every_phase_message, *};
 use netra::config::Config;
 use rand::Rng;
 use serde_json::json;
@@ -435,103 +435,6 @@ async fn redis_outage_of_10s_stalls_nothing() {
 #[ignore = "restarts shared services: deploy/local/test runs it alone, after the suite"]
 async fn redis_outage_of_60s_stalls_nothing() {
     redis_outage_keeps_the_pipeline_going(Duration::from_secs(60)).await;
-}
-
-/// Copies every phase message once more (a test double for a network or
-/// broker that duplicates deliveries): a queue bound to the phase exchange
-/// for every phase receives each message, and the copy is published back
-/// to the exchange marked, so the copy itself is not copied again.
-async fn duplicate_every_phase_message(
-    config: &Config,
-    copies: std::sync::Arc<std::sync::atomic::AtomicU64>,
-) -> tokio::task::JoinHandle<()> {
-    use lapin::options::{
-        BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions,
-    };
-    let conn = netra::broker::connect(config, "duplicator").await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let q = format!("{}.test.duplicator", config.namespace);
-    ch.queue_declare(
-        q.as_str().into(),
-        QueueDeclareOptions {
-            auto_delete: true,
-            ..Default::default()
-        },
-        Default::default(),
-    )
-    .await
-    .unwrap();
-    for phase in netra::agents::standard().phases() {
-        ch.queue_bind(
-            q.as_str().into(),
-            format!("{}.phases", config.namespace).as_str().into(),
-            phase.into(),
-            QueueBindOptions::default(),
-            Default::default(),
-        )
-        .await
-        .unwrap();
-    }
-    let publisher = netra::broker::publisher::Publisher::open(&conn)
-        .await
-        .unwrap();
-    let mut consumer = ch
-        .basic_consume(
-            q.as_str().into(),
-            "dup".into(),
-            BasicConsumeOptions::default(),
-            Default::default(),
-        )
-        .await
-        .unwrap();
-    let ns = config.namespace.clone();
-    tokio::spawn(async move {
-        use futures_util::StreamExt;
-        let _conn = conn;
-        while let Some(Ok(d)) = consumer.next().await {
-            let headers = d.properties.headers().clone().unwrap_or_default();
-            let is_copy = headers.inner().contains_key("x-test-copy");
-            if !is_copy {
-                let mut out: Vec<(String, netra::broker::publisher::HeaderValue)> = Vec::new();
-                for (k, v) in headers.inner() {
-                    let v = match v {
-                        lapin::types::AMQPValue::LongString(s) => {
-                            netra::broker::publisher::HeaderValue::Text(s.to_string())
-                        }
-                        lapin::types::AMQPValue::LongLongInt(n) => {
-                            netra::broker::publisher::HeaderValue::Int(*n)
-                        }
-                        lapin::types::AMQPValue::LongInt(n) => {
-                            netra::broker::publisher::HeaderValue::Int(i64::from(*n))
-                        }
-                        _ => continue,
-                    };
-                    out.push((k.as_str().to_string(), v));
-                }
-                out.push((
-                    "x-test-copy".into(),
-                    netra::broker::publisher::HeaderValue::Int(1),
-                ));
-                let msg = netra::broker::publisher::Outgoing {
-                    exchange: format!("{ns}.phases"),
-                    routing_key: d.routing_key.as_str().to_string(),
-                    body: d.data.clone(),
-                    message_id: d.properties.message_id().as_ref().map(|m| m.to_string()),
-                    correlation_id: d
-                        .properties
-                        .correlation_id()
-                        .as_ref()
-                        .map(|m| m.to_string()),
-                    reply_to: None,
-                    headers: out,
-                };
-                if publisher.publish_routed(&msg).await.is_ok() {
-                    copies.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
-            let _ = d.acker.ack(BasicAckOptions::default()).await;
-        }
-    })
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@
 //! standard one that counts, waits at a gate or fails as the test sets it up.
 
 pub mod browser;
+pub mod duplicator;
 pub mod fake_llm;
 pub mod wrapper;
 
