@@ -116,17 +116,27 @@ impl Stack {
         })
     }
 
-    /// Closes, from the broker's side, every connection named `name`;
-    /// returns how many there were.
+    /// Closes, from the broker's side, every connection named `name` (the
+    /// name a client gives, `connection_name` in its client properties:
+    /// rabbitmqctl's `name` column is the peer address); returns how many
+    /// there were.
     pub async fn close_connections(&self, name: &str) -> Result<usize> {
         let listing = self
-            .run(&["rabbitmqctl", "-q", "list_connections", "name", "pid"])
+            .run(&[
+                "rabbitmqctl",
+                "-q",
+                "list_connections",
+                "pid",
+                "client_properties",
+                "--no-table-headers",
+            ])
             .await?;
+        let wanted = format!("{{\"connection_name\",\"{name}\"}}");
         let pids: Vec<&str> = listing
             .lines()
-            .filter_map(|l| l.rsplit_once('\t'))
-            .filter(|(n, _)| n.trim() == name)
-            .map(|(_, pid)| pid.trim())
+            .filter(|l| l.contains(&wanted))
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(pid, _)| pid.trim())
             .collect();
         for pid in &pids {
             self.run(&["rabbitmqctl", "close_connection", pid, "chaos"])
