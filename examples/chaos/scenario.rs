@@ -24,6 +24,7 @@ pub enum Scenario {
     BrokerNodeStop,
     BrokerNodeKill,
     BrokerRestart,
+    BrokerKill,
     PostgresRestart,
     PostgresOutage,
     PostgresFailover,
@@ -45,12 +46,13 @@ const OUTAGE: Duration = Duration::from_secs(20);
 
 impl Scenario {
     /// Every scenario, in the order the suite runs them.
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::WorkerKill,
         Scenario::CutOff,
         Scenario::BrokerNodeStop,
         Scenario::BrokerNodeKill,
         Scenario::BrokerRestart,
+        Scenario::BrokerKill,
         Scenario::PostgresRestart,
         Scenario::PostgresOutage,
         Scenario::PostgresFailover,
@@ -67,6 +69,7 @@ impl Scenario {
             Scenario::BrokerNodeStop => "broker-node-stop",
             Scenario::BrokerNodeKill => "broker-node-kill",
             Scenario::BrokerRestart => "broker-restart",
+            Scenario::BrokerKill => "broker-kill",
             Scenario::PostgresRestart => "postgres-restart",
             Scenario::PostgresOutage => "postgres-outage",
             Scenario::PostgresFailover => "postgres-failover",
@@ -96,6 +99,7 @@ impl Scenario {
                 "kill -9 a RabbitMQ node that is not the leader, start it again (cluster)"
             }
             Scenario::BrokerRestart => "workers know only node 1: stop node 1, start it again",
+            Scenario::BrokerKill => "workers know only node 1: kill -9 node 1, start it again",
             Scenario::PostgresRestart => "restart Postgres",
             Scenario::PostgresOutage => "stop Postgres for 20 s",
             Scenario::PostgresFailover => {
@@ -130,7 +134,10 @@ impl Scenario {
         Duration::from_secs(match self {
             Scenario::WorkerKill => 14,
             Scenario::CutOff => 8,
-            Scenario::BrokerNodeStop | Scenario::BrokerNodeKill | Scenario::BrokerRestart => 8,
+            Scenario::BrokerNodeStop
+            | Scenario::BrokerNodeKill
+            | Scenario::BrokerRestart
+            | Scenario::BrokerKill => 8,
             Scenario::PostgresOutage => 20,
             Scenario::PostgresRestart | Scenario::PostgresFailover => 5,
             Scenario::RedisFlush => 4,
@@ -159,7 +166,7 @@ impl Scenario {
     pub async fn target(self, stack: &Stack, names: &Names, rng: &mut StdRng) -> Result<Target> {
         let mut target = Target::default();
         match self {
-            Scenario::BrokerRestart => target.node = Some(1),
+            Scenario::BrokerRestart | Scenario::BrokerKill => target.node = Some(1),
             Scenario::BrokerNodeStop => {
                 let leaders = leaders(stack, names).await?;
                 let most = most_leading(&leaders);
@@ -330,6 +337,14 @@ impl Faults<'_> {
             Scenario::BrokerRestart => {
                 self.stop_start(
                     &["rabbitmq-node", "stop", "1"],
+                    &["rabbitmq-node", "start", "1"],
+                    1000..3000,
+                )
+                .await?;
+            }
+            Scenario::BrokerKill => {
+                self.stop_start(
+                    &["rabbitmq-node", "kill", "1"],
                     &["rabbitmq-node", "start", "1"],
                     1000..3000,
                 )
