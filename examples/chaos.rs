@@ -128,11 +128,13 @@ async fn suite(args: Args) -> Result<bool> {
         args.runs,
         env.log_dir.display()
     ));
+    // The commit the suite was built from: read before the run, so later
+    // edits to the checkout do not mark it dirty.
+    let commit = commit();
     let mut rows = Vec::new();
     for scenario in selected {
         rows.push(run_one(scenario, &env).await);
     }
-    let commit = commit();
     let command = std::env::var("NETRA_CHAOS_COMMAND")
         .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
     if args.markdown {

@@ -137,6 +137,59 @@ pub struct Config {
     /// The certificates of a private CA the services' TLS certificates are
     /// checked against, beside the system's roots (`NETRA_TLS_CA_FILE`).
     pub tls_ca: Option<crate::tls::CaFile>,
+    /// Fair admission between tenants (docs/DESIGN.md "Fair admission").
+    pub fair: FairConfig,
+}
+
+/// The defaults of fair admission (a tenant's own weight and cap, set with
+/// `netra tenant set`, override the last two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FairConfig {
+    /// The runs in flight the tenants share (`NETRA_FAIR_IN_FLIGHT`,
+    /// default 1024): a tenant alone may use all of it; tenants that wait
+    /// share it by weight.
+    pub in_flight: u32,
+    /// A tenant's weight unless set (`NETRA_FAIR_WEIGHT`, default 1).
+    pub weight: u32,
+    /// A tenant's cap on runs in flight unless set
+    /// (`NETRA_FAIR_MAX_IN_FLIGHT`; default none).
+    pub max_in_flight: Option<u32>,
+}
+
+impl Default for FairConfig {
+    /// The defaults of the settings: 1024 in flight, weight 1, no cap.
+    fn default() -> Self {
+        Self {
+            in_flight: 1024,
+            weight: 1,
+            max_in_flight: None,
+        }
+    }
+}
+
+impl FairConfig {
+    fn from_env() -> Result<Self, ConfigError> {
+        let in_flight: u32 = parse("NETRA_FAIR_IN_FLIGHT", 1024u32)?;
+        let weight: u32 = parse("NETRA_FAIR_WEIGHT", 1u32)?;
+        let max_in_flight: u32 = parse("NETRA_FAIR_MAX_IN_FLIGHT", 0u32)?;
+        if in_flight == 0 {
+            return Err(ConfigError {
+                var: "NETRA_FAIR_IN_FLIGHT",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if !(1..=1000).contains(&weight) {
+            return Err(ConfigError {
+                var: "NETRA_FAIR_WEIGHT",
+                reason: "must be from 1 to 1000".into(),
+            });
+        }
+        Ok(Self {
+            in_flight,
+            weight,
+            max_in_flight: (max_in_flight > 0).then_some(max_in_flight),
+        })
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -159,6 +212,7 @@ impl std::fmt::Debug for Config {
             .field("amqp_default_tenant", &self.amqp_default_tenant)
             .field("http", &self.http)
             .field("llm", &self.llm)
+            .field("fair", &self.fair)
             .field(
                 "tls_ca",
                 &self.tls_ca.as_ref().map(|c| c.path.display().to_string()),
@@ -503,6 +557,7 @@ impl Config {
             commit_concurrency: parse("NETRA_COMMIT_CONCURRENCY", 1usize)?,
             llm: crate::llm::config::LlmConfig::from_env()?,
             tls_ca: crate::tls::ca_from_env()?,
+            fair: FairConfig::from_env()?,
         };
         check_phase_timeouts(&config)?;
         Ok(config)

@@ -32,18 +32,19 @@ pub fn creator(
     first_phase: &'static str,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     batch: usize,
+    fair: crate::config::FairConfig,
 ) -> Creator {
     Batcher::start("requests", metrics, batch, 1, move |news: Vec<NewRun>| {
         let pool = pool.clone();
         async move {
-            let results = runs::create_runs(&pool, &news, first_phase, "amqp").await;
+            let results = runs::create_runs(&pool, &news, first_phase, "amqp", fair).await;
             let alone = news.len() == 1;
             let mut out = Vec::with_capacity(news.len());
             for (new, result) in news.iter().zip(results) {
                 out.push(match result {
                     Err(IntakeError::Db(e)) if !alone && !e.is_outage() => {
                         tracing::debug!(error = %e, "batched request failed; creating it alone");
-                        runs::create_run(&pool, new, first_phase, "amqp").await
+                        runs::create_run(&pool, new, first_phase, "amqp", fair).await
                     }
                     other => other,
                 });
@@ -52,6 +53,10 @@ pub fn creator(
         }
     })
 }
+
+/// The highest priority a request may carry (AMQP priorities above it
+/// count as it).
+pub const MAX_PRIORITY: u8 = 9;
 
 /// Longest accepted request text, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 20_000;
@@ -70,6 +75,10 @@ pub struct RequestBody {
     /// Free-form context.
     #[serde(default)]
     pub context: Option<Value>,
+    /// Priority, 0 (default) to 9: a tenant's waiting runs are released
+    /// highest first (over AMQP the message's `priority` property wins).
+    #[serde(default)]
+    pub priority: Option<u8>,
 }
 
 /// Why text with a NUL character is refused: Postgres cannot store it, so
@@ -116,6 +125,12 @@ impl RequestBody {
             return Err(Invalid {
                 field: "message",
                 problem: NUL_PROBLEM.into(),
+            });
+        }
+        if self.priority.is_some_and(|p| p > MAX_PRIORITY) {
+            return Err(Invalid {
+                field: "priority",
+                problem: format!("must be from 0 to {MAX_PRIORITY}"),
             });
         }
         if self.message.chars().count() > MAX_MESSAGE_CHARS {
@@ -188,6 +203,7 @@ impl RequestBody {
             context: self
                 .context
                 .unwrap_or_else(|| Value::Object(Default::default())),
+            priority: i16::from(self.priority.unwrap_or(0).min(MAX_PRIORITY)),
         }
     }
 }
@@ -201,8 +217,14 @@ pub async fn accept(
     new: &NewRun,
     actor: &str,
 ) -> Result<Accepted, IntakeError> {
-    let accepted =
-        runs::create_run(&engine.pool, new, engine.agents.router().first(), actor).await?;
+    let accepted = runs::create_run(
+        &engine.pool,
+        new,
+        engine.agents.router().first(),
+        actor,
+        engine.config.fair,
+    )
+    .await?;
     if accepted.run.status == crate::model::RunStatus::Queued {
         if let (Some(publisher), Some(env)) = (publisher, accepted.run.envelope()) {
             if let Err(e) = publisher
@@ -310,8 +332,13 @@ async fn admit(engine: &Engine, delivery: &Delivery) -> Result<Result<NewRun, Po
         Err(p) => return Ok(Err(p)),
     };
     let addressed = addressing(engine, props, mapped_user.as_deref());
+    let priority = props.priority().map(|p| i16::from(p.min(MAX_PRIORITY)));
     Ok(addressed.map(|(correlation_id, key, reply_to)| {
-        body.into_new_run(tenant, correlation_id, key, reply_to)
+        let mut new = body.into_new_run(tenant, correlation_id, key, reply_to);
+        if let Some(p) = priority {
+            new.priority = p;
+        }
+        new
     }))
 }
 

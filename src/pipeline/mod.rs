@@ -18,6 +18,7 @@
 //! - [`consumer`] is the generic consume loop (prefetch, concurrency, shutdown);
 //! - [`service`] owns the broker connection and restarts everything on loss.
 
+pub mod admission;
 pub mod agent;
 pub mod batcher;
 pub mod committer;
@@ -189,7 +190,7 @@ impl Engine {
                 batch,
                 config.commit_concurrency,
             ),
-            creator: intake::creator(hot.clone(), first, metrics.clone(), batch),
+            creator: intake::creator(hot.clone(), first, metrics.clone(), batch, config.fair),
             starter: starter::Starter::start(
                 marks.clone(),
                 config.worker_id.clone(),

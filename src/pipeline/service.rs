@@ -159,6 +159,9 @@ async fn start_tasks(
         let scheduler =
             super::retry::run_scheduler(engine.clone(), publisher, starter.local.clone());
         starter.tasks.spawn(scheduler);
+        let publisher = Publisher::open(conn).await?;
+        let admission = super::admission::run(engine.clone(), publisher, starter.local.clone());
+        starter.tasks.spawn(admission);
     }
     Ok(starter.tasks)
 }

@@ -19,6 +19,7 @@ pub mod catalog;
 pub mod dead_letters;
 pub mod effects;
 pub mod error;
+pub mod fair;
 pub mod hosts;
 pub mod ingests;
 pub mod keys;

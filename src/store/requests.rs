@@ -14,6 +14,12 @@ use super::{
     batch::{column, fail_rest, split_round},
     runs::{select_runs, Run, RUN_COLUMNS},
 };
+use crate::config::FairConfig;
+
+/// A setting as the SQL integer it is bound as (saturating).
+pub(super) fn to_i32(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
 
 /// A request accepted for processing.
 #[derive(Debug, Clone)]
@@ -34,6 +40,8 @@ pub struct NewRun {
     pub workload_id: Option<String>,
     /// Optional free-form context.
     pub context: Value,
+    /// Priority, 0-9 (docs/DESIGN.md "Fair admission").
+    pub priority: i16,
 }
 
 /// Why a request cannot become a run.
@@ -62,8 +70,9 @@ pub async fn create_run(
     new: &NewRun,
     first_phase: &str,
     actor: &str,
+    fair: FairConfig,
 ) -> Result<Accepted, IntakeError> {
-    create_runs(pool, std::slice::from_ref(new), first_phase, actor)
+    create_runs(pool, std::slice::from_ref(new), first_phase, actor, fair)
         .await
         .pop()
         .unwrap_or_else(|| {
@@ -107,6 +116,7 @@ pub async fn create_runs(
     news: &[NewRun],
     first_phase: &str,
     actor: &str,
+    fair: FairConfig,
 ) -> Vec<Result<Accepted, IntakeError>> {
     let mut results: Vec<Option<Result<Accepted, IntakeError>>> =
         (0..news.len()).map(|_| None).collect();
@@ -128,7 +138,7 @@ pub async fn create_runs(
                 .as_deref()
                 .map(|key| (n.tenant.as_str(), key))
         });
-        let rows = insert_round(pool, news, &threads, &round, first_phase, actor).await;
+        let rows = insert_round(pool, news, &threads, &round, first_phase, actor, fair).await;
         let rows = match rows {
             Ok(rows) => rows,
             Err(e) => {
@@ -174,6 +184,7 @@ async fn insert_round(
     round: &[usize],
     first_phase: &str,
     actor: &str,
+    fair: FairConfig,
 ) -> Result<Vec<CreatedRow>, Error> {
     let requests = column(round, |k| {
         let n = &news[k];
@@ -191,6 +202,10 @@ async fn insert_round(
         .bind(column(round, |k| news[k].message.as_str()))
         .bind(first_phase)
         .bind(actor)
+        .bind(column(round, |k| news[k].priority))
+        .bind(to_i32(fair.in_flight))
+        .bind(to_i32(fair.weight))
+        .bind(fair.max_in_flight.map(to_i32))
         .fetch_all(pool)
         .await?)
 }

@@ -56,6 +56,12 @@ pub struct Run {
     pub updated_at: DateTime<Utc>,
     /// Reached a final status.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The request's priority (0-9): waiting runs of a tenant are released
+    /// highest first.
+    pub priority: i16,
+    /// Why the run waits to be admitted (`tenant over its share`, `over
+    /// its rate`); none once admitted (docs/DESIGN.md "Fair admission").
+    pub wait_reason: Option<String>,
 }
 
 impl Run {
@@ -64,8 +70,12 @@ impl Run {
         self.status.is_final()
     }
 
-    /// The envelope of the run's current step.
+    /// The envelope of the run's current step; none while the run waits
+    /// to be admitted (nothing publishes a waiting run's step).
     pub fn envelope(&self) -> Option<Envelope> {
+        if self.wait_reason.is_some() {
+            return None;
+        }
         let phase = self.phase.as_deref()?;
         Some(Envelope::new(
             self.id,
@@ -85,7 +95,7 @@ impl Run {
 pub(super) const RUN_COLUMNS: &str =
     "id, tenant, thread_id, correlation_id, request_message_id, reply_to, \
      request, status, phase, attempt, replay, next_attempt_at, result, error, created_at, \
-     updated_at, finished_at";
+     updated_at, finished_at, priority, wait_reason";
 
 /// A compile-time checked `query_as!` of [`Run`] rows: `SELECT` the run
 /// columns `FROM runs`, then `$rest` (a string literal: conditions, order,
@@ -96,7 +106,8 @@ macro_rules! select_runs {
             $crate::store::runs::Run,
             r#"SELECT id, tenant, thread_id, correlation_id, request_message_id, reply_to,
              request, status AS "status: crate::model::RunStatus", phase, attempt, replay,
-             next_attempt_at, result, error, created_at, updated_at, finished_at FROM runs "#
+             next_attempt_at, result, error, created_at, updated_at, finished_at, priority,
+             wait_reason FROM runs "#
                 + $rest
             $(, $arg)*
         )
@@ -399,7 +410,7 @@ async fn requeue_retry(
 /// the sweeper publishes it again; dedup makes that harmless.
 pub async fn stale_queued(pool: &PgPool, stale_secs: f64, limit: i64) -> Result<Vec<Run>, Error> {
     Ok(select_runs!(
-        "WHERE status = $3 \
+        "WHERE status = $3 AND wait_reason IS NULL \
          AND updated_at < now() - make_interval(secs => $1) ORDER BY updated_at LIMIT $2",
         stale_secs,
         limit,
@@ -502,7 +513,7 @@ pub async fn cancel(
     }
     sqlx::query!(
         "UPDATE runs SET status = $2, next_attempt_at = NULL, updated_at = now(), \
-         finished_at = now() WHERE id = $1",
+         finished_at = now(), wait_reason = NULL WHERE id = $1",
         id,
         RunStatus::Cancelled.as_str(),
     )
@@ -589,6 +600,8 @@ mod tests {
             created_at: now,
             updated_at: now,
             finished_at: None,
+            priority: 0,
+            wait_reason: None,
         };
         let fields: Vec<String> = match serde_json::to_value(&run) {
             Ok(Value::Object(o)) => o.keys().cloned().collect(),

@@ -243,6 +243,7 @@ fn request(tenant: &str, key: Option<&str>, thread: Option<uuid::Uuid>) -> runs:
         message: "What is batching?".into(),
         workload_id: None,
         context: json!({}),
+        priority: 0,
     }
 }
 
@@ -259,7 +260,7 @@ async fn a_batch_of_requests_creates_each_run_as_if_it_came_alone() {
         request("default", None, Some(uuid::Uuid::new_v4())),
         request("default", Some("k2"), None),
     ];
-    let out = runs::create_runs(&pool, &news, "triage", "test").await;
+    let out = runs::create_runs(&pool, &news, "triage", "test", Default::default()).await;
     let ok = |k: usize| match &out[k] {
         Ok(a) => a,
         Err(e) => panic!("request {k}: {e}"),
@@ -332,7 +333,7 @@ async fn requests_of_a_committed_round_keep_their_runs_when_a_later_round_fails(
         request("default", Some("k1"), None),
         request("default", Some("k1"), None),
     ];
-    let out = runs::create_runs(&pool, &news, "triage", "test").await;
+    let out = runs::create_runs(&pool, &news, "triage", "test", Default::default()).await;
     assert!(matches!(&out[0], Ok(a) if a.created), "{:?}", out[0]);
     assert!(matches!(&out[1], Ok(a) if a.created), "{:?}", out[1]);
     match &out[2] {

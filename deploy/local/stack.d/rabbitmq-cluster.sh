@@ -191,11 +191,15 @@ rmq_extra_status() {
   return "$rc"
 }
 
-# The index (1-3) of the node leading quorum queue $1 (empty when unknown).
+# The index (1-3) of the node leading quorum queue $1 (empty when unknown),
+# asked of the first node that runs (node 1 may be the one stopped).
 rmq_leader_of() {
-  local leader n
-  leader=$(rmqctl -q list_queues name leader --no-table-headers 2>/dev/null |
-             awk -v q="$1" '$1 == q { print $2 }')
+  local leader="" n
+  for n in 1 "${RMQ_EXTRA_NODES[@]}"; do
+    [ -n "$(rmqn_pid "$n")" ] || continue
+    leader=$(rmqn_ctl "$n" -q list_queues name leader --no-table-headers 2>/dev/null |
+               awk -v q="$1" '$1 == q { print $2 }') && [ -n "$leader" ] && break
+  done
   for n in 1 "${RMQ_EXTRA_NODES[@]}"; do
     [ "$leader" = "$(rmqn_node "$n")" ] && { echo "$n"; return 0; }
   done

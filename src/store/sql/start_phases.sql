@@ -22,6 +22,8 @@ started AS (
   WHERE runs.id = e.run_id AND l.id = e.run_id AND runs.phase = e.phase
     AND runs.attempt = e.attempt AND runs.replay = e.replay
     AND runs.status IN ('queued', 'running', 'retrying')
+    -- a run waiting to be admitted has no step to start (migration 0015)
+    AND runs.wait_reason IS NULL
     -- a live lease of another attempt: that attempt is running this step
     AND (runs.status <> 'running' OR runs.lease_token IS NULL
          OR runs.lease_expires_at IS NULL OR runs.lease_expires_at <= now())

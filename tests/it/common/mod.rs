@@ -547,8 +547,9 @@ pub async fn create_run(
         message: message.into(),
         workload_id: None,
         context: serde_json::json!({}),
+        priority: 0,
     };
-    netra::store::runs::create_run(pool, &new, first_phase, "test")
+    netra::store::runs::create_run(pool, &new, first_phase, "test", Default::default())
         .await
         .unwrap()
         .run
