@@ -30,11 +30,14 @@ CREATE INDEX runs_in_flight ON runs (tenant)
 -- has; while none waits, what is free of `budget`; never beyond its cap.
 -- On intake (`releasing` false) a tenant with waiting runs admits none:
 -- new requests queue behind them, and the scheduler releases in priority
--- order. Reads only; callers that must not admit twice serialize per
--- tenant (store::fair).
+-- order. It first takes the tenant's admission lock (until the end of the
+-- caller's transaction), and is VOLATILE so that each of its reads sees
+-- what was committed before it got the lock: concurrent intakes and
+-- releases of one tenant admit one after the other, never beyond the share
+-- between them. Callers take the locks of several tenants in name order.
 CREATE FUNCTION netra_fair_admit(p_tenant text, p_n integer, p_releasing boolean,
         p_budget integer, p_weight integer, p_cap integer)
-    RETURNS integer LANGUAGE plpgsql STABLE AS $$
+    RETURNS integer LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     w integer;
     cap integer;
@@ -46,6 +49,7 @@ BEGIN
     IF p_n <= 0 THEN
         RETURN 0;
     END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('netra.fair'), hashtext(p_tenant));
     SELECT coalesce(max(t.weight), p_weight), coalesce(max(t.max_in_flight), p_cap)
       INTO w, cap FROM tenants t WHERE t.name = p_tenant;
     IF NOT p_releasing AND EXISTS (SELECT 1 FROM runs r

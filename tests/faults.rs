@@ -20,6 +20,9 @@ use std::{
 mod cluster;
 #[path = "faults/failover.rs"]
 mod failover;
+// Fair admission's scheduler killed mid-release.
+#[path = "faults/admission.rs"]
+mod admission;
 
 use common::{duplicator::duplicate_every_phase_message, *};
 use netra::config::Config;
@@ -38,8 +41,14 @@ fn stack(args: &[&str]) {
 
 /// Starts `netra serve` as a child process on the test's database and namespace.
 fn spawn_worker(config: &Config) -> Child {
+    spawn_worker_with(config, &[])
+}
+
+/// [`spawn_worker`] with more settings.
+fn spawn_worker_with(config: &Config, settings: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_netra"))
         .args(["serve", "--no-http"])
+        .envs(settings.iter().copied())
         .env("NETRA_DATABASE_URL", database_url(config))
         .env("NETRA_NAMESPACE", &config.namespace)
         .env("NETRA_RETRY_INITIAL_MS", "50")

@@ -49,7 +49,7 @@ fn release_statement() -> &'static str {
                  AND status = 'queued' ORDER BY priority DESC, created_at, id \
                  LIMIT (SELECT n FROM quota) FOR UPDATE SKIP LOCKED), \
              released AS (UPDATE runs SET wait_reason = NULL, updated_at = now() \
-                 FROM picked WHERE runs.id = picked.id RETURNING {cols}), \
+                 WHERE id IN (SELECT id FROM picked) RETURNING {cols}), \
              history AS (INSERT INTO run_history (run_id, actor, from_status, to_status, phase, \
                  attempt, replay, detail) \
                  SELECT id, $7, 'queued', 'queued', phase, attempt, replay, \

@@ -10,7 +10,9 @@
 -- Fair admission (migration 0015): of each tenant's requests, as many as
 -- netra_fair_admit allows (budget $13, default weight $14 and cap $15) are
 -- admitted, highest priority first; the others wait (`tenant over its
--- share`) and are not published.
+-- share`) and are not published. The function locks each tenant's
+-- admission in name order, so concurrent intakes neither overshoot a share
+-- nor deadlock.
 WITH requests AS (
   SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[],
       $6::text[], $7::jsonb[], $8::bool[], $9::text[], $12::int2[]) WITH ORDINALITY
@@ -21,8 +23,8 @@ allowed AS (
   WHERE new_thread
      OR EXISTS (SELECT 1 FROM threads t WHERE t.id = r.thread_id AND t.tenant = r.tenant)),
 quota AS (
-  SELECT tenant, netra_fair_admit(tenant, count(*)::int, false, $13, $14, $15) AS admit
-  FROM allowed GROUP BY tenant),
+  SELECT tenant, netra_fair_admit(tenant, n, false, $13, $14, $15) AS admit
+  FROM (SELECT tenant, count(*)::int AS n FROM allowed GROUP BY tenant ORDER BY tenant) g),
 ranked AS (
   SELECT a.*, CASE
       WHEN row_number() OVER (PARTITION BY a.tenant ORDER BY a.priority DESC, a.idx)

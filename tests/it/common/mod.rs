@@ -322,7 +322,7 @@ pub async fn wait_all(pool: &PgPool, n: usize, statuses: &[&str]) -> Vec<Run> {
     loop {
         let runs: Vec<Run> = sqlx::query_as(
             "SELECT id, tenant, thread_id, correlation_id, request_message_id, reply_to, request, status, phase, attempt, \
-             replay, next_attempt_at, result, error, created_at, updated_at, finished_at FROM runs ORDER BY created_at, id",
+             replay, next_attempt_at, result, error, created_at, updated_at, finished_at, priority, wait_reason FROM runs ORDER BY created_at, id",
         )
         .fetch_all(pool)
         .await
