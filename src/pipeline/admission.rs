@@ -16,7 +16,7 @@ use super::{retry, shutdown::Shutdown, Engine};
 use crate::{broker::publisher::Publisher, error::InfraError, store::fair};
 
 /// How often waiting runs are looked for.
-const TICK: Duration = Duration::from_millis(100);
+const TICK: Duration = Duration::from_millis(50);
 
 /// Most runs of one tenant released by one statement.
 const BATCH: u32 = 500;
