@@ -7,7 +7,12 @@
 //! - open loop: requests at fixed intended start times; latency is measured
 //!   from the intended start, so a stalled system is charged for every run
 //!   it delayed (no coordinated omission);
-//! - burst: N requests at once (the memory probe).
+//! - burst: N requests at once (the memory probe);
+//! - flood: N requests at once, returning once all are confirmed.
+//!
+//! A client publishes without `user_id` (the deployment's default tenant),
+//! or, from [`Client::connect_as`], with `user_id` set to the connection's
+//! broker user and its reply queue under that user's reply prefix.
 
 use std::{
     collections::HashMap,
@@ -33,7 +38,7 @@ use uuid::Uuid;
 use super::stats;
 use netra::broker::{
     self,
-    publisher::{Outgoing, Publisher},
+    publisher::{Outgoing, Published, Publisher},
 };
 
 /// A finished request, as the client saw it.
@@ -76,16 +81,41 @@ pub struct Client {
     reader: tokio::task::JoinHandle<()>,
     bodies: Vec<Vec<u8>>,
     next_body: usize,
+    /// The `user_id` property of every request (None: none).
+    user_id: Option<String>,
 }
 
 impl Client {
-    /// Connects and starts consuming the reply queue.
+    /// Connects and starts consuming a server-named reply queue; requests
+    /// carry no `user_id`.
     pub async fn connect(amqp_url: &str, bodies: Vec<Vec<u8>>) -> anyhow::Result<Self> {
+        Self::open(amqp_url, bodies, String::new(), None).await
+    }
+
+    /// Connects as a tenant's broker user: requests carry `user_id` = `user`
+    /// (RabbitMQ refuses it unless it is the connection's user) and the
+    /// reply queue is `<reply_prefix><uuid>`.
+    pub async fn connect_as(
+        amqp_url: &str,
+        bodies: Vec<Vec<u8>>,
+        reply_prefix: &str,
+        user: &str,
+    ) -> anyhow::Result<Self> {
+        let name = format!("{reply_prefix}{}", Uuid::new_v4().simple());
+        Self::open(amqp_url, bodies, name, Some(user.to_string())).await
+    }
+
+    async fn open(
+        amqp_url: &str,
+        bodies: Vec<Vec<u8>>,
+        reply_queue: String,
+        user_id: Option<String>,
+    ) -> anyhow::Result<Self> {
         let conn = broker::connect_url(amqp_url, "netra bench client").await?;
         let ch = conn.create_channel().await?;
         let q = ch
             .queue_declare(
-                ShortString::from(""),
+                ShortString::from(reply_queue),
                 QueueDeclareOptions {
                     exclusive: true,
                     auto_delete: true,
@@ -145,12 +175,34 @@ impl Client {
             reader,
             bodies,
             next_body: 0,
+            user_id,
         })
     }
 
     /// Publishes one request to `queue` (the publish and its confirm run in
     /// their own task); `start` is the intended start.
     pub fn submit(&mut self, queue: &str, start: Instant) {
+        drop(self.submit_task(queue, start));
+    }
+
+    /// Publishes `n` requests to `queue` at once and returns when every
+    /// publish is confirmed (or failed): how many were confirmed.
+    pub async fn flood(&mut self, queue: &str, n: usize) -> u64 {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| self.submit_task(queue, Instant::now()))
+            .collect();
+        let mut confirmed = 0u64;
+        for t in tasks {
+            if matches!(t.await, Ok(true)) {
+                confirmed += 1;
+            }
+        }
+        confirmed
+    }
+
+    /// [`Client::submit`]; the task's result is true once the publish is
+    /// confirmed and routed.
+    fn submit_task(&mut self, queue: &str, start: Instant) -> tokio::task::JoinHandle<bool> {
         let cid = Uuid::new_v4().to_string();
         let start_wall =
             Utc::now() - chrono::Duration::from_std(start.elapsed()).unwrap_or_default();
@@ -168,13 +220,20 @@ impl Client {
             reply_to: Some(self.reply_queue.clone()),
             headers: vec![],
         };
-        let (publisher, pending, tx) = (
+        let (publisher, pending, tx, user) = (
             self.publisher.clone(),
             self.pending.clone(),
             self.done_tx.clone(),
+            self.user_id.clone(),
         );
         tokio::spawn(async move {
-            if let Err(e) = publisher.publish_routed(&msg).await {
+            let outcome = match publisher.publish_as(&msg, user.as_deref()).await {
+                Ok(Published::Confirmed) => Ok(()),
+                Ok(Published::Unroutable) => Err("unroutable".to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let confirmed = outcome.is_ok();
+            if let Err(e) = outcome {
                 tracing::warn!(error = %e, "bench request not published");
                 let removed = pending.lock().ok().and_then(|mut m| m.remove(&cid));
                 if let Some(p) = removed {
@@ -187,7 +246,8 @@ impl Client {
                     });
                 }
             }
-        });
+            confirmed
+        })
     }
 
     /// Forgets requests still pending (after a drain timeout).
@@ -211,6 +271,11 @@ impl Client {
             d = self.done_rx.recv() => d,
             _ = sleep_until(deadline) => None,
         }
+    }
+
+    /// A finished request if one is there, without waiting.
+    pub fn try_next_done(&mut self) -> Option<Done> {
+        self.done_rx.try_recv().ok()
     }
 
     /// Closes the connection (the reply queue goes with it).

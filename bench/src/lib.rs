@@ -13,10 +13,13 @@
 //!    with a warm-up and a fixed measuring window per step;
 //! 5. open loop: fixed arrival rates at fractions of netra's best closed-loop
 //!    rate, latency from each run's intended start;
-//! 6. stops everything, deletes its queues and drops its databases (also on
+//! 6. flood (`--flood N`, off by default): a second tenant's latency alone
+//!    and while the default tenant floods netra ([`flood`]);
+//! 7. stops everything, deletes its queues and drops its databases (also on
 //!    Ctrl-C), and prints a table or JSON.
 
 mod driver;
+mod flood;
 mod raw;
 mod report;
 mod slow;
@@ -80,8 +83,8 @@ pub struct BenchArgs {
     /// The agents netra runs.
     #[arg(long, value_enum, default_value_t = Agents::Standard)]
     pub agents: Agents,
-    /// Runs in flight of the closed-loop steps.
-    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64,128")]
+    /// Runs in flight of the closed-loop steps (`none`: no closed loop).
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64,128", value_parser = parse_k)]
     pub k: Vec<usize>,
     /// Warm-up of each step, seconds (not measured).
     #[arg(long, default_value_t = 2.0)]
@@ -96,6 +99,20 @@ pub struct BenchArgs {
     /// Runs published at once for the memory probe (0: skip).
     #[arg(long, default_value_t = 1000)]
     pub inflight: usize,
+    /// Flood step, after the others: requests the default tenant (A)
+    /// publishes at once while a second tenant (B) keeps `--flood-k` runs in
+    /// flight, against B alone (0: skip). Use more than the fair budget
+    /// (`--fair-in-flight`), so that A's runs wait for admission.
+    #[arg(long, default_value_t = 0)]
+    pub flood: usize,
+    /// Runs tenant B keeps in flight in the flood step.
+    #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub flood_k: usize,
+    /// The runs in flight tenants share under fair admission
+    /// (`config.fair.in_flight`) for the in-process netra (default: netra's,
+    /// `NETRA_FAIR_IN_FLIGHT` or 1024).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub fair_in_flight: Option<u32>,
     /// Sample telemetry rows of the benchmark workload.
     #[arg(long, default_value_t = 200)]
     pub sample_rows: usize,
@@ -148,6 +165,22 @@ fn parse_setting(s: &str) -> Result<(String, String), String> {
             "NAME: lowercase letters, digits, '_', '.'; VALUE: letters, digits, '_', '.', '-'"
                 .into(),
         )
+    }
+}
+
+fn parse_k(s: &str) -> Result<usize, String> {
+    match s.trim() {
+        "" | "none" => Ok(0),
+        v => v
+            .parse::<usize>()
+            .map_err(|e| format!("{e}"))
+            .and_then(|k| {
+                if k > 0 {
+                    Ok(k)
+                } else {
+                    Err("use a positive K, or none".into())
+                }
+            }),
     }
 }
 
@@ -204,6 +237,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .get_or_insert_with(|| "bench".to_string());
     config.http_addr = "127.0.0.1:0".parse()?;
     config.shutdown_grace = Duration::from_secs(3);
+    if let Some(m) = args.fair_in_flight {
+        config.fair.in_flight = m;
+    }
     let mut slow_server = None;
     if !args.slow_model.is_empty() {
         let server = slow::Server::spawn(secs(args.model_delay)).await?;
@@ -450,7 +486,7 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
     let raw_queue = raw::RawNames::new(&res.raw_ns).requests();
 
     let mut closed = Vec::new();
-    for (i, &k) in args.k.iter().enumerate() {
+    for (i, &k) in args.k.iter().filter(|&&k| k > 0).enumerate() {
         let mut order = vec![true];
         if args.baseline == Baseline::Raw {
             // Alternate which goes first so drift does not favour one.
@@ -529,6 +565,13 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
             netra: step,
         });
     }
+    let mut flood = None;
+    if args.flood > 0 {
+        let (report, runs) =
+            flood::step(res, args, &admin, &pool, &netra_queue, &mut client).await?;
+        netra_runs += runs;
+        flood = Some(report);
+    }
     client.close().await;
     memory.hwm_mib = kib_to_mib(stats::hwm_kib());
     if let (Some(before), Some(after)) = (redis_before, stats::redis_used_memory(&redis_url).await)
@@ -575,6 +618,7 @@ async fn bench(res: &Arc<Resources>, args: &BenchArgs) -> anyhow::Result<Report>
         memory,
         closed,
         open,
+        flood,
         totals: Totals {
             netra_runs,
             netra_commits_per_run: per(netra_delta.xact_commit, netra_runs),

@@ -4,7 +4,10 @@ use std::{collections::BTreeMap, fmt::Write};
 
 use serde::Serialize;
 
-use super::stats::{CpuUse, Latency};
+use super::{
+    flood::FloodReport,
+    stats::{CpuUse, Latency},
+};
 
 /// The whole result of one invocation.
 #[derive(Debug, Clone, Serialize)]
@@ -19,6 +22,9 @@ pub struct Report {
     pub closed: Vec<ClosedRow>,
     /// Open-loop steps (netra only).
     pub open: Vec<OpenRow>,
+    /// The flood step (`--flood`), if it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flood: Option<FloodReport>,
     /// Postgres transactions per run over the whole invocation.
     pub totals: Totals,
 }
@@ -425,6 +431,10 @@ impl Report {
                 let _ = write!(line, " | {:>19.2}", r.phases_per_run);
             }
             let _ = writeln!(s, "{line}");
+        }
+        if let Some(f) = &self.flood {
+            let _ = writeln!(s);
+            s.push_str(&f.table());
         }
         let mem = &self.memory;
         let _ = writeln!(s);
