@@ -212,13 +212,7 @@ pub struct Target {
 /// The leader of each of the namespace's quorum queues (the requests and
 /// the phase queues), asked concurrently.
 async fn leaders(stack: &Stack, names: &Names) -> Result<Vec<(String, usize)>> {
-    let mut queues = vec![names.requests()];
-    queues.extend(
-        netra::agents::standard()
-            .phases()
-            .iter()
-            .map(|p| names.phase_queue(p)),
-    );
+    let queues = crate::waits::consumed_queues(names);
     let found = futures_util::future::join_all(queues.iter().map(|q| stack.leader(q))).await;
     let mut out = Vec::new();
     for (q, n) in queues.into_iter().zip(found) {

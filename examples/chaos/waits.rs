@@ -15,8 +15,9 @@ use crate::{stack::hosts_of, traffic::Broker};
 /// Bound of the waits on the workers' start and first completion.
 pub const START_BOUND: Duration = Duration::from_secs(60);
 
-/// Waits until the workers declared the requests and phase queues.
-pub async fn topology(broker: &Broker, names: &Names, log_dir: &Path) -> Result<()> {
+/// The namespace's quorum queues the workers consume: the requests and
+/// the phase queues.
+pub fn consumed_queues(names: &Names) -> Vec<String> {
     let mut queues = vec![names.requests()];
     queues.extend(
         netra::agents::standard()
@@ -24,6 +25,12 @@ pub async fn topology(broker: &Broker, names: &Names, log_dir: &Path) -> Result<
             .iter()
             .map(|p| names.phase_queue(p)),
     );
+    queues
+}
+
+/// Waits until the workers declared the requests and phase queues.
+pub async fn topology(broker: &Broker, names: &Names, log_dir: &Path) -> Result<()> {
+    let queues = consumed_queues(names);
     let deadline = tokio::time::Instant::now() + START_BOUND;
     loop {
         if let Ok(depths) = depths(broker, &queues).await {
