@@ -14,6 +14,7 @@ mod console_browser;
 mod browser;
 mod console_pages;
 mod dead_letters;
+mod fair_api;
 mod figures;
 mod goals;
 mod group_commit;
