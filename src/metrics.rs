@@ -307,6 +307,42 @@ pub fn render_ledger(stats: Option<&crate::llm::client::LedgerStats>) -> String 
     out
 }
 
+/// The gauges of fair admission, per tenant with runs waiting or in flight
+/// (read from the store when scraped): `netra_tenant_runs_waiting` and
+/// `netra_tenant_runs_in_flight`.
+pub fn render_tenants(counts: &[crate::store::fair::TenantCounts]) -> String {
+    let mut out = String::new();
+    describe(
+        &mut out,
+        "netra_tenant_runs_waiting",
+        "runs waiting to be admitted (fair admission), per tenant",
+        "gauge",
+    );
+    for c in counts {
+        let _ = writeln!(
+            out,
+            "netra_tenant_runs_waiting{{tenant=\"{}\"}} {}",
+            label(&c.tenant),
+            c.waiting
+        );
+    }
+    describe(
+        &mut out,
+        "netra_tenant_runs_in_flight",
+        "runs admitted and not finished, per tenant",
+        "gauge",
+    );
+    for c in counts {
+        let _ = writeln!(
+            out,
+            "netra_tenant_runs_in_flight{{tenant=\"{}\"}} {}",
+            label(&c.tenant),
+            c.in_flight
+        );
+    }
+    out
+}
+
 /// A label value, escaped as the text format wants (`\`, `"`, newline).
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -343,6 +379,34 @@ mod tests {
             "netra_llm_rate_limit_wait_seconds_total 1.5",
             "netra_llm_model_tokens_total{model=\"m\\\"1\",phase=\"triage\",kind=\"input\"} 120",
             "netra_llm_model_tokens_total{model=\"m\\\"1\",phase=\"triage\",kind=\"output\"} 30",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+    }
+
+    #[test]
+    fn renders_the_tenant_gauges_with_escaped_labels() {
+        use crate::store::fair::TenantCounts;
+        let counts = [
+            TenantCounts {
+                tenant: "acme".into(),
+                waiting: 3,
+                in_flight: 2,
+            },
+            TenantCounts {
+                tenant: "a\"b\\c\nd".into(),
+                waiting: 0,
+                in_flight: 1,
+            },
+        ];
+        let text = render_tenants(&counts);
+        for line in [
+            "# TYPE netra_tenant_runs_waiting gauge",
+            "# TYPE netra_tenant_runs_in_flight gauge",
+            "netra_tenant_runs_waiting{tenant=\"acme\"} 3",
+            "netra_tenant_runs_in_flight{tenant=\"acme\"} 2",
+            "netra_tenant_runs_waiting{tenant=\"a\\\"b\\\\c\\nd\"} 0",
+            "netra_tenant_runs_in_flight{tenant=\"a\\\"b\\\\c\\nd\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }

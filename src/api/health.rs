@@ -63,6 +63,9 @@ pub async fn metrics(State(engine): State<Engine>) -> impl IntoResponse {
             ));
         }
     }
+    if let Ok(counts) = store::fair::counts(&engine.pool).await {
+        extra.push_str(&crate::metrics::render_tenants(&counts));
+    }
     let mut queues = vec![
         engine.names.requests(),
         engine.names.dlq("requests"),

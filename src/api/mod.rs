@@ -15,12 +15,13 @@ pub mod replays;
 pub mod report_html;
 pub mod runs;
 pub mod server;
+pub mod tenants;
 pub mod threads;
 pub mod usage;
 
 use axum::{
     extract::DefaultBodyLimit,
-    routing::{get, post, MethodRouter},
+    routing::{get, patch, post, MethodRouter},
     Router,
 };
 
@@ -31,7 +32,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// One route: method, path, what it does, and its handler.
 pub struct Route {
-    /// `GET` or `POST`.
+    /// `GET`, `POST` or `PATCH`.
     pub method: &'static str,
     /// Path with `{param}` segments.
     pub path: &'static str,
@@ -329,6 +330,33 @@ pub fn routes() -> Vec<Route> {
             get(usage::get),
         )
         .with_params(USAGE),
+        route(
+            "GET",
+            "/v1/tenants",
+            "Tenants' weights, caps on runs in flight, runs in flight and waiting (an operator sees every tenant, a tenant itself)",
+            true,
+            None,
+            &[200, 401, 429],
+            get(tenants::list),
+        ),
+        route(
+            "GET",
+            "/v1/tenants/{name}",
+            "One tenant's weight, cap, runs in flight and waiting (operators, or the tenant itself)",
+            true,
+            None,
+            &[200, 401, 404, 429],
+            get(tenants::get),
+        ),
+        route(
+            "PATCH",
+            "/v1/tenants/{name}",
+            "Set or clear (null) a tenant's weight and cap on runs in flight, with a reason (operators only)",
+            true,
+            Some("TenantPatch"),
+            &[200, 401, 403, 404, 413, 422, 429],
+            patch(tenants::patch),
+        ),
         route(
             "GET",
             "/v1/openapi.json",

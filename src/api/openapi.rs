@@ -36,6 +36,17 @@ fn schemas() -> Value {
                 "reason": {"type": "string", "minLength": 1, "maxLength": crate::model::principal::MAX_REASON_CHARS}
             }
         },
+        "TenantPatch": {
+            "type": "object",
+            "required": ["reason"],
+            "anyOf": [{"required": ["weight"]}, {"required": ["max_in_flight"]}],
+            "additionalProperties": false,
+            "properties": {
+                "weight": {"type": ["integer", "null"], "minimum": 1, "maximum": crate::store::tenants::MAX_WEIGHT, "description": "the tenant's weight; null: NETRA_FAIR_WEIGHT"},
+                "max_in_flight": {"type": ["integer", "null"], "minimum": 1, "maximum": crate::store::tenants::MAX_CAP, "description": "the tenant's cap on runs in flight; null: NETRA_FAIR_MAX_IN_FLIGHT (no cap when unset)"},
+                "reason": {"type": "string", "minLength": 1, "maxLength": crate::model::principal::MAX_REASON_CHARS, "description": "why: recorded in the audit trail"}
+            }
+        },
         "Error": {
             "type": "object",
             "required": ["error"],
@@ -59,7 +70,7 @@ fn describe(status: u16, path: &str) -> &'static str {
         202 => "Accepted",
         400 => "Malformed path, query or body",
         409 => "Conflict: an Idempotency-Key reused for another request, or a replay job that already ended",
-        403 => "The token may not do this (an operator token on a route for one tenant)",
+        403 => "The token may not do this (an operator token on a route for one tenant, a tenant token on a route for operators)",
         401 => "Missing or invalid bearer token",
         404 => "Not found (or another tenant's)",
         413 => "Body too large",
@@ -83,7 +94,14 @@ pub fn document() -> Value {
             .path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}))
+            .map(|name| {
+                let schema = if name == "id" {
+                    json!({"type": "string", "format": "uuid"})
+                } else {
+                    json!({"type": "string"})
+                };
+                json!({"name": name, "in": "path", "required": true, "schema": schema})
+            })
             .chain(r.params.iter().map(|p| json!({"name": p.name, "in": p.location, "required": false, "description": p.description, "schema": {"type": p.kind}})))
             .collect();
         if !params.is_empty() {
@@ -111,7 +129,7 @@ pub fn document() -> Value {
     }
     json!({
         "openapi": "3.1.0",
-        "info": {"title": "netra", "version": env!("CARGO_PKG_VERSION"), "description": "Enqueue, poll, cancel, threads, dead letters, language-model usage, metrics and health of netra."},
+        "info": {"title": "netra", "version": env!("CARGO_PKG_VERSION"), "description": "Enqueue, poll, cancel, threads, dead letters, language-model usage, tenants' fair admission, metrics and health of netra."},
         "paths": paths,
         "components": {
             "schemas": schemas(),
@@ -163,13 +181,31 @@ mod tests {
         assert!(names("/v1/runs", "post").contains(&"Idempotency-Key".to_string()));
         assert!(names("/v1/dead-letters", "get").contains(&"fingerprint".to_string()));
         assert_eq!(names("/v1/usage", "get"), ["from", "to", "group_by"]);
+        // The tenants' routes, their name a plain string.
+        for method in ["get", "patch"] {
+            let op = &doc["paths"]["/v1/tenants/{name}"][method];
+            assert_eq!(op["parameters"][0]["name"], "name");
+            assert!(op["parameters"][0]["schema"]["format"].is_null());
+        }
+        assert!(doc["paths"]["/v1/tenants"]["get"].is_object());
+        assert!(doc["paths"]["/v1/tenants/{name}"]["patch"]["responses"]["403"].is_object());
+        assert_eq!(
+            doc["paths"]["/v1/runs/{id}"]["get"]["parameters"][0]["schema"]["format"],
+            "uuid"
+        );
         // The report page answers HTML, its errors JSON.
         let html = &doc["paths"]["/v1/runs/{id}/report.html"]["get"]["responses"];
         assert!(html["200"]["content"]["text/html"].is_object());
         assert!(html["409"]["content"]["application/json"].is_object());
         // Every $ref resolves.
         let text = doc.to_string();
-        for name in ["RunRequest", "ReplayRequest", "ReasonRequest", "Error"] {
+        for name in [
+            "RunRequest",
+            "ReplayRequest",
+            "ReasonRequest",
+            "TenantPatch",
+            "Error",
+        ] {
             assert!(doc["components"]["schemas"][name].is_object());
             assert!(text.contains(&format!("#/components/schemas/{name}")));
         }

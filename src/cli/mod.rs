@@ -172,6 +172,35 @@ pub enum TenantAction {
         #[arg(long)]
         reason: String,
     },
+    /// Set a tenant's weight and cap on runs in flight (fair admission);
+    /// prints the resulting ones.
+    #[command(group(
+        clap::ArgGroup::new("change")
+            .required(true)
+            .multiple(true)
+            .args(["weight", "default_weight", "max_in_flight", "no_max_in_flight"])
+    ))]
+    Set {
+        /// Tenant name.
+        name: String,
+        /// Its weight, 1-1000: tenants with waiting runs share the runs in
+        /// flight in proportion to their weights.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000), conflicts_with = "default_weight")]
+        weight: Option<u32>,
+        /// Clear its own weight: NETRA_FAIR_WEIGHT applies.
+        #[arg(long)]
+        default_weight: bool,
+        /// Its cap on runs in flight, at least 1.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(i32::MAX)), conflicts_with = "no_max_in_flight")]
+        max_in_flight: Option<u32>,
+        /// Clear its own cap: NETRA_FAIR_MAX_IN_FLIGHT applies (no cap when
+        /// that is unset).
+        #[arg(long)]
+        no_max_in_flight: bool,
+        /// Why (required; it goes in the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
     /// List tenants.
     List,
     /// Give a tenant a new API token (printed once); the old one stops working.
@@ -415,6 +444,28 @@ async fn tenant(action: TenantAction) -> anyhow::Result<()> {
                 print_broker_permissions(&config, user);
             }
         }
+        TenantAction::Set {
+            name,
+            weight,
+            default_weight,
+            max_in_flight,
+            no_max_in_flight,
+            reason,
+        } => {
+            let said = cli_said(Some(&reason))?;
+            let pick = |value: Option<u32>, clear: bool| match (value, clear) {
+                (Some(v), _) => store::tenants::Setting::Set(u64::from(v)),
+                (None, true) => store::tenants::Setting::Default,
+                (None, false) => store::tenants::Setting::Keep,
+            };
+            let change = store::tenants::FairChange {
+                weight: pick(weight, default_weight),
+                max_in_flight: pick(max_in_flight, no_max_in_flight),
+            };
+            let set = store::tenants::set_fair(&pool, &name, &change, &said).await?;
+            let view = store::tenants::TenantView::of(&set, config.fair, 0, 0);
+            println!("{}", describe_fair(&view));
+        }
         TenantAction::RotateToken { name } => {
             let token = store::tenants::rotate_token(&pool, &name).await?;
             println!("{token}");
@@ -433,6 +484,22 @@ async fn tenant(action: TenantAction) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A tenant's effective weight and cap, in words, saying "default" where
+/// the configuration applies.
+fn describe_fair(v: &store::tenants::TenantView) -> String {
+    let weight = if v.weight_is_default {
+        format!("weight {} (default: NETRA_FAIR_WEIGHT)", v.weight)
+    } else {
+        format!("weight {}", v.weight)
+    };
+    let cap = match (v.max_in_flight, v.max_in_flight_is_default) {
+        (Some(n), false) => format!("max in flight {n}"),
+        (Some(n), true) => format!("max in flight {n} (default: NETRA_FAIR_MAX_IN_FLIGHT)"),
+        (None, _) => "no cap on runs in flight (default: NETRA_FAIR_MAX_IN_FLIGHT is unset)".into(),
+    };
+    format!("tenant {}: {weight}, {cap}", v.name)
 }
 
 /// Who acts from the command line (`cli:$USER`), and why.

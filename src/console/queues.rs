@@ -5,7 +5,9 @@
 //! unacknowledged messages), read from Postgres as the runs holding a live
 //! lease; the retry backlog waiting in Postgres; and the messages ready in
 //! its dead-letter queue. When the broker cannot be read, the Postgres
-//! figures are still shown, and the page says so.
+//! figures are still shown, and the page says so. Then the tenants' fair
+//! admission: each tenant's weight and cap on runs in flight (its own or
+//! the configured default) and its runs in flight and waiting.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -21,7 +23,10 @@ use super::{
 use crate::{
     model::Phase,
     pipeline::Engine,
-    store::queues::{self, PhaseBacklog},
+    store::{
+        queues::{self, PhaseBacklog},
+        tenants::{self, TenantView},
+    },
 };
 
 /// Longest the page waits for the broker (connecting, and all the declares).
@@ -140,6 +145,42 @@ fn cells(stats: &BrokerStats, queue: &str) -> Markup {
     }
 }
 
+/// The tenants' table: weight, cap, runs in flight and waiting, with
+/// "default" where the configuration applies.
+fn tenants_table(views: &[TenantView]) -> Markup {
+    html! {
+        table #tenants {
+            thead { tr {
+                th { "tenant" } th.num { "weight" } th.num { "cap (max in flight)" }
+                th.num { "in flight" } th.num { "waiting" }
+            } }
+            tbody {
+                @for v in views {
+                    tr data-tenant=(v.name) {
+                        td { b { (v.name) } }
+                        td.num data-weight=(v.name) {
+                            (v.weight)
+                            @if v.weight_is_default { " " span.muted { "(default)" } }
+                        }
+                        td.num data-cap=(v.name) {
+                            @match v.max_in_flight {
+                                Some(n) => { (n) }
+                                None => { "none" }
+                            }
+                            @if v.max_in_flight_is_default { " " span.muted { "(default)" } }
+                        }
+                        td.num data-in-flight=(v.name) { (v.in_flight) }
+                        td.num data-waiting=(v.name) { (v.waiting) }
+                    }
+                }
+                @if views.is_empty() {
+                    tr { td.muted colspan="5" { "No tenants, and no runs in flight or waiting." } }
+                }
+            }
+        }
+    }
+}
+
 /// `GET /console/queues` (operators; a tenant gets 404).
 pub async fn page(State(engine): State<Engine>, signed: Signed) -> Result<Response, ConsoleError> {
     if !signed.is_operator() {
@@ -163,6 +204,7 @@ pub async fn page(State(engine): State<Engine>, signed: Signed) -> Result<Respon
     }
     all.extend(others.iter().map(|(q, _)| q.clone()));
     let stats = read_broker(&engine, &all).await;
+    let tenant_views = tenants::views(&engine.pool, engine.config.fair, None).await?;
     let empty = PhaseBacklog {
         phase: String::new(),
         leased: 0,
@@ -216,6 +258,15 @@ pub async fn page(State(engine): State<Engine>, signed: Signed) -> Result<Respon
                 }
             }
         }
+        h2 { "Tenants" }
+        p.muted {
+            "Fair admission: while tenants wait, the " (engine.config.fair.in_flight)
+            " runs in flight (NETRA_FAIR_IN_FLIGHT) are shared by weight, never beyond a tenant's cap; "
+            "the others wait in Postgres until released. \"default\": the tenant has no value of its own "
+            "and the configuration applies (change with " code { "netra tenant set" } " or "
+            code { "PATCH /v1/tenants/{name}" } ")."
+        }
+        (tenants_table(&tenant_views))
     };
     Ok(layout::page(&signed, "Queues", "Queues", body))
 }
@@ -223,6 +274,33 @@ pub async fn page(State(engine): State<Engine>, signed: Signed) -> Result<Respon
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tenants_table_says_what_is_default() {
+        let v = |name: &str, weight_is_default, cap: Option<u32>| TenantView {
+            name: name.into(),
+            weight: 2,
+            weight_is_default,
+            max_in_flight: cap,
+            max_in_flight_is_default: cap.is_none(),
+            in_flight: 3,
+            waiting: 4,
+        };
+        let html = tenants_table(&[v("a", true, None), v("b", false, Some(7))]).into_string();
+        assert!(
+            html.contains(r#"data-weight="a">2 <span class="muted">(default)"#),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"data-cap="a">none <span class="muted">(default)"#),
+            "{html}"
+        );
+        assert!(html.contains(r#"data-weight="b">2</td>"#), "{html}");
+        assert!(html.contains(r#"data-cap="b">7</td>"#), "{html}");
+        assert!(html.contains(r#"data-in-flight="a">3<"#), "{html}");
+        assert!(html.contains(r#"data-waiting="b">4<"#), "{html}");
+        assert!(tenants_table(&[]).into_string().contains("No tenants"));
+    }
 
     #[test]
     fn cells_say_what_is_known() {

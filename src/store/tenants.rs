@@ -1,14 +1,21 @@
-//! Tenants and their API tokens.
+//! Tenants, their API tokens, and their settings of fair admission.
 //!
 //! A token is shown once, at creation, and stored only as its SHA-256 hash.
 //! Lookup is by hash, so no comparison of secret bytes happens in Rust; the
 //! hash of a 256-bit random token leaks nothing through timing.
+//!
+//! A tenant's weight and cap on runs in flight (migration 0015; NULL: the
+//! configured default, [`FairConfig`]) are changed by [`set_fair`], audited
+//! in the same transaction, and shown with the tenant's waiting and
+//! in-flight runs by [`views`] (docs/DESIGN.md "Fair admission").
 
 use super::{
     audit::{self, Said},
     Error,
 };
+use crate::config::FairConfig;
 use rand::RngCore;
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
@@ -41,6 +48,15 @@ pub enum TenantError {
     /// No such live tenant.
     #[error("no tenant named {0}")]
     Missing(String),
+    /// A weight outside 1-1000.
+    #[error("weight must be from 1 to {MAX_WEIGHT} (got {0})")]
+    InvalidWeight(u64),
+    /// A cap on runs in flight below 1 (or too large to store).
+    #[error("max_in_flight must be from 1 to {MAX_CAP} (got {0})")]
+    InvalidMaxInFlight(u64),
+    /// A change of the settings that changes none of them.
+    #[error("nothing to change: set the weight or the cap on runs in flight, or clear one to the default")]
+    NoChange,
     /// Database.
     #[error(transparent)]
     Db(#[from] Error),
@@ -166,4 +182,293 @@ pub async fn list(pool: &PgPool) -> Result<Vec<String>, Error> {
             .fetch_all(pool)
             .await?,
     )
+}
+
+/// The largest weight of a tenant.
+pub const MAX_WEIGHT: u64 = 1000;
+/// The largest cap on a tenant's runs in flight (the column is an `integer`).
+pub const MAX_CAP: u64 = i32::MAX as u64;
+
+/// A change of one setting of a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Setting {
+    /// Leave it as it is.
+    #[default]
+    Keep,
+    /// Give the tenant its own value.
+    Set(u64),
+    /// Clear the tenant's own value: the configured default applies.
+    Default,
+}
+
+impl Setting {
+    /// The stored value after the change (`None`: the default).
+    fn apply(self, stored: Option<i32>) -> Option<i32> {
+        match self {
+            Setting::Keep => stored,
+            // Checked by `FairChange::check` before.
+            Setting::Set(v) => i32::try_from(v).ok(),
+            Setting::Default => None,
+        }
+    }
+}
+
+/// A change of a tenant's fair-admission settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FairChange {
+    /// Its weight (1-1000).
+    pub weight: Setting,
+    /// Its cap on runs in flight (at least 1).
+    pub max_in_flight: Setting,
+}
+
+impl FairChange {
+    /// Refuses values outside their ranges and a change of nothing.
+    pub fn check(&self) -> Result<(), TenantError> {
+        if let Setting::Set(w) = self.weight {
+            if !(1..=MAX_WEIGHT).contains(&w) {
+                return Err(TenantError::InvalidWeight(w));
+            }
+        }
+        if let Setting::Set(n) = self.max_in_flight {
+            if !(1..=MAX_CAP).contains(&n) {
+                return Err(TenantError::InvalidMaxInFlight(n));
+            }
+        }
+        if self.weight == Setting::Keep && self.max_in_flight == Setting::Keep {
+            return Err(TenantError::NoChange);
+        }
+        Ok(())
+    }
+}
+
+/// A tenant's stored settings (`None`: the configured default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FairSettings {
+    /// The tenant.
+    pub name: String,
+    /// Its own weight.
+    pub weight: Option<i32>,
+    /// Its own cap on runs in flight.
+    pub max_in_flight: Option<i32>,
+}
+
+/// Changes a live tenant's weight and cap, recording who changed what and
+/// why (action `set_tenant`, the old and new stored values, `null` for the
+/// default) in the same transaction; returns the stored settings.
+pub async fn set_fair(
+    pool: &PgPool,
+    name: &str,
+    change: &FairChange,
+    said: &Said,
+) -> Result<FairSettings, TenantError> {
+    change.check()?;
+    let mut tx = pool.begin().await.map_err(Error::from)?;
+    let before = sqlx::query!(
+        "SELECT weight, max_in_flight FROM tenants WHERE name = $1 AND deleted_at IS NULL FOR UPDATE",
+        name,
+    )
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(Error::from)?
+    .ok_or_else(|| TenantError::Missing(name.to_string()))?;
+    let weight = change.weight.apply(before.weight);
+    let max_in_flight = change.max_in_flight.apply(before.max_in_flight);
+    sqlx::query!(
+        "UPDATE tenants SET weight = $2, max_in_flight = $3 WHERE name = $1",
+        name,
+        weight,
+        max_in_flight,
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(Error::from)?;
+    let mut detail = serde_json::Map::new();
+    if change.weight != Setting::Keep {
+        detail.insert(
+            "weight".into(),
+            json!({"from": before.weight, "to": weight}),
+        );
+    }
+    if change.max_in_flight != Setting::Keep {
+        detail.insert(
+            "max_in_flight".into(),
+            json!({"from": before.max_in_flight, "to": max_in_flight}),
+        );
+    }
+    let target = format!("tenant {name}");
+    audit::record(
+        &mut *tx,
+        &audit::Entry {
+            said,
+            tenant: Some(name),
+            action: "set_tenant",
+            target: &target,
+            runs: &[],
+            detail: serde_json::Value::Object(detail),
+        },
+    )
+    .await?;
+    tx.commit().await.map_err(Error::from)?;
+    Ok(FairSettings {
+        name: name.to_string(),
+        weight,
+        max_in_flight,
+    })
+}
+
+/// A tenant's admission as the API, the console and the CLI show it: its
+/// effective weight and cap (the configured default where it has none of
+/// its own) and its runs waiting and in flight.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TenantView {
+    /// The tenant.
+    pub name: String,
+    /// Its weight.
+    pub weight: u32,
+    /// Whether that is the default (`NETRA_FAIR_WEIGHT`).
+    pub weight_is_default: bool,
+    /// Its cap on runs in flight (`None`: no cap).
+    pub max_in_flight: Option<u32>,
+    /// Whether that is the default (`NETRA_FAIR_MAX_IN_FLIGHT`).
+    pub max_in_flight_is_default: bool,
+    /// Runs admitted and not finished.
+    pub in_flight: i64,
+    /// Runs waiting to be admitted.
+    pub waiting: i64,
+}
+
+impl TenantView {
+    /// The view of stored settings under the configured defaults.
+    pub fn of(settings: &FairSettings, fair: FairConfig, in_flight: i64, waiting: i64) -> Self {
+        let own = |v: Option<i32>| v.and_then(|v| u32::try_from(v).ok());
+        let (weight, cap) = (own(settings.weight), own(settings.max_in_flight));
+        Self {
+            name: settings.name.clone(),
+            weight: weight.unwrap_or(fair.weight),
+            weight_is_default: weight.is_none(),
+            max_in_flight: cap.or(fair.max_in_flight),
+            max_in_flight_is_default: cap.is_none(),
+            in_flight,
+            waiting,
+        }
+    }
+}
+
+/// The admission of every live tenant, and of every tenant with runs
+/// waiting or in flight (also one without a row, such as the deployment's
+/// default tenant of AMQP requests without `user_id`, and a deleted one,
+/// whose stored settings admission still applies), by name; only `only`'s
+/// when given.
+pub async fn views(
+    pool: &PgPool,
+    fair: FairConfig,
+    only: Option<&str>,
+) -> Result<Vec<TenantView>, Error> {
+    let rows = sqlx::query!(
+        r#"SELECT name, weight, max_in_flight, deleted_at IS NOT NULL AS "deleted!"
+           FROM tenants WHERE ($1::text IS NULL OR name = $1) ORDER BY name"#,
+        only,
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut counts: std::collections::BTreeMap<String, (i64, i64)> = super::fair::counts(pool)
+        .await?
+        .into_iter()
+        .filter(|c| only.is_none_or(|t| t == c.tenant))
+        .map(|c| (c.tenant, (c.in_flight, c.waiting)))
+        .collect();
+    let mut out: Vec<TenantView> = Vec::new();
+    for r in rows {
+        let n = counts.remove(&r.name);
+        if r.deleted && n.is_none() {
+            continue;
+        }
+        let (in_flight, waiting) = n.unwrap_or_default();
+        let settings = FairSettings {
+            name: r.name,
+            weight: r.weight,
+            max_in_flight: r.max_in_flight,
+        };
+        out.push(TenantView::of(&settings, fair, in_flight, waiting));
+    }
+    for (name, (in_flight, waiting)) in counts {
+        let settings = FairSettings {
+            name,
+            weight: None,
+            max_in_flight: None,
+        };
+        out.push(TenantView::of(&settings, fair, in_flight, waiting));
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_is_checked() {
+        let set = |w, n| FairChange {
+            weight: w,
+            max_in_flight: n,
+        };
+        assert!(matches!(
+            set(Setting::Set(0), Setting::Keep).check(),
+            Err(TenantError::InvalidWeight(0))
+        ));
+        assert!(matches!(
+            set(Setting::Set(1001), Setting::Keep).check(),
+            Err(TenantError::InvalidWeight(1001))
+        ));
+        assert!(matches!(
+            set(Setting::Keep, Setting::Set(0)).check(),
+            Err(TenantError::InvalidMaxInFlight(0))
+        ));
+        assert!(matches!(
+            set(Setting::Keep, Setting::Set(MAX_CAP + 1)).check(),
+            Err(TenantError::InvalidMaxInFlight(_))
+        ));
+        assert!(matches!(
+            set(Setting::Keep, Setting::Keep).check(),
+            Err(TenantError::NoChange)
+        ));
+        assert!(set(Setting::Set(1000), Setting::Default).check().is_ok());
+        assert!(set(Setting::Default, Setting::Set(1)).check().is_ok());
+    }
+
+    #[test]
+    fn a_view_falls_back_to_the_configuration() {
+        let fair = FairConfig {
+            in_flight: 10,
+            weight: 2,
+            max_in_flight: Some(5),
+        };
+        let none = FairSettings {
+            name: "a".into(),
+            weight: None,
+            max_in_flight: None,
+        };
+        let v = TenantView::of(&none, fair, 3, 4);
+        assert_eq!((v.weight, v.weight_is_default), (2, true));
+        assert_eq!(
+            (v.max_in_flight, v.max_in_flight_is_default),
+            (Some(5), true)
+        );
+        assert_eq!((v.in_flight, v.waiting), (3, 4));
+        let own = FairSettings {
+            weight: Some(7),
+            max_in_flight: Some(9),
+            ..none.clone()
+        };
+        let v = TenantView::of(&own, FairConfig::default(), 0, 0);
+        assert_eq!((v.weight, v.weight_is_default), (7, false));
+        assert_eq!(
+            (v.max_in_flight, v.max_in_flight_is_default),
+            (Some(9), false)
+        );
+        let v = TenantView::of(&none, FairConfig::default(), 0, 0);
+        assert_eq!(v.max_in_flight, None, "no cap unless configured");
+    }
 }

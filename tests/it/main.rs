@@ -15,6 +15,7 @@ mod browser;
 mod console_pages;
 mod dead_letters;
 mod fair;
+mod fair_api;
 mod figures;
 mod goals;
 mod group_commit;
