@@ -584,7 +584,22 @@ impl Config {
             .copied()
             .unwrap_or(self.default_concurrency)
     }
+
+    /// Prefetch of the upstream requests (`NETRA_CONCURRENCY_REQUESTS`;
+    /// by default at least [`INTAKE_CONCURRENCY`]): the requests queue is
+    /// one FIFO for every tenant, so intake drains it fast into Postgres,
+    /// where fair admission orders the runs (docs/DESIGN.md "Fair
+    /// admission").
+    pub fn intake_concurrency(&self) -> u16 {
+        self.concurrency
+            .get("requests")
+            .copied()
+            .unwrap_or(self.default_concurrency.max(INTAKE_CONCURRENCY))
+    }
 }
+
+/// The least default prefetch of the upstream requests.
+pub const INTAKE_CONCURRENCY: u16 = 512;
 
 fn default_worker_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname")

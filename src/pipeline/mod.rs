@@ -190,7 +190,16 @@ impl Engine {
                 batch,
                 config.commit_concurrency,
             ),
-            creator: intake::creator(hot.clone(), first, metrics.clone(), batch, config.fair),
+            // Requests come in bursts shared by every tenant: larger
+            // batches drain them into Postgres fast (1 stays 1: the
+            // unbatched path).
+            creator: intake::creator(
+                hot.clone(),
+                first,
+                metrics.clone(),
+                if batch == 1 { 1 } else { batch.max(256) },
+                config.fair,
+            ),
             starter: starter::Starter::start(
                 marks.clone(),
                 config.worker_id.clone(),

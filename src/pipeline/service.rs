@@ -146,7 +146,7 @@ async fn start_tasks(
             .await?;
     }
     if opts.requests {
-        let prefetch = engine.config.concurrency_for("requests");
+        let prefetch = engine.config.intake_concurrency();
         starter
             .consume(engine.names.requests(), prefetch, intake::handle)
             .await?;

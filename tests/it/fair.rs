@@ -16,6 +16,36 @@ use crate::common::*;
 /// Publishes `n` requests of the deployment's tenant (no `user_id`) to
 /// `<ns>.requests`, each confirmed, with the AMQP `priority` property.
 async fn publish_many(config: &netra::config::Config, prefix: &str, n: usize, priority: u8) {
+    publish_as(config, None, prefix, n, priority).await;
+}
+
+/// The broker user of the test's connections (the stack's `netra`).
+fn broker_user(config: &netra::config::Config) -> String {
+    use secrecy::ExposeSecret;
+    let first = config
+        .amqp_url
+        .expose_secret()
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    first
+        .parse::<lapin::uri::AMQPUri>()
+        .expect("an AMQP URL")
+        .authority
+        .userinfo
+        .username
+}
+
+/// [`publish_many`] with a `user_id` (RabbitMQ accepts the connection's
+/// own user): the requests of the tenant mapped to that broker user.
+async fn publish_as(
+    config: &netra::config::Config,
+    user: Option<&str>,
+    prefix: &str,
+    n: usize,
+    priority: u8,
+) {
     let conn = netra::broker::connect(config, "fair load").await.unwrap();
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(Default::default()).await.unwrap();
@@ -28,6 +58,10 @@ async fn publish_many(config: &netra::config::Config, prefix: &str, n: usize, pr
             .with_correlation_id(format!("{prefix}-{i}").into())
             .with_priority(priority)
             .with_delivery_mode(2);
+        let props = match user {
+            Some(u) => props.with_user_id(u.into()),
+            None => props,
+        };
         confirms.push(
             ch.basic_publish(
                 "".into(),
@@ -147,8 +181,12 @@ async fn fair_app(in_flight: u32) -> TestApp {
 #[tokio::test]
 async fn a_flood_of_one_tenant_does_not_starve_another() {
     let t = fair_app(8).await;
-    let base = t.base();
-    let b = t.tenant("bravo").await;
+    // Both tenants enqueue on AMQP, through the one requests queue: B is the
+    // tenant mapped to the connection's broker user.
+    let user = broker_user(&t.config);
+    netra::store::tenants::create(&t.pool, "bravo", Some(&user), &said())
+        .await
+        .unwrap();
     publish_many(&t.config, "a", 5000, 0).await;
     // A is over its share: most of its runs wait.
     wait_count(
@@ -157,7 +195,7 @@ async fn a_flood_of_one_tenant_does_not_starve_another() {
         1000,
     )
     .await;
-    submit_http(&base, &b, 20, 0).await;
+    publish_as(&t.config, Some(&user), "b", 20, 0).await;
     wait_count(
         &t.pool,
         "SELECT count(*) FROM runs WHERE tenant = 'bravo' AND status = 'completed'",
