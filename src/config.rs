@@ -601,6 +601,10 @@ impl Config {
 /// The least default prefetch of the upstream requests.
 pub const INTAKE_CONCURRENCY: u16 = 512;
 
+/// The most requests one intake statement creates (unless
+/// `NETRA_COMMIT_BATCH` is 1: then one at a time).
+pub const INTAKE_BATCH: usize = 256;
+
 fn default_worker_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())

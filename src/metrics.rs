@@ -311,34 +311,30 @@ pub fn render_ledger(stats: Option<&crate::llm::client::LedgerStats>) -> String 
 /// (read from the store when scraped): `netra_tenant_runs_waiting` and
 /// `netra_tenant_runs_in_flight`.
 pub fn render_tenants(counts: &[crate::store::fair::TenantCounts]) -> String {
+    type Count = fn(&crate::store::fair::TenantCounts) -> i64;
+    let gauges: [(&str, &str, Count); 2] = [
+        (
+            "netra_tenant_runs_waiting",
+            "runs waiting to be admitted (fair admission), per tenant",
+            |c| c.waiting,
+        ),
+        (
+            "netra_tenant_runs_in_flight",
+            "runs admitted and not finished, per tenant",
+            |c| c.in_flight,
+        ),
+    ];
     let mut out = String::new();
-    describe(
-        &mut out,
-        "netra_tenant_runs_waiting",
-        "runs waiting to be admitted (fair admission), per tenant",
-        "gauge",
-    );
-    for c in counts {
-        let _ = writeln!(
-            out,
-            "netra_tenant_runs_waiting{{tenant=\"{}\"}} {}",
-            label(&c.tenant),
-            c.waiting
-        );
-    }
-    describe(
-        &mut out,
-        "netra_tenant_runs_in_flight",
-        "runs admitted and not finished, per tenant",
-        "gauge",
-    );
-    for c in counts {
-        let _ = writeln!(
-            out,
-            "netra_tenant_runs_in_flight{{tenant=\"{}\"}} {}",
-            label(&c.tenant),
-            c.in_flight
-        );
+    for (name, help, count) in gauges {
+        describe(&mut out, name, help, "gauge");
+        for c in counts {
+            let _ = writeln!(
+                out,
+                "{name}{{tenant=\"{}\"}} {}",
+                label(&c.tenant),
+                count(c)
+            );
+        }
     }
     out
 }

@@ -197,7 +197,11 @@ impl Engine {
                 hot.clone(),
                 first,
                 metrics.clone(),
-                if batch == 1 { 1 } else { batch.max(256) },
+                if batch == 1 {
+                    1
+                } else {
+                    batch.max(crate::config::INTAKE_BATCH)
+                },
                 config.fair,
             ),
             starter: starter::Starter::start(

@@ -19,6 +19,7 @@ pub mod catalog;
 pub mod dead_letters;
 pub mod effects;
 pub mod error;
+pub mod failover;
 pub mod fair;
 pub mod hosts;
 pub mod ingests;
@@ -46,7 +47,8 @@ use sqlx::{
 };
 
 use crate::config::Config;
-use hosts::{Derive, Hosts};
+use failover::Derive;
+use hosts::Hosts;
 
 pub use error::Error;
 
@@ -100,7 +102,7 @@ async fn open_hosts(
     derive: Derive,
 ) -> Result<PgPool, Error> {
     if hosts.is_multi() {
-        return hosts::open_pool(url, ca, hosts, pool, derive).await;
+        return failover::open_pool(url, ca, hosts, pool, derive).await;
     }
     Ok(pool
         .connect_with(derive(hosts.first().options().clone()))

@@ -92,7 +92,7 @@ impl Run {
 /// batch statements in `sql/*.sql` return them). A unit test checks the
 /// list against [`Run`]'s fields; [`select_runs!`] spells the same list out
 /// for the compile-time checked queries, which check it against [`Run`].
-pub(super) const RUN_COLUMNS: &str =
+pub const RUN_COLUMNS: &str =
     "id, tenant, thread_id, correlation_id, request_message_id, reply_to, \
      request, status, phase, attempt, replay, next_attempt_at, result, error, created_at, \
      updated_at, finished_at, priority, wait_reason";

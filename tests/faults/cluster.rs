@@ -37,7 +37,7 @@ pub fn stack_output(args: &[&str]) -> String {
 }
 
 /// Waits until more than `before` runs have completed; the time it took.
-async fn until_completed_beyond(pool: &sqlx::PgPool, before: i64, since: Instant) -> Duration {
+pub async fn until_completed_beyond(pool: &sqlx::PgPool, before: i64, since: Instant) -> Duration {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while completed(pool).await <= before {
         assert!(

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 
-use super::cluster::stack_output;
+use super::cluster::{stack_output, until_completed_beyond};
 use super::*;
 
 /// The multi-host URL of the primary and the standby
@@ -79,15 +79,7 @@ async fn failover_to_the_synchronous_standby_keeps_every_acknowledged_effect() {
         .await
         .expect("the promoted standby");
     let before = completed(&promoted).await;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while completed(&promoted).await <= before {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no run completed after the failover"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let resumed = t0.elapsed();
+    let resumed = until_completed_beyond(&promoted, before, t0).await;
     wait_all(&promoted, n, &["completed"]).await;
 
     // Counted: every acknowledged run is completed on the new primary, with

@@ -320,13 +320,16 @@ pub fn said() -> netra::store::audit::Said {
 pub async fn wait_all(pool: &PgPool, n: usize, statuses: &[&str]) -> Vec<Run> {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let runs: Vec<Run> = sqlx::query_as(
-            "SELECT id, tenant, thread_id, correlation_id, request_message_id, reply_to, request, status, phase, attempt, \
-             replay, next_attempt_at, result, error, created_at, updated_at, finished_at, priority, wait_reason FROM runs ORDER BY created_at, id",
-        )
-        .fetch_all(pool)
-        .await
-        .unwrap_or_default();
+        // The store's own column list: a column added to `Run` needs no
+        // change here.
+        let sql = format!(
+            "SELECT {} FROM runs ORDER BY created_at, id",
+            netra::store::runs::RUN_COLUMNS
+        );
+        let runs: Vec<Run> = sqlx::query_as(&sql)
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
         if runs.len() >= n && runs.iter().all(|r| statuses.contains(&r.status.as_str())) {
             return runs;
         }
