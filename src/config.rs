@@ -141,8 +141,8 @@ pub struct Config {
     pub fair: FairConfig,
 }
 
-/// The defaults of fair admission (a tenant's own weight and cap, set with
-/// `netra tenant set`, override the last two).
+/// The defaults of fair admission (a tenant's own weight, cap and request
+/// rate, set with `netra tenant set`, override the last three).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FairConfig {
     /// The runs in flight the tenants share (`NETRA_FAIR_IN_FLIGHT`,
@@ -154,6 +154,10 @@ pub struct FairConfig {
     /// A tenant's cap on runs in flight unless set
     /// (`NETRA_FAIR_MAX_IN_FLIGHT`; default none).
     pub max_in_flight: Option<u32>,
+    /// A tenant's request rate unless set: new runs per minute on every
+    /// way in, beyond which they wait `over its rate`
+    /// (`NETRA_FAIR_REQUESTS_PER_MIN`; default 0, no limit).
+    pub requests_per_min: u32,
 }
 
 impl Default for FairConfig {
@@ -163,6 +167,7 @@ impl Default for FairConfig {
             in_flight: 1024,
             weight: 1,
             max_in_flight: None,
+            requests_per_min: 0,
         }
     }
 }
@@ -172,6 +177,7 @@ impl FairConfig {
         let in_flight: u32 = parse("NETRA_FAIR_IN_FLIGHT", 1024u32)?;
         let weight: u32 = parse("NETRA_FAIR_WEIGHT", 1u32)?;
         let max_in_flight: u32 = parse("NETRA_FAIR_MAX_IN_FLIGHT", 0u32)?;
+        let requests_per_min: u32 = parse("NETRA_FAIR_REQUESTS_PER_MIN", 0u32)?;
         if in_flight == 0 {
             return Err(ConfigError {
                 var: "NETRA_FAIR_IN_FLIGHT",
@@ -188,6 +194,7 @@ impl FairConfig {
             in_flight,
             weight,
             max_in_flight: (max_in_flight > 0).then_some(max_in_flight),
+            requests_per_min,
         })
     }
 }

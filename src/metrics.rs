@@ -308,11 +308,11 @@ pub fn render_ledger(stats: Option<&crate::llm::client::LedgerStats>) -> String 
 }
 
 /// The gauges of fair admission, per tenant with runs waiting or in flight
-/// (read from the store when scraped): `netra_tenant_runs_waiting` and
-/// `netra_tenant_runs_in_flight`.
+/// (read from the store when scraped): `netra_tenant_runs_waiting`,
+/// `netra_tenant_runs_in_flight` and `netra_tenant_requests_spooled`.
 pub fn render_tenants(counts: &[crate::store::fair::TenantCounts]) -> String {
     type Count = fn(&crate::store::fair::TenantCounts) -> i64;
-    let gauges: [(&str, &str, Count); 2] = [
+    let gauges: [(&str, &str, Count); 3] = [
         (
             "netra_tenant_runs_waiting",
             "runs waiting to be admitted (fair admission), per tenant",
@@ -322,6 +322,11 @@ pub fn render_tenants(counts: &[crate::store::fair::TenantCounts]) -> String {
             "netra_tenant_runs_in_flight",
             "runs admitted and not finished, per tenant",
             |c| c.in_flight,
+        ),
+        (
+            "netra_tenant_requests_spooled",
+            "requests read during a backlog and not yet runs (the intake inbox), per tenant",
+            |c| c.spooled,
         ),
     ];
     let mut out = String::new();
@@ -388,11 +393,13 @@ mod tests {
                 tenant: "acme".into(),
                 waiting: 3,
                 in_flight: 2,
+                spooled: 7,
             },
             TenantCounts {
                 tenant: "a\"b\\c\nd".into(),
                 waiting: 0,
                 in_flight: 1,
+                spooled: 0,
             },
         ];
         let text = render_tenants(&counts);
@@ -401,6 +408,7 @@ mod tests {
             "# TYPE netra_tenant_runs_in_flight gauge",
             "netra_tenant_runs_waiting{tenant=\"acme\"} 3",
             "netra_tenant_runs_in_flight{tenant=\"acme\"} 2",
+            "netra_tenant_requests_spooled{tenant=\"acme\"} 7",
             "netra_tenant_runs_waiting{tenant=\"a\\\"b\\\\c\\nd\"} 0",
             "netra_tenant_runs_in_flight{tenant=\"a\\\"b\\\\c\\nd\"} 1",
         ] {

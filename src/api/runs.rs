@@ -225,6 +225,8 @@ pub async fn view(engine: &Engine, run: &Run) -> Result<Value, ApiError> {
         "attempt": run.attempt,
         "replay": run.replay,
         "next_attempt_at": run.next_attempt_at,
+        "priority": run.priority,
+        "wait_reason": run.wait_reason,
         "result": run.result,
         "error": run.error,
         "created_at": run.created_at,

@@ -3,28 +3,45 @@
 //!
 //! The request's `message_id` (or `Idempotency-Key`) makes the same request
 //! create one run however often it arrives; a repeat publishes the first
-//! phase message again, which the phase consumer deduplicates.
+//! phase message again, which the phase consumer deduplicates. While
+//! `<ns>.requests` is backlogged, AMQP requests are checked, spooled to the
+//! intake inbox and acked, and become runs a few per tenant at a time
+//! ([`super::inbox`]).
 
 use lapin::message::Delivery;
 use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{batcher::Batcher, dispatch, envelope::Poison, settle, Engine};
+use std::time::Instant;
+
+use super::{batcher::Batcher, dispatch, envelope::Poison, inbox::Spooling, settle, Engine};
 use crate::{
     broker::publisher::Publisher,
     error::InfraError,
     store::{
+        self,
         runs::{self, Accepted, IntakeError, NewRun},
-        tenants,
     },
 };
+
+/// What intake did with a request: made (or found) its run, or stored it in
+/// the intake inbox to become a run soon (see [`super::inbox`]).
+#[derive(Debug, Clone)]
+pub enum Taken {
+    /// The run exists.
+    Accepted(Box<Accepted>),
+    /// The request is spooled.
+    Spooled,
+}
 
 /// Batched intake of AMQP requests: the runs of concurrent requests are
 /// created by one statement (see [`runs::create_runs`]); the requests of a
 /// failed statement (none of which was created) are retried one at a time,
 /// so each gets its own error (during an outage they all fail at once).
-pub type Creator = Batcher<NewRun, Result<Accepted, IntakeError>>;
+/// A full batch, and every batch for a moment after one, is spooled to the
+/// intake inbox instead (see [`super::inbox`]).
+pub type Creator = Batcher<NewRun, Result<Taken, IntakeError>>;
 
 /// Starts the intake batcher over `pool`.
 pub fn creator(
@@ -34,9 +51,36 @@ pub fn creator(
     batch: usize,
     fair: crate::config::FairConfig,
 ) -> Creator {
+    let spooling = std::sync::Arc::new(Spooling::new(batch));
     Batcher::start("requests", metrics, batch, 1, move |news: Vec<NewRun>| {
-        let pool = pool.clone();
+        let (pool, spooling) = (pool.clone(), spooling.clone());
         async move {
+            if spooling.wanted(news.len(), Instant::now()) {
+                match store::inbox::spool(&pool, &news).await {
+                    Ok(stored) => {
+                        spooling.spooled(Instant::now());
+                        return news
+                            .iter()
+                            .zip(stored)
+                            .map(|(new, ok)| match ok {
+                                true => Ok(Taken::Spooled),
+                                false => Err(IntakeError::UnknownThread(
+                                    new.thread_id.unwrap_or_default(),
+                                )),
+                            })
+                            .collect();
+                    }
+                    Err(e) if e.is_outage() => {
+                        return news
+                            .iter()
+                            .map(|_| Err(IntakeError::Db(e.clone())))
+                            .collect()
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "spooling failed; creating the runs instead")
+                    }
+                }
+            }
             let results = runs::create_runs(&pool, &news, first_phase, "amqp", fair).await;
             let alone = news.len() == 1;
             let mut out = Vec::with_capacity(news.len());
@@ -49,7 +93,9 @@ pub fn creator(
                     other => other,
                 });
             }
-            out
+            out.into_iter()
+                .map(|r| r.map(|a| Taken::Accepted(Box::new(a))))
+                .collect()
         }
     })
 }
@@ -204,6 +250,7 @@ impl RequestBody {
                 .context
                 .unwrap_or_else(|| Value::Object(Default::default())),
             priority: i16::from(self.priority.unwrap_or(0).min(MAX_PRIORITY)),
+            over_rate: false,
         }
     }
 }
@@ -217,9 +264,11 @@ pub async fn accept(
     new: &NewRun,
     actor: &str,
 ) -> Result<Accepted, IntakeError> {
+    let mut new = new.clone();
+    new.over_rate = over_rate(engine, &new.tenant).await?;
     let accepted = runs::create_run(
         &engine.pool,
-        new,
+        &new,
         engine.agents.router().first(),
         actor,
         engine.config.fair,
@@ -236,6 +285,29 @@ pub async fn accept(
         }
     }
     Ok(accepted)
+}
+
+/// The key of a tenant's request-rate window (shared by every way in).
+pub fn rate_key(tenant: &str) -> String {
+    format!("requests:{tenant}")
+}
+
+/// Whether a new request of `tenant` is over its request rate, counting it
+/// in the tenant's window when it is not (docs/DESIGN.md "Fair admission");
+/// false without asking anything when the tenant has no rate.
+pub async fn over_rate(engine: &Engine, tenant: &str) -> Result<bool, store::Error> {
+    let limit = engine
+        .tenant_facts
+        .requests_per_min(&engine.pool, tenant, engine.config.fair)
+        .await?;
+    if limit == 0 {
+        return Ok(false);
+    }
+    Ok(engine
+        .limiter
+        .check(engine.cache.as_ref(), &rate_key(tenant), limit)
+        .await
+        .is_some())
 }
 
 /// Handles one delivery from `<ns>.requests`.
@@ -269,7 +341,11 @@ async fn request_tenant(
     user: Option<&str>,
 ) -> Result<Result<(String, Option<String>), Poison>, InfraError> {
     Ok(match user {
-        Some(user) => match tenants::by_amqp_user(&engine.pool, user).await? {
+        Some(user) => match engine
+            .tenant_facts
+            .tenant_of_user(&engine.pool, user)
+            .await?
+        {
             Some(t) => Ok((t, Some(user.to_string()))),
             None => Err(Poison::new(
                 "unauthorized",
@@ -313,7 +389,8 @@ async fn process(
         Err(p) => Err(p),
     };
     match outcome {
-        Ok(accepted) => publish_accepted(engine, publisher, &accepted).await,
+        Ok(Taken::Accepted(accepted)) => publish_accepted(engine, publisher, &accepted).await,
+        Ok(Taken::Spooled) => Ok(()),
         Err(p) => settle::dead_letter_poison(engine, publisher, "requests", delivery, &p).await,
     }
 }
@@ -331,15 +408,18 @@ async fn admit(engine: &Engine, delivery: &Delivery) -> Result<Result<NewRun, Po
         Ok(t) => t,
         Err(p) => return Ok(Err(p)),
     };
-    let addressed = addressing(engine, props, mapped_user.as_deref());
+    let (correlation_id, key, reply_to) = match addressing(engine, props, mapped_user.as_deref()) {
+        Ok(a) => a,
+        Err(p) => return Ok(Err(p)),
+    };
     let priority = props.priority().map(|p| i16::from(p.min(MAX_PRIORITY)));
-    Ok(addressed.map(|(correlation_id, key, reply_to)| {
-        let mut new = body.into_new_run(tenant, correlation_id, key, reply_to);
-        if let Some(p) = priority {
-            new.priority = p;
-        }
-        new
-    }))
+    let over_rate = over_rate(engine, &tenant).await?;
+    let mut new = body.into_new_run(tenant, correlation_id, key, reply_to);
+    if let Some(p) = priority {
+        new.priority = p;
+    }
+    new.over_rate = over_rate;
+    Ok(Ok(new))
 }
 
 /// A request's correlation id (a new one when it has none), idempotency
@@ -371,7 +451,7 @@ fn addressing(
 /// Creates (or finds) the run through the intake batcher. A request the
 /// database refuses (an unknown thread, data it cannot store) is refused;
 /// an outage is an error, and the delivery comes back.
-async fn create(engine: &Engine, new: NewRun) -> Result<Result<Accepted, Poison>, InfraError> {
+async fn create(engine: &Engine, new: NewRun) -> Result<Result<Taken, Poison>, InfraError> {
     let created = match engine.creator.call(new).await {
         Ok(Some(created)) => created,
         // The batch died (a panic): the delivery is handed back.
@@ -382,7 +462,7 @@ async fn create(engine: &Engine, new: NewRun) -> Result<Result<Accepted, Poison>
         ))),
     };
     match created {
-        Ok(accepted) => Ok(Ok(accepted)),
+        Ok(taken) => Ok(Ok(taken)),
         Err(IntakeError::UnknownThread(id)) => Ok(Err(Poison::new(
             "unknown_thread",
             format!("thread {id} does not exist for this tenant"),

@@ -29,6 +29,7 @@ pub mod dispatched;
 pub mod effects;
 /// The phase message (lives in [`crate::model`], shared with the store).
 pub use crate::model::envelope;
+pub mod inbox;
 pub mod intake;
 pub mod lease;
 /// What a processed message leads to (lives in [`crate::model`]).
@@ -40,6 +41,7 @@ pub mod service;
 pub mod settle;
 pub mod shutdown;
 pub mod starter;
+pub mod tenant_facts;
 pub mod worker;
 
 use std::sync::Arc;
@@ -81,6 +83,9 @@ pub struct Engine {
     pub starter: starter::Starter,
     /// Batched intake of AMQP requests.
     pub creator: intake::Creator,
+    /// Broker users' tenants and tenants' request rates, as intake reads
+    /// them.
+    pub tenant_facts: Arc<tenant_facts::TenantFacts>,
     /// Marks follow-ups dispatched once confirmed.
     pub dispatched: dispatched::DispatchMarks,
     /// Signs and checks phase envelopes.
@@ -204,6 +209,7 @@ impl Engine {
                 },
                 config.fair,
             ),
+            tenant_facts: Arc::default(),
             starter: starter::Starter::start(
                 marks.clone(),
                 config.worker_id.clone(),

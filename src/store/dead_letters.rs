@@ -92,9 +92,10 @@ pub(super) async fn insert_for_run(
     Ok(())
 }
 
-/// Indexes a poison message (one that never became or moved a run).
-pub async fn insert_poison(
-    pool: &PgPool,
+/// Indexes a poison message (one that never became or moved a run), on
+/// the pool or in the caller's transaction.
+pub async fn insert_poison<'e>(
+    exec: impl sqlx::PgExecutor<'e>,
     queue: &str,
     phase: &str,
     message_id: Option<&str>,
@@ -118,7 +119,7 @@ pub async fn insert_poison(
         now,
         kept,
     )
-    .execute(pool)
+    .execute(exec)
     .await?;
     Ok(id)
 }

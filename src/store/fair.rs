@@ -105,10 +105,14 @@ pub struct TenantCounts {
     pub waiting: i64,
     /// Runs admitted and not finished.
     pub in_flight: i64,
+    /// Requests spooled in the intake inbox, not yet runs
+    /// ([`super::inbox`]).
+    pub spooled: i64,
 }
 
-/// Waiting and in-flight runs per tenant (tenants with neither are left
-/// out), by tenant name. Two statements, each on its partial index.
+/// Waiting and in-flight runs and spooled requests per tenant (tenants
+/// with none are left out), by tenant name. Three statements, each on its
+/// own index.
 pub async fn counts(pool: &PgPool) -> Result<Vec<TenantCounts>, Error> {
     let waiting: Vec<(String, i64)> = sqlx::query_as(
         "SELECT tenant, count(*) FROM runs WHERE wait_reason IS NOT NULL AND status = 'queued' \
@@ -133,6 +137,11 @@ pub async fn counts(pool: &PgPool) -> Result<Vec<TenantCounts>, Error> {
             .or_insert_with(|| TenantCounts::empty(tenant))
             .in_flight = n;
     }
+    for (tenant, n) in super::inbox::depth(pool).await? {
+        by.entry(tenant.clone())
+            .or_insert_with(|| TenantCounts::empty(tenant))
+            .spooled = n;
+    }
     Ok(by.into_values().collect())
 }
 
@@ -142,6 +151,55 @@ impl TenantCounts {
             tenant,
             waiting: 0,
             in_flight: 0,
+            spooled: 0,
         }
     }
+}
+
+/// `tenant`'s own request rate (`tenants.requests_per_min`, migration
+/// 0018): None when it has no row or no value of its own.
+pub async fn requests_per_min(pool: &PgPool, tenant: &str) -> Result<Option<i32>, Error> {
+    Ok(sqlx::query_scalar::<_, Option<i32>>(
+        "SELECT requests_per_min FROM tenants WHERE name = $1 AND deleted_at IS NULL",
+    )
+    .bind(tenant)
+    .fetch_optional(pool)
+    .await?
+    .flatten())
+}
+
+/// The tenants with runs waiting for their request rate, and how many.
+pub async fn rate_waiting(pool: &PgPool) -> Result<Vec<(String, i64)>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT tenant, count(*) FROM runs WHERE wait_reason = 'over its rate' \
+         AND status = 'queued' GROUP BY tenant ORDER BY tenant",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Lets up to `n` of `tenant`'s runs that wait for its rate go on to wait
+/// for its share (highest priority first, then oldest), where the next
+/// release admits them; returns how many went on. Runs another process is
+/// moving are skipped.
+pub async fn pass_rate(pool: &PgPool, tenant: &str, n: i64, actor: &str) -> Result<u64, Error> {
+    let done: i64 = sqlx::query_scalar(
+        "WITH picked AS (SELECT id FROM runs WHERE tenant = $1 AND wait_reason = 'over its rate' \
+             AND status = 'queued' ORDER BY priority DESC, created_at, id LIMIT $2 \
+             FOR UPDATE SKIP LOCKED), \
+         passed AS (UPDATE runs SET wait_reason = 'tenant over its share', updated_at = now() \
+             WHERE id IN (SELECT id FROM picked) RETURNING id, phase, attempt, replay), \
+         history AS (INSERT INTO run_history (run_id, actor, from_status, to_status, phase, \
+             attempt, replay, detail) \
+             SELECT id, $3, 'queued', 'queued', phase, attempt, replay, \
+               jsonb_build_object('waiting', 'tenant over its share', 'rate_passed', true) \
+             FROM passed) \
+         SELECT count(*) FROM passed",
+    )
+    .bind(tenant)
+    .bind(n)
+    .bind(actor)
+    .fetch_one(pool)
+    .await?;
+    Ok(u64::try_from(done).unwrap_or(0))
 }

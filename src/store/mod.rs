@@ -22,6 +22,7 @@ pub mod error;
 pub mod failover;
 pub mod fair;
 pub mod hosts;
+pub mod inbox;
 pub mod ingests;
 pub mod keys;
 pub mod leases;

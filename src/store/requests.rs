@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use super::Error;
 use serde_json::{json, Value};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{
@@ -21,8 +21,9 @@ pub(super) fn to_i32(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// A request accepted for processing.
-#[derive(Debug, Clone)]
+/// A request accepted for processing (serialized as such into the intake
+/// inbox, see [`super::inbox`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NewRun {
     /// Owning tenant.
     pub tenant: String,
@@ -42,6 +43,9 @@ pub struct NewRun {
     pub context: Value,
     /// Priority, 0-9 (docs/DESIGN.md "Fair admission").
     pub priority: i16,
+    /// Over its tenant's request rate: the run waits `over its rate`.
+    #[serde(default)]
+    pub over_rate: bool,
 }
 
 /// Why a request cannot become a run.
@@ -118,6 +122,28 @@ pub async fn create_runs(
     actor: &str,
     fair: FairConfig,
 ) -> Vec<Result<Accepted, IntakeError>> {
+    match pool.acquire().await {
+        Ok(mut conn) => create_runs_on(&mut conn, news, first_phase, actor, fair).await,
+        Err(e) => {
+            let mut results: Vec<Option<Result<Accepted, IntakeError>>> =
+                (0..news.len()).map(|_| None).collect();
+            fail_rest(&mut results, 0..news.len(), Error::from(e));
+            results.into_iter().flatten().collect()
+        }
+    }
+}
+
+/// [`create_runs`] on one connection, which may be in a transaction (the
+/// inbox's drain creates runs in the transaction that deletes their
+/// requests). In a transaction, a failed statement fails the transaction:
+/// the caller rolls it back.
+pub async fn create_runs_on(
+    conn: &mut PgConnection,
+    news: &[NewRun],
+    first_phase: &str,
+    actor: &str,
+    fair: FairConfig,
+) -> Vec<Result<Accepted, IntakeError>> {
     let mut results: Vec<Option<Result<Accepted, IntakeError>>> =
         (0..news.len()).map(|_| None).collect();
     // A new thread's id is chosen here, once per request.
@@ -138,7 +164,7 @@ pub async fn create_runs(
                 .as_deref()
                 .map(|key| (n.tenant.as_str(), key))
         });
-        let rows = insert_round(pool, news, &threads, &round, first_phase, actor, fair).await;
+        let rows = insert_round(&mut *conn, news, &threads, &round, first_phase, actor, fair).await;
         let rows = match rows {
             Ok(rows) => rows,
             Err(e) => {
@@ -159,7 +185,7 @@ pub async fn create_runs(
         // or the thread is not this tenant's.
         for &k in &round {
             if results[k].is_none() {
-                results[k] = Some(not_created(pool, &news[k], threads[k].0).await);
+                results[k] = Some(not_created(&mut *conn, &news[k], threads[k].0).await);
             }
         }
     }
@@ -178,7 +204,7 @@ pub async fn create_runs(
 /// The intake statement for one round (requests with distinct keys): the
 /// rows of the runs it created, each with its position in the round.
 async fn insert_round(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     news: &[NewRun],
     threads: &[(Uuid, bool)],
     round: &[usize],
@@ -206,15 +232,20 @@ async fn insert_round(
         .bind(to_i32(fair.in_flight))
         .bind(to_i32(fair.weight))
         .bind(fair.max_in_flight.map(to_i32))
-        .fetch_all(pool)
+        .bind(column(round, |k| news[k].over_rate))
+        .fetch_all(conn)
         .await?)
 }
 
 /// A request the intake statement created no run for: the run an earlier
 /// copy of it created, or an unknown thread (`thread`, not the tenant's).
-async fn not_created(pool: &PgPool, n: &NewRun, thread: Uuid) -> Result<Accepted, IntakeError> {
+async fn not_created(
+    conn: &mut PgConnection,
+    n: &NewRun,
+    thread: Uuid,
+) -> Result<Accepted, IntakeError> {
     let found = match &n.request_message_id {
-        Some(key) => find_by_request_id(pool, &n.tenant, key).await?,
+        Some(key) => find_by_request_id(conn, &n.tenant, key).await?,
         None => None,
     };
     match found {
@@ -226,10 +257,14 @@ async fn not_created(pool: &PgPool, n: &NewRun, thread: Uuid) -> Result<Accepted
     }
 }
 
-async fn find_by_request_id(pool: &PgPool, tenant: &str, key: &str) -> Result<Option<Run>, Error> {
+async fn find_by_request_id(
+    conn: &mut PgConnection,
+    tenant: &str,
+    key: &str,
+) -> Result<Option<Run>, Error> {
     Ok(
         select_runs!("WHERE tenant = $1 AND request_message_id = $2", tenant, key,)
-            .fetch_optional(pool)
+            .fetch_optional(conn)
             .await?,
     )
 }

@@ -115,7 +115,7 @@ macro_rules! select_runs {
 }
 pub(super) use select_runs;
 
-pub use super::requests::{create_run, create_runs, Accepted, IntakeError, NewRun};
+pub use super::requests::{create_run, create_runs, create_runs_on, Accepted, IntakeError, NewRun};
 
 /// One transition of a run: a row of its history, never overwritten
 /// (docs/DESIGN.md "Run states").

@@ -444,6 +444,7 @@ mod tests {
             in_flight: 10,
             weight: 2,
             max_in_flight: Some(5),
+            ..FairConfig::default()
         };
         let none = FairSettings {
             name: "a".into(),

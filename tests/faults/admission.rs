@@ -68,3 +68,102 @@ async fn killing_the_scheduler_mid_release_loses_no_run_and_releases_none_twice(
     pool.close().await;
     cleanup(&config, &db).await;
 }
+
+/// Publishes `n` requests without a `message_id` (no idempotency key: only
+/// the inbox's transaction keeps them one run each), correlation ids
+/// `{prefix}-{i}`, confirmed.
+async fn publish_keyless(config: &Config, prefix: &str, n: usize) {
+    let conn = netra::broker::connect(config, "keyless load")
+        .await
+        .unwrap();
+    let p = netra::broker::publisher::Publisher::open(&conn)
+        .await
+        .unwrap();
+    for i in 0..n {
+        p.publish_routed(&netra::broker::publisher::Outgoing {
+            exchange: format!("{}.intake", config.namespace),
+            routing_key: String::new(),
+            body: serde_json::to_vec(&json!({"message": "What is prompt caching?"})).unwrap(),
+            correlation_id: Some(format!("{prefix}-{i}")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let _ = conn.close(200, "bye".into()).await;
+}
+
+#[tokio::test]
+#[ignore = "kills workers: deploy/local/test runs it with the fault tests"]
+async fn killing_workers_mid_drain_loses_no_spooled_request_and_makes_none_twice() {
+    let (config, db) = test_config().await;
+    let pool = prepared_db(&config).await;
+    let settings = [("NETRA_FAIR_IN_FLIGHT", "4")];
+    let mut workers = vec![
+        spawn_worker_with(&config, &settings),
+        spawn_worker_with(&config, &settings),
+    ];
+    wait_topology(&config).await;
+    // A backlog on `<ns>.requests` (nobody reads it while it is published),
+    // so that intake's batches are full and it spools.
+    for w in &mut workers {
+        w.kill().unwrap();
+        w.wait().unwrap();
+    }
+    let n = 3000;
+    publish_keyless(&config, "spool", n).await;
+    for w in &mut workers {
+        *w = spawn_worker_with(&config, &settings);
+    }
+    let mut rng = rand::thread_rng();
+    for _ in 0..6 {
+        let pause = rng.gen_range(100..900);
+        tokio::time::sleep(Duration::from_millis(pause)).await; // fault timing, not synchronisation
+        let k = rng.gen_range(0..workers.len());
+        workers[k].kill().unwrap(); // SIGKILL
+        workers[k].wait().unwrap();
+        workers[k] = spawn_worker_with(&config, &settings);
+    }
+    // Every request becomes a run and the inbox empties (bounded wait).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let (runs, spooled) = loop {
+        let (runs, spooled): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM intake_inbox)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap_or((0, -1));
+        if runs >= n as i64 && spooled == 0 {
+            break (runs, spooled);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{runs} runs of {n} requests, {spooled} still spooled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (distinct, via_inbox): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(DISTINCT correlation_id) FROM runs), \
+                (SELECT count(*) FROM run_history WHERE actor = $1 AND from_status IS NULL)",
+    )
+    .bind(netra::pipeline::inbox::ACTOR)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    eprintln!("inbox under kill -9: {n} requests, {runs} runs, {via_inbox} through the inbox, {spooled} left");
+    assert_eq!(
+        runs, n as i64,
+        "a spooled request became two runs, or was lost"
+    );
+    assert_eq!(distinct, n as i64, "a request's run is missing or doubled");
+    assert!(
+        via_inbox > 0,
+        "no request was spooled: the test proves nothing"
+    );
+    for mut w in workers {
+        w.kill().unwrap();
+        w.wait().unwrap();
+    }
+    pool.close().await;
+    cleanup(&config, &db).await;
+}

@@ -244,6 +244,7 @@ fn request(tenant: &str, key: Option<&str>, thread: Option<uuid::Uuid>) -> runs:
         workload_id: None,
         context: json!({}),
         priority: 0,
+        over_rate: false,
     }
 }
 

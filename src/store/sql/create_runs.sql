@@ -12,22 +12,25 @@
 -- admitted, highest priority first; the others wait (`tenant over its
 -- share`) and are not published. The function locks each tenant's
 -- admission in name order, so concurrent intakes neither overshoot a share
--- nor deadlock.
+-- nor deadlock. A request over its tenant's rate ($16, decided by the
+-- caller) waits `over its rate` and takes no part in the share.
 WITH requests AS (
   SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[],
-      $6::text[], $7::jsonb[], $8::bool[], $9::text[], $12::int2[]) WITH ORDINALITY
+      $6::text[], $7::jsonb[], $8::bool[], $9::text[], $12::int2[], $16::bool[]) WITH ORDINALITY
     AS t(id, tenant, thread_id, correlation_id, request_message_id, reply_to, request, new_thread,
-         message, priority, idx)),
+         message, priority, over_rate, idx)),
 allowed AS (
   SELECT r.* FROM requests r
   WHERE new_thread
      OR EXISTS (SELECT 1 FROM threads t WHERE t.id = r.thread_id AND t.tenant = r.tenant)),
 quota AS (
   SELECT tenant, netra_fair_admit(tenant, n, false, $13, $14, $15) AS admit
-  FROM (SELECT tenant, count(*)::int AS n FROM allowed GROUP BY tenant ORDER BY tenant) g),
+  FROM (SELECT tenant, (count(*) FILTER (WHERE NOT over_rate))::int AS n FROM allowed
+        GROUP BY tenant ORDER BY tenant) g),
 ranked AS (
   SELECT a.*, CASE
-      WHEN row_number() OVER (PARTITION BY a.tenant ORDER BY a.priority DESC, a.idx)
+      WHEN a.over_rate THEN 'over its rate'
+      WHEN row_number() OVER (PARTITION BY a.tenant, a.over_rate ORDER BY a.priority DESC, a.idx)
            <= q.admit THEN NULL
       ELSE 'tenant over its share' END AS wait_reason
   FROM allowed a JOIN quota q ON q.tenant = a.tenant),

@@ -551,6 +551,7 @@ pub async fn create_run(
         workload_id: None,
         context: serde_json::json!({}),
         priority: 0,
+        over_rate: false,
     };
     netra::store::runs::create_run(pool, &new, first_phase, "test", Default::default())
         .await
