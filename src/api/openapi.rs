@@ -42,10 +42,36 @@ fn schemas() -> Value {
             "anyOf": [{"required": ["weight"]}, {"required": ["max_in_flight"]}],
             "additionalProperties": false,
             "properties": {
-                "weight": {"type": ["integer", "null"], "minimum": 1, "maximum": crate::store::tenants::MAX_WEIGHT, "description": "the tenant's weight; null: NETRA_FAIR_WEIGHT"},
-                "max_in_flight": {"type": ["integer", "null"], "minimum": 1, "maximum": crate::store::tenants::MAX_CAP, "description": "the tenant's cap on runs in flight; null: NETRA_FAIR_MAX_IN_FLIGHT (no cap when unset)"},
+                "weight": {"anyOf": [
+                    {"type": "integer", "minimum": 1, "maximum": crate::store::tenants::MAX_WEIGHT},
+                    {"type": "null"},
+                    {"const": "default"}
+                ], "description": "the tenant's weight; null or \"default\": NETRA_FAIR_WEIGHT"},
+                "max_in_flight": {"anyOf": [
+                    {"type": "integer", "minimum": 1, "maximum": crate::store::tenants::MAX_CAP},
+                    {"type": "null"},
+                    {"enum": ["default", "none"]}
+                ], "description": "the tenant's cap on runs in flight; null or \"default\": NETRA_FAIR_MAX_IN_FLIGHT (no cap when unset); \"none\": no cap, even where NETRA_FAIR_MAX_IN_FLIGHT is set"},
                 "reason": {"type": "string", "minLength": 1, "maxLength": crate::model::principal::MAX_REASON_CHARS, "description": "why: recorded in the audit trail"}
             }
+        },
+        "Tenant": {
+            "type": "object",
+            "required": ["name", "weight", "weight_is_default", "max_in_flight", "max_in_flight_is_default", "in_flight", "waiting"],
+            "properties": {
+                "name": {"type": "string"},
+                "weight": {"type": "integer", "minimum": 1, "maximum": crate::store::tenants::MAX_WEIGHT, "description": "its weight, its own or NETRA_FAIR_WEIGHT"},
+                "weight_is_default": {"type": "boolean"},
+                "max_in_flight": {"anyOf": [{"type": "integer", "minimum": 1}, {"const": "none"}], "description": "its cap on runs in flight, its own or NETRA_FAIR_MAX_IN_FLIGHT; \"none\": no cap (its own \"none\", or the default when none is configured)"},
+                "max_in_flight_is_default": {"type": "boolean"},
+                "in_flight": {"type": "integer", "description": "runs admitted and not finished"},
+                "waiting": {"type": "integer", "description": "runs waiting to be admitted"}
+            }
+        },
+        "TenantList": {
+            "type": "object",
+            "required": ["tenants"],
+            "properties": {"tenants": {"type": "array", "items": {"$ref": "#/components/schemas/Tenant"}}}
         },
         "Error": {
             "type": "object",
@@ -54,6 +80,15 @@ fn schemas() -> Value {
                 "code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}}}
         }
     })
+}
+
+/// The schema of a route's `200` body, where the document names one.
+fn ok_schema(method: &str, path: &str) -> Option<&'static str> {
+    match (method, path) {
+        ("GET", "/v1/tenants") => Some("TenantList"),
+        ("GET" | "PATCH", "/v1/tenants/{name}") => Some("Tenant"),
+        _ => None,
+    }
 }
 
 /// True for a route that answers HTML (`…/report.html`), not JSON; its
@@ -117,6 +152,9 @@ pub fn document() -> Value {
             let mut resp = json!({"description": describe(*s, r.path)});
             if *s == 200 && is_html(r.path) {
                 resp["content"] = json!({"text/html": {"schema": {"type": "string"}}});
+            }
+            if let Some(schema) = ok_schema(r.method, r.path).filter(|_| *s == 200) {
+                resp["content"] = json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}});
             }
             if *s >= 400 {
                 resp["content"] =
@@ -189,6 +227,11 @@ mod tests {
         }
         assert!(doc["paths"]["/v1/tenants"]["get"].is_object());
         assert!(doc["paths"]["/v1/tenants/{name}"]["patch"]["responses"]["403"].is_object());
+        // A cap is a number or "none" both ways.
+        let cap = &doc["components"]["schemas"]["TenantPatch"]["properties"]["max_in_flight"];
+        assert!(cap.to_string().contains("\"none\""), "{cap}");
+        let shown = &doc["components"]["schemas"]["Tenant"]["properties"]["max_in_flight"];
+        assert!(shown.to_string().contains("\"none\""), "{shown}");
         assert_eq!(
             doc["paths"]["/v1/runs/{id}"]["get"]["parameters"][0]["schema"]["format"],
             "uuid"
@@ -204,6 +247,8 @@ mod tests {
             "ReplayRequest",
             "ReasonRequest",
             "TenantPatch",
+            "Tenant",
+            "TenantList",
             "Error",
         ] {
             assert!(doc["components"]["schemas"][name].is_object());

@@ -6,6 +6,11 @@
 //! An operator sees every tenant, also one without a row that has runs
 //! (the deployment's default tenant of AMQP requests); a tenant sees its
 //! own only, and another tenant's name is 404.
+//!
+//! A setting in a `PATCH` is an integer, `null` or `"default"` (back to the
+//! configured default) or, for the cap, `"none"` (no cap, even where the
+//! deployment configures one); a view shows a cap as its number or
+//! `"none"`, with whether it is the default.
 
 use axum::{
     body::Bytes,
@@ -20,7 +25,7 @@ use crate::{
     pipeline::Engine,
     store::{
         audit::Said,
-        tenants::{self, FairChange, Setting, TenantError, TenantView, MAX_CAP, MAX_WEIGHT},
+        tenants::{self, FairChange, Field, Setting, TenantError, TenantView},
     },
 };
 
@@ -56,8 +61,8 @@ pub async fn get(
 }
 
 /// `PATCH /v1/tenants/{name}` with `{"weight", "max_in_flight", "reason"}`
-/// (operators only): sets or clears (`null`) the weight and the cap;
-/// answers the tenant's view.
+/// (operators only): sets or clears (`null`, `"default"`) the weight and
+/// the cap, or lifts the cap (`"none"`); answers the tenant's view.
 pub async fn patch(
     State(engine): State<Engine>,
     Caller(who): Caller,
@@ -73,14 +78,21 @@ pub async fn patch(
     let said = Said::new(who.actor(), reason);
     tenants::set_fair(&engine.pool, &name, &change, &said)
         .await
-        .map_err(|e| match e {
-            TenantError::Missing(_) => ApiError::NotFound("tenant"),
-            TenantError::Db(e) => e.into(),
-            TenantError::InvalidWeight(_) => invalid("weight", e.to_string()),
-            TenantError::InvalidMaxInFlight(_) => invalid("max_in_flight", e.to_string()),
-            other => invalid("body", other.to_string()),
-        })?;
+        .map_err(set_error)?;
     Ok(Json(json!(view(&engine, &who, &name).await?)))
+}
+
+/// Why [`tenants::set_fair`] refused, as the API answers it (the console's
+/// form answers the same): 404 for no such live tenant, 422 naming the
+/// field.
+pub(crate) fn set_error(e: TenantError) -> ApiError {
+    match e {
+        TenantError::Missing(_) => ApiError::NotFound("tenant"),
+        TenantError::Db(e) => e.into(),
+        TenantError::InvalidWeight(_) | TenantError::NoneWeight => invalid("weight", e.to_string()),
+        TenantError::InvalidMaxInFlight(_) => invalid("max_in_flight", e.to_string()),
+        other => invalid("body", other.to_string()),
+    }
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> ApiError {
@@ -90,16 +102,20 @@ fn invalid(field: &str, message: impl Into<String>) -> ApiError {
     }
 }
 
-/// A setting of the body: `null` clears it to the default, an integer in
-/// `min..=max` sets it.
-fn setting(v: &Value, field: &str, max: u64) -> Result<Setting, ApiError> {
+/// A setting of the body: `null` or `"default"` clears it to the default,
+/// `"none"` lifts the cap, an integer in the field's range sets it.
+fn setting(v: &Value, field: Field) -> Result<Setting, ApiError> {
     match v {
         Value::Null => Ok(Setting::Default),
+        // The words only: a number in a string is refused, as before.
+        Value::String(w) if w == "default" || w == "none" => {
+            Setting::parse(w, field).map_err(|m| invalid(field.name(), m))
+        }
         _ => match v.as_u64() {
-            Some(n) if (1..=max).contains(&n) => Ok(Setting::Set(n)),
+            Some(n) if (1..=field.max()).contains(&n) => Ok(Setting::Set(n)),
             _ => Err(invalid(
-                field,
-                format!("must be an integer from 1 to {max}, or null for the configured default"),
+                field.name(),
+                format!("{}; null is the default too", field.accepts()),
             )),
         },
     }
@@ -116,8 +132,8 @@ fn parse_patch(body: &[u8]) -> Result<(FairChange, Reason), ApiError> {
     let mut reason = None;
     for (key, v) in &map {
         match key.as_str() {
-            "weight" => change.weight = setting(v, "weight", MAX_WEIGHT)?,
-            "max_in_flight" => change.max_in_flight = setting(v, "max_in_flight", MAX_CAP)?,
+            "weight" => change.weight = setting(v, Field::Weight)?,
+            "max_in_flight" => change.max_in_flight = setting(v, Field::MaxInFlight)?,
             "reason" => match v {
                 Value::String(s) => reason = Some(s.as_str()),
                 Value::Null => {}
@@ -164,6 +180,15 @@ mod tests {
             field(r#"{"max_in_flight": -1, "reason": "r"}"#),
             "max_in_flight"
         );
+        assert_eq!(field(r#"{"weight": "none", "reason": "r"}"#), "weight");
+        assert_eq!(
+            field(r#"{"max_in_flight": "None ", "reason": "r"}"#),
+            "max_in_flight"
+        );
+        assert_eq!(
+            field(r#"{"max_in_flight": "7", "reason": "r"}"#),
+            "max_in_flight"
+        );
         assert_eq!(field(r#"{"weight": 3}"#), "reason");
         assert_eq!(field(r#"{"weight": 3, "reason": "  "}"#), "reason");
         assert_eq!(field(r#"{"reason": "r"}"#), "body");
@@ -182,5 +207,10 @@ mod tests {
         let (c, _) = parse_patch(br#"{"max_in_flight": 50, "reason": "r"}"#).unwrap();
         assert_eq!(c.weight, Setting::Keep);
         assert_eq!(c.max_in_flight, Setting::Set(50));
+        let (c, _) =
+            parse_patch(br#"{"weight": "default", "max_in_flight": "none", "reason": "r"}"#)
+                .unwrap();
+        assert_eq!(c.weight, Setting::Default);
+        assert_eq!(c.max_in_flight, Setting::NoCap);
     }
 }

@@ -16,7 +16,11 @@ use crate::{
     ingest,
     model::Reason,
     pipeline::service::ServeOptions,
-    store::{self, audit::Said},
+    store::{
+        self,
+        audit::Said,
+        tenants::{Field, Setting},
+    },
 };
 
 /// netra: a queue worker running a multi-agent AI-workload-optimization pipeline.
@@ -183,18 +187,19 @@ pub enum TenantAction {
     Set {
         /// Tenant name.
         name: String,
-        /// Its weight, 1-1000: tenants with waiting runs share the runs in
-        /// flight in proportion to their weights.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000), conflicts_with = "default_weight")]
-        weight: Option<u32>,
-        /// Clear its own weight: NETRA_FAIR_WEIGHT applies.
+        /// Its weight, 1-1000 (tenants with waiting runs share the runs in
+        /// flight in proportion to their weights), or `default`.
+        #[arg(long, value_name = "W|default", value_parser = weight_arg, conflicts_with = "default_weight")]
+        weight: Option<Setting>,
+        /// Clear its own weight: NETRA_FAIR_WEIGHT applies (as `--weight default`).
         #[arg(long)]
         default_weight: bool,
-        /// Its cap on runs in flight, at least 1.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(i32::MAX)), conflicts_with = "no_max_in_flight")]
-        max_in_flight: Option<u32>,
+        /// Its cap on runs in flight: at least 1; `none`, no cap even where
+        /// NETRA_FAIR_MAX_IN_FLIGHT sets one; or `default`.
+        #[arg(long, value_name = "N|none|default", value_parser = cap_arg, conflicts_with = "no_max_in_flight")]
+        max_in_flight: Option<Setting>,
         /// Clear its own cap: NETRA_FAIR_MAX_IN_FLIGHT applies (no cap when
-        /// that is unset).
+        /// that is unset); as `--max-in-flight default`.
         #[arg(long)]
         no_max_in_flight: bool,
         /// Why (required; it goes in the audit trail).
@@ -214,6 +219,23 @@ pub enum TenantAction {
         /// Tenant name.
         name: String,
     },
+}
+
+/// `--weight`: [`Setting::parse`], which must change something.
+fn weight_arg(text: &str) -> Result<Setting, String> {
+    setting_arg(text, Field::Weight)
+}
+
+/// `--max-in-flight`: [`Setting::parse`], which must change something.
+fn cap_arg(text: &str) -> Result<Setting, String> {
+    setting_arg(text, Field::MaxInFlight)
+}
+
+fn setting_arg(text: &str, field: Field) -> Result<Setting, String> {
+    match Setting::parse(text, field)? {
+        Setting::Keep => Err(field.accepts()),
+        s => Ok(s),
+    }
 }
 
 /// Prints the least privileges of a tenant's broker user and how to set them.
@@ -453,10 +475,10 @@ async fn tenant(action: TenantAction) -> anyhow::Result<()> {
             reason,
         } => {
             let said = cli_said(Some(&reason))?;
-            let pick = |value: Option<u32>, clear: bool| match (value, clear) {
-                (Some(v), _) => store::tenants::Setting::Set(u64::from(v)),
-                (None, true) => store::tenants::Setting::Default,
-                (None, false) => store::tenants::Setting::Keep,
+            let pick = |value: Option<Setting>, clear: bool| match (value, clear) {
+                (Some(v), _) => v,
+                (None, true) => Setting::Default,
+                (None, false) => Setting::Keep,
             };
             let change = store::tenants::FairChange {
                 weight: pick(weight, default_weight),
@@ -497,7 +519,10 @@ fn describe_fair(v: &store::tenants::TenantView) -> String {
     let cap = match (v.max_in_flight, v.max_in_flight_is_default) {
         (Some(n), false) => format!("max in flight {n}"),
         (Some(n), true) => format!("max in flight {n} (default: NETRA_FAIR_MAX_IN_FLIGHT)"),
-        (None, _) => "no cap on runs in flight (default: NETRA_FAIR_MAX_IN_FLIGHT is unset)".into(),
+        (None, false) => "no cap on runs in flight (its own: none)".into(),
+        (None, true) => {
+            "no cap on runs in flight (default: NETRA_FAIR_MAX_IN_FLIGHT is unset)".into()
+        }
     };
     format!("tenant {}: {weight}, {cap}", v.name)
 }

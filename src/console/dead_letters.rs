@@ -73,8 +73,8 @@ fn group_href(phase: &str, fingerprint: &str) -> String {
     )
 }
 
-/// Percent-encodes a query value.
-fn urlencode(s: &str) -> String {
+/// Percent-encodes a query value (or a path segment).
+pub(super) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

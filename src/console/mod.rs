@@ -64,6 +64,7 @@ pub fn router() -> Router<Engine> {
         .route("/console/replays/{id}/abort", post(dead_letters::abort))
         .route("/console/audit", get(audit::page))
         .route("/console/queues", get(queues::page))
+        .route("/console/tenants/{name}/fair", post(queues::set_fair))
         .route("/console/usage", get(usage::page))
         .route("/console/workloads", get(workloads::page))
         .route("/console/assets/console.js", get(layout::script))

@@ -7,25 +7,37 @@
 //! its dead-letter queue. When the broker cannot be read, the Postgres
 //! figures are still shown, and the page says so. Then the tenants' fair
 //! admission: each tenant's weight and cap on runs in flight (its own or
-//! the configured default) and its runs in flight and waiting.
+//! the configured default, or no cap) and its runs in flight and waiting,
+//! with a form per live tenant that changes the weight and cap with a
+//! reason (`POST /console/tenants/{name}/fair`: the form token, operators
+//! only, [`tenants::set_fair`] audited as the API's `PATCH` is).
 
 use std::{collections::BTreeMap, time::Duration};
 
-use axum::{extract::State, response::Response};
+use axum::{
+    extract::{Path, State},
+    http::HeaderMap,
+    response::{IntoResponse, Redirect, Response},
+    Form,
+};
 use lapin::{options::QueueDeclareOptions, types::FieldTable, Connection};
 use maud::{html, Markup};
+use serde::Deserialize;
 
 use super::{
-    layout::{self, when},
+    dead_letters::urlencode,
+    layout::{self, csrf, when},
     session::Signed,
     ConsoleError,
 };
 use crate::{
-    model::Phase,
+    api::{error::ApiError, tenants::set_error},
+    model::{Phase, Reason},
     pipeline::Engine,
     store::{
+        audit::Said,
         queues::{self, PhaseBacklog},
-        tenants::{self, TenantView},
+        tenants::{self, FairChange, Field, Setting, TenantView},
     },
 };
 
@@ -146,13 +158,14 @@ fn cells(stats: &BrokerStats, queue: &str) -> Markup {
 }
 
 /// The tenants' table: weight, cap, runs in flight and waiting, with
-/// "default" where the configuration applies.
-fn tenants_table(views: &[TenantView]) -> Markup {
+/// "default" where the configuration applies, and for each live tenant a
+/// form that changes its weight and cap.
+fn tenants_table(views: &[TenantView], signed: &Signed) -> Markup {
     html! {
         table #tenants {
             thead { tr {
                 th { "tenant" } th.num { "weight" } th.num { "cap (max in flight)" }
-                th.num { "in flight" } th.num { "waiting" }
+                th.num { "in flight" } th.num { "waiting" } th { "change (empty: keep)" }
             } }
             tbody {
                 @for v in views {
@@ -171,14 +184,84 @@ fn tenants_table(views: &[TenantView]) -> Markup {
                         }
                         td.num data-in-flight=(v.name) { (v.in_flight) }
                         td.num data-waiting=(v.name) { (v.waiting) }
+                        td { (fair_form(v, signed)) }
                     }
                 }
                 @if views.is_empty() {
-                    tr { td.muted colspan="5" { "No tenants, and no runs in flight or waiting." } }
+                    tr { td.muted colspan="6" { "No tenants, and no runs in flight or waiting." } }
                 }
             }
         }
     }
+}
+
+/// A tenant's form: weight, cap and reason (a tenant without a row, or a
+/// deleted one, has nothing to change).
+fn fair_form(v: &TenantView, signed: &Signed) -> Markup {
+    html! {
+        @if v.live {
+            form.inline.fair method="post" action={ "/console/tenants/" (urlencode(&v.name)) "/fair" } data-fair=(v.name) {
+                (csrf(signed))
+                input name="weight" size="6" placeholder="weight" aria-label={ "weight of " (v.name) }
+                    title="1-1000, or default; empty: keep";
+                " " input name="max_in_flight" size="8" placeholder="cap" aria-label={ "cap of " (v.name) }
+                    title="at least 1, none (no cap, whatever the default), or default; empty: keep";
+                " " input name="reason" size="24" placeholder="why (required)" aria-label={ "why change " (v.name) } required;
+                " " button.secondary type="submit" { "Set" }
+            }
+        } @else {
+            span.muted { "no tenant row" }
+        }
+    }
+}
+
+/// The form of a change of a tenant's weight and cap.
+#[derive(Debug, Deserialize)]
+pub struct FairForm {
+    /// The session's form token.
+    pub csrf: String,
+    /// The weight as typed: 1-1000, `default`, or empty to keep it.
+    pub weight: Option<String>,
+    /// The cap as typed: at least 1, `none`, `default`, or empty to keep it.
+    pub max_in_flight: Option<String>,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// One field of the form, or why it is refused (422 naming it).
+fn typed(text: Option<&str>, field: Field) -> Result<Setting, ApiError> {
+    Setting::parse(text.unwrap_or_default(), field).map_err(|message| ApiError::Invalid {
+        field: field.name().into(),
+        message,
+    })
+}
+
+/// `POST /console/tenants/{name}/fair` (operators; a tenant gets 404, as
+/// on the queues page): changes a tenant's weight and cap with a reason,
+/// audited as `set_tenant` with the operator as actor, and goes back to
+/// the queues page. A refused value, a missing reason or a change of
+/// nothing is a 422 page naming the field; an unknown tenant a 404 page.
+pub async fn set_fair(
+    State(engine): State<Engine>,
+    signed: Signed,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<FairForm>,
+) -> Result<Response, ConsoleError> {
+    signed.check(&headers, Some(&form.csrf))?;
+    if !signed.is_operator() {
+        return Err(ConsoleError::NotFound("page"));
+    }
+    let change = FairChange {
+        weight: typed(form.weight.as_deref(), Field::Weight)?,
+        max_in_flight: typed(form.max_in_flight.as_deref(), Field::MaxInFlight)?,
+    };
+    let reason = Reason::parse(form.reason.as_deref()).map_err(ApiError::from)?;
+    let said = Said::new(signed.who.actor(), reason);
+    tenants::set_fair(&engine.pool, &name, &change, &said)
+        .await
+        .map_err(set_error)?;
+    Ok(Redirect::to("/console/queues#tenants").into_response())
 }
 
 /// `GET /console/queues` (operators; a tenant gets 404).
@@ -263,10 +346,11 @@ pub async fn page(State(engine): State<Engine>, signed: Signed) -> Result<Respon
             "Fair admission: while tenants wait, the " (engine.config.fair.in_flight)
             " runs in flight (NETRA_FAIR_IN_FLIGHT) are shared by weight, never beyond a tenant's cap; "
             "the others wait in Postgres until released. \"default\": the tenant has no value of its own "
-            "and the configuration applies (change with " code { "netra tenant set" } " or "
-            code { "PATCH /v1/tenants/{name}" } ")."
+            "and the configuration applies. Change a tenant here (a number, " code { "default" } ", or for the cap "
+            code { "none" } ": no cap, whatever the default; empty keeps the value), with "
+            code { "netra tenant set" } " or " code { "PATCH /v1/tenants/{name}" } "; each change is in the audit trail."
         }
-        (tenants_table(&tenant_views))
+        (tenants_table(&tenant_views, &signed))
     };
     Ok(layout::page(&signed, "Queues", "Queues", body))
 }
@@ -285,8 +369,25 @@ mod tests {
             max_in_flight_is_default: cap.is_none(),
             in_flight: 3,
             waiting: 4,
+            live: true,
         };
-        let html = tenants_table(&[v("a", true, None), v("b", false, Some(7))]).into_string();
+        let signed = Signed {
+            who: crate::model::Principal::Operator("ops".into()),
+            csrf: "tok".into(),
+        };
+        let lifted = TenantView {
+            max_in_flight_is_default: false,
+            ..v("c", false, None)
+        };
+        let gone = TenantView {
+            live: false,
+            ..v("d", true, None)
+        };
+        let html = tenants_table(
+            &[v("a", true, None), v("b", false, Some(7)), lifted, gone],
+            &signed,
+        )
+        .into_string();
         assert!(
             html.contains(r#"data-weight="a">2 <span class="muted">(default)"#),
             "{html}"
@@ -299,7 +400,17 @@ mod tests {
         assert!(html.contains(r#"data-cap="b">7</td>"#), "{html}");
         assert!(html.contains(r#"data-in-flight="a">3<"#), "{html}");
         assert!(html.contains(r#"data-waiting="b">4<"#), "{html}");
-        assert!(tenants_table(&[]).into_string().contains("No tenants"));
+        assert!(html.contains(r#"data-cap="c">none</td>"#), "{html}");
+        // A form per live tenant, with the form token; none for the others.
+        assert!(
+            html.contains(r#"action="/console/tenants/a/fair" data-fair="a""#),
+            "{html}"
+        );
+        assert!(html.contains(r#"name="csrf" value="tok""#), "{html}");
+        assert!(!html.contains(r#"data-fair="d""#), "{html}");
+        assert!(tenants_table(&[], &signed)
+            .into_string()
+            .contains("No tenants"));
     }
 
     #[test]

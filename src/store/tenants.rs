@@ -5,9 +5,12 @@
 //! hash of a 256-bit random token leaks nothing through timing.
 //!
 //! A tenant's weight and cap on runs in flight (migration 0015; NULL: the
-//! configured default, [`FairConfig`]) are changed by [`set_fair`], audited
-//! in the same transaction, and shown with the tenant's waiting and
-//! in-flight runs by [`views`] (docs/DESIGN.md "Fair admission").
+//! configured default, [`FairConfig`]; a cap of 0, [`NO_CAP`]: no cap
+//! whatever the default, migration 0016) are changed by [`set_fair`],
+//! audited in the same transaction, and shown with the tenant's waiting and
+//! in-flight runs by [`views`] (docs/DESIGN.md "Fair admission"). The CLI
+//! and the console read a typed value with [`Setting::parse`], the API its
+//! JSON with the same words.
 
 use super::{
     audit::{self, Said},
@@ -52,8 +55,11 @@ pub enum TenantError {
     #[error("weight must be from 1 to {MAX_WEIGHT} (got {0})")]
     InvalidWeight(u64),
     /// A cap on runs in flight below 1 (or too large to store).
-    #[error("max_in_flight must be from 1 to {MAX_CAP} (got {0})")]
+    #[error("max_in_flight must be from 1 to {MAX_CAP}, or none for no cap (got {0})")]
     InvalidMaxInFlight(u64),
+    /// "No cap" given for the weight, which has no such value.
+    #[error("cannot be none: a weight is 1 to {MAX_WEIGHT}, or default")]
+    NoneWeight,
     /// A change of the settings that changes none of them.
     #[error("nothing to change: set the weight or the cap on runs in flight, or clear one to the default")]
     NoChange,
@@ -188,6 +194,9 @@ pub async fn list(pool: &PgPool) -> Result<Vec<String>, Error> {
 pub const MAX_WEIGHT: u64 = 1000;
 /// The largest cap on a tenant's runs in flight (the column is an `integer`).
 pub const MAX_CAP: u64 = i32::MAX as u64;
+/// The stored cap that means "no cap", whatever `NETRA_FAIR_MAX_IN_FLIGHT`
+/// says (migration 0016); NULL is "the configured default".
+pub const NO_CAP: i32 = 0;
 
 /// A change of one setting of a tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -199,9 +208,73 @@ pub enum Setting {
     Set(u64),
     /// Clear the tenant's own value: the configured default applies.
     Default,
+    /// The cap only: no cap on the tenant's runs in flight, even where the
+    /// deployment configures a default cap (stored as [`NO_CAP`]).
+    NoCap,
+}
+
+/// Which of a tenant's settings a value is for (they take different values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// The weight: 1-[`MAX_WEIGHT`] or `default`.
+    Weight,
+    /// The cap on runs in flight: 1-[`MAX_CAP`], `none` or `default`.
+    MaxInFlight,
+}
+
+impl Field {
+    /// Its name in the API's body, the console's form and error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Weight => "weight",
+            Field::MaxInFlight => "max_in_flight",
+        }
+    }
+
+    /// Its largest value.
+    pub fn max(self) -> u64 {
+        match self {
+            Field::Weight => MAX_WEIGHT,
+            Field::MaxInFlight => MAX_CAP,
+        }
+    }
+
+    /// What it takes, in words, for a message that refuses a value.
+    pub fn accepts(self) -> String {
+        match self {
+            Field::Weight => format!("must be an integer from 1 to {MAX_WEIGHT}, or default"),
+            Field::MaxInFlight => format!(
+                "must be an integer from 1 to {MAX_CAP}, none (no cap), or default (NETRA_FAIR_MAX_IN_FLIGHT)"
+            ),
+        }
+    }
 }
 
 impl Setting {
+    /// A setting as an operator types it (the CLI's flag, the console's
+    /// field): an integer in the field's range, `default`, or, for the cap,
+    /// `none`; empty (or blank) keeps the current value. Anything else is
+    /// refused with what the field takes (see [`Field::accepts`]).
+    pub fn parse(text: &str, field: Field) -> Result<Setting, String> {
+        let t = text.trim();
+        if t.is_empty() {
+            return Ok(Setting::Keep);
+        }
+        if t.eq_ignore_ascii_case("default") {
+            return Ok(Setting::Default);
+        }
+        if t.eq_ignore_ascii_case("none") {
+            return match field {
+                Field::MaxInFlight => Ok(Setting::NoCap),
+                Field::Weight => Err(TenantError::NoneWeight.to_string()),
+            };
+        }
+        match t.parse::<u64>() {
+            Ok(n) if (1..=field.max()).contains(&n) => Ok(Setting::Set(n)),
+            _ => Err(field.accepts()),
+        }
+    }
+
     /// The stored value after the change (`None`: the default).
     fn apply(self, stored: Option<i32>) -> Option<i32> {
         match self {
@@ -209,7 +282,18 @@ impl Setting {
             // Checked by `FairChange::check` before.
             Setting::Set(v) => i32::try_from(v).ok(),
             Setting::Default => None,
+            Setting::NoCap => Some(NO_CAP),
         }
+    }
+}
+
+/// A stored setting as the audit trail records it: `null` for the
+/// default, `"none"` for [`NO_CAP`], else the number.
+fn stored_json(v: Option<i32>) -> serde_json::Value {
+    match v {
+        None => serde_json::Value::Null,
+        Some(NO_CAP) => json!("none"),
+        Some(n) => json!(n),
     }
 }
 
@@ -218,17 +302,19 @@ impl Setting {
 pub struct FairChange {
     /// Its weight (1-1000).
     pub weight: Setting,
-    /// Its cap on runs in flight (at least 1).
+    /// Its cap on runs in flight (at least 1, or no cap).
     pub max_in_flight: Setting,
 }
 
 impl FairChange {
     /// Refuses values outside their ranges and a change of nothing.
     pub fn check(&self) -> Result<(), TenantError> {
-        if let Setting::Set(w) = self.weight {
-            if !(1..=MAX_WEIGHT).contains(&w) {
+        match self.weight {
+            Setting::Set(w) if !(1..=MAX_WEIGHT).contains(&w) => {
                 return Err(TenantError::InvalidWeight(w));
             }
+            Setting::NoCap => return Err(TenantError::NoneWeight),
+            _ => {}
         }
         if let Setting::Set(n) = self.max_in_flight {
             if !(1..=MAX_CAP).contains(&n) {
@@ -249,13 +335,17 @@ pub struct FairSettings {
     pub name: String,
     /// Its own weight.
     pub weight: Option<i32>,
-    /// Its own cap on runs in flight.
+    /// Its own cap on runs in flight ([`NO_CAP`]: none).
     pub max_in_flight: Option<i32>,
+    /// Whether it is a live tenant (a row, not deleted): only those can be
+    /// changed; the others are shown for their runs.
+    pub live: bool,
 }
 
 /// Changes a live tenant's weight and cap, recording who changed what and
 /// why (action `set_tenant`, the old and new stored values, `null` for the
-/// default) in the same transaction; returns the stored settings.
+/// default, `"none"` for no cap) in the same transaction; returns the
+/// stored settings.
 pub async fn set_fair(
     pool: &PgPool,
     name: &str,
@@ -263,6 +353,10 @@ pub async fn set_fair(
     said: &Said,
 ) -> Result<FairSettings, TenantError> {
     change.check()?;
+    // Postgres takes no NUL in text; no tenant has one in its name.
+    if name.contains('\0') {
+        return Err(TenantError::Missing(name.replace('\0', "\\0")));
+    }
     let mut tx = pool.begin().await.map_err(Error::from)?;
     let before = sqlx::query!(
         "SELECT weight, max_in_flight FROM tenants WHERE name = $1 AND deleted_at IS NULL FOR UPDATE",
@@ -293,7 +387,7 @@ pub async fn set_fair(
     if change.max_in_flight != Setting::Keep {
         detail.insert(
             "max_in_flight".into(),
-            json!({"from": before.max_in_flight, "to": max_in_flight}),
+            json!({"from": stored_json(before.max_in_flight), "to": stored_json(max_in_flight)}),
         );
     }
     let target = format!("tenant {name}");
@@ -314,6 +408,7 @@ pub async fn set_fair(
         name: name.to_string(),
         weight,
         max_in_flight,
+        live: true,
     })
 }
 
@@ -328,7 +423,9 @@ pub struct TenantView {
     pub weight: u32,
     /// Whether that is the default (`NETRA_FAIR_WEIGHT`).
     pub weight_is_default: bool,
-    /// Its cap on runs in flight (`None`: no cap).
+    /// Its cap on runs in flight (`None`: no cap, `"none"` in JSON: its own
+    /// "no cap", or no default configured).
+    #[serde(serialize_with = "cap_or_none")]
     pub max_in_flight: Option<u32>,
     /// Whether that is the default (`NETRA_FAIR_MAX_IN_FLIGHT`).
     pub max_in_flight_is_default: bool,
@@ -336,21 +433,40 @@ pub struct TenantView {
     pub in_flight: i64,
     /// Runs waiting to be admitted.
     pub waiting: i64,
+    /// Whether its settings can be changed (a live tenant; a tenant without
+    /// a row or a deleted one is shown for its runs only).
+    #[serde(skip)]
+    pub live: bool,
+}
+
+/// A cap as JSON: the number, or `"none"`, the word a change takes for it.
+fn cap_or_none<S: serde::Serializer>(cap: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+    match cap {
+        Some(n) => s.serialize_u32(*n),
+        None => s.serialize_str("none"),
+    }
 }
 
 impl TenantView {
-    /// The view of stored settings under the configured defaults.
+    /// The view of stored settings under the configured defaults (a stored
+    /// cap of [`NO_CAP`] is no cap, whatever the default).
     pub fn of(settings: &FairSettings, fair: FairConfig, in_flight: i64, waiting: i64) -> Self {
         let own = |v: Option<i32>| v.and_then(|v| u32::try_from(v).ok());
-        let (weight, cap) = (own(settings.weight), own(settings.max_in_flight));
+        let weight = own(settings.weight);
+        let (max_in_flight, max_in_flight_is_default) = match settings.max_in_flight {
+            None => (fair.max_in_flight, true),
+            Some(NO_CAP) => (None, false),
+            Some(n) => (u32::try_from(n).ok(), false),
+        };
         Self {
             name: settings.name.clone(),
             weight: weight.unwrap_or(fair.weight),
             weight_is_default: weight.is_none(),
-            max_in_flight: cap.or(fair.max_in_flight),
-            max_in_flight_is_default: cap.is_none(),
+            max_in_flight,
+            max_in_flight_is_default,
             in_flight,
             waiting,
+            live: settings.live,
         }
     }
 }
@@ -365,6 +481,10 @@ pub async fn views(
     fair: FairConfig,
     only: Option<&str>,
 ) -> Result<Vec<TenantView>, Error> {
+    // Postgres takes no NUL in text; no tenant has one in its name.
+    if only.is_some_and(|t| t.contains('\0')) {
+        return Ok(Vec::new());
+    }
     let rows = sqlx::query!(
         r#"SELECT name, weight, max_in_flight, deleted_at IS NOT NULL AS "deleted!"
            FROM tenants WHERE ($1::text IS NULL OR name = $1) ORDER BY name"#,
@@ -389,6 +509,7 @@ pub async fn views(
             name: r.name,
             weight: r.weight,
             max_in_flight: r.max_in_flight,
+            live: !r.deleted,
         };
         out.push(TenantView::of(&settings, fair, in_flight, waiting));
     }
@@ -397,6 +518,7 @@ pub async fn views(
             name,
             weight: None,
             max_in_flight: None,
+            live: false,
         };
         out.push(TenantView::of(&settings, fair, in_flight, waiting));
     }
@@ -434,8 +556,61 @@ mod tests {
             set(Setting::Keep, Setting::Keep).check(),
             Err(TenantError::NoChange)
         ));
+        assert!(matches!(
+            set(Setting::NoCap, Setting::Keep).check(),
+            Err(TenantError::NoneWeight)
+        ));
         assert!(set(Setting::Set(1000), Setting::Default).check().is_ok());
         assert!(set(Setting::Default, Setting::Set(1)).check().is_ok());
+        assert!(set(Setting::Keep, Setting::NoCap).check().is_ok());
+    }
+
+    #[test]
+    fn a_typed_setting_is_a_number_default_or_none() {
+        use Field::{MaxInFlight as Cap, Weight};
+        assert_eq!(Setting::parse("", Weight), Ok(Setting::Keep));
+        assert_eq!(Setting::parse("  ", Cap), Ok(Setting::Keep));
+        assert_eq!(Setting::parse(" 7 ", Weight), Ok(Setting::Set(7)));
+        assert_eq!(Setting::parse("1000", Weight), Ok(Setting::Set(1000)));
+        assert_eq!(Setting::parse("Default", Weight), Ok(Setting::Default));
+        assert_eq!(Setting::parse("default", Cap), Ok(Setting::Default));
+        assert_eq!(Setting::parse("none", Cap), Ok(Setting::NoCap));
+        assert_eq!(Setting::parse("NONE", Cap), Ok(Setting::NoCap));
+        assert_eq!(
+            Setting::parse(&MAX_CAP.to_string(), Cap),
+            Ok(Setting::Set(MAX_CAP))
+        );
+        for bad in [
+            "0",
+            "-1",
+            "1001",
+            "2.5",
+            "ten",
+            "1\0",
+            "\0",
+            "99999999999999999999999",
+        ] {
+            let e = Setting::parse(bad, Weight).unwrap_err();
+            assert!(e.contains("from 1 to 1000"), "{bad:?}: {e}");
+        }
+        assert!(Setting::parse("none", Weight)
+            .unwrap_err()
+            .contains("cannot be none"));
+        for bad in ["0", "-3", &(MAX_CAP + 1).to_string(), "nope", "5\0"] {
+            let e = Setting::parse(bad, Cap).unwrap_err();
+            assert!(e.contains("none (no cap)"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_change_is_applied_to_the_stored_value() {
+        assert_eq!(Setting::Keep.apply(Some(3)), Some(3));
+        assert_eq!(Setting::Set(5).apply(Some(3)), Some(5));
+        assert_eq!(Setting::Default.apply(Some(3)), None);
+        assert_eq!(Setting::NoCap.apply(None), Some(NO_CAP));
+        assert_eq!(stored_json(None), serde_json::Value::Null);
+        assert_eq!(stored_json(Some(NO_CAP)), json!("none"));
+        assert_eq!(stored_json(Some(9)), json!(9));
     }
 
     #[test]
@@ -450,6 +625,7 @@ mod tests {
             name: "a".into(),
             weight: None,
             max_in_flight: None,
+            live: true,
         };
         let v = TenantView::of(&none, fair, 3, 4);
         assert_eq!((v.weight, v.weight_is_default), (2, true));
@@ -471,5 +647,18 @@ mod tests {
         );
         let v = TenantView::of(&none, FairConfig::default(), 0, 0);
         assert_eq!(v.max_in_flight, None, "no cap unless configured");
+        // Its own "no cap" lifts the configured one, and says so in JSON.
+        let lifted = FairSettings {
+            max_in_flight: Some(NO_CAP),
+            ..none.clone()
+        };
+        let v = TenantView::of(&lifted, fair, 0, 0);
+        assert_eq!((v.max_in_flight, v.max_in_flight_is_default), (None, false));
+        let j = serde_json::to_value(&v).unwrap();
+        assert_eq!(j["max_in_flight"], "none");
+        assert_eq!(j["max_in_flight_is_default"], false);
+        assert!(j.get("live").is_none(), "not part of the API");
+        let j = serde_json::to_value(TenantView::of(&own, fair, 0, 0)).unwrap();
+        assert_eq!(j["max_in_flight"], 9);
     }
 }

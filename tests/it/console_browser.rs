@@ -2,8 +2,9 @@
 //! packages, over chromedriver; see `common/browser.rs`): sign in, find the
 //! dead-lettered runs, preview the group's replay, patch one run's inputs,
 //! replay the group at a rate and watch it reach the end with the runs
-//! completed; then another tenant sees none of it. Screenshots of every
-//! page go to `target/screenshots/<test>/`.
+//! completed; then another tenant sees none of it, and an operator changes
+//! a tenant's weight on the queues page. Screenshots of every page go to
+//! `target/screenshots/<test>/`.
 
 use std::time::Duration;
 
@@ -209,6 +210,32 @@ async fn the_operator_story_in_a_browser() {
     b.goto(&format!("{base}/console/queues")).await.unwrap();
     b.wait_for_text("h1", "Queues", WAIT).await.unwrap();
     b.screenshot("operator-queues").await.unwrap();
+    // It gives acme a weight of its own, by the row's form.
+    let acme_form = "form[data-fair='acme']";
+    b.fill(&format!("{acme_form} input[name='weight']"), "3")
+        .await
+        .unwrap();
+    b.fill(
+        &format!("{acme_form} input[name='reason']"),
+        "acme's share grows",
+    )
+    .await
+    .unwrap();
+    b.click(&format!("{acme_form} button")).await.unwrap();
+    b.wait_for_text("td[data-weight='acme']", "3", WAIT)
+        .await
+        .unwrap();
+    assert!(!b
+        .text("td[data-weight='acme']")
+        .await
+        .unwrap()
+        .contains("default"));
+    let weight: Option<i32> = sqlx::query_scalar("SELECT weight FROM tenants WHERE name = 'acme'")
+        .fetch_one(&t.pool)
+        .await
+        .unwrap();
+    assert_eq!(weight, Some(3));
+    b.screenshot("operator-queues-weight-set").await.unwrap();
     b.goto(&format!("{base}/console/usage")).await.unwrap();
     b.wait_for("h1", WAIT).await.unwrap();
     b.screenshot("operator-usage").await.unwrap();

@@ -1,9 +1,11 @@
 //! The console's queues, usage and workloads pages, over HTTP as a browser
 //! without JavaScript sees them (sign-in form, session cookie): real
 //! figures compared with the database and the broker, each tenant seeing
-//! only its own data, and the queues page for operators only.
+//! only its own data, and the queues page for operators only, with its
+//! form that changes a tenant's weight and cap (operators only, audited,
+//! bad input refused on the page with nothing changed).
 
-use crate::common::*;
+use crate::{common::*, console::Session};
 use chrono::{DateTime, Duration, Utc};
 use netra::ingest::{self, Format, Target};
 use sqlx::PgPool;
@@ -186,6 +188,199 @@ async fn queues_page_is_for_operators_and_shows_depths_leases_and_retries() {
         html.contains(&next.format("%Y-%m-%d %H:%M:%S").to_string()),
         "the earliest retry is shown"
     );
+    t.finish().await;
+}
+
+/// The stored weight and cap of a tenant.
+async fn stored_fair(pool: &PgPool, name: &str) -> (Option<i32>, Option<i32>) {
+    sqlx::query_as("SELECT weight, max_in_flight FROM tenants WHERE name = $1")
+        .bind(name)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// The audit entries of `set_tenant` on a tenant, newest first.
+async fn set_tenant_entries(pool: &PgPool, tenant: &str) -> Vec<netra::store::audit::AuditRow> {
+    let filter = netra::store::audit::AuditFilter {
+        tenant: Some(tenant.into()),
+        limit: 100,
+        ..Default::default()
+    };
+    netra::store::audit::list(pool, &filter)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.action == "set_tenant")
+        .collect()
+}
+
+#[tokio::test]
+async fn operators_change_a_tenants_weight_and_cap_on_the_queues_page() {
+    let (mut config, db) = test_config().await;
+    config.fair.max_in_flight = Some(4);
+    let t = TestApp::start_with(config, db, None).await;
+    let base = t.base();
+    let acme_token = t.tenant("acme").await;
+    t.tenant("beta").await;
+    let ops = Session::sign_in(&base, &t.operator("ops").await).await;
+    let form = "/console/tenants/acme/fair";
+
+    let (s, page) = ops.get("/console/queues").await;
+    assert_eq!(s, 200);
+    assert!(
+        page.contains(r#"action="/console/tenants/acme/fair""#),
+        "{page}"
+    );
+    assert!(page.contains(r#"data-cap="acme">4 <span class="muted">(default)"#));
+
+    // Weight and cap at once; "none" lifts the configured cap.
+    let (s, loc, body) = ops
+        .post(
+            form,
+            &[
+                ("weight", "3"),
+                ("max_in_flight", "none"),
+                ("reason", "acme pays for more"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (s, loc.as_str()),
+        (303, "/console/queues#tenants"),
+        "{body}"
+    );
+    assert_eq!(stored_fair(&t.pool, "acme").await, (Some(3), Some(0)));
+    let entries = set_tenant_entries(&t.pool, "acme").await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].actor, "operator:ops");
+    assert_eq!(entries[0].reason, "acme pays for more");
+    assert_eq!(entries[0].target, "tenant acme");
+    assert_eq!(
+        entries[0].detail,
+        serde_json::json!({"weight": {"from": null, "to": 3}, "max_in_flight": {"from": null, "to": "none"}})
+    );
+    let (_, page) = ops.get("/console/queues").await;
+    assert!(page.contains(r#"data-weight="acme">3</td>"#), "{page}");
+    assert!(page.contains(r#"data-cap="acme">none</td>"#), "{page}");
+    assert!(page.contains(r#"data-cap="beta">4 <span class="muted">(default)"#));
+    // An empty field keeps its value; "default" clears it.
+    let (s, _, body) = ops
+        .post(
+            form,
+            &[
+                ("weight", ""),
+                ("max_in_flight", "12"),
+                ("reason", "a cap after all"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 303, "{body}");
+    assert_eq!(stored_fair(&t.pool, "acme").await, (Some(3), Some(12)));
+    let (s, _, body) = ops
+        .post(
+            form,
+            &[("max_in_flight", "default"), ("reason", "the usual cap")],
+        )
+        .await;
+    assert_eq!(s, 303, "{body}");
+    assert_eq!(stored_fair(&t.pool, "acme").await, (Some(3), None));
+    assert_eq!(set_tenant_entries(&t.pool, "acme").await.len(), 3);
+
+    // Bad input: the page says what is wrong, and nothing changes.
+    for (fields, status, says) in [
+        (
+            vec![("weight", "abc"), ("reason", "r")],
+            422,
+            "weight: must be an integer from 1 to 1000",
+        ),
+        (
+            vec![("weight", "0"), ("reason", "r")],
+            422,
+            "weight: must be",
+        ),
+        (
+            vec![("weight", "1001"), ("reason", "r")],
+            422,
+            "weight: must be",
+        ),
+        (
+            vec![("weight", "2\0"), ("reason", "r")],
+            422,
+            "weight: must be",
+        ),
+        (
+            vec![("weight", "none"), ("reason", "r")],
+            422,
+            "cannot be none",
+        ),
+        (
+            vec![("max_in_flight", "0"), ("reason", "r")],
+            422,
+            "max_in_flight: must be",
+        ),
+        (
+            vec![("max_in_flight", "-1"), ("reason", "r")],
+            422,
+            "max_in_flight: must be",
+        ),
+        (
+            vec![("max_in_flight", "99999999999"), ("reason", "r")],
+            422,
+            "max_in_flight: must be",
+        ),
+        (
+            vec![("max_in_flight", "unlimited"), ("reason", "r")],
+            422,
+            "none (no cap)",
+        ),
+        (vec![("weight", "2")], 422, "a reason is required"),
+        (
+            vec![("weight", "2"), ("reason", "  ")],
+            422,
+            "a reason is required",
+        ),
+        (
+            vec![("weight", "2"), ("reason", "a\0b")],
+            422,
+            "control character",
+        ),
+        (
+            vec![("weight", ""), ("max_in_flight", ""), ("reason", "r")],
+            422,
+            "nothing to change",
+        ),
+        (
+            vec![("weight", "2"), ("reason", "r"), ("csrf", "forged")],
+            403,
+            "form token",
+        ),
+    ] {
+        let (s, _, body) = ops.post(form, &fields).await;
+        assert_eq!(s, status, "{fields:?}: {body}");
+        assert!(
+            body.contains(says),
+            "{fields:?}: {says:?} missing from {body}"
+        );
+        assert!(body.contains(r#"role="alert""#), "{fields:?}: {body}");
+    }
+    for path in ["/console/tenants/ghost/fair", "/console/tenants/a%00b/fair"] {
+        let (s, _, body) = ops.post(path, &[("weight", "2"), ("reason", "r")]).await;
+        assert_eq!(s, 404, "{path}: {body}");
+        assert!(body.contains("No such tenant"), "{path}: {body}");
+    }
+    assert_eq!(stored_fair(&t.pool, "acme").await, (Some(3), None));
+    assert_eq!(set_tenant_entries(&t.pool, "acme").await.len(), 3);
+
+    // A tenant's session cannot use it, not even on itself: 404, as the
+    // queues page.
+    let acme = Session::sign_in(&base, &acme_token).await;
+    let (s, _, body) = acme
+        .post(form, &[("weight", "1000"), ("reason", "more for me")])
+        .await;
+    assert_eq!(s, 404, "{body}");
+    assert_eq!(stored_fair(&t.pool, "acme").await, (Some(3), None));
+    assert_eq!(set_tenant_entries(&t.pool, "acme").await.len(), 3);
     t.finish().await;
 }
 

@@ -2,10 +2,12 @@
 //! (operators only, audited with its reason), `GET /v1/tenants` and
 //! `GET /v1/tenants/{name}` with counts that match the runs in the
 //! database, the per-tenant gauges of `/metrics`, the tenants' table of the
-//! console's queues page, and `netra tenant set`.
+//! console's queues page, and `netra tenant set`; a tenant's "no cap"
+//! (`none`) through all of them, and lifting a configured default cap.
 //!
-//! The apps here run no scheduler: the runs a test creates in the store
-//! stay as it made them (in flight, or waiting), so the counts are exact.
+//! The apps here run no scheduler (but the one that shows the cap lifted,
+//! which consumes no phase): the runs a test creates in the store stay as
+//! it made them (in flight, or waiting), so the counts are exact.
 
 use crate::{common::*, console::Session};
 use netra::{
@@ -20,7 +22,13 @@ use uuid::Uuid;
 
 /// A netra without the scheduler (nothing releases or sweeps runs).
 async fn start() -> TestApp {
-    let (config, db) = test_config().await;
+    start_capped(None).await
+}
+
+/// [`start`] with a configured default cap (`NETRA_FAIR_MAX_IN_FLIGHT`).
+async fn start_capped(cap: Option<u32>) -> TestApp {
+    let (mut config, db) = test_config().await;
+    config.fair.max_in_flight = cap;
     let opts = StartOptions {
         serve: ServeOptions {
             scheduler: false,
@@ -135,7 +143,7 @@ async fn operators_set_a_tenants_weight_and_cap_with_a_reason() {
     .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["weight"], 3);
-    assert_eq!(v["max_in_flight"], Value::Null);
+    assert_eq!(v["max_in_flight"], "none", "no cap: none is configured");
     assert_eq!(v["max_in_flight_is_default"], true);
     assert_eq!(stored(&t.pool, "acme").await, (Some(3), None));
     let entries = set_entries(&t.pool, "acme").await;
@@ -160,6 +168,11 @@ async fn operators_set_a_tenants_weight_and_cap_with_a_reason() {
         (json!({"weight": 1001, "reason": "r"}), "weight"),
         (json!({"weight": "2", "reason": "r"}), "weight"),
         (json!({"max_in_flight": 0, "reason": "r"}), "max_in_flight"),
+        (
+            json!({"max_in_flight": "unlimited", "reason": "r"}),
+            "max_in_flight",
+        ),
+        (json!({"weight": "none", "reason": "r"}), "weight"),
         (json!({"weight": 2}), "reason"),
         (json!({"weight": 2, "reason": " "}), "reason"),
         (json!({"reason": "nothing"}), "body"),
@@ -230,7 +243,7 @@ async fn counts_match_the_runs_in_the_api_the_metrics_and_the_console() {
     );
     assert_eq!(
         list[1],
-        json!({"name": "default", "weight": 1, "weight_is_default": true, "max_in_flight": null,
+        json!({"name": "default", "weight": 1, "weight_is_default": true, "max_in_flight": "none",
                "max_in_flight_is_default": true, "in_flight": 1, "waiting": 0})
     );
     assert_eq!(
@@ -419,6 +432,299 @@ async fn the_cli_sets_a_tenant_audited_and_refuses_an_unknown_one() {
         assert!(err.contains(says), "{all:?}: {err}");
     }
     assert_eq!(stored(&pool, "acme").await, (Some(2), None));
+    assert_eq!(set_entries(&pool, "acme").await.len(), 3);
+    pool.close().await;
+    cleanup(&config, &db).await;
+}
+
+#[tokio::test]
+async fn none_lifts_the_configured_cap_and_round_trips_through_patch_and_get() {
+    let t = start_capped(Some(2)).await;
+    let base = t.base();
+    let acme = t.tenant("acme").await;
+    t.tenant("beta").await;
+    let ops = t.operator("ops").await;
+    let url = format!("{base}/v1/tenants/acme");
+    let cap = |v: &Value| {
+        (
+            v["max_in_flight"].clone(),
+            v["max_in_flight_is_default"].clone(),
+        )
+    };
+
+    // The configured cap applies to every tenant without one of its own.
+    let (s, v) = api(Method::GET, format!("{base}/v1/tenants"), &ops, None).await;
+    assert_eq!(s, 200, "{v}");
+    for x in v["tenants"].as_array().unwrap() {
+        assert_eq!(cap(x), (json!(2), json!(true)), "{x}");
+    }
+
+    // "none": no cap of its own, stored as 0 and audited as "none".
+    let (s, v) = api(
+        Method::PATCH,
+        url.clone(),
+        &ops,
+        Some(json!({"max_in_flight": "none", "reason": "acme is exempt"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(cap(&v), (json!("none"), json!(false)), "{v}");
+    assert_eq!(stored(&t.pool, "acme").await, (None, Some(0)));
+    let entries = set_entries(&t.pool, "acme").await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].actor, "operator:ops");
+    assert_eq!(
+        entries[0].detail,
+        json!({"max_in_flight": {"from": null, "to": "none"}})
+    );
+    // GET shows it, to the operator and to the tenant; the other tenant
+    // keeps the configured cap.
+    for token in [&ops, &acme] {
+        let (s, v) = api(Method::GET, url.clone(), token, None).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(cap(&v), (json!("none"), json!(false)), "{v}");
+    }
+    let (_, v) = api(Method::GET, format!("{base}/v1/tenants/beta"), &ops, None).await;
+    assert_eq!(cap(&v), (json!(2), json!(true)), "{v}");
+
+    // "default", like null, goes back to the configured cap.
+    let (s, v) = api(
+        Method::PATCH,
+        url.clone(),
+        &ops,
+        Some(json!({"max_in_flight": "default", "weight": "default", "reason": "exemption over"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(cap(&v), (json!(2), json!(true)), "{v}");
+    assert_eq!(stored(&t.pool, "acme").await, (None, None));
+    assert_eq!(
+        set_entries(&t.pool, "acme").await[0].detail,
+        json!({"weight": {"from": null, "to": null}, "max_in_flight": {"from": "none", "to": null}})
+    );
+
+    // A name Postgres cannot take (NUL) is no tenant, not an error.
+    let (s, v) = api(
+        Method::PATCH,
+        format!("{base}/v1/tenants/a%00b"),
+        &ops,
+        Some(json!({"weight": 2, "reason": "r"})),
+    )
+    .await;
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = api(Method::GET, format!("{base}/v1/tenants/a%00b"), &ops, None).await;
+    assert_eq!(s, 404, "{v}");
+    t.finish().await;
+}
+
+/// A tenant's runs (in flight, waiting) as `GET /v1/tenants/{name}` counts them.
+async fn counts_of(base: &str, ops: &str, tenant: &str) -> (i64, i64) {
+    let (s, v) = api(
+        Method::GET,
+        format!("{base}/v1/tenants/{tenant}"),
+        ops,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    (
+        v["in_flight"].as_i64().unwrap(),
+        v["waiting"].as_i64().unwrap(),
+    )
+}
+
+/// Waits, with a bounded deadline, until a tenant's counts are `want`.
+async fn wait_counts(base: &str, ops: &str, tenant: &str, want: (i64, i64)) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let got = counts_of(base, ops, tenant).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{tenant}: (in flight, waiting) {got:?}, expected {want:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_with_no_cap_runs_past_the_default_cap_while_another_stays_capped() {
+    // Intake and the scheduler run, no phase is consumed: an admitted run
+    // stays in flight, so the counts only grow by admission.
+    let (mut config, db) = test_config().await;
+    config.fair.max_in_flight = Some(2);
+    config.rate_limit_per_min = 0;
+    let opts = StartOptions {
+        serve: ServeOptions {
+            phases: Some(Vec::new()),
+            ..ServeOptions::default()
+        },
+        ..StartOptions::default()
+    };
+    let t = TestApp::start_opts(config, db, opts).await;
+    let base = t.base();
+    let acme = t.tenant("acme").await;
+    let bravo = t.tenant("bravo").await;
+    let ops = t.operator("ops").await;
+    for token in [&acme, &bravo] {
+        for _ in 0..5 {
+            let (s, v) = api(
+                Method::POST,
+                format!("{base}/v1/runs"),
+                token,
+                Some(json!({"message": "What is prompt caching?"})),
+            )
+            .await;
+            assert_eq!(s, 202, "{v}");
+        }
+    }
+    // Both at the configured cap of 2; the rest wait.
+    wait_counts(&base, &ops, "acme", (2, 3)).await;
+    wait_counts(&base, &ops, "bravo", (2, 3)).await;
+
+    // acme without a cap: the scheduler releases its waiting runs past the
+    // default cap; bravo stays at it.
+    let (s, v) = api(
+        Method::PATCH,
+        format!("{base}/v1/tenants/acme"),
+        &ops,
+        Some(json!({"max_in_flight": "none", "reason": "acme is exempt from the default cap"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    wait_counts(&base, &ops, "acme", (5, 0)).await;
+    assert_eq!(counts_of(&base, &ops, "bravo").await, (2, 3));
+    let (in_flight, released): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE wait_reason IS NULL AND finished_at IS NULL), \
+                count(*) FILTER (WHERE EXISTS (SELECT 1 FROM run_history h \
+                    WHERE h.run_id = runs.id AND h.detail ? 'released')) \
+         FROM runs WHERE tenant = 'acme'",
+    )
+    .fetch_one(&t.pool)
+    .await
+    .unwrap();
+    assert_eq!((in_flight, released), (5, 3), "released by the scheduler");
+    // New requests of acme are admitted at intake, still past the cap.
+    let (s, v) = api(
+        Method::POST,
+        format!("{base}/v1/runs"),
+        &acme,
+        Some(json!({"message": "And batching?"})),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    wait_counts(&base, &ops, "acme", (6, 0)).await;
+    assert_eq!(counts_of(&base, &ops, "bravo").await, (2, 3));
+
+    // Only the cap held bravo's: lifted, they are released too.
+    let (s, v) = api(
+        Method::PATCH,
+        format!("{base}/v1/tenants/bravo"),
+        &ops,
+        Some(json!({"max_in_flight": "none", "reason": "bravo too"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    wait_counts(&base, &ops, "bravo", (5, 0)).await;
+    t.finish().await;
+}
+
+#[tokio::test]
+async fn the_cli_takes_none_and_default_for_the_cap() {
+    let (config, db, pool) = fresh_db().await;
+    let url = database_url(&config);
+    netra::store::tenants::create(&pool, "acme", None, &said())
+        .await
+        .unwrap();
+    let capped = [
+        ("NETRA_FAIR_WEIGHT", "1"),
+        ("NETRA_FAIR_MAX_IN_FLIGHT", "20"),
+    ];
+    let set = |args: &'static [&'static str]| {
+        let url = url.clone();
+        async move {
+            let mut all = vec!["tenant", "set", "acme"];
+            all.extend(args.iter());
+            netra(&url, &all, &capped).await
+        }
+    };
+
+    let (ok, out, err) = set(&["--max-in-flight", "none", "--reason", "acme is exempt"]).await;
+    assert!(ok, "{out} {err}");
+    assert_eq!(
+        out.trim(),
+        "tenant acme: weight 1 (default: NETRA_FAIR_WEIGHT), no cap on runs in flight (its own: none)"
+    );
+    assert_eq!(stored(&pool, "acme").await, (None, Some(0)));
+    let entries = set_entries(&pool, "acme").await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        entries[0].detail,
+        json!({"max_in_flight": {"from": null, "to": "none"}})
+    );
+
+    let (ok, out, err) = set(&[
+        "--max-in-flight",
+        "default",
+        "--weight",
+        "5",
+        "--reason",
+        "back under the cap",
+    ])
+    .await;
+    assert!(ok, "{out} {err}");
+    assert_eq!(
+        out.trim(),
+        "tenant acme: weight 5, max in flight 20 (default: NETRA_FAIR_MAX_IN_FLIGHT)"
+    );
+    assert_eq!(stored(&pool, "acme").await, (Some(5), None));
+    let (ok, out, err) = set(&[
+        "--weight",
+        "default",
+        "--max-in-flight",
+        "7",
+        "--reason",
+        "its own cap",
+    ])
+    .await;
+    assert!(ok, "{out} {err}");
+    assert_eq!(
+        out.trim(),
+        "tenant acme: weight 1 (default: NETRA_FAIR_WEIGHT), max in flight 7"
+    );
+    assert_eq!(stored(&pool, "acme").await, (None, Some(7)));
+
+    // Words it does not take, and "none" where it means nothing.
+    for (args, says) in [
+        (
+            &["--max-in-flight", "unlimited", "--reason", "r"][..],
+            "none (no cap)",
+        ),
+        (
+            &["--max-in-flight", "", "--reason", "r"][..],
+            "--max-in-flight",
+        ),
+        (&["--weight", "none", "--reason", "r"][..], "cannot be none"),
+        (
+            &[
+                "--max-in-flight",
+                "none",
+                "--no-max-in-flight",
+                "--reason",
+                "r",
+            ][..],
+            "cannot be used with",
+        ),
+    ] {
+        let mut all = vec!["tenant", "set", "acme"];
+        all.extend(args.iter());
+        let (ok, _, err) = netra(&url, &all, &capped).await;
+        assert!(!ok, "{all:?}");
+        assert!(err.contains(says), "{all:?}: {err}");
+    }
+    assert_eq!(stored(&pool, "acme").await, (None, Some(7)));
     assert_eq!(set_entries(&pool, "acme").await.len(), 3);
     pool.close().await;
     cleanup(&config, &db).await;
