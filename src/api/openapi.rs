@@ -25,6 +25,11 @@ fn schemas() -> Value {
                 "patch": {"type": "object", "description": "JSON merge patch keyed by phase name"},
                 "dry_run": {"type": "boolean"},
                 "limit": {"type": "integer", "minimum": 1},
+                "requests_per_min": {"anyOf": [
+                    {"type": "integer", "minimum": 1, "maximum": crate::store::tenants::MAX_CAP},
+                    {"type": "null"},
+                    {"enum": ["default", "none"]}
+                ], "description": "the tenant's request rate, new runs per minute on AMQP and POST /v1/runs together (beyond it runs wait `over its rate`); null or \"default\": NETRA_FAIR_REQUESTS_PER_MIN (no limit when 0); \"none\": no limit"},
                 "reason": {"type": "string", "minLength": 1, "maxLength": crate::model::principal::MAX_REASON_CHARS, "description": "why: required unless dry_run; recorded in the audit trail"},
                 "rate": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000, "description": "replays per second (POST /v1/replays)"}
             }
@@ -39,7 +44,7 @@ fn schemas() -> Value {
         "TenantPatch": {
             "type": "object",
             "required": ["reason"],
-            "anyOf": [{"required": ["weight"]}, {"required": ["max_in_flight"]}],
+            "anyOf": [{"required": ["weight"]}, {"required": ["max_in_flight"]}, {"required": ["requests_per_min"]}],
             "additionalProperties": false,
             "properties": {
                 "weight": {"anyOf": [
@@ -57,13 +62,15 @@ fn schemas() -> Value {
         },
         "Tenant": {
             "type": "object",
-            "required": ["name", "weight", "weight_is_default", "max_in_flight", "max_in_flight_is_default", "in_flight", "waiting"],
+            "required": ["name", "weight", "weight_is_default", "max_in_flight", "max_in_flight_is_default", "requests_per_min", "requests_per_min_is_default", "in_flight", "waiting"],
             "properties": {
                 "name": {"type": "string"},
                 "weight": {"type": "integer", "minimum": 1, "maximum": crate::store::tenants::MAX_WEIGHT, "description": "its weight, its own or NETRA_FAIR_WEIGHT"},
                 "weight_is_default": {"type": "boolean"},
                 "max_in_flight": {"anyOf": [{"type": "integer", "minimum": 1}, {"const": "none"}], "description": "its cap on runs in flight, its own or NETRA_FAIR_MAX_IN_FLIGHT; \"none\": no cap (its own \"none\", or the default when none is configured)"},
                 "max_in_flight_is_default": {"type": "boolean"},
+                "requests_per_min": {"anyOf": [{"type": "integer", "minimum": 1}, {"const": "none"}], "description": "its request rate, its own or NETRA_FAIR_REQUESTS_PER_MIN; \"none\": no limit"},
+                "requests_per_min_is_default": {"type": "boolean"},
                 "in_flight": {"type": "integer", "description": "runs admitted and not finished"},
                 "waiting": {"type": "integer", "description": "runs waiting to be admitted"}
             }

@@ -60,9 +60,10 @@ pub async fn get(
     Ok(Json(json!(view(&engine, &who, &name).await?)))
 }
 
-/// `PATCH /v1/tenants/{name}` with `{"weight", "max_in_flight", "reason"}`
-/// (operators only): sets or clears (`null`, `"default"`) the weight and
-/// the cap, or lifts the cap (`"none"`); answers the tenant's view.
+/// `PATCH /v1/tenants/{name}` with `{"weight", "max_in_flight",
+/// "requests_per_min", "reason"}` (operators only): sets or clears (`null`,
+/// `"default"`) the weight, the cap and the request rate, or lifts the cap
+/// or the rate (`"none"`); answers the tenant's view.
 pub async fn patch(
     State(engine): State<Engine>,
     Caller(who): Caller,
@@ -91,6 +92,7 @@ pub(crate) fn set_error(e: TenantError) -> ApiError {
         TenantError::Db(e) => e.into(),
         TenantError::InvalidWeight(_) | TenantError::NoneWeight => invalid("weight", e.to_string()),
         TenantError::InvalidMaxInFlight(_) => invalid("max_in_flight", e.to_string()),
+        TenantError::InvalidRequestsPerMin(_) => invalid("requests_per_min", e.to_string()),
         other => invalid("body", other.to_string()),
     }
 }
@@ -134,6 +136,7 @@ fn parse_patch(body: &[u8]) -> Result<(FairChange, Reason), ApiError> {
         match key.as_str() {
             "weight" => change.weight = setting(v, Field::Weight)?,
             "max_in_flight" => change.max_in_flight = setting(v, Field::MaxInFlight)?,
+            "requests_per_min" => change.requests_per_min = setting(v, Field::RequestsPerMin)?,
             "reason" => match v {
                 Value::String(s) => reason = Some(s.as_str()),
                 Value::Null => {}
@@ -143,13 +146,13 @@ fn parse_patch(body: &[u8]) -> Result<(FairChange, Reason), ApiError> {
                 let shown: String = other.chars().take(64).collect();
                 return Err(invalid(
                     &shown,
-                    "unknown field: the body takes weight, max_in_flight and reason",
+                    "unknown field: the body takes weight, max_in_flight, requests_per_min and reason",
                 ));
             }
         }
     }
     let reason = Reason::parse(reason)?;
-    if change.weight == Setting::Keep && change.max_in_flight == Setting::Keep {
+    if change == FairChange::default() {
         return Err(invalid("body", TenantError::NoChange.to_string()));
     }
     Ok((change, reason))
@@ -204,6 +207,10 @@ mod tests {
         assert_eq!(c.weight, Setting::Set(3));
         assert_eq!(c.max_in_flight, Setting::Default);
         assert_eq!(r.as_str(), "more");
+        let (c, _) = parse_patch(br#"{"requests_per_min": "none", "reason": "r"}"#).unwrap();
+        assert_eq!(c.requests_per_min, Setting::NoCap);
+        let (c, _) = parse_patch(br#"{"requests_per_min": 600, "reason": "r"}"#).unwrap();
+        assert_eq!(c.requests_per_min, Setting::Set(600));
         let (c, _) = parse_patch(br#"{"max_in_flight": 50, "reason": "r"}"#).unwrap();
         assert_eq!(c.weight, Setting::Keep);
         assert_eq!(c.max_in_flight, Setting::Set(50));

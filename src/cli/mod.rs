@@ -182,7 +182,7 @@ pub enum TenantAction {
         clap::ArgGroup::new("change")
             .required(true)
             .multiple(true)
-            .args(["weight", "default_weight", "max_in_flight", "no_max_in_flight"])
+            .args(["weight", "default_weight", "max_in_flight", "no_max_in_flight", "requests_per_min"])
     ))]
     Set {
         /// Tenant name.
@@ -202,6 +202,12 @@ pub enum TenantAction {
         /// that is unset); as `--max-in-flight default`.
         #[arg(long)]
         no_max_in_flight: bool,
+        /// Its request rate, new runs per minute on AMQP and the API
+        /// together (beyond it runs wait `over its rate`): at least 1;
+        /// `none`, no limit even where NETRA_FAIR_REQUESTS_PER_MIN sets
+        /// one; or `default`.
+        #[arg(long, value_name = "N|none|default", value_parser = rate_arg)]
+        requests_per_min: Option<Setting>,
         /// Why (required; it goes in the audit trail).
         #[arg(long)]
         reason: String,
@@ -229,6 +235,11 @@ fn weight_arg(text: &str) -> Result<Setting, String> {
 /// `--max-in-flight`: [`Setting::parse`], which must change something.
 fn cap_arg(text: &str) -> Result<Setting, String> {
     setting_arg(text, Field::MaxInFlight)
+}
+
+/// `--requests-per-min`: [`Setting::parse`], which must change something.
+fn rate_arg(text: &str) -> Result<Setting, String> {
+    setting_arg(text, Field::RequestsPerMin)
 }
 
 fn setting_arg(text: &str, field: Field) -> Result<Setting, String> {
@@ -472,6 +483,7 @@ async fn tenant(action: TenantAction) -> anyhow::Result<()> {
             default_weight,
             max_in_flight,
             no_max_in_flight,
+            requests_per_min,
             reason,
         } => {
             let said = cli_said(Some(&reason))?;
@@ -483,6 +495,7 @@ async fn tenant(action: TenantAction) -> anyhow::Result<()> {
             let change = store::tenants::FairChange {
                 weight: pick(weight, default_weight),
                 max_in_flight: pick(max_in_flight, no_max_in_flight),
+                requests_per_min: pick(requests_per_min, false),
             };
             let set = store::tenants::set_fair(&pool, &name, &change, &said).await?;
             let view = store::tenants::TenantView::of(&set, config.fair, 0, 0);
@@ -524,7 +537,17 @@ fn describe_fair(v: &store::tenants::TenantView) -> String {
             "no cap on runs in flight (default: NETRA_FAIR_MAX_IN_FLIGHT is unset)".into()
         }
     };
-    format!("tenant {}: {weight}, {cap}", v.name)
+    // The rate is left out where none applies at all (no default, none of
+    // its own), as before there were rates.
+    let rate = match (v.requests_per_min, v.requests_per_min_is_default) {
+        (Some(n), false) => format!(", {n} requests per minute"),
+        (Some(n), true) => {
+            format!(", {n} requests per minute (default: NETRA_FAIR_REQUESTS_PER_MIN)")
+        }
+        (None, false) => ", no request rate limit (its own: none)".into(),
+        (None, true) => String::new(),
+    };
+    format!("tenant {}: {weight}, {cap}{rate}", v.name)
 }
 
 /// Who acts from the command line (`cli:$USER`), and why.

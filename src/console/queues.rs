@@ -157,15 +157,15 @@ fn cells(stats: &BrokerStats, queue: &str) -> Markup {
     }
 }
 
-/// The tenants' table: weight, cap, runs in flight and waiting, with
-/// "default" where the configuration applies, and for each live tenant a
-/// form that changes its weight and cap.
+/// The tenants' table: weight, cap, request rate, runs in flight and
+/// waiting, with "default" where the configuration applies, and for each
+/// live tenant a form that changes its weight, cap and rate.
 fn tenants_table(views: &[TenantView], signed: &Signed) -> Markup {
     html! {
         table #tenants {
             thead { tr {
                 th { "tenant" } th.num { "weight" } th.num { "cap (max in flight)" }
-                th.num { "in flight" } th.num { "waiting" } th { "change (empty: keep)" }
+                th.num { "requests per min" } th.num { "in flight" } th.num { "waiting" } th { "change (empty: keep)" }
             } }
             tbody {
                 @for v in views {
@@ -182,13 +182,20 @@ fn tenants_table(views: &[TenantView], signed: &Signed) -> Markup {
                             }
                             @if v.max_in_flight_is_default { " " span.muted { "(default)" } }
                         }
+                        td.num data-rate=(v.name) {
+                            @match v.requests_per_min {
+                                Some(n) => { (n) }
+                                None => { "none" }
+                            }
+                            @if v.requests_per_min_is_default { " " span.muted { "(default)" } }
+                        }
                         td.num data-in-flight=(v.name) { (v.in_flight) }
                         td.num data-waiting=(v.name) { (v.waiting) }
                         td { (fair_form(v, signed)) }
                     }
                 }
                 @if views.is_empty() {
-                    tr { td.muted colspan="6" { "No tenants, and no runs in flight or waiting." } }
+                    tr { td.muted colspan="7" { "No tenants, and no runs in flight or waiting." } }
                 }
             }
         }
@@ -206,6 +213,8 @@ fn fair_form(v: &TenantView, signed: &Signed) -> Markup {
                     title="1-1000, or default; empty: keep";
                 " " input name="max_in_flight" size="8" placeholder="cap" aria-label={ "cap of " (v.name) }
                     title="at least 1, none (no cap, whatever the default), or default; empty: keep";
+                " " input name="requests_per_min" size="8" placeholder="rate/min" aria-label={ "request rate of " (v.name) }
+                    title="new runs per minute, at least 1, none (no limit, whatever the default), or default; empty: keep";
                 " " input name="reason" size="24" placeholder="why (required)" aria-label={ "why change " (v.name) } required;
                 " " button.secondary type="submit" { "Set" }
             }
@@ -224,6 +233,9 @@ pub struct FairForm {
     pub weight: Option<String>,
     /// The cap as typed: at least 1, `none`, `default`, or empty to keep it.
     pub max_in_flight: Option<String>,
+    /// The request rate as typed: at least 1, `none`, `default`, or empty
+    /// to keep it.
+    pub requests_per_min: Option<String>,
     /// Why.
     pub reason: Option<String>,
 }
@@ -255,6 +267,7 @@ pub async fn set_fair(
     let change = FairChange {
         weight: typed(form.weight.as_deref(), Field::Weight)?,
         max_in_flight: typed(form.max_in_flight.as_deref(), Field::MaxInFlight)?,
+        requests_per_min: typed(form.requests_per_min.as_deref(), Field::RequestsPerMin)?,
     };
     let reason = Reason::parse(form.reason.as_deref()).map_err(ApiError::from)?;
     let said = Said::new(signed.who.actor(), reason);
@@ -367,6 +380,8 @@ mod tests {
             weight_is_default,
             max_in_flight: cap,
             max_in_flight_is_default: cap.is_none(),
+            requests_per_min: None,
+            requests_per_min_is_default: true,
             in_flight: 3,
             waiting: 4,
             live: true,

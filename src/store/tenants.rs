@@ -57,11 +57,14 @@ pub enum TenantError {
     /// A cap on runs in flight below 1 (or too large to store).
     #[error("max_in_flight must be from 1 to {MAX_CAP}, or none for no cap (got {0})")]
     InvalidMaxInFlight(u64),
+    /// A request rate below 1 (or too large to store).
+    #[error("requests_per_min must be from 1 to {MAX_CAP}, or none for no limit (got {0})")]
+    InvalidRequestsPerMin(u64),
     /// "No cap" given for the weight, which has no such value.
     #[error("cannot be none: a weight is 1 to {MAX_WEIGHT}, or default")]
     NoneWeight,
     /// A change of the settings that changes none of them.
-    #[error("nothing to change: set the weight or the cap on runs in flight, or clear one to the default")]
+    #[error("nothing to change: set the weight, the cap on runs in flight or the request rate, or clear one to the default")]
     NoChange,
     /// Database.
     #[error(transparent)]
@@ -208,8 +211,9 @@ pub enum Setting {
     Set(u64),
     /// Clear the tenant's own value: the configured default applies.
     Default,
-    /// The cap only: no cap on the tenant's runs in flight, even where the
-    /// deployment configures a default cap (stored as [`NO_CAP`]).
+    /// The cap and the rate only: no cap on the tenant's runs in flight,
+    /// or no limit on its request rate, even where the deployment
+    /// configures a default (stored as [`NO_CAP`]).
     NoCap,
 }
 
@@ -220,6 +224,9 @@ pub enum Field {
     Weight,
     /// The cap on runs in flight: 1-[`MAX_CAP`], `none` or `default`.
     MaxInFlight,
+    /// The request rate, new runs per minute: 1-[`MAX_CAP`], `none` or
+    /// `default`.
+    RequestsPerMin,
 }
 
 impl Field {
@@ -228,6 +235,7 @@ impl Field {
         match self {
             Field::Weight => "weight",
             Field::MaxInFlight => "max_in_flight",
+            Field::RequestsPerMin => "requests_per_min",
         }
     }
 
@@ -235,7 +243,7 @@ impl Field {
     pub fn max(self) -> u64 {
         match self {
             Field::Weight => MAX_WEIGHT,
-            Field::MaxInFlight => MAX_CAP,
+            Field::MaxInFlight | Field::RequestsPerMin => MAX_CAP,
         }
     }
 
@@ -245,6 +253,9 @@ impl Field {
             Field::Weight => format!("must be an integer from 1 to {MAX_WEIGHT}, or default"),
             Field::MaxInFlight => format!(
                 "must be an integer from 1 to {MAX_CAP}, none (no cap), or default (NETRA_FAIR_MAX_IN_FLIGHT)"
+            ),
+            Field::RequestsPerMin => format!(
+                "must be an integer from 1 to {MAX_CAP}, none (no limit), or default (NETRA_FAIR_REQUESTS_PER_MIN)"
             ),
         }
     }
@@ -265,7 +276,7 @@ impl Setting {
         }
         if t.eq_ignore_ascii_case("none") {
             return match field {
-                Field::MaxInFlight => Ok(Setting::NoCap),
+                Field::MaxInFlight | Field::RequestsPerMin => Ok(Setting::NoCap),
                 Field::Weight => Err(TenantError::NoneWeight.to_string()),
             };
         }
@@ -304,6 +315,8 @@ pub struct FairChange {
     pub weight: Setting,
     /// Its cap on runs in flight (at least 1, or no cap).
     pub max_in_flight: Setting,
+    /// Its request rate, new runs per minute (at least 1, or no limit).
+    pub requests_per_min: Setting,
 }
 
 impl FairChange {
@@ -321,7 +334,15 @@ impl FairChange {
                 return Err(TenantError::InvalidMaxInFlight(n));
             }
         }
-        if self.weight == Setting::Keep && self.max_in_flight == Setting::Keep {
+        if let Setting::Set(n) = self.requests_per_min {
+            if !(1..=MAX_CAP).contains(&n) {
+                return Err(TenantError::InvalidRequestsPerMin(n));
+            }
+        }
+        if self.weight == Setting::Keep
+            && self.max_in_flight == Setting::Keep
+            && self.requests_per_min == Setting::Keep
+        {
             return Err(TenantError::NoChange);
         }
         Ok(())
@@ -337,6 +358,8 @@ pub struct FairSettings {
     pub weight: Option<i32>,
     /// Its own cap on runs in flight ([`NO_CAP`]: none).
     pub max_in_flight: Option<i32>,
+    /// Its own request rate ([`NO_CAP`]: no limit).
+    pub requests_per_min: Option<i32>,
     /// Whether it is a live tenant (a row, not deleted): only those can be
     /// changed; the others are shown for their runs.
     pub live: bool,
@@ -359,7 +382,8 @@ pub async fn set_fair(
     }
     let mut tx = pool.begin().await.map_err(Error::from)?;
     let before = sqlx::query!(
-        "SELECT weight, max_in_flight FROM tenants WHERE name = $1 AND deleted_at IS NULL FOR UPDATE",
+        "SELECT weight, max_in_flight, requests_per_min FROM tenants \
+         WHERE name = $1 AND deleted_at IS NULL FOR UPDATE",
         name,
     )
     .fetch_optional(&mut *tx)
@@ -368,11 +392,13 @@ pub async fn set_fair(
     .ok_or_else(|| TenantError::Missing(name.to_string()))?;
     let weight = change.weight.apply(before.weight);
     let max_in_flight = change.max_in_flight.apply(before.max_in_flight);
+    let requests_per_min = change.requests_per_min.apply(before.requests_per_min);
     sqlx::query!(
-        "UPDATE tenants SET weight = $2, max_in_flight = $3 WHERE name = $1",
+        "UPDATE tenants SET weight = $2, max_in_flight = $3, requests_per_min = $4 WHERE name = $1",
         name,
         weight,
         max_in_flight,
+        requests_per_min,
     )
     .execute(&mut *tx)
     .await
@@ -388,6 +414,12 @@ pub async fn set_fair(
         detail.insert(
             "max_in_flight".into(),
             json!({"from": stored_json(before.max_in_flight), "to": stored_json(max_in_flight)}),
+        );
+    }
+    if change.requests_per_min != Setting::Keep {
+        detail.insert(
+            "requests_per_min".into(),
+            json!({"from": stored_json(before.requests_per_min), "to": stored_json(requests_per_min)}),
         );
     }
     let target = format!("tenant {name}");
@@ -408,6 +440,7 @@ pub async fn set_fair(
         name: name.to_string(),
         weight,
         max_in_flight,
+        requests_per_min,
         live: true,
     })
 }
@@ -429,6 +462,12 @@ pub struct TenantView {
     pub max_in_flight: Option<u32>,
     /// Whether that is the default (`NETRA_FAIR_MAX_IN_FLIGHT`).
     pub max_in_flight_is_default: bool,
+    /// Its request rate, new runs per minute on every way in (`None`,
+    /// `"none"` in JSON: no limit).
+    #[serde(serialize_with = "cap_or_none")]
+    pub requests_per_min: Option<u32>,
+    /// Whether that is the default (`NETRA_FAIR_REQUESTS_PER_MIN`).
+    pub requests_per_min_is_default: bool,
     /// Runs admitted and not finished.
     pub in_flight: i64,
     /// Runs waiting to be admitted.
@@ -458,12 +497,22 @@ impl TenantView {
             Some(NO_CAP) => (None, false),
             Some(n) => (u32::try_from(n).ok(), false),
         };
+        let (requests_per_min, requests_per_min_is_default) = match settings.requests_per_min {
+            None => (
+                (fair.requests_per_min > 0).then_some(fair.requests_per_min),
+                true,
+            ),
+            Some(NO_CAP) => (None, false),
+            Some(n) => (u32::try_from(n).ok(), false),
+        };
         Self {
             name: settings.name.clone(),
             weight: weight.unwrap_or(fair.weight),
             weight_is_default: weight.is_none(),
             max_in_flight,
             max_in_flight_is_default,
+            requests_per_min,
+            requests_per_min_is_default,
             in_flight,
             waiting,
             live: settings.live,
@@ -486,7 +535,7 @@ pub async fn views(
         return Ok(Vec::new());
     }
     let rows = sqlx::query!(
-        r#"SELECT name, weight, max_in_flight, deleted_at IS NOT NULL AS "deleted!"
+        r#"SELECT name, weight, max_in_flight, requests_per_min, deleted_at IS NOT NULL AS "deleted!"
            FROM tenants WHERE ($1::text IS NULL OR name = $1) ORDER BY name"#,
         only,
     )
@@ -509,6 +558,7 @@ pub async fn views(
             name: r.name,
             weight: r.weight,
             max_in_flight: r.max_in_flight,
+            requests_per_min: r.requests_per_min,
             live: !r.deleted,
         };
         out.push(TenantView::of(&settings, fair, in_flight, waiting));
@@ -518,6 +568,7 @@ pub async fn views(
             name,
             weight: None,
             max_in_flight: None,
+            requests_per_min: None,
             live: false,
         };
         out.push(TenantView::of(&settings, fair, in_flight, waiting));
@@ -535,6 +586,7 @@ mod tests {
         let set = |w, n| FairChange {
             weight: w,
             max_in_flight: n,
+            requests_per_min: Setting::Keep,
         };
         assert!(matches!(
             set(Setting::Set(0), Setting::Keep).check(),
@@ -563,6 +615,24 @@ mod tests {
         assert!(set(Setting::Set(1000), Setting::Default).check().is_ok());
         assert!(set(Setting::Default, Setting::Set(1)).check().is_ok());
         assert!(set(Setting::Keep, Setting::NoCap).check().is_ok());
+        let rate = |r| FairChange {
+            requests_per_min: r,
+            ..FairChange::default()
+        };
+        assert!(matches!(
+            rate(Setting::Set(0)).check(),
+            Err(TenantError::InvalidRequestsPerMin(0))
+        ));
+        assert!(rate(Setting::Set(600)).check().is_ok());
+        assert!(rate(Setting::NoCap).check().is_ok());
+        assert!(rate(Setting::Default).check().is_ok());
+        assert_eq!(
+            Setting::parse("none", Field::RequestsPerMin),
+            Ok(Setting::NoCap)
+        );
+        assert!(Setting::parse("0", Field::RequestsPerMin)
+            .unwrap_err()
+            .contains("none (no limit)"));
     }
 
     #[test]
@@ -625,6 +695,7 @@ mod tests {
             name: "a".into(),
             weight: None,
             max_in_flight: None,
+            requests_per_min: None,
             live: true,
         };
         let v = TenantView::of(&none, fair, 3, 4);
@@ -660,5 +731,25 @@ mod tests {
         assert!(j.get("live").is_none(), "not part of the API");
         let j = serde_json::to_value(TenantView::of(&own, fair, 0, 0)).unwrap();
         assert_eq!(j["max_in_flight"], 9);
+        // The rate: none unless configured or set; its own value wins.
+        assert_eq!(j["requests_per_min"], "none");
+        let rated = FairConfig {
+            requests_per_min: 600,
+            ..fair
+        };
+        let v = TenantView::of(&none, rated, 0, 0);
+        assert_eq!(
+            (v.requests_per_min, v.requests_per_min_is_default),
+            (Some(600), true)
+        );
+        let unlimited = FairSettings {
+            requests_per_min: Some(NO_CAP),
+            ..none.clone()
+        };
+        let v = TenantView::of(&unlimited, rated, 0, 0);
+        assert_eq!(
+            (v.requests_per_min, v.requests_per_min_is_default),
+            (None, false)
+        );
     }
 }

@@ -493,8 +493,12 @@ async fn a_request_over_its_tenants_rate_waits_on_every_way_in_and_goes_on_when_
     let token = netra::store::tenants::create(&t.pool, "bravo", Some(&user), &said())
         .await
         .unwrap();
-    sqlx::query("UPDATE tenants SET requests_per_min = 3 WHERE name = 'bravo'")
-        .execute(&t.pool)
+    let rate = |r| netra::store::tenants::FairChange {
+        requests_per_min: r,
+        ..Default::default()
+    };
+    use netra::store::tenants::Setting;
+    netra::store::tenants::set_fair(&t.pool, "bravo", &rate(Setting::Set(3)), &said())
         .await
         .unwrap();
     publish_as(&t.config, Some(&user), "b", 4, 0).await;
@@ -524,8 +528,7 @@ async fn a_request_over_its_tenants_rate_waits_on_every_way_in_and_goes_on_when_
         "the history says why it waits: {history}"
     );
     // An operator lifts the rate: the waiting runs go on and complete.
-    sqlx::query("UPDATE tenants SET requests_per_min = 0 WHERE name = 'bravo'")
-        .execute(&t.pool)
+    netra::store::tenants::set_fair(&t.pool, "bravo", &rate(Setting::NoCap), &said())
         .await
         .unwrap();
     wait_count(

@@ -119,7 +119,8 @@ async fn operators_set_a_tenants_weight_and_cap_with_a_reason() {
     assert_eq!(
         v,
         json!({"name": "acme", "weight": 3, "weight_is_default": false, "max_in_flight": 50,
-               "max_in_flight_is_default": false, "in_flight": 0, "waiting": 0})
+               "max_in_flight_is_default": false, "requests_per_min": "none",
+               "requests_per_min_is_default": true, "in_flight": 0, "waiting": 0})
     );
     assert_eq!(stored(&t.pool, "acme").await, (Some(3), Some(50)));
     let entries = set_entries(&t.pool, "acme").await;
@@ -183,6 +184,40 @@ async fn operators_set_a_tenants_weight_and_cap_with_a_reason() {
     }
     assert_eq!(stored(&t.pool, "acme").await, (Some(3), None));
     assert_eq!(set_entries(&t.pool, "acme").await.len(), 2);
+    // The request rate: a number, then none (no limit), and 0 is refused.
+    for (rate, shown) in [(json!(120), json!(120)), (json!("none"), json!("none"))] {
+        let (s, v) = api(
+            Method::PATCH,
+            url.clone(),
+            &ops,
+            Some(json!({"requests_per_min": rate, "reason": "rate"})),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["requests_per_min"], shown, "{v}");
+        assert_eq!(v["requests_per_min_is_default"], false, "{v}");
+    }
+    let (s, v) = api(
+        Method::PATCH,
+        url.clone(),
+        &ops,
+        Some(json!({"requests_per_min": 0, "reason": "r"})),
+    )
+    .await;
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(v["error"]["field"], "requests_per_min", "{v}");
+    let rate: Option<i32> =
+        sqlx::query_scalar("SELECT requests_per_min FROM tenants WHERE name = 'acme'")
+            .fetch_one(&t.pool)
+            .await
+            .unwrap();
+    assert_eq!(rate, Some(0), "stored as 0: no limit");
+    let entries = set_entries(&t.pool, "acme").await;
+    assert_eq!(entries.len(), 4);
+    assert_eq!(
+        entries[0].detail,
+        json!({"requests_per_min": {"from": 120, "to": "none"}})
+    );
     // An unknown tenant is 404.
     let (s, v) = api(
         Method::PATCH,
@@ -244,7 +279,8 @@ async fn counts_match_the_runs_in_the_api_the_metrics_and_the_console() {
     assert_eq!(
         list[1],
         json!({"name": "default", "weight": 1, "weight_is_default": true, "max_in_flight": "none",
-               "max_in_flight_is_default": true, "in_flight": 1, "waiting": 0})
+               "max_in_flight_is_default": true, "requests_per_min": "none",
+               "requests_per_min_is_default": true, "in_flight": 1, "waiting": 0})
     );
     assert_eq!(
         (list[2]["in_flight"].clone(), list[2]["waiting"].clone()),
