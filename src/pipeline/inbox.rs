@@ -126,14 +126,7 @@ pub async fn drain(engine: &Engine, publisher: &Publisher) -> Result<usize, Infr
         return Ok(n);
     }
     for s in unreadable {
-        refuse(
-            &mut tx,
-            engine,
-            &s.new,
-            "unreadable_request",
-            "the spooled request no longer reads as one",
-        )
-        .await?;
+        refuse_unreadable(&mut tx, engine, &s.new).await?;
     }
     let mut accepted = Vec::with_capacity(results.len());
     for (new, result) in news.iter().zip(results) {
@@ -167,14 +160,7 @@ async fn drain_one(engine: &Engine, publisher: &Publisher, id: i64) -> Result<us
     let new = match &s.new {
         Ok(new) => new.clone(),
         Err(_) => {
-            refuse(
-                &mut tx,
-                engine,
-                &s.new,
-                "unreadable_request",
-                "the spooled request no longer reads as one",
-            )
-            .await?;
+            refuse_unreadable(&mut tx, engine, &s.new).await?;
             tx.commit().await.map_err(store::Error::from)?;
             return Ok(1);
         }
@@ -225,6 +211,16 @@ async fn drain_one(engine: &Engine, publisher: &Publisher, id: i64) -> Result<us
         }
     }
     Ok(1)
+}
+
+/// [`refuse`] for a row that no longer reads as a request.
+async fn refuse_unreadable(
+    conn: &mut sqlx::PgConnection,
+    engine: &Engine,
+    request: &Result<NewRun, String>,
+) -> Result<(), InfraError> {
+    let reason = "the spooled request no longer reads as one";
+    refuse(conn, engine, request, "unreadable_request", reason).await
 }
 
 /// Indexes a spooled request that cannot become a run as a dead letter of

@@ -478,6 +478,16 @@ pub struct TenantView {
     pub live: bool,
 }
 
+/// A bound (the cap, the rate) in effect, and whether it is the default:
+/// the tenant's own value, [`NO_CAP`] being none, else `default`.
+fn bound(own: Option<i32>, default: Option<u32>) -> (Option<u32>, bool) {
+    match own {
+        None => (default, true),
+        Some(NO_CAP) => (None, false),
+        Some(n) => (u32::try_from(n).ok(), false),
+    }
+}
+
 /// A cap as JSON: the number, or `"none"`, the word a change takes for it.
 fn cap_or_none<S: serde::Serializer>(cap: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
     match cap {
@@ -492,19 +502,12 @@ impl TenantView {
     pub fn of(settings: &FairSettings, fair: FairConfig, in_flight: i64, waiting: i64) -> Self {
         let own = |v: Option<i32>| v.and_then(|v| u32::try_from(v).ok());
         let weight = own(settings.weight);
-        let (max_in_flight, max_in_flight_is_default) = match settings.max_in_flight {
-            None => (fair.max_in_flight, true),
-            Some(NO_CAP) => (None, false),
-            Some(n) => (u32::try_from(n).ok(), false),
-        };
-        let (requests_per_min, requests_per_min_is_default) = match settings.requests_per_min {
-            None => (
-                (fair.requests_per_min > 0).then_some(fair.requests_per_min),
-                true,
-            ),
-            Some(NO_CAP) => (None, false),
-            Some(n) => (u32::try_from(n).ok(), false),
-        };
+        let (max_in_flight, max_in_flight_is_default) =
+            bound(settings.max_in_flight, fair.max_in_flight);
+        let (requests_per_min, requests_per_min_is_default) = bound(
+            settings.requests_per_min,
+            (fair.requests_per_min > 0).then_some(fair.requests_per_min),
+        );
         Self {
             name: settings.name.clone(),
             weight: weight.unwrap_or(fair.weight),
